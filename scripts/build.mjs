@@ -1,0 +1,37 @@
+// Bundles the whole program into one CommonJS file that `node` runs
+// (and that cross-build/ turns into single executables: inside a Node SEA
+// `require` only loads built-ins, so everything must be in the bundle).
+import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, chmodSync } from 'node:fs';
+
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+
+function gitCommit() {
+  if (process.env.DIODE_COMMIT) return process.env.DIODE_COMMIT;
+  try {
+    return execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+const outfile = process.argv[2] ?? 'dist/diode.cjs';
+await build({
+  entryPoints: ['agent/cli/main.ts'],
+  outfile,
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  minify: false,
+  sourcemap: false,
+  legalComments: 'none',
+  banner: { js: '#!/usr/bin/env node' },
+  define: {
+    __DIODE_VERSION__: JSON.stringify(pkg.version),
+    __DIODE_COMMIT__: JSON.stringify(gitCommit()),
+  },
+  logLevel: 'warning',
+});
+chmodSync(outfile, 0o755);
