@@ -6,7 +6,9 @@
 //      hands it to qemu (set QEMU_LD_PREFIX if the target's libraries are in
 //      a sysroot rather than installed with dpkg multiarch);
 //   3. qemu-aarch64-static / qemu-arm-static on PATH: run qemu explicitly,
-//      with `-L <sysroot>` when the target's dynamic loader is not installed.
+//      with `-L <sysroot>` when the target's dynamic loader is not installed
+//      (sysroot from DIODE_SYSROOT_ARM64 / DIODE_SYSROOT_ARMHF / QEMU_LD_PREFIX).
+//      DIODE_QEMU=explicit forces this path even when binfmt is registered.
 // Anything else is an error that says what to install
 // (cross-build/setup-host.sh does all of it on Debian).
 //
@@ -92,7 +94,8 @@ export function armCommand(arch, binary, args = []) {
     return { file: binary, args: [...args], env: {}, via: 'native' };
   }
   const sysroot = sysrootFor(arch);
-  if (binfmtRegistered(arch)) {
+  // DIODE_QEMU=explicit skips binfmt (to test that path, or if binfmt's qemu is a different build).
+  if (process.env.DIODE_QEMU !== 'explicit' && binfmtRegistered(arch)) {
     return { file: binary, args: [...args], env: sysroot ? { QEMU_LD_PREFIX: sysroot } : {}, via: 'binfmt' };
   }
   const qemu = onPath(spec.qemu);
