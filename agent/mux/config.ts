@@ -1,0 +1,47 @@
+import { INITIAL_STREAM_WINDOW, MAX_UINT32 } from './frame.ts';
+import { MuxError } from './errors.ts';
+
+export interface MuxConfig {
+  /** Bytes: receive window per stream at start. The spec fixes 256 KiB as what the peer assumes; larger is announced with a window update. */
+  initialWindow: number;
+  /** Bytes: cap for adaptive window growth; also the largest data frame we accept. */
+  maxWindow: number;
+  /** Streams: inbound streams waiting for a 'stream' listener before new SYNs are answered with RST. */
+  acceptBacklog: number;
+  /** Streams: max concurrently open streams per session (both directions). */
+  maxStreams: number;
+  /** Milliseconds between keep-alive pings; 0 = off. */
+  keepAliveInterval: number;
+  /** Milliseconds without a ping answer before the session is closed. */
+  keepAliveTimeout: number;
+  /** Bytes: largest data payload we put in one frame (keeps one stream from hogging the connection). */
+  maxFrameData: number;
+}
+
+export const defaultMuxConfig: Readonly<MuxConfig> = Object.freeze({
+  initialWindow: INITIAL_STREAM_WINDOW,
+  maxWindow: 16 * 1024 * 1024,
+  acceptBacklog: 256,
+  maxStreams: 4096,
+  keepAliveInterval: 30_000,
+  keepAliveTimeout: 10_000,
+  maxFrameData: 64 * 1024,
+});
+
+function check(ok: boolean, what: string): void {
+  if (!ok) throw new MuxError('ECONFIG', `invalid mux config: ${what}`);
+}
+
+const isInt = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n);
+
+/** Throws MuxError('ECONFIG') unless every field is usable; returns the config for chaining. */
+export function validateMuxConfig(c: MuxConfig): MuxConfig {
+  check(isInt(c.initialWindow) && c.initialWindow >= INITIAL_STREAM_WINDOW, `initialWindow must be an integer >= ${INITIAL_STREAM_WINDOW}`);
+  check(isInt(c.maxWindow) && c.maxWindow >= c.initialWindow && c.maxWindow <= MAX_UINT32, 'maxWindow must be an integer in [initialWindow, 2^32-1]');
+  check(isInt(c.acceptBacklog) && c.acceptBacklog >= 1, 'acceptBacklog must be an integer >= 1');
+  check(isInt(c.maxStreams) && c.maxStreams >= 1, 'maxStreams must be an integer >= 1');
+  check(isInt(c.keepAliveInterval) && c.keepAliveInterval >= 0, 'keepAliveInterval must be an integer >= 0 (ms)');
+  check(isInt(c.keepAliveTimeout) && c.keepAliveTimeout >= 1, 'keepAliveTimeout must be an integer >= 1 (ms)');
+  check(isInt(c.maxFrameData) && c.maxFrameData >= 1 && c.maxFrameData <= MAX_UINT32, 'maxFrameData must be an integer in [1, 2^32-1]');
+  return c;
+}

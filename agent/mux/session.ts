@@ -1,0 +1,390 @@
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { performance } from 'node:perf_hooks';
+import { Flag, FrameType, GoAwayCode, HEADER_LENGTH, INITIAL_STREAM_WINDOW, MAX_UINT32, encodeHeader, type FrameHeader } from './frame.ts';
+import { defaultMuxConfig, validateMuxConfig, type MuxConfig } from './config.ts';
+import { FrameDecoder } from './decoder.ts';
+import { MuxError } from './errors.ts';
+import { MuxStream, type StreamLink } from './stream.ts';
+
+/**
+ * Milliseconds we keep reading (and discarding) after sending go-away and
+ * ending the connection, so the peer's last bytes don't turn our close into a
+ * TCP RST that could discard the go-away before the peer reads it.
+ */
+const CLOSE_LINGER_MS = 2_000;
+
+export type MuxRole = 'client' | 'server';
+
+interface PendingPing {
+  resolve: (rttMs: number) => void;
+  reject: (err: Error) => void;
+  start: number;
+}
+
+const noop = (): void => {};
+
+/**
+ * A yamux session over one connection (hashicorp spec). Events:
+ * - 'stream' (s: MuxStream): an inbound stream; while nobody listens, inbound
+ *   streams wait in the accept backlog (bounded; overflow is answered with RST);
+ * - 'close' (err?: Error): once, when the session has ended.
+ */
+export class MuxSession extends EventEmitter {
+  private readonly conn: Duplex;
+  private readonly role: MuxRole;
+  private readonly config: Readonly<MuxConfig>;
+  private readonly decoder: FrameDecoder;
+  private readonly link: StreamLink;
+
+  // Streams, owned by the read loop and open().
+  private readonly streams = new Map<number, MuxStream>();
+  private readonly backlog: MuxStream[] = [];
+  private nextStreamId: number;
+
+  // Write side: connection backpressure and batching.
+  private readonly drainWaiters = new Set<MuxStream>();
+  private connBlocked = false;
+  private corked = false;
+
+  // Session state.
+  private isClosed = false;
+  private localGoAway = false;
+  private remoteGoAway = false;
+  private readonly pings = new Map<number, PendingPing>();
+  private nextPingId = 0;
+  private keepAliveTimer: NodeJS.Timeout | undefined;
+  private keepAliveDeadline: NodeJS.Timeout | undefined;
+
+  constructor(conn: Duplex, options: { role: MuxRole } & Partial<MuxConfig>) {
+    super();
+    const { role, ...overrides } = options;
+    if (role !== 'client' && role !== 'server') throw new MuxError('ECONFIG', `invalid mux role ${String(role)}`);
+    const config: MuxConfig = { ...defaultMuxConfig };
+    for (const key of Object.keys(defaultMuxConfig) as Array<keyof MuxConfig>) {
+      if (overrides[key] !== undefined) config[key] = overrides[key];
+    }
+    this.config = Object.freeze(validateMuxConfig(config));
+    this.conn = conn;
+    this.role = role;
+    this.nextStreamId = role === 'client' ? 1 : 2;
+    this.decoder = new FrameDecoder(this.config.maxWindow, this.onFrame);
+    this.link = this.makeLink();
+
+    conn.on('data', this.onData);
+    conn.on('drain', this.onDrain);
+    conn.on('end', this.onEnd);
+    conn.on('error', this.onConnError);
+    conn.on('close', this.onConnClose);
+    this.on('newListener', this.onNewListener);
+    if (this.config.keepAliveInterval > 0) {
+      this.keepAliveTimer = setInterval(this.keepAlive, this.config.keepAliveInterval).unref();
+    }
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  get streamCount(): number {
+    return this.streams.size;
+  }
+
+  /** Opens an outbound stream; the SYN (a window update) is sent immediately. */
+  open(): MuxStream {
+    if (this.isClosed) throw new MuxError('ESESSIONCLOSED', 'session is closed');
+    if (this.localGoAway || this.remoteGoAway) throw new MuxError('EGOAWAY', 'session is going away: no new streams');
+    if (this.streams.size >= this.config.maxStreams) throw new MuxError('ESTREAMLIMIT', `maxStreams (${this.config.maxStreams}) reached`);
+    const id = this.nextStreamId;
+    if (id > MAX_UINT32) throw new MuxError('ESTREAMLIMIT', 'stream ids exhausted');
+    this.nextStreamId += 2;
+    const stream = new MuxStream(id, this, this.link, INITIAL_STREAM_WINDOW, this.config.initialWindow);
+    this.streams.set(id, stream);
+    this.writeHeader(FrameType.WindowUpdate, Flag.SYN, id, this.config.initialWindow - INITIAL_STREAM_WINDOW);
+    return stream;
+  }
+
+  /** Round-trip time in milliseconds of one ping. */
+  ping(): Promise<number> {
+    if (this.isClosed) return Promise.reject(new MuxError('ESESSIONCLOSED', 'session is closed'));
+    const id = this.nextPingId;
+    this.nextPingId = (id + 1) >>> 0;
+    return new Promise<number>((resolve, reject) => {
+      this.pings.set(id, { resolve, reject, start: performance.now() });
+      this.writeHeader(FrameType.Ping, Flag.SYN, 0, id);
+    });
+  }
+
+  /** Tell the peer we take no new streams; we open none either. Existing streams continue. */
+  goAway(code: number = GoAwayCode.Normal): void {
+    if (this.isClosed || this.localGoAway) return;
+    this.localGoAway = true;
+    this.writeHeader(FrameType.GoAway, 0, 0, code);
+  }
+
+  /** Go-away if possible, destroy all streams, end the connection, emit 'close' once. */
+  close(err?: Error): void {
+    this.shutdown(err, err, true);
+  }
+
+  // ---- read loop ------------------------------------------------------------------
+
+  private readonly onData = (chunk: Buffer): void => {
+    try {
+      this.decoder.push(chunk);
+    } catch (err) {
+      this.shutdown(asSessionError(err), undefined, true);
+    }
+  };
+
+  /** Dispatch by frame type (the decoder has rejected unknown types). */
+  private readonly onFrame = (h: FrameHeader, payload: Buffer): void => {
+    switch (h.type) {
+      case FrameType.Data:
+      case FrameType.WindowUpdate:
+        this.onStreamFrame(h, payload);
+        return;
+      case FrameType.Ping:
+        this.onPing(h);
+        return;
+      case FrameType.GoAway:
+        this.onGoAway(h);
+        return;
+    }
+  };
+
+  private onStreamFrame(h: FrameHeader, payload: Buffer): void {
+    const id = h.streamId;
+    const flags = h.flags;
+    let stream = this.streams.get(id);
+    if ((flags & Flag.SYN) !== 0) {
+      if (stream !== undefined) throw new MuxError('EPROTOCOL', `SYN for stream ${id}, which is already open`);
+      stream = this.incoming(id);
+    }
+    // Unknown (closed, reset or refused) stream: the payload is simply dropped.
+    if (stream === undefined) return;
+    if (h.type === FrameType.Data) {
+      if (!stream._onData(payload)) {
+        throw new MuxError('EPROTOCOL', `stream ${id}: ${payload.length} bytes exceed the receive window`);
+      }
+    } else if (h.length > 0) {
+      stream._onWindowUpdate(h.length);
+    }
+    if ((flags & Flag.RST) !== 0) stream._onRst();
+    else if ((flags & Flag.FIN) !== 0) stream._onFin();
+  }
+
+  /** A SYN: register the stream, or refuse it with RST when we are at a limit. */
+  private incoming(id: number): MuxStream | undefined {
+    const ours = this.role === 'client' ? 1 : 0;
+    if (id === 0 || id % 2 === ours) throw new MuxError('EPROTOCOL', `SYN with stream id ${id} of the wrong parity`);
+    if (this.localGoAway || this.streams.size >= this.config.maxStreams || this.backlog.length >= this.config.acceptBacklog) {
+      this.writeHeader(FrameType.WindowUpdate, Flag.RST, id, 0);
+      return undefined;
+    }
+    const stream = new MuxStream(id, this, this.link, INITIAL_STREAM_WINDOW, INITIAL_STREAM_WINDOW);
+    this.streams.set(id, stream);
+    if (this.backlog.length === 0 && this.listenerCount('stream') > 0) this.accept(stream);
+    else this.backlog.push(stream);
+    return stream;
+  }
+
+  private accept(stream: MuxStream): void {
+    stream._accept(this.config.initialWindow);
+    this.emit('stream', stream);
+  }
+
+  private readonly onNewListener = (event: string | symbol): void => {
+    if (event === 'stream' && this.backlog.length > 0) process.nextTick(this.drainBacklog);
+  };
+
+  private readonly drainBacklog = (): void => {
+    while (!this.isClosed && this.backlog.length > 0 && this.listenerCount('stream') > 0) {
+      this.accept(this.backlog.shift()!);
+    }
+  };
+
+  private onPing(h: FrameHeader): void {
+    if ((h.flags & Flag.SYN) !== 0) {
+      this.writeHeader(FrameType.Ping, Flag.ACK, 0, h.length);
+    } else if ((h.flags & Flag.ACK) !== 0) {
+      const ping = this.pings.get(h.length);
+      if (ping === undefined) return; // not ours, or already settled
+      this.pings.delete(h.length);
+      ping.resolve(performance.now() - ping.start);
+    }
+  }
+
+  private onGoAway(h: FrameHeader): void {
+    this.remoteGoAway = true;
+    // Like hashicorp: an error go-away ends the session; a normal one lets streams finish.
+    if (h.length !== GoAwayCode.Normal) {
+      this.shutdown(new MuxError('EGOAWAY', `peer sent go-away with error code ${h.length}`), undefined, false);
+    }
+  }
+
+  // ---- write side -------------------------------------------------------------------
+
+  /** Corks the connection for the rest of this tick so all frames queued now go out in one writev. */
+  private cork(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.conn.cork();
+    process.nextTick(this.uncork);
+  }
+
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.conn.uncork();
+  };
+
+  private writeHeader(type: number, flags: number, streamId: number, length: number): void {
+    if (!this.conn.writable) return;
+    const header = Buffer.allocUnsafe(HEADER_LENGTH); // from Node's pool: a slice, not a fresh allocation
+    encodeHeader(header, 0, type, flags, streamId, length);
+    this.cork();
+    if (!this.conn.write(header)) this.connBlocked = true;
+  }
+
+  private writeBody(buf: Buffer): void {
+    if (!this.conn.writable) return;
+    this.cork();
+    if (!this.conn.write(buf)) this.connBlocked = true;
+  }
+
+  private readonly onDrain = (): void => {
+    this.connBlocked = false;
+    for (const stream of this.drainWaiters) {
+      this.drainWaiters.delete(stream);
+      stream._flush();
+      if (this.connBlocked) return; // the rest wait for the next drain, in order
+    }
+  };
+
+  private makeLink(): StreamLink {
+    return {
+      config: this.config,
+      isOpen: () => !this.isClosed,
+      canSend: () => !this.connBlocked,
+      writeHeader: (type, flags, id, length) => this.writeHeader(type, flags, id, length),
+      writeBody: (buf) => this.writeBody(buf),
+      waitForDrain: (stream) => void this.drainWaiters.add(stream),
+      release: (stream) => {
+        this.drainWaiters.delete(stream);
+        if (this.streams.get(stream.id) !== stream) return false;
+        this.streams.delete(stream.id);
+        const i = this.backlog.indexOf(stream);
+        if (i >= 0) this.backlog.splice(i, 1);
+        return true;
+      },
+    };
+  }
+
+  // ---- keep-alive -------------------------------------------------------------------
+
+  private readonly keepAlive = (): void => {
+    if (this.keepAliveDeadline !== undefined) return; // previous ping still out
+    this.keepAliveDeadline = setTimeout(this.keepAliveExpired, this.config.keepAliveTimeout).unref();
+    this.ping().then(this.keepAliveAnswered, noop);
+  };
+
+  private readonly keepAliveAnswered = (): void => {
+    clearTimeout(this.keepAliveDeadline);
+    this.keepAliveDeadline = undefined;
+  };
+
+  private readonly keepAliveExpired = (): void => {
+    this.keepAliveDeadline = undefined;
+    this.shutdown(new MuxError('ETIMEDOUT', `no ping answer within ${this.config.keepAliveTimeout} ms`), undefined, true);
+  };
+
+  // ---- connection events and teardown ----------------------------------------------
+
+  private readonly onEnd = (): void => {
+    const err = new MuxError('ECONNCLOSED', 'connection ended');
+    this.shutdown(this.remoteGoAway ? undefined : err, err, true);
+  };
+
+  private readonly onConnError = (err: Error): void => {
+    this.shutdown(err, err, false);
+  };
+
+  private readonly onConnClose = (): void => {
+    const err = new MuxError('ECONNCLOSED', 'connection closed');
+    this.shutdown(err, err, false);
+  };
+
+  /**
+   * The one teardown path. `streamErr` is what open streams are destroyed with
+   * (undefined = quietly, for a local close); a session error becomes the
+   * go-away code and the 'close' event's argument.
+   */
+  private shutdown(sessionErr: Error | undefined, streamErr: Error | undefined, sendGoAway: boolean): void {
+    if (this.isClosed) return;
+    if (sendGoAway && !this.localGoAway) {
+      this.localGoAway = true;
+      const code = sessionErr === undefined ? GoAwayCode.Normal : sessionErr instanceof MuxError ? sessionErr.goAwayCode ?? GoAwayCode.Normal : GoAwayCode.InternalError;
+      this.writeHeader(FrameType.GoAway, 0, 0, code);
+    }
+    this.isClosed = true; // from here on streams send nothing
+    this.decoder.stop();
+    clearInterval(this.keepAliveTimer);
+    clearTimeout(this.keepAliveDeadline);
+    this.keepAliveTimer = this.keepAliveDeadline = undefined;
+
+    const pingErr = sessionErr ?? new MuxError('ESESSIONCLOSED', 'session closed');
+    for (const ping of this.pings.values()) ping.reject(pingErr);
+    this.pings.clear();
+    for (const stream of [...this.streams.values()]) stream.destroy(streamErr);
+    this.streams.clear();
+    this.backlog.length = 0;
+    this.drainWaiters.clear();
+
+    const conn = this.conn;
+    conn.off('data', this.onData);
+    conn.off('drain', this.onDrain);
+    conn.off('end', this.onEnd);
+    conn.off('error', this.onConnError);
+    conn.off('close', this.onConnClose);
+    this.off('newListener', this.onNewListener);
+    lingerAndClose(conn);
+    process.nextTick(() => this.emit('close', sessionErr));
+  }
+}
+
+/**
+ * Ends the connection and destroys it once both directions are finished: our
+ * FIN flushed and the peer's FIN read (we keep reading and discarding until
+ * then), bounded by CLOSE_LINGER_MS.
+ */
+function lingerAndClose(conn: Duplex): void {
+  if (conn.destroyed) return;
+  conn.on('error', noop); // late errors of a connection we are done with
+  let waiting = 0;
+  const done = (): void => {
+    if (--waiting === 0) conn.destroy();
+  };
+  if (!conn.writableFinished) {
+    waiting++;
+    conn.once('finish', done);
+  }
+  if (!conn.readableEnded) {
+    waiting++;
+    conn.once('end', done);
+    conn.on('data', noop);
+  }
+  if (waiting === 0) {
+    conn.destroy();
+    return;
+  }
+  const timer = setTimeout(() => conn.destroy(), CLOSE_LINGER_MS).unref();
+  conn.once('close', () => clearTimeout(timer));
+  if (conn.writable) conn.end();
+}
+
+function asSessionError(err: unknown): MuxError {
+  if (err instanceof MuxError) return err;
+  const e = new MuxError('EINTERNAL', `internal error: ${err instanceof Error ? err.message : String(err)}`);
+  (e as { cause?: unknown }).cause = err;
+  return e;
+}

@@ -1,0 +1,227 @@
+import { Duplex } from 'node:stream';
+import { Flag, FrameType } from './frame.ts';
+import { MuxError } from './errors.ts';
+import type { MuxConfig } from './config.ts';
+import type { MuxSession } from './session.ts';
+
+/**
+ * What a stream needs from its session. The session implements it once (not
+ * per stream), so the session's internals stay private.
+ */
+export interface StreamLink {
+  readonly config: Readonly<MuxConfig>;
+  /** False once the session is closing: frames are no longer sent. */
+  isOpen(): boolean;
+  /** False while the connection's write buffer is full (wait for drain). */
+  canSend(): boolean;
+  /** Queue one 12-byte header on the connection. */
+  writeHeader(type: number, flags: number, streamId: number, length: number): void;
+  /** Queue payload bytes (a view, never copied) right after the header. */
+  writeBody(buf: Buffer): void;
+  /** Call `stream._flush()` when the connection drains. */
+  waitForDrain(stream: MuxStream): void;
+  /** Forget the stream (map, backlog, drain waiters); true if it was still registered. */
+  release(stream: MuxStream): boolean;
+}
+
+type WriteCallback = (err?: Error | null) => void;
+
+/**
+ * One yamux stream as a Node Duplex. Flow control both ways:
+ * - sending: never more than the peer's window (`sendWindow`); the write
+ *   callback is held until everything went out, so the writer back-pressures;
+ * - receiving: the window is re-granted only as the consumer reads, so a
+ *   paused reader stops the remote writer after about one window.
+ */
+export class MuxStream extends Duplex {
+  readonly id: number;
+  readonly session: MuxSession;
+  private readonly link: StreamLink;
+
+  /** Bytes the peer still lets us send. Starts at the spec's 256 KiB. */
+  private sendWindow: number;
+  /** Bytes of receive window we currently grant (grows toward maxWindow). */
+  private recvWindow: number;
+  /** Bytes the peer may still send before exceeding what we granted. */
+  private recvAvail: number;
+
+  private localFin = false;
+  private remoteFin = false;
+
+  // The write in progress: a list of chunks, a position in it, its callback.
+  private pendList: Buffer[] | null = null;
+  private pendIdx = 0;
+  private pendOff = 0;
+  private pendRemaining = 0;
+  private pendCb: WriteCallback | null = null;
+  /** Reused by _write so a single chunk needs no array allocation. */
+  private readonly one: Buffer[] = [];
+
+  /** @internal Created by MuxSession only. */
+  constructor(id: number, session: MuxSession, link: StreamLink, sendWindow: number, recvWindow: number) {
+    super({ allowHalfOpen: true, decodeStrings: true });
+    this.id = id;
+    this.session = session;
+    this.link = link;
+    this.sendWindow = sendWindow;
+    this.recvWindow = recvWindow;
+    this.recvAvail = recvWindow;
+  }
+
+  /** Send RST and destroy locally. */
+  reset(): void {
+    this.destroy(); // _destroy sends the RST because the stream is not fully closed
+  }
+
+  // ---- frames from the session ------------------------------------------------
+
+  /** @internal Accepting an inbound stream: ACK it and announce any window above the spec's initial one. */
+  _accept(initialWindow: number): void {
+    const extra = initialWindow - this.recvWindow;
+    this.recvWindow += extra;
+    this.recvAvail += extra;
+    this.link.writeHeader(FrameType.WindowUpdate, Flag.ACK, this.id, extra);
+  }
+
+  /** @internal Data payload (a view). False = the peer exceeded our window (protocol error). */
+  _onData(payload: Buffer): boolean {
+    if (payload.length > this.recvAvail) return false;
+    this.recvAvail -= payload.length;
+    // After the peer's FIN the readable side is over; late bytes are dropped.
+    if (payload.length > 0 && !this.remoteFin) this.push(payload);
+    return true;
+  }
+
+  /** @internal The peer granted `delta` more bytes. */
+  _onWindowUpdate(delta: number): void {
+    this.sendWindow += delta;
+    if (this.pendList !== null) this._flush();
+  }
+
+  /** @internal The peer half-closed: our readable ends, our writable stays open. */
+  _onFin(): void {
+    if (this.remoteFin) return;
+    this.remoteFin = true;
+    this.push(null);
+    if (this.localFin) this.link.release(this);
+  }
+
+  /** @internal The peer reset the stream. */
+  _onRst(): void {
+    this.link.release(this);
+    this.destroy(new MuxError('ECONNRESET', `stream ${this.id} reset by peer`));
+  }
+
+  // ---- readable side ------------------------------------------------------------
+
+  /**
+   * Node calls _read when the consumer has taken data (buffer below the
+   * high-water mark). That is the moment to give window back: bytes received
+   * minus bytes still buffered are consumed; re-grant once half the window is.
+   */
+  override _read(): void {
+    if (this.remoteFin || !this.link.isOpen()) return;
+    const buffered = this.readableLength;
+    const consumed = this.recvWindow - this.recvAvail - buffered;
+    if (consumed < this.recvWindow / 2) return;
+    let delta = consumed;
+    // Adaptive growth: the reader has nothing buffered yet the sender nearly ran
+    // out of window, so the window, not the reader, limits throughput.
+    const max = this.link.config.maxWindow;
+    if (buffered === 0 && this.recvAvail < this.recvWindow / 4 && this.recvWindow < max) {
+      const grown = Math.min(this.recvWindow * 2, max);
+      delta += grown - this.recvWindow;
+      this.recvWindow = grown;
+    }
+    this.recvAvail += delta;
+    this.link.writeHeader(FrameType.WindowUpdate, 0, this.id, delta);
+  }
+
+  // ---- writable side --------------------------------------------------------------
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, cb: WriteCallback): void {
+    this.one[0] = chunk;
+    this.startWrite(this.one, chunk.length, cb);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: WriteCallback): void {
+    const list = new Array<Buffer>(chunks.length);
+    let total = 0;
+    for (let i = 0; i < chunks.length; i++) {
+      list[i] = chunks[i].chunk;
+      total += list[i].length;
+    }
+    this.startWrite(list, total, cb);
+  }
+
+  private startWrite(list: Buffer[], total: number, cb: WriteCallback): void {
+    this.pendList = list;
+    this.pendIdx = 0;
+    this.pendOff = 0;
+    this.pendRemaining = total;
+    this.pendCb = cb;
+    this._flush();
+  }
+
+  /**
+   * @internal Send as much of the pending write as window and connection allow.
+   * Resumed by a window update or by the connection's 'drain'; no timers.
+   */
+  _flush(): void {
+    const list = this.pendList;
+    if (list === null) return;
+    const link = this.link;
+    const maxFrame = link.config.maxFrameData;
+    while (this.pendRemaining > 0) {
+      if (this.sendWindow === 0) return;
+      if (!link.canSend()) {
+        link.waitForDrain(this);
+        return;
+      }
+      let len = Math.min(this.pendRemaining, this.sendWindow, maxFrame);
+      link.writeHeader(FrameType.Data, 0, this.id, len);
+      this.pendRemaining -= len;
+      this.sendWindow -= len;
+      // Hand the frame's bytes to the connection as views of the user's chunks.
+      while (len > 0) {
+        const buf = list[this.pendIdx];
+        const avail = buf.length - this.pendOff;
+        if (avail <= len) {
+          if (avail > 0) link.writeBody(this.pendOff === 0 ? buf : buf.subarray(this.pendOff));
+          len -= avail;
+          this.pendIdx++;
+          this.pendOff = 0;
+        } else {
+          link.writeBody(buf.subarray(this.pendOff, this.pendOff + len));
+          this.pendOff += len;
+          len = 0;
+        }
+      }
+    }
+    const cb = this.pendCb!;
+    this.pendList = null;
+    this.pendCb = null;
+    this.one[0] = undefined as unknown as Buffer; // let the chunk be collected
+    cb();
+  }
+
+  /** All writes are out: half-close with an empty window update carrying FIN. */
+  override _final(cb: WriteCallback): void {
+    this.localFin = true;
+    if (this.link.isOpen()) this.link.writeHeader(FrameType.WindowUpdate, Flag.FIN, this.id, 0);
+    if (this.remoteFin) this.link.release(this);
+    cb();
+  }
+
+  /** Destroyed before both sides finished: tell the peer with RST. */
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    const pending = this.pendCb;
+    this.pendList = null;
+    this.pendCb = null;
+    if (this.link.release(this) && this.link.isOpen()) {
+      this.link.writeHeader(FrameType.WindowUpdate, Flag.RST, this.id, 0);
+    }
+    if (pending !== null) pending(err ?? new MuxError('ECONNRESET', `stream ${this.id} destroyed`));
+    cb(err);
+  }
+}
