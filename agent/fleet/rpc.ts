@@ -9,6 +9,12 @@ export const RPC_TIMEOUT_MS = 10_000;
 /** How often ethers polls for a receipt while waiting for a transaction, in ms. */
 export const RECEIPT_POLL_MS = 1_000;
 
+/**
+ * ethers shares identical requests for 250 ms by default; on an instamine
+ * chain that hands a second transaction the first one's nonce. Off.
+ */
+const NO_REQUEST_CACHE = -1;
+
 export type FleetProvider = JsonRpcProvider | WebSocketProvider;
 
 export function isWebSocketUrl(rpc: string): boolean {
@@ -73,7 +79,7 @@ async function probeChainId(rpc: string, timeoutMs: number): Promise<bigint> {
 }
 
 async function openWebSocket(rpc: string, timeoutMs: number): Promise<WebSocketProvider> {
-  const provider = new WebSocketProvider(rpc);
+  const provider = new WebSocketProvider(rpc, undefined, { cacheTimeout: NO_REQUEST_CACHE });
   const socket = provider.websocket as unknown as {
     addEventListener(type: string, listener: (event: unknown) => void): void;
     readyState: number;
@@ -113,5 +119,6 @@ export async function openProvider(rpc: string, timeoutMs: number = RPC_TIMEOUT_
     staticNetwork: network,
     pollingInterval: RECEIPT_POLL_MS,
     batchMaxCount: 1,
+    cacheTimeout: NO_REQUEST_CACHE,
   });
 }
