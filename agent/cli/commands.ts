@@ -1,0 +1,88 @@
+import type { FlagSpec, ParsedArgs } from './args.ts';
+
+export interface CommandContext {
+  home: string;
+  /** Resolves when SIGINT/SIGTERM arrives; long-running commands await it and clean up. */
+  stopSignal: Promise<string>;
+}
+
+export interface CommandModule {
+  run(args: ParsedArgs, ctx: CommandContext): Promise<number | void>;
+}
+
+export interface CommandSpec {
+  name: string;
+  summary: string;
+  usage: string;
+  flags: FlagSpec[];
+  /** Loaded lazily so `diode publish` never loads the fleet admin code. */
+  load: () => Promise<CommandModule>;
+}
+
+const home: FlagSpec = { name: 'home', type: 'string', placeholder: 'DIR', description: 'state directory (key, config); env DIODE_HOME; default ~/.config/diode, /var/lib/diode for root' };
+const help: FlagSpec = { name: 'help', type: 'boolean', description: 'show this help' };
+const relay: FlagSpec = { name: 'relay', type: 'string', multiple: true, placeholder: 'HOST:PORT', description: 'relay to use (comma-separated list allowed); overrides the "relays" config key' };
+
+export const COMMANDS: readonly CommandSpec[] = [
+  {
+    name: 'publish',
+    summary: 'publish local ports of this device through a relay',
+    usage: 'diode publish -public 22:22 [-private 80:8080,0xADDR[,0xADDR]] [--relay host:port]',
+    flags: [
+      { name: 'public', type: 'string', multiple: true, placeholder: '[HOST:]LOCAL[:REMOTE][,...]', description: 'publish to anyone' },
+      { name: 'private', type: 'string', multiple: true, placeholder: '[HOST:]LOCAL[:REMOTE],0xADDR[,0xADDR...]', description: 'publish to the listed client addresses only' },
+      { name: 'protected', type: 'string', multiple: true, placeholder: '[HOST:]LOCAL[:REMOTE][,...]', description: 'publish to members of the fleet contract (config keys fleet, rpc)' },
+      relay,
+      home,
+      help,
+    ],
+    load: () => import('./commands/publish.ts'),
+  },
+  {
+    name: 'socksd',
+    summary: 'run a local SOCKS5/4a proxy that resolves <address>.diode',
+    usage: 'diode socksd [--listen 127.0.0.1:1080] [--relay host:port]',
+    flags: [
+      { name: 'listen', type: 'string', placeholder: 'HOST:PORT', defaultValue: '127.0.0.1:1080', description: 'where the proxy listens (port 0 picks a free one)' },
+      relay,
+      home,
+      help,
+    ],
+    load: () => import('./commands/socksd.ts'),
+  },
+  {
+    name: 'relay',
+    summary: 'run a relay that authenticates agents and routes their streams',
+    usage: 'diode relay [--listen 0.0.0.0:41046]',
+    flags: [
+      { name: 'listen', type: 'string', placeholder: 'HOST:PORT', defaultValue: '0.0.0.0:41046', description: 'where agents connect (port 0 picks a free one)' },
+      home,
+      help,
+    ],
+    load: () => import('./commands/relay.ts'),
+  },
+  {
+    name: 'address',
+    summary: "print this machine's client address (creates the key on first run)",
+    usage: 'diode address [--qr]',
+    flags: [{ name: 'qr', type: 'boolean', description: 'also draw the address as a QR code' }, home, help],
+    load: () => import('./commands/address.ts'),
+  },
+  {
+    name: 'config',
+    summary: 'show or change settings',
+    usage: 'diode config -set relays=host:port [-set key=value] | -list | -delete key',
+    flags: [
+      { name: 'set', type: 'string', multiple: true, placeholder: 'KEY=VALUE', description: 'set a key (validated)' },
+      { name: 'delete', type: 'string', multiple: true, placeholder: 'KEY', description: 'remove a key' },
+      { name: 'list', type: 'boolean', description: 'print every key that is set' },
+      home,
+      help,
+    ],
+    load: () => import('./commands/config.ts'),
+  },
+];
+
+export function findCommand(name: string): CommandSpec | undefined {
+  return COMMANDS.find((c) => c.name === name);
+}

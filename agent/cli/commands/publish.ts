@@ -1,0 +1,30 @@
+import type { ParsedArgs } from '../args.ts';
+import type { CommandContext } from '../commands.ts';
+import { loadOrCreateIdentity } from '../../identity/index.ts';
+import { createLogger } from '../../util/log.ts';
+import { parsePublishFlags, toPublished } from '../../device/port-spec.ts';
+import { IncomingHandler } from '../../device/incoming.ts';
+import { RelayLink, describePorts } from '../../link/relay-link.ts';
+import { resolveRelays } from '../relays.ts';
+import { formatHostPort } from '../../util/hostport.ts';
+
+export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
+  // Parse everything before touching the network: a bad flag never half-starts.
+  const mappings = parsePublishFlags({
+    public: args.flags.public as string[] | undefined,
+    private: args.flags.private as string[] | undefined,
+    protected: args.flags.protected as string[] | undefined,
+  });
+  const relays = resolveRelays(args.flags.relay as string[] | undefined, ctx.home);
+  const { identity } = loadOrCreateIdentity(ctx.home);
+  const log = createLogger('publish');
+  const handler = new IncomingHandler(mappings, log);
+  const published = toPublished(mappings);
+  const link = new RelayLink({ relays, identity, log, publish: published, onStream: (s) => handler.handle(s) });
+  process.stdout.write(`publishing ${describePorts(published)} as ${identity.address} via ${relays.map(formatHostPort).join(', ')}\n`);
+  link.start();
+  const signal = await ctx.stopSignal;
+  log.info(`${signal}: shutting down`);
+  await link.stop();
+  return 0;
+}

@@ -1,0 +1,2 @@
+export { ConfigStore, parseAssignment } from './store.ts';
+export { CONFIG_KEYS, configKeySpec, DEFAULT_RELAY_PORT } from './keys.ts';

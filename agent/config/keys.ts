@@ -1,0 +1,53 @@
+import { parseAddress } from '../identity/address.ts';
+import { parseHostPort, formatHostPort } from '../util/hostport.ts';
+import { UsageError } from '../util/errors.ts';
+
+/** One config key: what it means and how a value is checked and normalised. */
+export interface ConfigKeySpec {
+  description: string;
+  /** Returns the normalised value to store, or throws UsageError naming the value. */
+  parse(value: string): string;
+}
+
+export const DEFAULT_RELAY_PORT = 41046;
+
+function parseRelayList(value: string): string {
+  const items = value.split(',').map((s) => s.trim()).filter(Boolean);
+  if (items.length === 0) throw new UsageError(`relays: "${value}" is empty; give host:port[,host:port...]`);
+  return items.map((item) => formatHostPort(parseHostPort(item.includes(':') ? item : `${item}:${DEFAULT_RELAY_PORT}`, `relays item "${item}"`))).join(',');
+}
+
+function parseRpcUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new UsageError(`rpc: "${value}" is not a URL; give a JSON-RPC endpoint such as http://127.0.0.1:8545`);
+  }
+  if (!['http:', 'https:', 'ws:', 'wss:'].includes(url.protocol)) {
+    throw new UsageError(`rpc: "${value}" must be an http(s):// or ws(s):// JSON-RPC URL`);
+  }
+  return value;
+}
+
+function parseSeconds(key: string) {
+  return (value: string): string => {
+    if (!/^\d+$/.test(value.trim()) || Number(value) < 1 || Number(value) > 86400) {
+      throw new UsageError(`${key}: "${value}" must be a whole number of seconds from 1 to 86400`);
+    }
+    return String(Number(value));
+  };
+}
+
+export const CONFIG_KEYS: Readonly<Record<string, ConfigKeySpec>> = Object.freeze({
+  relays: { description: 'comma-separated relay host:port list, tried in order', parse: parseRelayList },
+  fleet: { description: 'fleet contract address for -protected ports', parse: (v) => parseAddress(v, 'fleet') },
+  rpc: { description: 'JSON-RPC URL of the chain that holds the fleet contract', parse: parseRpcUrl },
+  'fleet-ttl': { description: 'seconds a fleet membership answer is cached (default 60)', parse: parseSeconds('fleet-ttl') },
+});
+
+export function configKeySpec(key: string): ConfigKeySpec {
+  const spec = Object.prototype.hasOwnProperty.call(CONFIG_KEYS, key) ? CONFIG_KEYS[key] : undefined;
+  if (!spec) throw new UsageError(`unknown config key "${key}"; known keys: ${Object.keys(CONFIG_KEYS).join(', ')}`);
+  return spec;
+}

@@ -1,0 +1,55 @@
+import Conf from 'conf';
+import { mkdirSync } from 'node:fs';
+import { configKeySpec, CONFIG_KEYS } from './keys.ts';
+import { DiodeError, UsageError, errorMessage } from '../util/errors.ts';
+
+/** The agent's settings, a JSON file in the state directory (written atomically by conf). */
+export class ConfigStore {
+  readonly #conf: Conf<Record<string, string>>;
+
+  constructor(home: string) {
+    try {
+      mkdirSync(home, { recursive: true, mode: 0o700 });
+      this.#conf = new Conf<Record<string, string>>({ cwd: home, configName: 'config', clearInvalidConfig: false });
+    } catch (err) {
+      throw new DiodeError('ECONFIG', `cannot open the config in ${home}: ${errorMessage(err)}; fix or delete ${home}/config.json`);
+    }
+  }
+
+  get path(): string {
+    return this.#conf.path;
+  }
+
+  get(key: string): string | undefined {
+    configKeySpec(key);
+    const value = this.#conf.get(key);
+    return typeof value === 'string' ? value : undefined;
+  }
+
+  /** Validates and stores; returns the normalised value. */
+  set(key: string, value: string): string {
+    const normalised = configKeySpec(key).parse(value);
+    this.#conf.set(key, normalised);
+    return normalised;
+  }
+
+  delete(key: string): boolean {
+    configKeySpec(key);
+    const had = this.#conf.has(key);
+    this.#conf.delete(key);
+    return had;
+  }
+
+  list(): Array<[string, string]> {
+    return Object.keys(CONFIG_KEYS)
+      .filter((k) => typeof this.#conf.get(k) === 'string')
+      .map((k) => [k, this.#conf.get(k) as string]);
+  }
+}
+
+/** Splits "key=value" for -set; the value may itself contain '='. */
+export function parseAssignment(text: string): [string, string] {
+  const idx = text.indexOf('=');
+  if (idx <= 0) throw new UsageError(`-set "${text}": write key=value`);
+  return [text.slice(0, idx).trim(), text.slice(idx + 1).trim()];
+}

@@ -1,0 +1,163 @@
+import { EventEmitter } from 'node:events';
+import { MuxSession, type MuxStream } from '../mux/index.ts';
+import type { Identity } from '../identity/index.ts';
+import type { Logger } from '../util/log.ts';
+import { formatHostPort, type HostPort } from '../util/hostport.ts';
+import { errorMessage, DiodeError } from '../util/errors.ts';
+import { readFrame, writeFrame } from '../protocol/frames.ts';
+import { parseReply, type PublishedPort } from '../protocol/messages.ts';
+import { KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../protocol/limits.ts';
+import { backoffDelay, defaultBackoff, type BackoffConfig } from './backoff.ts';
+import { dialRelay } from './dial-relay.ts';
+
+/** ms a session must last before a later loss restarts the backoff from the bottom. */
+const STABLE_SESSION_MS = 10_000;
+
+export interface RelayLinkOptions {
+  relays: HostPort[];
+  identity: Identity;
+  log: Logger;
+  /** Ports to publish on every (re)connect; omit for a pure client. */
+  publish?: PublishedPort[];
+  /** Inbound streams (device role). Without it inbound streams are reset. */
+  onStream?: (stream: MuxStream, relayAddress: string) => void;
+  backoff?: BackoffConfig;
+  /** Pin the relay's proven address. */
+  expectRelay?: string;
+}
+
+/**
+ * Keeps one authenticated mux session to a relay, forever: starts even when
+ * no relay is reachable (a Pi boots before its network), reconnects after any
+ * loss with capped exponential backoff and jitter, walks the relay list, and
+ * logs a line per state change rather than per attempt.
+ */
+export class RelayLink extends EventEmitter {
+  readonly #options: RelayLinkOptions;
+  readonly #log: Logger;
+  #session: MuxSession | undefined;
+  #relayAddress: string | undefined;
+  #running = false;
+  #stopped: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+  #lastProblem = '';
+
+  constructor(options: RelayLinkOptions) {
+    super();
+    if (options.relays.length === 0) throw new DiodeError('ENORELAY', 'no relay configured; pass --relay host:port or run: diode config -set relays=host:port');
+    this.#options = options;
+    this.#log = options.log;
+  }
+
+  get session(): MuxSession | undefined {
+    return this.#session;
+  }
+
+  get relayAddress(): string | undefined {
+    return this.#relayAddress;
+  }
+
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#stopped = this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    this.#wake?.();
+    this.#session?.close();
+    await this.#stopped;
+  }
+
+  /** Resolves with the current session, waiting up to timeoutMs for one. */
+  waitForSession(timeoutMs: number): Promise<MuxSession> {
+    if (this.#session && !this.#session.closed) return Promise.resolve(this.#session);
+    return new Promise((resolve, reject) => {
+      const onUp = (s: MuxSession) => {
+        clearTimeout(timer);
+        resolve(s);
+      };
+      const timer = setTimeout(() => {
+        this.off('up', onUp);
+        reject(new DiodeError('ENORELAY', `not connected to a relay (${this.#lastProblem || 'still connecting'})`));
+      }, timeoutMs);
+      this.once('up', onUp);
+    });
+  }
+
+  async #run(): Promise<void> {
+    let attempt = 0;
+    let index = 0;
+    while (this.#running) {
+      const target = this.#options.relays[index % this.#options.relays.length];
+      const started = Date.now();
+      try {
+        await this.#connectOnce(target);
+        if (Date.now() - started >= STABLE_SESSION_MS) attempt = 0;
+      } catch (err) {
+        this.#problem(`relay ${formatHostPort(target)}: ${errorMessage(err)}`);
+        index++;
+      }
+      if (!this.#running) break;
+      const delay = backoffDelay(attempt++, this.#options.backoff ?? defaultBackoff);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#wake = undefined;
+    }
+  }
+
+  /** Runs one session to its end; throws if it could not be set up. */
+  async #connectOnce(target: HostPort): Promise<void> {
+    const { socket, relayAddress } = await dialRelay(target, this.#options.identity, this.#options.expectRelay);
+    if (!this.#running) {
+      socket.destroy();
+      return;
+    }
+    const session = new MuxSession(socket, { role: 'client', keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
+    const closed = new Promise<Error | undefined>((resolve) => session.once('close', resolve));
+    session.on('stream', (stream: MuxStream) => {
+      if (this.#options.onStream) this.#options.onStream(stream, relayAddress);
+      else stream.reset();
+    });
+    try {
+      if (this.#options.publish) await this.#publish(session, this.#options.publish);
+    } catch (err) {
+      session.close();
+      throw err;
+    }
+    this.#session = session;
+    this.#relayAddress = relayAddress;
+    this.#lastProblem = '';
+    const what = this.#options.publish ? `; published ${describePorts(this.#options.publish)}` : '';
+    this.#log.info(`connected to relay ${formatHostPort(target)} (${relayAddress}) as ${this.#options.identity.address}${what}`);
+    this.emit('up', session);
+    const err = await closed;
+    this.#session = undefined;
+    this.emit('down');
+    if (this.#running) this.#log.warn(`lost relay ${formatHostPort(target)}${err ? `: ${errorMessage(err)}` : ''}; reconnecting`);
+  }
+
+  async #publish(session: MuxSession, ports: PublishedPort[]): Promise<void> {
+    const control = session.open();
+    control.on('error', () => {});
+    writeFrame(control, { t: 'publish', ports });
+    const reply = parseReply(await readFrame(control, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS));
+    if (reply.t === 'error') throw new DiodeError('EPUBLISH', `relay refused the publish set: ${reply.message}`);
+    // The control stream stays open for the session's life; the relay drops the set when it closes.
+  }
+
+  #problem(text: string): void {
+    if (text !== this.#lastProblem) this.#log.warn(`${text}; retrying with backoff (up to ${Math.round((this.#options.backoff ?? defaultBackoff).maxMs / 1000)} s)`);
+    this.#lastProblem = text;
+  }
+}
+
+export function describePorts(ports: PublishedPort[]): string {
+  return ports.map((p) => `${p.port} (${p.mode}${p.allow ? ` ${p.allow.length} address${p.allow.length === 1 ? '' : 'es'}` : ''})`).join(', ');
+}

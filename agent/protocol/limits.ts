@@ -1,0 +1,19 @@
+// Every bound the protocol enforces, with its unit and reason.
+
+/** ms: a peer must finish TLS and its hello within this, or it is dropped (slowloris guard). */
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** ms: a data stream's header answer (ok/error) must arrive within this. */
+export const STREAM_HEADER_TIMEOUT_MS = 10_000;
+/** bytes: largest hello frame (a version, a role and a 65-byte signature fit easily). */
+export const MAX_HELLO_BYTES = 1024;
+/** bytes: largest header frame on a data stream (connect / incoming / ok / error). */
+export const MAX_STREAM_HEADER_BYTES = 4096;
+/** bytes: largest control message (a publish set with its allow lists). */
+export const MAX_CONTROL_BYTES = 256 * 1024;
+/** Ports one agent may publish. */
+export const MAX_PUBLISHED_PORTS = 256;
+/** Addresses one private port may list. */
+export const MAX_ALLOWED_ADDRESSES = 1024;
+/** ms: relay ↔ agent yamux keepalive; a silent relay is noticed within interval + timeout. */
+export const KEEPALIVE_INTERVAL_MS = 15_000;
+export const KEEPALIVE_TIMEOUT_MS = 20_000;

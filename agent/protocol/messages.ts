@@ -1,0 +1,125 @@
+import { getAddress } from 'ethers';
+import { FrameError } from './frames.ts';
+import { MAX_ALLOWED_ADDRESSES, MAX_PUBLISHED_PORTS } from './limits.ts';
+
+// Every message arrives from the network, so each has a parser that checks
+// every field before anything uses it. See docs/PROTOCOL.md for the layout.
+
+export const PROTOCOL_VERSION = 1;
+
+export type AccessMode = 'public' | 'private' | 'protected';
+export const ACCESS_MODES: readonly AccessMode[] = ['public', 'private', 'protected'];
+
+/** First frame on a fresh TLS connection, both directions. */
+export interface Hello {
+  t: 'hello';
+  v: number;
+  role: 'agent' | 'relay';
+  /** EIP-191 signature over authMessage(role, exportKeyingMaterial(32, 'diode-auth')). */
+  sig: string;
+}
+
+/** One published port as the relay sees it (the local target stays on the device). */
+export interface PublishedPort {
+  port: number;
+  mode: AccessMode;
+  /** private: the allowed client addresses (checksummed). */
+  allow?: string[];
+}
+
+/** Control stream, agent → relay: the complete set of published ports (replaces the previous set). */
+export interface Publish {
+  t: 'publish';
+  ports: PublishedPort[];
+}
+
+/** Data stream, client → relay. */
+export interface Connect {
+  t: 'connect';
+  to: string;
+  port: number;
+}
+
+/** Data stream, relay → device: who (as proven to the relay) wants which port. */
+export interface Incoming {
+  t: 'incoming';
+  from: string;
+  port: number;
+  /** Address of the relay that authenticated `from`. */
+  via: string;
+}
+
+export type ReplyCode = 'offline' | 'no-such-port' | 'denied' | 'refused' | 'bad-request' | 'unavailable';
+export const REPLY_CODES: readonly ReplyCode[] = ['offline', 'no-such-port', 'denied', 'refused', 'bad-request', 'unavailable'];
+
+/** Answer to a publish, connect or incoming header. */
+export type Reply = { t: 'ok'; address?: string } | { t: 'error'; code: ReplyCode; message: string };
+
+function fail(what: string): never {
+  throw new FrameError('EPROTO', `malformed message: ${what}`);
+}
+
+function isPort(n: unknown): n is number {
+  return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 65535;
+}
+
+function checkedAddress(value: unknown, field: string): string {
+  if (typeof value !== 'string' || !/^0x[0-9a-fA-F]{40}$/.test(value)) fail(`${field} is not an address`);
+  try {
+    return getAddress(value.toLowerCase());
+  } catch {
+    return fail(`${field} is not an address`);
+  }
+}
+
+export function parseHello(m: Record<string, unknown>): Hello {
+  if (m.t !== 'hello') fail('expected hello');
+  if (m.v !== PROTOCOL_VERSION) fail(`unsupported protocol version ${String(m.v)}`);
+  if (m.role !== 'agent' && m.role !== 'relay') fail('hello.role');
+  if (typeof m.sig !== 'string' || !/^0x[0-9a-fA-F]{130}$/.test(m.sig)) fail('hello.sig');
+  return { t: 'hello', v: m.v, role: m.role, sig: m.sig };
+}
+
+export function parsePublish(m: Record<string, unknown>): Publish {
+  if (m.t !== 'publish') fail('expected publish');
+  if (!Array.isArray(m.ports) || m.ports.length > MAX_PUBLISHED_PORTS) fail('publish.ports');
+  const seen = new Set<number>();
+  const ports = m.ports.map((p: unknown, i): PublishedPort => {
+    if (p === null || typeof p !== 'object') fail(`publish.ports[${i}]`);
+    const entry = p as Record<string, unknown>;
+    if (!isPort(entry.port) || seen.has(entry.port)) fail(`publish.ports[${i}].port`);
+    seen.add(entry.port);
+    if (!ACCESS_MODES.includes(entry.mode as AccessMode)) fail(`publish.ports[${i}].mode`);
+    const out: PublishedPort = { port: entry.port, mode: entry.mode as AccessMode };
+    if (entry.allow !== undefined) {
+      if (!Array.isArray(entry.allow) || entry.allow.length > MAX_ALLOWED_ADDRESSES) fail(`publish.ports[${i}].allow`);
+      out.allow = entry.allow.map((a, j) => checkedAddress(a, `publish.ports[${i}].allow[${j}]`));
+    }
+    return out;
+  });
+  return { t: 'publish', ports };
+}
+
+export function parseConnect(m: Record<string, unknown>): Connect {
+  if (m.t !== 'connect') fail('expected connect');
+  if (!isPort(m.port)) fail('connect.port');
+  return { t: 'connect', to: checkedAddress(m.to, 'connect.to'), port: m.port };
+}
+
+export function parseIncoming(m: Record<string, unknown>): Incoming {
+  if (m.t !== 'incoming') fail('expected incoming');
+  if (!isPort(m.port)) fail('incoming.port');
+  return { t: 'incoming', from: checkedAddress(m.from, 'incoming.from'), port: m.port, via: checkedAddress(m.via, 'incoming.via') };
+}
+
+export function parseReply(m: Record<string, unknown>): Reply {
+  if (m.t === 'ok') return { t: 'ok', ...(typeof m.address === 'string' ? { address: checkedAddress(m.address, 'ok.address') } : {}) };
+  if (m.t !== 'error') fail('expected ok or error');
+  if (!REPLY_CODES.includes(m.code as ReplyCode)) fail('error.code');
+  const message = typeof m.message === 'string' ? m.message.slice(0, 512) : '';
+  return { t: 'error', code: m.code as ReplyCode, message };
+}
+
+export function errorReply(code: ReplyCode, message: string): Reply {
+  return { t: 'error', code, message };
+}

@@ -1,0 +1,46 @@
+import { readFileSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import selfsigned from 'selfsigned';
+import { DiodeError, errorMessage } from '../util/errors.ts';
+
+export interface RelayCert {
+  key: string;
+  cert: string;
+}
+
+const CERT_FILE = 'relay-cert.pem';
+const KEY_FILE = 'relay-key.pem';
+/** The certificate only carries TLS; identity is the hello signature, so a long life is harmless. */
+const CERT_LIFETIME_YEARS = 20;
+
+/** Loads the relay's TLS certificate from the state directory, creating it once (P-256: TLS 1.3 refuses secp256k1). */
+export async function loadOrCreateRelayCert(home: string): Promise<RelayCert> {
+  const certPath = join(home, CERT_FILE);
+  const keyPath = join(home, KEY_FILE);
+  try {
+    return { cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8') };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new DiodeError('ECERT', `cannot read the relay certificate ${certPath} / ${keyPath}: ${errorMessage(err)}`);
+    }
+  }
+  const notAfter = new Date();
+  notAfter.setFullYear(notAfter.getFullYear() + CERT_LIFETIME_YEARS);
+  const pems = await selfsigned.generate([{ name: 'commonName', value: 'diode-relay' }], {
+    keyType: 'ec',
+    curve: 'P-256',
+    algorithm: 'sha256',
+    notAfterDate: notAfter,
+  });
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  // Key first, then the certificate: a half-written pair is recreated, never half-used.
+  writeAtomic(keyPath, pems.private, 0o600);
+  writeAtomic(certPath, pems.cert, 0o644);
+  return { cert: pems.cert, key: pems.private };
+}
+
+function writeAtomic(path: string, data: string, mode: number): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, data, { mode });
+  renameSync(tmp, path);
+}

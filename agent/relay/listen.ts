@@ -1,0 +1,39 @@
+import { createServer, type Server } from 'node:net';
+import type { Identity } from '../identity/index.ts';
+import type { Logger } from '../util/log.ts';
+import type { HostPort } from '../util/hostport.ts';
+import { loadOrCreateRelayCert } from './cert.ts';
+import { RelayServer } from './server.ts';
+
+export interface RunningRelay {
+  server: RelayServer;
+  listener: Server;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Listens for agents on host:port (port 0 picks a free one) and hands each connection to a RelayServer. */
+export async function startRelay(options: { listen: HostPort; home: string; identity: Identity; log: Logger }): Promise<RunningRelay> {
+  const cert = await loadOrCreateRelayCert(options.home);
+  const server = new RelayServer({ identity: options.identity, cert, log: options.log });
+  const listener = createServer({ noDelay: true }, (socket) => server.handleSocket(socket));
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', reject);
+    listener.listen(options.listen.port, options.listen.host, () => {
+      listener.off('error', reject);
+      resolve();
+    });
+  });
+  const address = listener.address();
+  const port = typeof address === 'object' && address ? address.port : options.listen.port;
+  return {
+    server,
+    listener,
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close();
+        listener.close(() => resolve());
+      }),
+  };
+}

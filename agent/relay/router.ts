@@ -1,0 +1,59 @@
+import type { MuxStream } from '../mux/index.ts';
+import { readFrame, writeFrame } from '../protocol/frames.ts';
+import { parseReply, type Incoming, type ReplyCode } from '../protocol/messages.ts';
+import { MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../protocol/limits.ts';
+import { DiodeError, errorMessage } from '../util/errors.ts';
+import type { Registry } from './registry.ts';
+
+export class RouteError extends DiodeError {
+  readonly reply: ReplyCode;
+  constructor(reply: ReplyCode, message: string) {
+    super(`EROUTE_${reply.toUpperCase().replace(/-/g, '_')}`, message);
+    this.name = 'RouteError';
+    this.reply = reply;
+  }
+}
+
+/** Who asks for a stream: an authenticated agent, or the public gateway (no identity: public ports only). */
+export type Caller = { kind: 'agent'; address: string } | { kind: 'gateway'; remote: string };
+
+/**
+ * Opens a stream to a device's published port on behalf of a caller and
+ * returns it once the device said ok. The relay checks what it can (online,
+ * published, mode) so unwanted traffic never reaches the device's link; the
+ * device checks again, and its check is the one that counts.
+ */
+export async function dialDevice(registry: Registry, relayAddress: string, caller: Caller, to: string, port: number): Promise<MuxStream> {
+  const device = registry.get(to);
+  if (!device) throw new RouteError('offline', `device ${to} is not connected`);
+  const published = device.ports.get(port);
+  if (!published) throw new RouteError('no-such-port', `device ${to} does not publish port ${port}`);
+  if (caller.kind === 'gateway' && published.mode !== 'public') {
+    throw new RouteError('denied', `port ${port} of ${to} is ${published.mode}, not public`);
+  }
+  if (caller.kind === 'agent' && published.mode === 'private' && !published.allow?.includes(caller.address)) {
+    throw new RouteError('denied', `${caller.address} is not on the allow list of port ${port} of ${to}`);
+  }
+  let stream: MuxStream;
+  try {
+    stream = device.mux.open();
+  } catch (err) {
+    throw new RouteError('offline', `device ${to} is going away: ${errorMessage(err)}`);
+  }
+  stream.on('error', () => {});
+  const from = caller.kind === 'agent' ? caller.address : '0x0000000000000000000000000000000000000000';
+  const header: Incoming = { t: 'incoming', from, port, via: relayAddress };
+  writeFrame(stream, header);
+  let reply;
+  try {
+    reply = parseReply(await readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS));
+  } catch (err) {
+    stream.destroy();
+    throw new RouteError('unavailable', `device ${to} did not answer for port ${port}: ${errorMessage(err)}`);
+  }
+  if (reply.t === 'error') {
+    stream.destroy();
+    throw new RouteError(reply.code, reply.message || `device refused: ${reply.code}`);
+  }
+  return stream;
+}

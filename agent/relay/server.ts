@@ -1,0 +1,168 @@
+import { TLSSocket, createSecureContext, type SecureContext } from 'node:tls';
+import type { Socket } from 'node:net';
+import { MuxSession, type MuxStream } from '../mux/index.ts';
+import type { Identity } from '../identity/index.ts';
+import type { Logger } from '../util/log.ts';
+import { errorMessage } from '../util/errors.ts';
+import { splice } from '../util/pump.ts';
+import { exchangeHello } from '../protocol/handshake.ts';
+import { readFrame, readFrames, writeFrame } from '../protocol/frames.ts';
+import { parseConnect, parsePublish, errorReply, type Reply } from '../protocol/messages.ts';
+import {
+  HANDSHAKE_TIMEOUT_MS,
+  KEEPALIVE_INTERVAL_MS,
+  KEEPALIVE_TIMEOUT_MS,
+  MAX_CONTROL_BYTES,
+  MAX_STREAM_HEADER_BYTES,
+  STREAM_HEADER_TIMEOUT_MS,
+} from '../protocol/limits.ts';
+import { Registry, type AgentSession } from './registry.ts';
+import { dialDevice, RouteError } from './router.ts';
+import type { RelayCert } from './cert.ts';
+import { RelayStats } from './stats.ts';
+
+export interface RelayServerOptions {
+  identity: Identity;
+  cert: RelayCert;
+  log: Logger;
+  registry?: Registry;
+}
+
+/**
+ * The relay core. It is handed accepted TCP sockets and never listens
+ * itself (the CLI owns flags and listening): TLS 1.3, hello, then a mux
+ * session whose streams are either the agent's control stream (publish set)
+ * or data streams to route.
+ */
+export class RelayServer {
+  readonly registry: Registry;
+  readonly stats = new RelayStats();
+  readonly identity: Identity;
+  readonly #log: Logger;
+  readonly #context: SecureContext;
+  readonly #pending = new Set<Socket>();
+
+  constructor(options: RelayServerOptions) {
+    this.identity = options.identity;
+    this.registry = options.registry ?? new Registry();
+    this.#log = options.log;
+    this.#context = createSecureContext({ key: options.cert.key, cert: options.cert.cert, minVersion: 'TLSv1.3' });
+  }
+
+  get address(): string {
+    return this.identity.address;
+  }
+
+  /** Takes over an accepted TCP connection. */
+  handleSocket(raw: Socket): void {
+    const remote = `${raw.remoteAddress}:${raw.remotePort}`;
+    this.#pending.add(raw);
+    raw.setNoDelay(true);
+    // One deadline for TCP → TLS → hello: a peer that stalls anywhere before it is authenticated is dropped.
+    const deadline = setTimeout(() => {
+      this.stats.count('handshake_timeout');
+      this.#log.info(`dropped ${remote}: no TLS handshake and hello within ${HANDSHAKE_TIMEOUT_MS} ms`);
+      raw.destroy();
+    }, HANDSHAKE_TIMEOUT_MS);
+    const tls = new TLSSocket(raw, { isServer: true, secureContext: this.#context });
+    const cleanup = () => {
+      clearTimeout(deadline);
+      this.#pending.delete(raw);
+    };
+    raw.once('close', cleanup);
+    tls.on('error', (err) => {
+      this.#log.debug(`connection ${remote}: ${errorMessage(err)}`);
+      tls.destroy();
+    });
+    tls.once('secure', () => {
+      exchangeHello(tls, this.identity, 'relay', HANDSHAKE_TIMEOUT_MS).then(
+        (address) => {
+          cleanup();
+          raw.off('close', cleanup);
+          this.#admit(tls, address, remote);
+        },
+        (err) => {
+          this.stats.count('hello_rejected');
+          this.#log.info(`rejected ${remote}: ${errorMessage(err)}`);
+          tls.destroy();
+        },
+      );
+    });
+  }
+
+  #admit(tls: TLSSocket, address: string, remote: string): void {
+    const mux = new MuxSession(tls, { role: 'server', keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
+    const session: AgentSession = { address, mux, ports: new Map(), remote, connectedAt: Date.now() };
+    const replaced = this.registry.add(session);
+    if (replaced) {
+      this.stats.count('session_replaced');
+      this.#log.info(`${address} reconnected from ${remote}; closing its previous session from ${replaced.remote}`);
+      replaced.mux.close();
+    }
+    this.stats.count('session_opened');
+    this.#log.debug(`${address} connected from ${remote}`);
+    mux.on('stream', (stream: MuxStream) => this.#onStream(session, stream));
+    mux.once('close', (err?: Error) => {
+      if (this.registry.remove(session)) this.#log.debug(`${address} disconnected${err ? `: ${errorMessage(err)}` : ''}`);
+    });
+  }
+
+  #onStream(session: AgentSession, stream: MuxStream): void {
+    stream.on('error', () => {});
+    readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS).then(
+      (first) => {
+        if (first.t === 'publish') this.#onControl(session, stream, first);
+        else if (first.t === 'connect') this.#onConnect(session, stream, first);
+        else throw new Error(`unexpected first message "${String(first.t)}"`);
+      },
+    ).catch((err) => {
+      this.stats.count('bad_stream');
+      this.#log.info(`stream from ${session.address} closed: ${errorMessage(err)}`);
+      reply(stream, errorReply('bad-request', errorMessage(err)));
+      stream.end();
+    });
+  }
+
+  #onControl(session: AgentSession, stream: MuxStream, first: Record<string, unknown>): void {
+    const apply = (message: Record<string, unknown>) => {
+      const publish = parsePublish(message);
+      session.ports = new Map(publish.ports.map((p) => [p.port, p]));
+      reply(stream, { t: 'ok', address: session.address });
+      this.#log.info(`${session.address} published ${publish.ports.map((p) => `${p.port}/${p.mode}`).join(', ') || 'nothing'}`);
+    };
+    apply(first);
+    readFrames(stream, MAX_CONTROL_BYTES, apply).catch((err) => {
+      // The control stream ends with the session; an explicit close withdraws the publish set.
+      session.ports = new Map();
+      if (!session.mux.closed) this.#log.info(`control stream of ${session.address} ended: ${errorMessage(err)}`);
+    });
+  }
+
+  #onConnect(session: AgentSession, client: MuxStream, first: Record<string, unknown>): void {
+    const connect = parseConnect(first);
+    dialDevice(this.registry, this.address, { kind: 'agent', address: session.address }, connect.to, connect.port).then(
+      (device) => {
+        this.stats.count('stream_routed');
+        reply(client, { t: 'ok' });
+        splice(client, device);
+      },
+      (err) => {
+        const code = err instanceof RouteError ? err.reply : 'unavailable';
+        this.stats.count(`route_${code}`);
+        this.#log.info(`${session.address} → ${connect.to}:${connect.port}: ${errorMessage(err)}`);
+        reply(client, errorReply(code, errorMessage(err)));
+        client.end();
+      },
+    );
+  }
+
+  /** Closes every session and pending handshake. */
+  close(): void {
+    for (const raw of this.#pending) raw.destroy();
+    for (const session of [...this.registry.all()]) session.mux.close();
+  }
+}
+
+function reply(stream: MuxStream, message: Reply): void {
+  if (!stream.destroyed && stream.writable) writeFrame(stream, message);
+}

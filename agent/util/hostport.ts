@@ -1,0 +1,42 @@
+import { UsageError } from './errors.ts';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export function parsePort(text: string, what: string, allowZero = false): number {
+  if (!/^\d{1,5}$/.test(text)) throw new UsageError(`${what}: "${text}" is not a port number (1-65535)`);
+  const port = Number(text);
+  if (port > 65535 || (port === 0 && !allowZero)) throw new UsageError(`${what}: port ${text} is outside 1-65535`);
+  return port;
+}
+
+/** Parses "host:port", "[v6]:port" or ":port"/"port" (host defaults to defaultHost). */
+export function parseHostPort(text: string, what: string, defaultHost?: string, allowZero = false): HostPort {
+  const trimmed = text.trim();
+  let host: string;
+  let portText: string;
+  const v6 = /^\[([^\]]+)\]:(\d+)$/.exec(trimmed);
+  if (v6) {
+    host = v6[1];
+    portText = v6[2];
+  } else {
+    const idx = trimmed.lastIndexOf(':');
+    if (idx < 0) {
+      if (defaultHost === undefined) throw new UsageError(`${what}: "${text}" must be host:port`);
+      host = defaultHost;
+      portText = trimmed;
+    } else {
+      host = trimmed.slice(0, idx) || (defaultHost ?? '');
+      portText = trimmed.slice(idx + 1);
+    }
+  }
+  if (!host) throw new UsageError(`${what}: "${text}" has no host; write host:port`);
+  if (/\s/.test(host)) throw new UsageError(`${what}: "${text}" has a space in its host`);
+  return { host, port: parsePort(portText, what, allowZero) };
+}
+
+export function formatHostPort(hp: HostPort): string {
+  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+}

@@ -1,0 +1,106 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ExecutionContext } from 'ava';
+
+export const DIODE_BUNDLE = fileURLToPath(new URL('../../dist/diode.cjs', import.meta.url));
+
+/** A temporary directory removed when the test ends. */
+export function tempDir(t: ExecutionContext, prefix = 'diode-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export interface Running {
+  child: ChildProcess;
+  /** Everything written to stdout and stderr so far. */
+  output(): string;
+  /** Resolves with the first match of pattern in stdout+stderr. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a process; it is killed when the test ends, pass or fail.
+ * `command` defaults to running the bundled diode with node.
+ */
+export function start(t: ExecutionContext, args: string[], options: { command?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Running {
+  const command = options.command ?? process.execPath;
+  const argv = options.command ? args : [DIODE_BUNDLE, ...args];
+  const child = spawn(command, argv, { env: { ...process.env, ...options.env }, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const listeners = new Set<() => void>();
+  const onChunk = (chunk: Buffer) => {
+    output += chunk.toString();
+    for (const l of listeners) l();
+  };
+  child.stdout!.on('data', onChunk);
+  child.stderr!.on('data', onChunk);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+      await exited;
+      clearTimeout(timer);
+    }
+  };
+  t.teardown(stop);
+  return {
+    child,
+    output: () => output,
+    stop,
+    waitFor(pattern, timeoutMs = 15_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = output.match(pattern);
+          if (m) {
+            done();
+            resolve(m);
+          }
+        };
+        const onExit = () => {
+          check();
+          done();
+          reject(new Error(`process exited before printing ${pattern}; output:\n${output}`));
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(new Error(`timed out waiting for ${pattern}; output:\n${output}`));
+        }, timeoutMs);
+        const done = () => {
+          clearTimeout(timer);
+          listeners.delete(check);
+          child.off('exit', onExit);
+        };
+        listeners.add(check);
+        child.once('exit', onExit);
+        check();
+      });
+    },
+  };
+}
+
+/** A relay, a publishing device and a socksd, each with its own state directory, all on loopback. */
+export async function startRelay(t: ExecutionContext, extra: string[] = []): Promise<{ port: number; address: string; proc: Running }> {
+  const proc = start(t, ['relay', '--listen', '127.0.0.1:0', '--home', tempDir(t), ...extra]);
+  const m = await proc.waitFor(/relay (0x[0-9a-fA-F]{40}) listening on 127\.0\.0\.1:(\d+)/);
+  return { address: m[1], port: Number(m[2]), proc };
+}
+
+export async function startPublish(t: ExecutionContext, relayPort: number, flags: string[], home = tempDir(t)): Promise<{ address: string; home: string; proc: Running }> {
+  const proc = start(t, ['publish', ...flags, '--relay', `127.0.0.1:${relayPort}`, '--home', home]);
+  const m = await proc.waitFor(/ as (0x[0-9a-fA-F]{40})/);
+  await proc.waitFor(/connected to relay/);
+  return { address: m[1], home, proc };
+}
+
+export async function startSocksd(t: ExecutionContext, relayPort: number, home = tempDir(t)): Promise<{ port: number; address: string; proc: Running }> {
+  const proc = start(t, ['socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relayPort}`, '--home', home]);
+  const m = await proc.waitFor(/socksd (0x[0-9a-fA-F]{40}) listening on 127\.0\.0\.1:(\d+)/);
+  await proc.waitFor(/connected to relay/);
+  return { address: m[1], port: Number(m[2]), proc };
+}
