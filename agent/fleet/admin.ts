@@ -26,6 +26,8 @@ export interface FleetAdminOptions {
   onProgress?: (line: string) => void;
   /** How long to wait for each confirmation, in seconds. */
   confirmTimeoutSeconds?: number;
+  /** Addresses per transaction for addMembers/removeMembers (default MEMBERS_PER_TX). */
+  membersPerTx?: number;
 }
 
 export interface TxResult {
@@ -166,13 +168,15 @@ export async function deployFleet(options: FleetAdminOptions): Promise<DeployRes
 
 async function editMembers(options: FleetAdminOptions, addresses: readonly string[], method: 'addMembers' | 'removeMembers'): Promise<MembersResult> {
   const members = normalizeMembers(addresses);
+  const perTx = options.membersPerTx ?? MEMBERS_PER_TX;
+  if (!Number.isInteger(perTx) || perTx < 1) throw new RangeError(`membersPerTx must be an integer >= 1, got ${perTx}`);
   const event = method === 'addMembers' ? 'MemberAdded' : 'MemberRemoved';
   return withSession(options, { key: true, fleet: true }, `${method} on fleet ${options.fleet}`, async (session) => {
     const contract = new Contract(session.fleet!, FLEET_ABI, session.wallet);
     const result: MembersResult = { txs: [], changed: [] };
-    const batches = Math.ceil(members.length / MEMBERS_PER_TX);
+    const batches = Math.ceil(members.length / perTx);
     for (let b = 0; b < batches; b++) {
-      const batch = members.slice(b * MEMBERS_PER_TX, (b + 1) * MEMBERS_PER_TX);
+      const batch = members.slice(b * perTx, (b + 1) * perTx);
       const tx = await contract.getFunction(method).populateTransaction(batch);
       const label = batches > 1 ? `${method} batch ${b + 1}/${batches} (${batch.length})` : `${method} (${batch.length})`;
       const sent = await send(session, options, label, tx);

@@ -156,7 +156,7 @@ export class FleetMembership {
       );
       if (typeof answer !== 'boolean') throw new FleetError('ENOTCONTRACT', `fleet ${this.#config.fleet} answered deviceWhitelist with a non-boolean`);
     } catch (error) {
-      const why = toFleetError(error, { action: `deviceWhitelist(${member})`, rpc: this.#config.rpc, fleet: this.#config.fleet }).message;
+      const why = toFleetError(error, { action: 'deviceWhitelist', rpc: this.#config.rpc, fleet: this.#config.fleet }).message;
       this.#config.log(`fleet: deny ${member}: ${why}`);
       return false;
     }

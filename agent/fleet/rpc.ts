@@ -4,8 +4,12 @@
 import { FetchRequest, JsonRpcProvider, Network, WebSocketProvider } from 'ethers';
 import { FleetError } from './errors.ts';
 
-/** Deadline for reaching the RPC endpoint and for each request, in ms. */
-export const RPC_TIMEOUT_MS = 10_000;
+/**
+ * Admin default deadline for reaching the RPC endpoint and for each request,
+ * in ms. Generous: public RPCs and a loaded ganache (estimateGas re-executes
+ * the call many times) can take seconds. The device side sets its own, shorter.
+ */
+export const RPC_TIMEOUT_MS = 30_000;
 /** How often ethers polls for a receipt while waiting for a transaction, in ms. */
 export const RECEIPT_POLL_MS = 1_000;
 
