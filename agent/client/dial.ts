@@ -1,5 +1,8 @@
+import type { Duplex } from 'node:stream';
 import type { MuxStream } from '../mux/index.ts';
 import type { RelayLink } from '../link/relay-link.ts';
+import type { Identity } from '../identity/index.ts';
+import { connectE2E } from '../e2e/index.ts';
 import { readFrame, writeFrame } from '../protocol/frames.ts';
 import { parseReply, type Connect, type ReplyCode } from '../protocol/messages.ts';
 import { MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../protocol/limits.ts';
@@ -17,8 +20,13 @@ export class DialError extends DiodeError {
   }
 }
 
-/** Opens a stream to <address>:<port> through the relay; resolves once the device accepted it. */
-export async function dialThroughRelay(link: RelayLink, address: string, port: number): Promise<MuxStream> {
+/**
+ * Opens a stream to <address>:<port> through the relay; resolves once the
+ * device accepted it. For private and protected ports (the device's ok says
+ * e2e) the result is the cleartext side of the end-to-end TLS session, after
+ * the device proved it is `address` and admitted our proven address.
+ */
+export async function dialThroughRelay(link: RelayLink, identity: Identity, address: string, port: number): Promise<Duplex> {
   let session;
   try {
     session = await link.waitForSession(RELAY_WAIT_MS);
@@ -45,5 +53,15 @@ export async function dialThroughRelay(link: RelayLink, address: string, port: n
     stream.destroy();
     throw new DialError(reply.code, reply.message || reply.code);
   }
-  return stream;
+  if (!reply.e2e) return stream;
+  let result;
+  try {
+    result = await connectE2E(stream, identity, address);
+  } catch (err) {
+    stream.destroy();
+    // The peer is not the device we dialled, or the layer failed: nothing was sent to it.
+    throw new DialError('unavailable', `${address}:${port}: ${errorMessage(err)}`);
+  }
+  if ('refused' in result) throw new DialError(result.refused.code, result.refused.message || result.refused.code);
+  return result.socket;
 }

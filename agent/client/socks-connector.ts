@@ -1,4 +1,5 @@
 import type { RelayLink } from '../link/relay-link.ts';
+import type { Identity } from '../identity/index.ts';
 import { Rep, type RepCode, type SocksRequest } from '../socks/protocol.ts';
 import { SocksRefusal, type SocksConnector } from '../socks/server.ts';
 import { parseDiodeHost } from './hostname.ts';
@@ -19,7 +20,7 @@ const REPLY_FOR: Record<DialError['reply'], RepCode> = {
  * socksd's connector: only `<address>.diode` names are served. IP literals and
  * other names are refused without any DNS lookup, so nothing leaks.
  */
-export function diodeConnector(link: RelayLink): SocksConnector {
+export function diodeConnector(link: RelayLink, identity: Identity): SocksConnector {
   return async (request: SocksRequest) => {
     if (request.addressType !== 'domain') {
       throw new SocksRefusal(Rep.addressTypeNotSupported, `${request.host} is an IP address; use <address>.diode`);
@@ -27,7 +28,7 @@ export function diodeConnector(link: RelayLink): SocksConnector {
     const target = parseDiodeHost(request.host, request.port);
     if (!target) throw new SocksRefusal(Rep.hostUnreachable, `${request.host} is not a <address>.diode name`);
     try {
-      return await dialThroughRelay(link, target.address, target.port);
+      return await dialThroughRelay(link, identity, target.address, target.port);
     } catch (err) {
       if (err instanceof DialError) throw new SocksRefusal(REPLY_FOR[err.reply], err.message);
       throw err;

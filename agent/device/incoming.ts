@@ -1,38 +1,55 @@
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { MuxStream } from '../mux/index.ts';
+import type { Identity } from '../identity/index.ts';
 import type { Logger } from '../util/log.ts';
 import { errorMessage } from '../util/errors.ts';
 import { splice } from '../util/pump.ts';
 import { readFrame, writeFrame } from '../protocol/frames.ts';
-import { parseIncoming, errorReply, type Reply, type Incoming } from '../protocol/messages.ts';
+import { parseIncoming, errorReply, type AccessMode, type Reply, type Incoming } from '../protocol/messages.ts';
 import { MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../protocol/limits.ts';
+import { acceptE2E, sendVerdict } from '../e2e/index.ts';
 import type { PortMapping } from './port-spec.ts';
 
 /** ms to reach the local target port before answering "refused". */
 const LOCAL_CONNECT_TIMEOUT_MS = 5_000;
 
-/**
- * Decides whether a caller may use a port. The device's check is the one
- * that counts; the relay's earlier filter only keeps traffic off the link.
- */
-export type AccessCheck = (mapping: PortMapping, incoming: Incoming) => Promise<boolean> | boolean;
+/** Modes whose streams run the end-to-end layer: the device itself proves who the client is. */
+export const E2E_MODES: ReadonlySet<AccessMode> = new Set(['private', 'protected']);
 
-export const defaultAccessCheck: AccessCheck = (mapping, incoming) => {
+/**
+ * Decides whether a client address may use a port. For private and
+ * protected ports the address is the one the client proved end to end,
+ * never the relay's claim; for public ports it is the relay's claim (and
+ * nobody is refused). The relay's earlier filter only keeps traffic off the
+ * link; this check is the one that counts.
+ */
+export type AccessCheck = (mapping: PortMapping, client: string) => Promise<boolean> | boolean;
+
+export const defaultAccessCheck: AccessCheck = (mapping, client) => {
   if (mapping.mode === 'public') return true;
-  if (mapping.mode === 'private') return mapping.allow.includes(incoming.from);
+  if (mapping.mode === 'private') return mapping.allow.includes(client);
   return false;
 };
 
-/** The device side of a data stream: header, access check, local connect, then the pump. */
+export interface IncomingHandlerOptions {
+  /** The device's key: proves the device to clients inside the end-to-end layer. */
+  identity: Identity;
+  check?: AccessCheck;
+}
+
+/** The device side of a data stream: header, (end-to-end layer,) access check, local connect, then the pump. */
 export class IncomingHandler {
   readonly #ports: Map<number, PortMapping>;
   readonly #log: Logger;
+  readonly #identity: Identity;
   readonly #check: AccessCheck;
 
-  constructor(mappings: PortMapping[], log: Logger, check: AccessCheck = defaultAccessCheck) {
+  constructor(mappings: PortMapping[], log: Logger, options: IncomingHandlerOptions) {
     this.#ports = new Map(mappings.map((m) => [m.remotePort, m]));
     this.#log = log;
-    this.#check = check;
+    this.#identity = options.identity;
+    this.#check = options.check ?? defaultAccessCheck;
   }
 
   handle(stream: MuxStream): void {
@@ -50,27 +67,67 @@ export class IncomingHandler {
       this.#log.info(`refused ${incoming.from} → port ${incoming.port}: not published`);
       return answer(stream, errorReply('no-such-port', `port ${incoming.port} is not published`), true);
     }
-    if (!(await this.#check(mapping, incoming))) {
+    if (E2E_MODES.has(mapping.mode)) return this.#handleE2E(stream, mapping, incoming);
+    if (!(await this.#check(mapping, incoming.from))) {
       this.#log.warn(`denied ${incoming.from} → port ${incoming.port} (${mapping.mode})`);
       return answer(stream, errorReply('denied', `${incoming.from} may not use port ${incoming.port}`), true);
     }
-    const local = connect({ host: mapping.host, port: mapping.localPort, allowHalfOpen: true, noDelay: true, timeout: LOCAL_CONNECT_TIMEOUT_MS });
-    local.once('timeout', () => local.destroy(new Error(`no answer within ${LOCAL_CONNECT_TIMEOUT_MS} ms`)));
-    local.once('error', (err) => {
-      if (local.connecting || local.pending) {
+    const local = await this.#connectLocal(mapping, incoming).catch(() => undefined);
+    if (!local) return answer(stream, errorReply('refused', `the device cannot reach its local port ${mapping.localPort}`), true);
+    answer(stream, { t: 'ok' }, false);
+    splice(stream, local);
+  }
+
+  /**
+   * Private and protected ports: the bytes after our ok are a TLS session
+   * with the client, whatever the relay claims; plaintext fails the TLS
+   * handshake and never reaches the local port.
+   */
+  async #handleE2E(stream: MuxStream, mapping: PortMapping, incoming: Incoming): Promise<void> {
+    answer(stream, { t: 'ok', e2e: true }, false);
+    let session;
+    try {
+      session = await acceptE2E(stream, this.#identity);
+    } catch (err) {
+      this.#log.warn(`refused a stream to port ${incoming.port} (${mapping.mode}; relay says from ${incoming.from}): no end-to-end proof: ${errorMessage(err)}`);
+      stream.destroy();
+      return;
+    }
+    const client = session.peer;
+    if (client !== incoming.from) this.#log.warn(`port ${incoming.port}: the relay ${incoming.via} claimed ${incoming.from}, the client proved ${client}`);
+    if (!(await this.#check(mapping, client))) {
+      this.#log.warn(`denied ${client} → port ${incoming.port} (${mapping.mode})`);
+      return sendVerdict(session, errorReply('denied', `${client} may not use port ${incoming.port}`));
+    }
+    const local = await this.#connectLocal(mapping, incoming).catch(() => undefined);
+    if (!local) return sendVerdict(session, errorReply('refused', `the device cannot reach its local port ${mapping.localPort}`));
+    if (session.socket.destroyed) {
+      local.destroy();
+      return;
+    }
+    sendVerdict(session, { t: 'ok' });
+    splice(session.socket, local);
+  }
+
+  #connectLocal(mapping: PortMapping, incoming: Incoming): Promise<Socket> {
+    return new Promise((resolve, reject) => {
+      const local = connect({ host: mapping.host, port: mapping.localPort, allowHalfOpen: true, noDelay: true, timeout: LOCAL_CONNECT_TIMEOUT_MS });
+      local.once('timeout', () => local.destroy(new Error(`no answer within ${LOCAL_CONNECT_TIMEOUT_MS} ms`)));
+      local.once('error', (err) => {
         this.#log.warn(`port ${incoming.port}: cannot reach ${mapping.host}:${mapping.localPort}: ${errorMessage(err)}`);
-        answer(stream, errorReply('refused', `the device cannot reach its local port ${mapping.localPort}`), true);
-      }
-    });
-    local.once('connect', () => {
-      local.setTimeout(0);
-      answer(stream, { t: 'ok' }, false);
-      splice(stream, local);
+        reject(err);
+      });
+      local.once('connect', () => {
+        local.setTimeout(0);
+        local.removeAllListeners('error');
+        local.on('error', () => {});
+        resolve(local);
+      });
     });
   }
 }
 
-function answer(stream: MuxStream, reply: Reply, end: boolean): void {
+function answer(stream: Duplex, reply: Reply, end: boolean): void {
   if (stream.destroyed) return;
   writeFrame(stream, reply);
   if (end) stream.end();

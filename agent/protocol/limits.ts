@@ -17,3 +17,5 @@ export const MAX_ALLOWED_ADDRESSES = 1024;
 /** ms: relay ↔ agent yamux keepalive; a silent relay is noticed within interval + timeout. */
 export const KEEPALIVE_INTERVAL_MS = 15_000;
 export const KEEPALIVE_TIMEOUT_MS = 20_000;
+/** ms: the end-to-end layer inside a data stream (TLS, both hellos, the device's verdict) must finish within this. */
+export const E2E_HANDSHAKE_TIMEOUT_MS = 10_000;

@@ -10,12 +10,16 @@ export const PROTOCOL_VERSION = 1;
 export type AccessMode = 'public' | 'private' | 'protected';
 export const ACCESS_MODES: readonly AccessMode[] = ['public', 'private', 'protected'];
 
-/** First frame on a fresh TLS connection, both directions. */
+export type HelloRole = 'agent' | 'relay' | 'client' | 'device';
+const HELLO_ROLES: readonly HelloRole[] = ['agent', 'relay', 'client', 'device'];
+
+/** First frame on a fresh TLS connection (and on an end-to-end TLS session inside a stream), both directions. */
 export interface Hello {
   t: 'hello';
   v: number;
-  role: 'agent' | 'relay';
-  /** EIP-191 signature over authMessage(role, exportKeyingMaterial(32, 'diode-auth')). */
+  /** agent/relay on the link; client/device inside a data stream's end-to-end layer. */
+  role: HelloRole;
+  /** EIP-191 signature over authMessage(role, exportKeyingMaterial(32, label)); see handshake.ts. */
   sig: string;
 }
 
@@ -52,8 +56,13 @@ export interface Incoming {
 export type ReplyCode = 'offline' | 'no-such-port' | 'denied' | 'refused' | 'bad-request' | 'unavailable';
 export const REPLY_CODES: readonly ReplyCode[] = ['offline', 'no-such-port', 'denied', 'refused', 'bad-request', 'unavailable'];
 
-/** Answer to a publish, connect or incoming header. */
-export type Reply = { t: 'ok'; address?: string } | { t: 'error'; code: ReplyCode; message: string };
+/**
+ * Answer to a publish, connect or incoming header. `e2e: true` on the answer
+ * to a data stream says the bytes that follow are a TLS 1.3 session between
+ * client and device (private and protected ports; see docs/PROTOCOL.md); the
+ * relay passes it on to the client.
+ */
+export type Reply = { t: 'ok'; address?: string; e2e?: true } | { t: 'error'; code: ReplyCode; message: string };
 
 function fail(what: string): never {
   throw new FrameError('EPROTO', `malformed message: ${what}`);
@@ -75,9 +84,9 @@ function checkedAddress(value: unknown, field: string): string {
 export function parseHello(m: Record<string, unknown>): Hello {
   if (m.t !== 'hello') fail('expected hello');
   if (m.v !== PROTOCOL_VERSION) fail(`unsupported protocol version ${String(m.v)}`);
-  if (m.role !== 'agent' && m.role !== 'relay') fail('hello.role');
+  if (!HELLO_ROLES.includes(m.role as HelloRole)) fail('hello.role');
   if (typeof m.sig !== 'string' || !/^0x[0-9a-fA-F]{130}$/.test(m.sig)) fail('hello.sig');
-  return { t: 'hello', v: m.v, role: m.role, sig: m.sig };
+  return { t: 'hello', v: m.v, role: m.role as HelloRole, sig: m.sig };
 }
 
 export function parsePublish(m: Record<string, unknown>): Publish {
@@ -113,7 +122,13 @@ export function parseIncoming(m: Record<string, unknown>): Incoming {
 }
 
 export function parseReply(m: Record<string, unknown>): Reply {
-  if (m.t === 'ok') return { t: 'ok', ...(typeof m.address === 'string' ? { address: checkedAddress(m.address, 'ok.address') } : {}) };
+  if (m.t === 'ok') {
+    return {
+      t: 'ok',
+      ...(typeof m.address === 'string' ? { address: checkedAddress(m.address, 'ok.address') } : {}),
+      ...(m.e2e === true ? { e2e: true as const } : {}),
+    };
+  }
   if (m.t !== 'error') fail('expected ok or error');
   if (!REPLY_CODES.includes(m.code as ReplyCode)) fail('error.code');
   const message = typeof m.message === 'string' ? m.message.slice(0, 512) : '';

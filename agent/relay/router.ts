@@ -24,6 +24,17 @@ export type Caller = { kind: 'agent'; address: string } | { kind: 'gateway'; rem
  * device checks again, and its check is the one that counts.
  */
 export async function dialDevice(registry: Registry, relayAddress: string, caller: Caller, to: string, port: number): Promise<MuxStream> {
+  return (await routeToDevice(registry, relayAddress, caller, to, port)).stream;
+}
+
+/** A stream the device accepted, and whether its bytes are an end-to-end TLS session (the client must run it). */
+export interface Routed {
+  stream: MuxStream;
+  e2e: boolean;
+}
+
+/** dialDevice, also reporting the device's `e2e` flag, which the relay passes on to an agent client. */
+export async function routeToDevice(registry: Registry, relayAddress: string, caller: Caller, to: string, port: number): Promise<Routed> {
   const device = registry.get(to);
   if (!device) throw new RouteError('offline', `device ${to} is not connected`);
   const published = device.ports.get(port);
@@ -55,5 +66,10 @@ export async function dialDevice(registry: Registry, relayAddress: string, calle
     stream.destroy();
     throw new RouteError(reply.code, reply.message || `device refused: ${reply.code}`);
   }
-  return stream;
+  if (reply.e2e && caller.kind === 'gateway') {
+    // The gateway has no key to run the end-to-end layer with.
+    stream.destroy();
+    throw new RouteError('denied', `port ${port} of ${to} needs a client key (end-to-end layer)`);
+  }
+  return { stream, e2e: reply.e2e === true };
 }

@@ -17,7 +17,7 @@ import {
   STREAM_HEADER_TIMEOUT_MS,
 } from '../protocol/limits.ts';
 import { Registry, type AgentSession } from './registry.ts';
-import { dialDevice, RouteError } from './router.ts';
+import { routeToDevice, RouteError } from './router.ts';
 import type { RelayCert } from './cert.ts';
 import { RelayStats } from './stats.ts';
 
@@ -140,10 +140,10 @@ export class RelayServer {
 
   #onConnect(session: AgentSession, client: MuxStream, first: Record<string, unknown>): void {
     const connect = parseConnect(first);
-    dialDevice(this.registry, this.address, { kind: 'agent', address: session.address }, connect.to, connect.port).then(
-      (device) => {
+    routeToDevice(this.registry, this.address, { kind: 'agent', address: session.address }, connect.to, connect.port).then(
+      ({ stream: device, e2e }) => {
         this.stats.count('stream_routed');
-        reply(client, { t: 'ok' });
+        reply(client, e2e ? { t: 'ok', e2e } : { t: 'ok' });
         splice(client, device);
       },
       (err) => {

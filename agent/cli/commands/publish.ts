@@ -18,7 +18,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const relays = resolveRelays(args.flags.relay as string[] | undefined, ctx.home);
   const { identity } = loadOrCreateIdentity(ctx.home);
   const log = createLogger('publish');
-  const handler = new IncomingHandler(mappings, log);
+  const handler = new IncomingHandler(mappings, log, { identity });
   const published = toPublished(mappings);
   const link = new RelayLink({ relays, identity, log, publish: published, onStream: (s) => handler.handle(s) });
   process.stdout.write(`publishing ${describePorts(published)} as ${identity.address} via ${relays.map(formatHostPort).join(', ')}\n`);

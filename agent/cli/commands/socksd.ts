@@ -15,7 +15,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const log = createLogger('socksd');
   const link = new RelayLink({ relays, identity, log });
   link.start();
-  const socks = await startSocksServer(listen, { connector: diodeConnector(link), log });
+  const socks = await startSocksServer(listen, { connector: diodeConnector(link, identity), log });
   process.stdout.write(`socksd ${identity.address} listening on ${formatHostPort({ host: listen.host, port: socks.port })}\n`);
   const signal = await ctx.stopSignal;
   log.info(`${signal}: shutting down`);
