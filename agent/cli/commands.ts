@@ -1,4 +1,5 @@
 import type { FlagSpec, ParsedArgs } from './args.ts';
+import { DEFAULT_GATEWAY_LIMITS } from '../gateway/config.ts';
 
 export interface CommandContext {
   home: string;
@@ -53,9 +54,18 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'relay',
     summary: 'run a relay that authenticates agents and routes their streams',
-    usage: 'diode relay [--listen 0.0.0.0:41046]',
+    usage: 'diode relay [--listen 0.0.0.0:41046] [--gateway-socks 0.0.0.0:1080] [--gateway-http 0.0.0.0:80 --gateway-domain example.org] [--gateway-https 0.0.0.0:443 --gateway-cert FILE --gateway-key FILE]',
     flags: [
       { name: 'listen', type: 'string', placeholder: 'HOST:PORT', defaultValue: '0.0.0.0:41046', description: 'where agents connect (port 0 picks a free one)' },
+      { name: 'gateway-socks', type: 'string', placeholder: 'HOST:PORT', description: 'public SOCKS5/4a gateway to PUBLIC ports of <address>.diode (no agent needed)' },
+      { name: 'gateway-http', type: 'string', placeholder: 'HOST:PORT', description: 'public HTTP gateway: Host <address>[-<port>].<gateway-domain> reaches that PUBLIC port (80 by default)' },
+      { name: 'gateway-https', type: 'string', placeholder: 'HOST:PORT', description: 'HTTPS on the same router as --gateway-http (needs --gateway-cert, --gateway-key)' },
+      { name: 'gateway-domain', type: 'string', placeholder: 'DOMAIN', description: 'domain the HTTP(S) and SOCKS gateways serve as <address>.DOMAIN (.diode always works)' },
+      { name: 'gateway-cert', type: 'string', placeholder: 'FILE', description: 'PEM certificate (chain) for --gateway-https' },
+      { name: 'gateway-key', type: 'string', placeholder: 'FILE', description: 'PEM private key for --gateway-https' },
+      { name: 'gateway-max-conns', type: 'string', placeholder: 'N', defaultValue: String(DEFAULT_GATEWAY_LIMITS.maxConns), description: 'concurrent gateway connections in total; over it: SOCKS general failure, HTTP 503' },
+      { name: 'gateway-max-conns-per-ip', type: 'string', placeholder: 'N', defaultValue: String(DEFAULT_GATEWAY_LIMITS.maxConnsPerIp), description: 'concurrent gateway connections per IPv4 address / IPv6 /64; over it: SOCKS general failure, HTTP 429' },
+      { name: 'gateway-idle-timeout', type: 'string', placeholder: 'SECONDS', defaultValue: String(DEFAULT_GATEWAY_LIMITS.idleTimeoutMs / 1000), description: 'close a gateway connection after this long with no byte either way' },
       home,
       help,
     ],

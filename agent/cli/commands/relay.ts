@@ -4,15 +4,25 @@ import { loadOrCreateIdentity } from '../../identity/index.ts';
 import { parseHostPort, formatHostPort } from '../../util/hostport.ts';
 import { createLogger } from '../../util/log.ts';
 import { startRelay } from '../../relay/listen.ts';
+import { gatewayConfigFromFlags, gatewayEnabled, type GatewayFlags } from '../../gateway/config.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const listen = parseHostPort(args.flags.listen as string, '--listen', '0.0.0.0', true);
+  const gatewayConfig = gatewayConfigFromFlags(args.flags as GatewayFlags);
   const { identity } = loadOrCreateIdentity(ctx.home);
   const log = createLogger('relay');
   const relay = await startRelay({ listen, home: ctx.home, identity, log });
   process.stdout.write(`relay ${identity.address} listening on ${formatHostPort({ host: listen.host, port: relay.port })}\n`);
+  let gateway;
+  if (gatewayEnabled(gatewayConfig)) {
+    // Loaded only when asked for: a plain relay does not carry the HTTP gateway.
+    const { startGateway } = await import('../../gateway/gateway.ts');
+    gateway = await startGateway(relay.server, gatewayConfig, log.child('gateway'));
+    for (const [name, at] of Object.entries(gateway.listening)) process.stdout.write(`gateway ${name} listening on ${formatHostPort(at)}\n`);
+  }
   const signal = await ctx.stopSignal;
-  log.info(`${signal}: shutting down`);
+  log.info(`${signal}: shutting down; counters ${JSON.stringify(relay.server.stats.snapshot())}`);
+  await gateway?.close();
   await relay.close();
   return 0;
 }
