@@ -1,0 +1,127 @@
+// Stage 1 of the image build: the Debian root file system, built once per
+// (architecture, package list, recipe) and cached as a tarball under
+// .cache/image/. Everything that makes a card *this* product (the diode
+// binary, units, first-boot script) is layered on later by build.mjs, so
+// editing those never costs another 30-minute mmdebstrap run.
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** Debian release the image follows. */
+export const SUITE = 'bookworm';
+/** raspi-firmware and firmware-brcm80211 live in non-free-firmware. */
+export const COMPONENTS = ['main', 'non-free-firmware'];
+export const MIRROR = 'http://deb.debian.org/debian';
+export const SECURITY_MIRROR = 'http://deb.debian.org/debian-security';
+
+/** Packages on every image, on top of `--variant=minbase`. Keep it short: each one runs its maintainer scripts under qemu-user. */
+export const COMMON_PACKAGES = Object.freeze([
+  'systemd-sysv', 'udev', 'dbus', 'libpam-systemd', // init, devices, logind for ssh sessions
+  'systemd-resolved', 'systemd-timesyncd',         // DNS for networkd, clock (a Pi has no RTC)
+  'openssh-server', 'sudo',
+  'raspi-firmware', 'initramfs-tools', 'kmod',      // Pi boot firmware, config.txt/cmdline.txt hooks
+  'firmware-brcm80211', 'wireless-regdb', 'wpasupplicant', // Pi 3/4/Zero 2 W Wi-Fi
+  'iproute2', 'netbase',
+  'fdisk', 'e2fsprogs',                             // first boot grows the root partition (sfdisk + resize2fs)
+]);
+
+/** The kernel per architecture (Debian's generic kernels carry the Pi device trees). */
+export const KERNEL_PACKAGE = Object.freeze({ arm64: 'linux-image-arm64', armhf: 'linux-image-armmp' });
+
+export const ARCHES = Object.freeze(Object.keys(KERNEL_PACKAGE));
+
+/** Paths dpkg never unpacks: documentation and translations nobody reads on a Pi. */
+export const DPKG_EXCLUDES = Object.freeze([
+  'path-exclude=/usr/share/man/*',
+  'path-exclude=/usr/share/info/*',
+  'path-exclude=/usr/share/doc/*',
+  'path-include=/usr/share/doc/*/copyright',
+  'path-exclude=/usr/share/locale/*',
+  'path-include=/usr/share/locale/locale.alias',
+  'path-exclude=/usr/share/lintian/*',
+]);
+
+/** Bumped whenever the mmdebstrap invocation changes in a way the lists above do not show. */
+export const ROOTFS_RECIPE_VERSION = 1;
+
+export function packagesFor(arch) {
+  if (!KERNEL_PACKAGE[arch]) throw new Error(`unknown architecture ${arch}; known: ${ARCHES.join(', ')}`);
+  return [...COMMON_PACKAGES, KERNEL_PACKAGE[arch]];
+}
+
+/** The mmdebstrap argument vector that builds `arch`'s root file system into `output`. */
+export function mmdebstrapArgs(arch, output) {
+  const sources = [
+    `deb ${MIRROR} ${SUITE} ${COMPONENTS.join(' ')}`,
+    `deb ${MIRROR} ${SUITE}-updates ${COMPONENTS.join(' ')}`,
+    `deb ${SECURITY_MIRROR} ${SUITE}-security ${COMPONENTS.join(' ')}`,
+  ];
+  return [
+    '--variant=minbase',
+    `--architectures=${arch}`,
+    `--include=${packagesFor(arch).join(',')}`,
+    ...DPKG_EXCLUDES.map((o) => `--dpkgopt=${o}`),
+    '--aptopt=APT::Install-Recommends "false"',
+    // Nothing unique may be baked in: the first boot creates these.
+    '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*',
+    '--customize-hook=: > "$1"/etc/machine-id; rm -f "$1"/var/lib/dbus/machine-id "$1"/var/lib/systemd/random-seed',
+    SUITE,
+    output,
+    ...sources,
+  ];
+}
+
+/** Cache key: everything that decides the root file system's contents. */
+export function rootfsKey(arch) {
+  const h = createHash('sha256');
+  h.update(JSON.stringify({ v: ROOTFS_RECIPE_VERSION, args: mmdebstrapArgs(arch, '') }));
+  return h.digest('hex').slice(0, 16);
+}
+
+export function rootfsPath(cacheDir, arch) {
+  return join(cacheDir, `rootfs-${arch}-${rootfsKey(arch)}.tar`);
+}
+
+/**
+ * Returns the cached tarball for `arch`, building it first if needed.
+ * Output goes to a temporary name and is renamed when mmdebstrap succeeded.
+ * `log` receives the path of the build log.
+ */
+export async function ensureRootfs({ arch, cacheDir, onLog = () => {}, nice = 10 }) {
+  mkdirSync(cacheDir, { recursive: true });
+  const out = rootfsPath(cacheDir, arch);
+  if (existsSync(out) && statSync(out).size > 0) return { path: out, cached: true };
+  const tmp = `${out}.partial.tar`;
+  const logPath = `${out}.log`;
+  rmSync(tmp, { force: true });
+  onLog(logPath);
+  const log = createWriteStream(logPath);
+  const args = ['-n', String(nice), 'mmdebstrap', ...mmdebstrapArgs(arch, tmp)];
+  const code = await new Promise((resolve, reject) => {
+    const child = spawn('nice', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.pipe(log, { end: false });
+    child.stderr.pipe(log, { end: false });
+    child.once('error', reject);
+    child.once('close', resolve);
+  });
+  await new Promise((r) => log.end(r));
+  if (code !== 0) {
+    rmSync(tmp, { force: true });
+    const err = new Error(`mmdebstrap failed (exit ${code}); log: ${logPath}`);
+    err.logPath = logPath;
+    throw err;
+  }
+  renameSync(tmp, out);
+  return { path: out, cached: false };
+}
+
+// `node image/rootfs.mjs ARCH` builds (or finds) just this stage.
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const arch = process.argv[2] ?? 'arm64';
+  const cacheDir = join(new URL('..', import.meta.url).pathname, '.cache/image');
+  const t0 = Date.now();
+  ensureRootfs({ arch, cacheDir, onLog: (p) => console.log(`rootfs ${arch}: building, log ${p}`) })
+    .then((r) => console.log(`rootfs ${arch}: ${r.path} (${r.cached ? 'cached' : `built in ${Math.round((Date.now() - t0) / 1000)} s`})`))
+    .catch((e) => { console.error(e.message); process.exit(1); });
+}
