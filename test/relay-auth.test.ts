@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { connect as netConnect } from 'node:net';
 import { Identity } from '../agent/identity/index.ts';
@@ -11,7 +11,7 @@ import { HANDSHAKE_TIMEOUT_MS } from '../agent/protocol/limits.ts';
 import { silentLogger } from '../agent/util/log.ts';
 import { tempDir } from './helpers/diode.ts';
 
-async function relayFor(t: Parameters<typeof tempDir>[0]) {
+async function relayFor(t: ExecutionContext) {
   const relay = await startRelay({ listen: { host: '127.0.0.1', port: 0 }, home: tempDir(t), identity: Identity.random(), log: silentLogger });
   t.teardown(() => relay.close());
   return relay;

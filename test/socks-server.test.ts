@@ -1,11 +1,11 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { connect, type Socket } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { startSocksServer, SocksRefusal, SOCKS_HANDSHAKE_TIMEOUT_MS } from '../agent/socks/server.ts';
 import { Rep } from '../agent/socks/protocol.ts';
 import { silentLogger } from '../agent/util/log.ts';
 
-async function server(t: Parameters<Parameters<typeof test>[1]>[0], handshakeTimeoutMs?: number) {
+async function server(t: ExecutionContext, handshakeTimeoutMs?: number) {
   // Echo "tunnels" for x.ok names; refusals with a chosen code otherwise.
   const running = await startSocksServer({ host: '127.0.0.1', port: 0 }, {
     log: silentLogger,
