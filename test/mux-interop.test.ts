@@ -43,7 +43,7 @@ function theirMuxer(t: ExecutionContext, sock: net.Socket, role: 'client' | 'ser
   });
   sock.on('error', () => {});
   // A socket is an async iterable of Buffers, which is all their sink reads.
-  void muxer.sink(sock as unknown as AsyncGenerator<Uint8Array>).catch(() => {});
+  Promise.resolve(muxer.sink(sock as unknown as AsyncGenerator<Uint8Array>)).catch(() => {});
   void (async () => {
     for await (const chunk of muxer.source) {
       if (!sock.write(flat(chunk))) await once(sock, 'drain');
