@@ -3,7 +3,7 @@ import type { CommandContext } from '../commands.ts';
 import { loadOrCreateIdentity } from '../../identity/index.ts';
 import { createLogger } from '../../util/log.ts';
 import { parsePublishFlags, toPublished } from '../../device/port-spec.ts';
-import { IncomingHandler } from '../../device/incoming.ts';
+import { IncomingHandler, defaultAccessCheck, type AccessCheck } from '../../device/incoming.ts';
 import { RelayLink, describePorts } from '../../link/relay-link.ts';
 import { resolveRelays } from '../relays.ts';
 import { formatHostPort } from '../../util/hostport.ts';
@@ -16,15 +16,23 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
     protected: args.flags.protected as string[] | undefined,
   });
   const relays = resolveRelays(args.flags.relay as string[] | undefined, ctx.home);
+  // Protected ports: the fleet settings are checked before anything starts.
+  const fleet = mappings.some((m) => m.mode === 'protected') ? await import('../../fleet/device.ts') : undefined;
+  const settings = fleet?.fleetSettings(ctx.home);
   const { identity } = loadOrCreateIdentity(ctx.home);
   const log = createLogger('publish');
-  const handler = new IncomingHandler(mappings, log, { identity });
+  const membership = settings && fleet!.openFleetMembership(settings, (line) => log.warn(line));
+  const check: AccessCheck = (mapping, client) =>
+    mapping.mode === 'protected' ? (membership?.isMember(client) ?? false) : defaultAccessCheck(mapping, client);
+  const handler = new IncomingHandler(mappings, log, { identity, check });
   const published = toPublished(mappings);
   const link = new RelayLink({ relays, identity, log, publish: published, onStream: (s) => handler.handle(s) });
   process.stdout.write(`publishing ${describePorts(published)} as ${identity.address} via ${relays.map(formatHostPort).join(', ')}\n`);
+  if (settings) log.info(`protected ports admit members of fleet ${settings.fleet} (via ${settings.rpc}, answers cached ${settings.ttlSeconds} s)`);
   link.start();
   const signal = await ctx.stopSignal;
   log.info(`${signal}: shutting down`);
   await link.stop();
+  await membership?.close();
   return 0;
 }

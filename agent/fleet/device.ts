@@ -1,0 +1,36 @@
+// The device side of protected ports: reads the fleet settings from the
+// config (keys `fleet`, `rpc`, `fleet-ttl`) and opens a FleetMembership.
+// A device asked to publish a protected port without them refuses to start.
+import { ConfigStore } from '../config/index.ts';
+import { DiodeError } from '../util/errors.ts';
+import { FleetMembership } from './membership.ts';
+
+/** Default for the `fleet-ttl` config key, in seconds. */
+export const DEFAULT_FLEET_TTL_S = 60;
+
+export interface FleetSettings {
+  fleet: string;
+  rpc: string;
+  ttlSeconds: number;
+}
+
+/** The fleet settings from the config in `home`; throws ECONFIG naming the missing keys. */
+export function fleetSettings(home: string): FleetSettings {
+  const store = new ConfigStore(home);
+  const fleet = store.get('fleet');
+  const rpc = store.get('rpc');
+  const missing = [fleet ? '' : 'fleet=0x<fleet contract>', rpc ? '' : 'rpc=<JSON-RPC URL>'].filter(Boolean);
+  if (!fleet || !rpc) {
+    throw new DiodeError(
+      'ECONFIG',
+      `-protected ports need a fleet contract: run diode config ${missing.map((m) => `-set ${m}`).join(' ')} (state directory ${home})`,
+    );
+  }
+  const ttl = store.get('fleet-ttl');
+  return { fleet, rpc, ttlSeconds: ttl === undefined ? DEFAULT_FLEET_TTL_S : Number(ttl) };
+}
+
+/** Opens the membership cache for protected ports; `log` gets one line per denial caused by an error. */
+export function openFleetMembership(settings: FleetSettings, log: (line: string) => void): FleetMembership {
+  return new FleetMembership({ ...settings, log });
+}
