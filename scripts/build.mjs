@@ -4,6 +4,7 @@
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, chmodSync } from 'node:fs';
+import { buildFleetUi } from '../agent/fleet-ui/build.mjs';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 
@@ -17,6 +18,8 @@ function gitCommit() {
 }
 
 const outfile = process.argv[2] ?? 'dist/diode.cjs';
+// The fleet admin page (`diode fleet ui`) travels inside the bundle as strings.
+const fleetUi = await buildFleetUi();
 await build({
   entryPoints: ['agent/cli/main.ts'],
   outfile,
@@ -31,6 +34,8 @@ await build({
   define: {
     __DIODE_VERSION__: JSON.stringify(pkg.version),
     __DIODE_COMMIT__: JSON.stringify(gitCommit()),
+    __FLEET_UI_HTML__: JSON.stringify(fleetUi.html),
+    __FLEET_UI_JS__: JSON.stringify(fleetUi.js),
   },
   logLevel: 'warning',
 });

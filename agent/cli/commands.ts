@@ -91,6 +91,29 @@ export const COMMANDS: readonly CommandSpec[] = [
     ],
     load: () => import('./commands/config.ts'),
   },
+  {
+    name: 'fleet',
+    summary: 'administer a fleet contract: deploy | add | remove | list | check | ui',
+    usage: [
+      'diode fleet <subcommand> [flags]',
+      '  deploy               deploy a new fleet contract owned by the admin key; prints its address',
+      '  add 0xADDR...        add client addresses to the fleet',
+      '  remove 0xADDR...     remove client addresses from the fleet',
+      '  list                 print every member, one per line',
+      '  check 0xADDR         exit 0 if a member, 1 if not, 3 on an error',
+      '  ui                   serve the admin web page (an injected wallet such as MetaMask signs)',
+      'The admin key (deploy, add, remove) comes from $DIODE_ADMIN_KEY or --admin-key-file, never from a flag value.',
+    ].join('\n'),
+    flags: [
+      { name: 'rpc', type: 'string', placeholder: 'URL', description: 'JSON-RPC endpoint of the chain; default: the "rpc" config key' },
+      { name: 'fleet', type: 'string', placeholder: '0xADDR', description: 'fleet contract address; default: the "fleet" config key' },
+      { name: 'admin-key-file', type: 'string', placeholder: 'FILE', description: 'file holding the admin private key (64 hex digits); default: $DIODE_ADMIN_KEY' },
+      { name: 'listen', type: 'string', placeholder: 'HOST:PORT', defaultValue: '127.0.0.1:0', description: 'ui: where the page is served (port 0 picks a free one)' },
+      home,
+      help,
+    ],
+    load: () => import('./commands/fleet.ts'),
+  },
 ];
 
 export function findCommand(name: string): CommandSpec | undefined {
