@@ -334,6 +334,31 @@ const bodies: Array<[string, Body]> = [
     t.is(((await closed)[0] as MuxError).code, 'EPROTOCOL');
   }],
 
+  ['a stream reset while still in the accept backlog goes away quietly, as do backlog streams at close', async (t, tr, sw) => {
+    const { session, send, expectFrame, rawId } = await rawPeer(t, tr, sw);
+    send(FrameType.WindowUpdate, Flag.SYN, rawId, 0);
+    send(FrameType.WindowUpdate, Flag.RST, rawId, 0);
+    send(FrameType.Data, Flag.SYN, rawId + 2, 3, Buffer.from('abc'));
+    send(FrameType.Ping, Flag.SYN, 0, 5);
+    await expectFrame((f) => f.type === FrameType.Ping);
+    t.is(session.streamCount, 1, 'the reset one is gone, the other waits');
+    const closed = once(session, 'close');
+    session.close(new MuxError('EINTERNAL', 'test')); // would crash on an unheard stream error
+    t.is(((await closed)[0] as MuxError).code, 'EINTERNAL');
+    t.is((await expectFrame((f) => f.type === FrameType.GoAway)).length, GoAwayCode.InternalError);
+  }],
+
+  ['an error go-away from the peer closes the session and errors its streams', async (t, tr, sw) => {
+    const { session, send, expectFrame } = await rawPeer(t, tr, sw);
+    const s = session.open();
+    await expectFrame((f) => f.flags === Flag.SYN && f.streamId === s.id);
+    const err = errorOf(s);
+    const closed = once(session, 'close');
+    send(FrameType.GoAway, 0, 0, GoAwayCode.InternalError);
+    t.is(((await closed)[0] as MuxError).code, 'EGOAWAY');
+    t.is(((await err) as MuxError).code, 'EGOAWAY');
+  }],
+
   ['a peer that does not answer keep-alive pings is disconnected', async (t, tr, sw) => {
     const { session, expectFrame } = await rawPeer(t, tr, sw, { keepAliveInterval: 30, keepAliveTimeout: 60 });
     // Keep-alive timers are unref'd (the connection keeps a process alive, not the mux);

@@ -98,7 +98,7 @@ export class MuxSession extends EventEmitter {
     const id = this.nextStreamId;
     if (id > MAX_UINT32) throw new MuxError('ESTREAMLIMIT', 'stream ids exhausted');
     this.nextStreamId += 2;
-    const stream = new MuxStream(id, this, this.link, INITIAL_STREAM_WINDOW, this.config.initialWindow);
+    const stream = new MuxStream(id, this, this.link, INITIAL_STREAM_WINDOW, this.config.initialWindow, true);
     this.streams.set(id, stream);
     this.writeHeader(FrameType.WindowUpdate, Flag.SYN, id, this.config.initialWindow - INITIAL_STREAM_WINDOW);
     return stream;
@@ -133,7 +133,8 @@ export class MuxSession extends EventEmitter {
     try {
       this.decoder.push(chunk);
     } catch (err) {
-      this.shutdown(asSessionError(err), undefined, true);
+      const sessionErr = asSessionError(err);
+      this.shutdown(sessionErr, sessionErr, true);
     }
   };
 
@@ -182,7 +183,7 @@ export class MuxSession extends EventEmitter {
       this.writeHeader(FrameType.WindowUpdate, Flag.RST, id, 0);
       return undefined;
     }
-    const stream = new MuxStream(id, this, this.link, INITIAL_STREAM_WINDOW, INITIAL_STREAM_WINDOW);
+    const stream = new MuxStream(id, this, this.link, INITIAL_STREAM_WINDOW, INITIAL_STREAM_WINDOW, false);
     this.streams.set(id, stream);
     if (this.backlog.length === 0 && this.listenerCount('stream') > 0) this.accept(stream);
     else this.backlog.push(stream);
@@ -219,7 +220,8 @@ export class MuxSession extends EventEmitter {
     this.remoteGoAway = true;
     // Like hashicorp: an error go-away ends the session; a normal one lets streams finish.
     if (h.length !== GoAwayCode.Normal) {
-      this.shutdown(new MuxError('EGOAWAY', `peer sent go-away with error code ${h.length}`), undefined, false);
+      const err = new MuxError('EGOAWAY', `peer sent go-away with error code ${h.length}`);
+      this.shutdown(err, err, false);
     }
   }
 
@@ -295,7 +297,8 @@ export class MuxSession extends EventEmitter {
 
   private readonly keepAliveExpired = (): void => {
     this.keepAliveDeadline = undefined;
-    this.shutdown(new MuxError('ETIMEDOUT', `no ping answer within ${this.config.keepAliveTimeout} ms`), undefined, true);
+    const err = new MuxError('ETIMEDOUT', `no ping answer within ${this.config.keepAliveTimeout} ms`);
+    this.shutdown(err, err, true);
   };
 
   // ---- connection events and teardown ----------------------------------------------
@@ -335,7 +338,7 @@ export class MuxSession extends EventEmitter {
     const pingErr = sessionErr ?? new MuxError('ESESSIONCLOSED', 'session closed');
     for (const ping of this.pings.values()) ping.reject(pingErr);
     this.pings.clear();
-    for (const stream of [...this.streams.values()]) stream.destroy(streamErr);
+    for (const stream of [...this.streams.values()]) stream._destroyQuietlyIfHidden(streamErr);
     this.streams.clear();
     this.backlog.length = 0;
     this.drainWaiters.clear();

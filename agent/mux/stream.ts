@@ -47,6 +47,12 @@ export class MuxStream extends Duplex {
 
   private localFin = false;
   private remoteFin = false;
+  /**
+   * @internal False while an inbound stream waits in the accept backlog: nobody
+   * holds it yet, so it is destroyed without an error (an unheard 'error' event
+   * would crash the process).
+   */
+  _visible: boolean;
 
   // The write in progress: a list of chunks, a position in it, its callback.
   private pendList: Buffer[] | null = null;
@@ -58,7 +64,7 @@ export class MuxStream extends Duplex {
   private readonly one: Buffer[] = [];
 
   /** @internal Created by MuxSession only. */
-  constructor(id: number, session: MuxSession, link: StreamLink, sendWindow: number, recvWindow: number) {
+  constructor(id: number, session: MuxSession, link: StreamLink, sendWindow: number, recvWindow: number, visible: boolean) {
     super({ allowHalfOpen: true, decodeStrings: true });
     this.id = id;
     this.session = session;
@@ -66,6 +72,7 @@ export class MuxStream extends Duplex {
     this.sendWindow = sendWindow;
     this.recvWindow = recvWindow;
     this.recvAvail = recvWindow;
+    this._visible = visible;
   }
 
   /** Send RST and destroy locally. */
@@ -80,6 +87,7 @@ export class MuxStream extends Duplex {
     const extra = initialWindow - this.recvWindow;
     this.recvWindow += extra;
     this.recvAvail += extra;
+    this._visible = true;
     this.link.writeHeader(FrameType.WindowUpdate, Flag.ACK, this.id, extra);
   }
 
@@ -109,7 +117,12 @@ export class MuxStream extends Duplex {
   /** @internal The peer reset the stream. */
   _onRst(): void {
     this.link.release(this);
-    this.destroy(new MuxError('ECONNRESET', `stream ${this.id} reset by peer`));
+    this._destroyQuietlyIfHidden(new MuxError('ECONNRESET', `stream ${this.id} reset by peer`));
+  }
+
+  /** @internal Destroy with `err`, or without one if the user never got this stream. */
+  _destroyQuietlyIfHidden(err: Error | undefined): void {
+    this.destroy(this._visible ? err : undefined);
   }
 
   // ---- readable side ------------------------------------------------------------
