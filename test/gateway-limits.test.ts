@@ -76,6 +76,13 @@ test('the gateway refuses connections over the per-IP (429, SOCKS 0x01) and tota
   await new Promise((resolve) => tunnel.socket.once('close', resolve).resume());
   t.true(Date.now() - started >= IDLE_S * 1000 - 200, `SOCKS tunnel closed after ${Date.now() - started} ms`);
 
+  // A SOCKS handshake past its 1 KiB bound (SOCKS4 with an endless user id) is cut off.
+  const flood = connect({ host: '127.0.0.1', port: socks });
+  flood.on('error', () => {});
+  flood.write(Buffer.concat([Buffer.from([4, 1, 0, 80, 0, 0, 0, 1]), Buffer.alloc(2000, 0x75)]));
+  await new Promise((resolve) => flood.once('close', resolve).resume());
+  t.regex(relay.proc.output(), /handshake larger than 1024 bytes/);
+
   await relay.proc.stop();
   const counters = JSON.parse(/counters (\{.*\})/.exec(relay.proc.output())![1]) as Record<string, number>;
   t.is(counters.gateway_refused_per_ip, 2);
@@ -83,4 +90,5 @@ test('the gateway refuses connections over the per-IP (429, SOCKS 0x01) and tota
   t.true(counters.gateway_idle_timeout >= 4);
   t.is(counters.gateway_http_429, 1);
   t.is(counters.gateway_http_503, 1);
+  t.is(counters.gateway_socks_header_too_large, 1);
 });
