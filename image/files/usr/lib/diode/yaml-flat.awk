@@ -94,7 +94,8 @@ function value(p, v, n,   items, k, cnt) {
     for (k = 1; k <= cnt; k++) { scalar(items[k]); emit(join(p, k), SCALAR) }
     return
   }
-  if (v ~ /^\{/) { bad("flow mappings are not supported"); return }
+  if (v ~ /^\{[ \t]*\}[ \t]*(#.*)?$/) { emit(p, ""); return }
+  if (v ~ /^\{/) { bad("flow mappings other than {} are not supported"); return }
   if (v ~ /^[&*!]/) { bad("anchors, aliases and tags are not supported"); return }
   scalar(v); emit(p, SCALAR)
 }

@@ -1,0 +1,336 @@
+// The Pi image's pieces that can be checked without building or booting it
+// (the full build + QEMU boot is `npm run image` + `npm run hw-test`):
+// the boot-partition reader against Imager-shaped files, the units, and the
+// build's no-baked-secrets check on a fake tree.
+import test from 'ava';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DIODE_BUNDLE, tempDir } from './helpers/diode.ts';
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+const FILES = join(REPO, 'image/files');
+const BOOT_CONFIG = join(FILES, 'usr/lib/diode/boot-config');
+const YAML_FLAT = join(FILES, 'usr/lib/diode/yaml-flat.awk');
+const UNIT_DIR = join(FILES, 'usr/lib/systemd/system');
+
+interface BuildModule {
+  checkTree(root: string): string[];
+  applyOverlay(tree: string, binary: string, opts?: { debianUnits?: boolean }): void;
+  ENABLED_UNITS: readonly string[];
+}
+interface RootfsModule {
+  mmdebstrapArgs(arch: string, output: string): string[];
+  rootfsKey(arch: string): string;
+  packagesFor(arch: string): string[];
+}
+const build = (await import(join(REPO, 'image/build.mjs'))) as BuildModule;
+const rootfs = (await import(join(REPO, 'image/rootfs.mjs'))) as RootfsModule;
+
+const KEY_A = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ8l0Lz0n5qv1bq1bq1bq1bq1bq1bq1bq1bq1bq1bq1b alice@laptop';
+const KEY_B = 'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 bob@desk';
+const HASH = '$5$Zm9vYmFy$abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ';
+const PSK = 'a'.repeat(8) + '0123456789abcdef'.repeat(3) + 'b'.repeat(8);
+
+/** user-data exactly as Raspberry Pi Imager's OS customisation writes it (hostname, user + key, locale). */
+const IMAGER_USER_DATA = `#cloud-config
+hostname: kitchen-pi
+manage_etc_hosts: true
+packages:
+- avahi-daemon
+apt:
+  conf: |
+    Acquire {
+      Check-Date "false";
+    };
+
+users:
+- name: pi
+  groups: users,adm,dialout,audio,netdev,video,plugdev,cdrom,games,input,gpio,spi,i2c,render,sudo
+  shell: /bin/bash
+  lock_passwd: false
+  passwd: ${HASH}
+  ssh_authorized_keys:
+    - ${KEY_A}
+  sudo: ALL=(ALL) NOPASSWD:ALL
+
+timezone: Europe/London
+runcmd:
+- sed -i 's/^\\s*REGDOMAIN=\\S*/REGDOMAIN=GB/' /etc/default/crda || true
+- localectl set-x11-keymap "gb" pc105
+- setupcon -k --force || true
+
+`;
+
+/** network-config as Imager writes it (the password is the PBKDF2 PSK, 64 hex digits). */
+const IMAGER_NETWORK_CONFIG = `version: 2
+wifis:
+  renderer: networkd
+  wlan0:
+    dhcp4: true
+    optional: true
+    access-points:
+      "Home Net":
+        password: "${PSK}"
+`;
+
+interface Card {
+  boot: string;
+  root: string;
+  state: string;
+  run: string;
+  diode: string;
+}
+
+/** A fake boot partition and root file system, laid out like the image's. */
+function card(t: Parameters<typeof tempDir>[0], files: Record<string, string>): Card {
+  const dir = tempDir(t, 'diode-card-');
+  const c: Card = { boot: join(dir, 'boot'), root: join(dir, 'root'), state: join(dir, 'state'), run: join(dir, 'run'), diode: join(dir, 'diode') };
+  for (const d of [c.boot, join(c.root, 'etc'), join(c.root, 'usr/share/zoneinfo/Europe')]) mkdirSync(d, { recursive: true });
+  writeFileSync(join(c.root, 'usr/share/zoneinfo/Europe/London'), 'TZif');
+  writeFileSync(join(c.root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/bash\n');
+  writeFileSync(join(c.root, 'etc/group'), 'root:x:0:\nsudo:x:27:\nusers:x:100:\nvideo:x:44:\nnetdev:x:108:\n');
+  writeFileSync(join(c.root, 'etc/hosts'), '127.0.0.1\tlocalhost\n127.0.1.1\tdiode\n');
+  writeFileSync(join(c.root, 'etc/hostname'), 'diode\n');
+  writeFileSync(c.diode, `#!/bin/sh\nexec "${process.execPath}" "${DIODE_BUNDLE}" "$@"\n`, { mode: 0o755 });
+  for (const [name, content] of Object.entries(files)) writeFileSync(join(c.boot, name), content);
+  return c;
+}
+
+function bootConfig(c: Card) {
+  const r = spawnSync('sh', [BOOT_CONFIG, '--boot', c.boot, '--root', c.root, '--state', c.state, '--run', c.run, '--diode', c.diode, '--dry-run'], { encoding: 'utf8' });
+  const read = (p: string) => (existsSync(p) ? readFileSync(p, 'utf8') : '');
+  return {
+    status: r.status,
+    stderr: r.stderr,
+    /** Reported problems, apart from "no user configured" (tests that feed no user source expect that one). */
+    errors: read(join(c.run, 'boot-config.errors')).split('\n').filter((l) => !l.includes('user pi has no password and no key')).join('\n'),
+    allErrors: read(join(c.run, 'boot-config.errors')),
+    commands: read(join(c.run, 'commands.log')),
+    file: (p: string) => read(join(c.root, p)),
+  };
+}
+
+test('Imager user-data sets the hostname, time zone, user, password hash, key and sudo rule', (t) => {
+  const c = card(t, { 'user-data': IMAGER_USER_DATA, 'meta-data': 'instance-id: rpi-imager-1\n' });
+  const r = bootConfig(c);
+  t.is(r.status, 0);
+  t.is(r.errors, '', r.stderr);
+  t.is(r.file('etc/hostname'), 'kitchen-pi\n');
+  t.regex(r.file('etc/hosts'), /^127\.0\.1\.1\tkitchen-pi$/m);
+  t.is(readlinkSync(join(c.root, 'etc/localtime')), '/usr/share/zoneinfo/Europe/London');
+  t.true(r.commands.includes('useradd --create-home --user-group --shell /bin/bash pi\n'));
+  t.true(r.commands.includes('usermod -a -G users,netdev,video,sudo pi\n'), 'only groups that exist here');
+  t.true(r.commands.includes(`usermod -p ${HASH} pi\n`));
+  t.is(r.file('home/pi/.ssh/authorized_keys'), `${KEY_A}\n`);
+  t.is(statSync(join(c.root, 'home/pi/.ssh/authorized_keys')).mode & 0o777, 0o600);
+  t.is(r.file('etc/sudoers.d/90-boot-config-pi'), 'pi ALL=(ALL) NOPASSWD:ALL\n');
+  // A password hash was given and ssh_pwauth was not false.
+  t.regex(r.file('etc/ssh/sshd_config.d/50-diode.conf'), /^PasswordAuthentication yes$/m);
+  t.regex(r.stderr, /runcmd is not applied/);
+});
+
+test('Imager network-config becomes a wpa_supplicant file, a networkd file and an enabled wpa_supplicant@wlan0', (t) => {
+  const c = card(t, { 'network-config': IMAGER_NETWORK_CONFIG, 'cmdline.txt': 'console=tty0 root=LABEL=RASPIROOT rw cfg80211.ieee80211_regdom=GB\n' });
+  const r = bootConfig(c);
+  t.is(r.errors, '', r.stderr);
+  const wpa = r.file('etc/wpa_supplicant/wpa_supplicant-wlan0.conf');
+  t.regex(wpa, /^country=GB$/m, 'country from the kernel command line, as Imager sets it');
+  t.regex(wpa, /^\tssid="Home Net"$/m);
+  t.regex(wpa, new RegExp(`^\\tpsk=${PSK}$`, 'm'), 'a 64-hex PSK is written unquoted');
+  t.is(statSync(join(c.root, 'etc/wpa_supplicant/wpa_supplicant-wlan0.conf')).mode & 0o777, 0o600);
+  const net = r.file('etc/systemd/network/20-boot-config-wlan0.network');
+  t.regex(net, /^Name=wlan0$/m);
+  t.regex(net, /^DHCP=ipv4$/m);
+  t.regex(net, /^RequiredForOnline=no$/m);
+  t.is(readlinkSync(join(c.root, 'etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service')), '/lib/systemd/system/wpa_supplicant@.service');
+});
+
+test('netplan forms beyond Imager: top-level network:, ethernets with static addresses, open and quoted Wi-Fi', (t) => {
+  const c = card(t, {
+    'network-config': `network:
+  version: 2
+  ethernets:
+    eth0:
+      addresses: [192.168.1.50/24]
+      gateway4: 192.168.1.1
+      nameservers:
+        addresses: [192.168.1.1, 1.1.1.1]
+  wifis:
+    wlan0:
+      dhcp4: true
+      regulatory-domain: de
+      access-points:
+        cafe: {}
+        'Bob''s "net"':
+          auth:
+            key-management: psk
+            password: "pass word \\"x\\""
+          hidden: true
+`,
+  });
+  const r = bootConfig(c);
+  t.is(r.errors, '', r.stderr);
+  const eth = r.file('etc/systemd/network/20-boot-config-eth0.network');
+  t.regex(eth, /^DHCP=no$/m);
+  t.regex(eth, /^Address=192\.168\.1\.50\/24$/m);
+  t.regex(eth, /^Gateway=192\.168\.1\.1$/m);
+  t.regex(eth, /^DNS=1\.1\.1\.1$/m);
+  const wpa = r.file('etc/wpa_supplicant/wpa_supplicant-wlan0.conf');
+  t.regex(wpa, /^country=DE$/m);
+  t.regex(wpa, /ssid="cafe"\n\tkey_mgmt=NONE\n/);
+  // An SSID with a double quote is written in hex.
+  t.regex(wpa, new RegExp(`ssid=${Buffer.from('Bob\'s "net"').toString('hex')}\\n\\tpsk="pass word "x""\\n\\tscan_ssid=1`));
+});
+
+test('bad content is reported, the rest still applies, and the reader exits 0', (t) => {
+  const c = card(t, {
+    'user-data': '#cloud-config\nhostname: not_a_host!\ntimezone: Mars/Olympus\nusers:\n- name: pi\n  ssh_authorized_keys:\n  - not a key\n  - ' + KEY_A + '\n',
+    'network-config': 'version: 2\nethernets:\n  eth0:\n    dhcp4: true\n    mtu: 9000\nwifis:\n  wlan0:\n    access-points:\n      "short":\n        password: "1234"\n',
+    'diode.conf': 'relays=relay.example.org\nfleet=0xnothex\npublish=-public 22:22; rm -rf /\ncolour=blue\njust some words\n',
+  });
+  const r = bootConfig(c);
+  t.is(r.status, 0);
+  const lines = r.errors.trim().split('\n');
+  for (const expected of [
+    /user-data: hostname "not_a_host!" is not a valid host name/,
+    /user-data: timezone "Mars\/Olympus" is not in the time zone database/,
+    /user-data: line 1 is not an SSH public key/,
+    /network-config: eth0: "mtu" is not supported/,
+    /network-config: wlan0: the password of "short" must be 8 to 63 characters/,
+    /network-config: wlan0: no usable access-points/,
+    /diode\.conf:2: fleet: "0xnothex" is not a 0x-prefixed hex address/,
+    /diode\.conf:3: publish: .* is not like -public 22:22/,
+    /diode\.conf:4: unknown key "colour"/,
+    /diode\.conf:5: expected key=value/,
+  ]) t.true(lines.some((l) => expected.test(l)), `${expected} in:\n${r.errors}`);
+  // What was fine still applied.
+  t.is(r.file('etc/hostname'), 'diode\n');
+  t.is(r.file('home/pi/.ssh/authorized_keys'), `${KEY_A}\n`);
+  t.regex(r.file('etc/systemd/network/20-boot-config-eth0.network'), /^DHCP=ipv4$/m);
+  t.false(existsSync(join(c.root, 'etc/wpa_supplicant/wpa_supplicant-wlan0.conf')) && /network=/.test(r.file('etc/wpa_supplicant/wpa_supplicant-wlan0.conf')));
+  t.is(JSON.parse(readFileSync(join(c.state, 'config.json'), 'utf8')).relays, 'relay.example.org:41046');
+  t.is(readFileSync(join(c.run, 'publish.env'), 'utf8'), 'DIODE_PUBLISH_ARGS=-public 22:22\n', 'the default, since the given spec was refused');
+});
+
+test('a file that is not YAML or not cloud-config is reported and ignored', (t) => {
+  const c = card(t, { 'user-data': 'hostname: x\n', 'network-config': 'version: 1\nconfig:\n  - type: physical\n' });
+  const r = bootConfig(c);
+  t.regex(r.errors, /user-data: first line is not "#cloud-config"/);
+  t.regex(r.errors, /network-config: only netplan version 2 is supported \(version: 1\)/);
+  t.is(r.file('etc/hostname'), 'diode\n');
+});
+
+test('diode.conf sets relays, fleet and rpc with diode config, and publish specs become the agent arguments', (t) => {
+  const c = card(t, {
+    'diode.conf': '# relays first\r\nrelays = 10.0.2.2:4000, relay2.example.org\npublish=-public 22:22\npublish=-private 80:8080,0x1111111111111111111111111111111111111111\nfleet=0x2222222222222222222222222222222222222222\nrpc=http://127.0.0.1:8545\n',
+  });
+  const r = bootConfig(c);
+  t.is(r.errors, '', r.stderr);
+  const config = JSON.parse(readFileSync(join(c.state, 'config.json'), 'utf8'));
+  t.is(config.relays, '10.0.2.2:4000,relay2.example.org:41046');
+  t.is(config.fleet.toLowerCase(), '0x2222222222222222222222222222222222222222');
+  t.is(config.rpc, 'http://127.0.0.1:8545');
+  t.is(readFileSync(join(c.run, 'publish.env'), 'utf8'), 'DIODE_PUBLISH_ARGS=-public 22:22 -private 80:8080,0x1111111111111111111111111111111111111111\n');
+  // Unchanged and clean: the next boot does not start diode config again.
+  writeFileSync(c.diode, '#!/bin/sh\necho called >&2\nexit 1\n');
+  const again = bootConfig(c);
+  t.is(again.errors, '');
+});
+
+test('userconf.txt creates the user with its hash and is deleted; authorized_keys is appended once', (t) => {
+  const c = card(t, { 'userconf.txt': `pi:${HASH}\n`, authorized_keys: `${KEY_A}\n# comment\n${KEY_B}\n`, ssh: '' });
+  const r = bootConfig(c);
+  t.is(r.errors, '', r.stderr);
+  t.true(r.commands.includes('useradd --create-home --user-group --shell /bin/bash pi\n'));
+  t.true(r.commands.includes(`usermod -p ${HASH} pi\n`));
+  t.false(existsSync(join(c.boot, 'userconf.txt')), 'the hash does not stay on the FAT partition');
+  t.is(r.file('home/pi/.ssh/authorized_keys'), `${KEY_A}\n${KEY_B}\n`);
+  // The next boot: the user exists now (as useradd would have made it); keys are not duplicated.
+  writeFileSync(join(c.root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000::/home/pi:/bin/bash\n');
+  writeFileSync(join(c.run, 'commands.log'), '');
+  const again = bootConfig(c);
+  t.is(again.file('home/pi/.ssh/authorized_keys'), `${KEY_A}\n${KEY_B}\n`);
+  t.false(again.commands.includes('useradd'));
+});
+
+test('cloud-init files apply once per content and again when edited', (t) => {
+  const c = card(t, { 'user-data': IMAGER_USER_DATA });
+  bootConfig(c);
+  writeFileSync(join(c.root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000::/home/pi:/bin/bash\n');
+  writeFileSync(join(c.run, 'commands.log'), '');
+  t.is(bootConfig(c).commands, '', 'same files: nothing re-applied');
+  writeFileSync(join(c.boot, 'user-data'), IMAGER_USER_DATA.replace('kitchen-pi', 'garage-pi'));
+  const r = bootConfig(c);
+  t.is(r.file('etc/hostname'), 'garage-pi\n');
+  t.false(r.commands.includes('useradd'), 'an existing user is not created again');
+});
+
+test('with no configuration at all, user pi is created without a password and the screen says so', (t) => {
+  const c = card(t, {});
+  const r = bootConfig(c);
+  t.is(r.status, 0);
+  t.true(r.commands.includes('useradd --create-home --user-group --shell /bin/bash pi\n'));
+  t.false(r.commands.includes('usermod -p'));
+  t.regex(r.allErrors, /user pi has no password and no key/);
+  t.is(readFileSync(join(c.run, 'publish.env'), 'utf8'), 'DIODE_PUBLISH_ARGS=-public 22:22\n');
+});
+
+test('yaml-flat reads sequences at the key indentation, quoted keys, flow lists and block scalars', (t) => {
+  const dir = tempDir(t);
+  const f = join(dir, 'x.yaml');
+  writeFileSync(f, 'a:\n- 1\n- "two # not a comment"\nb:\n  "k/ey": v # comment\n  c: [x, \'y\']\n  d: |\n    l1\n    l2\ne: {}\n');
+  const out = execFileSync('awk', ['-f', YAML_FLAT, f], { encoding: 'utf8' });
+  t.is(out, 'a/1\t1\na/2\ttwo # not a comment\nb/k%2Fey\tv\nb/c/1\tx\nb/c/2\ty\nb/d\tl1\\nl2\ne\t\n');
+});
+
+test('the units pass systemd-analyze verify (apart from paths that exist only in the image)', (t) => {
+  const units = ['diode-firstboot.service', 'diode-boot-config.service', 'diode.service', 'diode-issue.service', 'diode-issue.path'].map((u) => join(UNIT_DIR, u));
+  const r = spawnSync('systemd-analyze', ['verify', ...units], { encoding: 'utf8' });
+  const imageOnly = /^[\w.-]+: Command (\/usr\/lib\/diode\/(firstboot|boot-config|issue)|\/usr\/bin\/diode) is not executable: No such file or directory$/;
+  const rest = (r.stdout + r.stderr).split('\n').filter((l) => l.trim() && !imageOnly.test(l));
+  t.deepEqual(rest, []);
+  // The scripts those units run are in the overlay and executable, and parse as POSIX sh.
+  for (const s of ['firstboot', 'boot-config', 'issue']) {
+    const p = join(FILES, 'usr/lib/diode', s);
+    t.truthy(statSync(p).mode & 0o111, `${s} is executable`);
+    t.is(spawnSync('sh', ['-n', p]).status, 0, `${s} parses`);
+  }
+  t.regex(readFileSync(join(UNIT_DIR, 'diode.service'), 'utf8'), /^Restart=always$/m);
+  t.notRegex(readFileSync(join(UNIT_DIR, 'diode.service'), 'utf8'), /network-online|Wants=network/);
+});
+
+test('the overlay on a fresh tree passes the ship check; baked keys and state do not', (t) => {
+  const tree = tempDir(t, 'diode-tree-');
+  mkdirSync(join(tree, 'etc/ssh'), { recursive: true });
+  writeFileSync(join(tree, 'etc/ssh/ssh_host_ed25519_key'), 'baked by openssh-server postinst');
+  writeFileSync(join(tree, 'etc/machine-id'), '0123456789abcdef0123456789abcdef\n');
+  mkdirSync(join(tree, 'var/lib/diode'), { recursive: true });
+  writeFileSync(join(tree, 'var/lib/diode/private.key'), 'secret');
+  const before = build.checkTree(tree);
+  t.true(before.some((p) => p.includes('ssh_host_ed25519_key')));
+  t.true(before.some((p) => p.includes('/var/lib/diode/private.key')));
+  t.true(before.some((p) => p.includes('machine-id')));
+  t.true(before.some((p) => p.includes('/usr/bin/diode is missing')));
+
+  build.applyOverlay(tree, DIODE_BUNDLE, { debianUnits: false });
+  t.deepEqual(build.checkTree(tree), []);
+  t.true(lstatSync(join(tree, 'etc/systemd/system/sysinit.target.wants/diode-firstboot.service')).isSymbolicLink());
+  t.true(lstatSync(join(tree, 'etc/systemd/system/multi-user.target.wants/diode.service')).isSymbolicLink());
+  t.is(readFileSync(join(tree, 'etc/machine-id'), 'utf8'), '');
+  t.is(readlinkSync(join(tree, 'etc/resolv.conf')), '../run/systemd/resolve/stub-resolv.conf');
+
+  writeFileSync(join(tree, 'etc/ssh/ssh_host_rsa_key.pub'), 'x');
+  t.deepEqual(build.checkTree(tree), ['baked SSH host key /etc/ssh/ssh_host_rsa_key.pub']);
+});
+
+test('the rootfs recipe drops host keys and machine-id, and its cache key follows the package list', (t) => {
+  const args = rootfs.mmdebstrapArgs('arm64', '/out.tar');
+  t.true(args.some((a) => a.startsWith('--customize-hook=') && a.includes('ssh_host_')));
+  t.true(args.some((a) => a.startsWith('--customize-hook=') && a.includes('machine-id')));
+  for (const p of ['openssh-server', 'raspi-firmware', 'linux-image-arm64', 'firmware-brcm80211', 'wpasupplicant']) t.true(rootfs.packagesFor('arm64').includes(p), p);
+  t.true(rootfs.packagesFor('armhf').includes('linux-image-armmp'));
+  t.regex(rootfs.rootfsKey('arm64'), /^[0-9a-f]{16}$/);
+  t.not(rootfs.rootfsKey('arm64'), rootfs.rootfsKey('armhf'));
+});
