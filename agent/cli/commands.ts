@@ -52,6 +52,37 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: () => import('./commands/socksd.ts'),
   },
   {
+    name: 'proxy',
+    summary: "connect stdin/stdout to a device port (ssh's ProxyCommand)",
+    usage: 'diode proxy <address>.diode <port> [--relay host:port]   (in ~/.ssh/config: ProxyCommand diode proxy %h %p)',
+    flags: [relay, home, help],
+    load: () => import('./commands/proxy.ts'),
+  },
+  {
+    name: 'ssh-config',
+    summary: 'print (or --install) the ~/.ssh/config block that makes `ssh user@<address>.diode` work',
+    usage: 'diode ssh-config [--install] [--relay host:port] [--home DIR]',
+    flags: [
+      { name: 'install', type: 'boolean', description: 'add the block to ~/.ssh/config once (keeps the rest, writes a backup)' },
+      relay,
+      home,
+      help,
+    ],
+    load: () => import('./commands/ssh-config.ts'),
+  },
+  {
+    name: 'bind',
+    summary: 'forward a 127.0.0.1 port to a device port',
+    usage: 'diode bind <local-port>:<address>.diode:<remote-port>[,...] [...] [--relay host:port]',
+    flags: [
+      { name: 'bind', type: 'string', multiple: true, placeholder: 'LOCAL:ADDRESS.diode:REMOTE[,...]', description: 'same as a positional spec (as the Diode client\'s -bind)' },
+      relay,
+      home,
+      help,
+    ],
+    load: () => import('./commands/bind.ts'),
+  },
+  {
     name: 'relay',
     summary: 'run a relay that authenticates agents and routes their streams',
     usage: 'diode relay [--listen 0.0.0.0:41046] [--gateway-socks 0.0.0.0:1080] [--gateway-http 0.0.0.0:80 --gateway-domain example.org] [--gateway-https 0.0.0.0:443 --gateway-cert FILE --gateway-key FILE]',

@@ -1,0 +1,52 @@
+import { finished } from 'node:stream';
+import type { Duplex } from 'node:stream';
+import type { ParsedArgs } from '../args.ts';
+import type { CommandContext } from '../commands.ts';
+import { loadOrCreateIdentity } from '../../identity/index.ts';
+import { createLogger, silentLogger } from '../../util/log.ts';
+import { parsePort } from '../../util/hostport.ts';
+import { DiodeError, UsageError, errorMessage } from '../../util/errors.ts';
+import { parseTargetHost } from '../../client/target.ts';
+import { ClientSession } from '../../client/session.ts';
+import { resolveRelays } from '../relays.ts';
+
+/**
+ * stdin/stdout ↔ a device port (ssh's ProxyCommand). Quiet unless it fails:
+ * ssh shows whatever we print on stderr, so a failure is one line and a
+ * non-zero exit (set DIODE_LOG=info to see the relay link's log).
+ */
+export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
+  const [host, portText, ...extra] = args.positionals;
+  if (!host || !portText || extra.length > 0) throw new UsageError('proxy: write diode proxy <address>.diode <port> (as ssh\'s ProxyCommand: diode proxy %h %p)');
+  const target = parseTargetHost(host, parsePort(portText, 'proxy: port'), 'proxy');
+  const relays = resolveRelays(args.flags.relay as string[] | undefined, ctx.home);
+  const { identity } = loadOrCreateIdentity(ctx.home);
+  const client = new ClientSession(relays, identity, process.env.DIODE_LOG ? createLogger('proxy') : silentLogger);
+  try {
+    let tunnel: Duplex;
+    try {
+      tunnel = await client.dial(target);
+    } catch (err) {
+      throw new DiodeError(err instanceof DiodeError ? err.code : 'EDIAL', `proxy: cannot reach ${host} port ${target.port}: ${errorMessage(err)}`);
+    }
+    await pipeStdio(tunnel);
+    return 0;
+  } finally {
+    await client.stop();
+  }
+}
+
+/** stdin → tunnel (its end is a half-close), tunnel → stdout; done when the tunnel's reading side ends. */
+function pipeStdio(tunnel: Duplex): Promise<void> {
+  return new Promise((resolve, reject) => {
+    process.stdin.on('error', () => tunnel.end());
+    process.stdin.pipe(tunnel);
+    tunnel.pipe(process.stdout);
+    finished(tunnel, { writable: false }, (err) => {
+      process.stdin.unpipe(tunnel);
+      process.stdin.pause();
+      if (err) reject(new DiodeError('ECONNRESET', `proxy: the connection broke: ${errorMessage(err)}`));
+      else resolve();
+    });
+  });
+}

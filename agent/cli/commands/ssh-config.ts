@@ -1,0 +1,45 @@
+import { createRequire } from 'node:module';
+import { realpathSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { ParsedArgs } from '../args.ts';
+import type { CommandContext } from '../commands.ts';
+import { UsageError } from '../../util/errors.ts';
+import { installSshConfig, sshConfigBlock, BACKUP_SUFFIX } from '../../client/ssh-config.ts';
+
+/** True inside a Node single executable (then process.execPath is diode itself). */
+function isSea(): boolean {
+  try {
+    const sea = createRequire(process.execPath)('node:sea') as { isSea?: () => boolean };
+    return sea.isSea?.() === true;
+  } catch {
+    return false;
+  }
+}
+
+/** The absolute command that runs this very diode: the SEA executable, or node plus the bundle. */
+export function selfCommand(): string[] {
+  if (isSea()) return [process.execPath];
+  const script = process.argv[1];
+  if (!script) throw new UsageError('ssh-config: cannot tell which file runs diode (no script path)');
+  return [process.execPath, realpathSync(resolve(script))];
+}
+
+export async function run(args: ParsedArgs, _ctx: CommandContext): Promise<number> {
+  if (args.positionals.length > 0) throw new UsageError(`ssh-config: unexpected "${args.positionals[0]}"`);
+  const command = selfCommand();
+  const flags: string[] = [];
+  const relay = args.flags.relay as string[] | undefined;
+  if (relay && relay.length > 0) flags.push('--relay', relay.join(','));
+  if (typeof args.flags.home === 'string') flags.push('--home', resolve(args.flags.home));
+  const block = sshConfigBlock(command, flags);
+  if (!args.flags.install) {
+    process.stdout.write(block);
+    return 0;
+  }
+  const path = join(homedir(), '.ssh', 'config');
+  const result = installSshConfig(path, block);
+  const note = result === 'unchanged' ? 'already there; nothing changed' : `${result} (previous file kept as ${path}${BACKUP_SUFFIX})`;
+  process.stdout.write(`${path}: diode block ${note}\n`);
+  return 0;
+}

@@ -1,0 +1,47 @@
+import { parsePort } from '../util/hostport.ts';
+import { UsageError } from '../util/errors.ts';
+import { parseAddress } from '../identity/address.ts';
+import { parseDiodeHost, type DiodeTarget } from './hostname.ts';
+
+/**
+ * A device named on the command line: `<address>.diode` (any case), or a
+ * bare `0x<address>`. Anything else is a usage error, never a DNS lookup.
+ */
+export function parseTargetHost(host: string, port: number, what: string): DiodeTarget {
+  if (/^0x[0-9a-fA-F]*$/.test(host)) return { address: parseAddress(host, what), port };
+  const target = parseDiodeHost(host, port);
+  if (!target) throw new UsageError(`${what}: "${host}" is not a <address>.diode name (0x followed by 40 hex digits, then .diode)`);
+  return target;
+}
+
+export interface BindSpec {
+  /** 127.0.0.1 port to listen on (0 picks a free one). */
+  localPort: number;
+  target: DiodeTarget;
+  /** As given, for messages. */
+  text: string;
+}
+
+/**
+ * Parses bind specs as the Diode client's -bind: `<local>:<address>[.diode]:<remote>[:tcp]`,
+ * several per argument separated by commas. A local port may appear once.
+ */
+export function parseBindSpecs(values: string[]): BindSpec[] {
+  const specs: BindSpec[] = [];
+  for (const value of values) {
+    for (const raw of value.split(',')) {
+      const text = raw.trim();
+      const what = `bind "${text}"`;
+      if (!text) throw new UsageError(`bind "${value}": empty item between commas`);
+      const parts = text.split(':');
+      if (parts.length === 4 && parts[3].toLowerCase() !== 'tcp') throw new UsageError(`${what}: only tcp is supported (got "${parts[3]}")`);
+      if (parts.length !== 3 && parts.length !== 4) throw new UsageError(`${what}: write <local-port>:<address>.diode:<remote-port>`);
+      const localPort = parsePort(parts[0], `${what} local port`, true);
+      const target = parseTargetHost(parts[1], parsePort(parts[2], `${what} remote port`), what);
+      if (localPort !== 0 && specs.some((s) => s.localPort === localPort)) throw new UsageError(`${what}: local port ${localPort} is bound twice`);
+      specs.push({ localPort, target, text });
+    }
+  }
+  if (specs.length === 0) throw new UsageError('bind: nothing to bind; write diode bind <local-port>:<address>.diode:<remote-port> [...]');
+  return specs;
+}
