@@ -84,6 +84,7 @@ test('the gateway refuses connections over the per-IP (429, SOCKS 0x01) and tota
   t.regex(relay.proc.output(), /handshake larger than 1024 bytes/);
 
   await relay.proc.stop();
+  t.is(relay.proc.child.exitCode, 0, 'the relay and its gateway shut down cleanly on SIGTERM');
   const counters = JSON.parse(/counters (\{.*\})/.exec(relay.proc.output())![1]) as Record<string, number>;
   t.is(counters.gateway_refused_per_ip, 2);
   t.is(counters.gateway_refused_total, 1);
