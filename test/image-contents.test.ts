@@ -334,3 +334,17 @@ test('the rootfs recipe drops host keys and machine-id, and its cache key follow
   t.regex(rootfs.rootfsKey('arm64'), /^[0-9a-f]{16}$/);
   t.not(rootfs.rootfsKey('arm64'), rootfs.rootfsKey('armhf'));
 });
+
+test('the files hw-test puts on the boot partition apply without problems', async (t) => {
+  const hw = (await import(join(REPO, 'hw-test/run.mjs'))) as { imagerFiles(s: Record<string, string>): Record<string, string> };
+  const psk = 'f'.repeat(16) + '0123456789abcdef'.repeat(3);
+  const files = hw.imagerFiles({ hostname: 'hwtest-pi', user: 'pi', pubkey: KEY_A, ssid: 'diode test net', psk, country: 'DE', relay: '10.0.2.2:41046' });
+  const c = card(t, { ...files, 'cmdline.txt': 'root=LABEL=RASPIROOT rw cfg80211.ieee80211_regdom=DE\n' });
+  mkdirSync(join(c.root, 'usr/share/zoneinfo/Europe'), { recursive: true });
+  writeFileSync(join(c.root, 'usr/share/zoneinfo/Europe/Berlin'), 'TZif');
+  const r = bootConfig(c);
+  t.is(r.allErrors, '', r.stderr);
+  t.is(r.file('etc/hostname'), 'hwtest-pi\n');
+  t.regex(r.file('etc/wpa_supplicant/wpa_supplicant-wlan0.conf'), new RegExp(`ssid="diode test net"\\n\\tpsk=${psk}\\n`));
+  t.false(r.commands.includes('usermod -p'), 'lock_passwd: true sets no password');
+});
