@@ -115,7 +115,8 @@ export class GatewayHttpRouter {
   #refuse(req: IncomingMessage, res: ServerResponse, status: number, title: string, detail: string, close = false): void {
     this.#count(`gateway_http_${status}`);
     this.#o.log.info(`http ${clientIp(req.socket)} ${req.method} ${req.headers.host ?? '-'}${req.url}: ${status} ${detail}`);
-    sendErrorPage(req, res, status, title, detail, close);
+    // A body still on its way is not worth draining: close after the page instead.
+    sendErrorPage(req, res, status, title, detail, close || !req.complete);
   }
 
   #capRefusal(socket: Socket): { status: number; title: string; detail: string } | undefined {
