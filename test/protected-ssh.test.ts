@@ -1,9 +1,10 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { DIODE_BUNDLE, startRelay, startPublish, startSocksd, tempDir } from './helpers/diode.ts';
+import { startRelay, startPublish, startSocksd, tempDir } from './helpers/diode.ts';
 import { startSshd, sshOptions } from './helpers/sshd.ts';
 import { startEvm, type Evm } from './helpers/evm.ts';
+import { fleetAdmin, runDiode as diode } from './helpers/fleet.ts';
 
 const run = promisify(execFile);
 /** fleet-ttl of the device in this test, in seconds. */
@@ -19,23 +20,6 @@ test.before(async () => {
 test.after.always(async () => {
   await evm?.stop();
 });
-
-/** Runs the bundled diode; returns its exit code and output instead of throwing. */
-async function diode(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [DIODE_BUNDLE, ...args], { env: { ...process.env, ...env }, timeout: 60_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
-
-async function admin(args: string[]): Promise<string> {
-  const result = await diode(['fleet', ...args, '--rpc', evm.url], { DIODE_ADMIN_KEY: evm.privateKeys[0] });
-  if (result.code !== 0) throw new Error(`diode fleet ${args.join(' ')} failed (${result.code}): ${result.stderr}`);
-  return result.stdout.trim();
-}
 
 /** A fresh home with its key and the fleet settings; returns the home and its address. */
 async function member(t: Parameters<typeof tempDir>[0], fleet: string, extra: string[] = []): Promise<{ home: string; address: string }> {
@@ -57,11 +41,11 @@ async function sshFails(args: string[]): Promise<number> {
 }
 
 test('fleet members reach a protected sshd with real ssh; a removed member is refused within the cache time; another fleet is refused', async (t) => {
-  const [fleetA, fleetB] = [await admin(['deploy']), await admin(['deploy'])];
+  const [fleetA, fleetB] = [await fleetAdmin(evm, ['deploy']), await fleetAdmin(evm, ['deploy'])];
   const device = await member(t, fleetA, ['-set', `fleet-ttl=${TTL_S}`]);
   const [alice, bob] = await Promise.all([member(t, fleetA), member(t, fleetB)]);
-  await admin(['add', '--fleet', fleetA, alice.address]);
-  await admin(['add', '--fleet', fleetB, bob.address]);
+  await fleetAdmin(evm, ['add', '--fleet', fleetA, alice.address]);
+  await fleetAdmin(evm, ['add', '--fleet', fleetB, bob.address]);
 
   const sshd = await startSshd(t);
   const relay = await startRelay(t);
@@ -77,7 +61,7 @@ test('fleet members reach a protected sshd with real ssh; a removed member is re
   t.true(bobMs < FAIL_FAST_MS, `refusing the other fleet's client took ${bobMs} ms`);
   t.regex(published.proc.output(), new RegExp(`denied ${bob.address} → port 22 \\(protected\\)`));
 
-  await admin(['remove', '--fleet', fleetA, alice.address]);
+  await fleetAdmin(evm, ['remove', '--fleet', fleetA, alice.address]);
   const removedAt = Date.now();
   let refusedAfter = -1;
   while (Date.now() - removedAt < TTL_S * 1_000 + REMOVAL_SLACK_MS) {
