@@ -100,6 +100,13 @@ export function applyOverlay(tree, binary, { debianUnits = true } = {}) {
   // systemd-resolved serves the DNS servers networkd learns.
   rmSync(join(tree, 'etc/resolv.conf'), { force: true });
   symlinkSync('../run/systemd/resolve/stub-resolv.conf', join(tree, 'etc/resolv.conf'));
+  // Kernel upgrades regenerate cmdline.txt from this: keep the root by label.
+  const raspiDefault = join(tree, 'etc/default/raspi-firmware');
+  if (existsSync(raspiDefault)) {
+    const text = readFileSync(raspiDefault, 'utf8');
+    const line = `ROOTPART=LABEL=${ROOT_LABEL}`;
+    writeFileSync(raspiDefault, /^#?\s*ROOTPART=.*$/m.test(text) ? text.replace(/^#?\s*ROOTPART=.*$/m, line) : `${text}\n${line}\n`);
+  }
   const units = debianUnits ? ENABLED_UNITS : ENABLED_UNITS.filter((u) => u.startsWith('diode'));
   sh('systemctl', [`--root=${tree}`, '--quiet', 'enable', ...units]);
   // Nothing unique may ship: the first boot makes these.
@@ -215,9 +222,9 @@ async function build(opts) {
   step('check (no baked keys, units present)', async () => {
     const problems = checkTree(tree);
     if (problems.length) throw new StepError(`the tree is not fit to ship:\n  ${problems.join('\n  ')}`);
-    // The binary must start on its own architecture (qemu-user here).
-    const v = sh(join(tree, 'usr/bin/diode'), ['--version']).trim();
-    return `clean; diode --version under qemu-user: ${v}`;
+    // The binary must start with the image's own libraries (chroot; qemu-user via binfmt here).
+    const v = sh('chroot', [tree, '/usr/bin/diode', '--version']).trim();
+    return `clean; chroot diode --version: ${v}`;
   });
 
   step('boot (firmware, kernel, initrd, config.txt, cmdline.txt)', async () => {
@@ -229,8 +236,10 @@ async function build(opts) {
     const initrd = files.find((f) => f.startsWith('initrd.img'));
     for (const need of ['config.txt', 'cmdline.txt', 'start4.elf', 'bootcode.bin']) if (!files.includes(need)) throw new StepError(`boot partition lacks ${need} (raspi-firmware)`);
     if (!kernel || !initrd) throw new StepError('boot partition lacks the kernel or initrd (raspi-firmware copies them from /boot)');
-    const cmdline = readFileSync(join(boot, 'cmdline.txt'), 'utf8').trim();
-    if (!cmdline.includes(`root=LABEL=${ROOT_LABEL}`)) throw new StepError(`cmdline.txt does not mount root=LABEL=${ROOT_LABEL}: ${cmdline}`);
+    // raspi-firmware wrote it before ROOTPART was set: point it at the label too.
+    let cmdline = readFileSync(join(boot, 'cmdline.txt'), 'utf8').trim();
+    cmdline = /\broot=\S+/.test(cmdline) ? cmdline.replace(/\broot=\S+/, `root=LABEL=${ROOT_LABEL}`) : `${cmdline} root=LABEL=${ROOT_LABEL}`;
+    writeFileSync(join(boot, 'cmdline.txt'), cmdline + '\n');
     state.kernel = kernel;
     state.initrd = initrd;
     return `${kernel}, ${initrd}; cmdline: ${cmdline}`;

@@ -29,6 +29,9 @@ export const COMMON_PACKAGES = Object.freeze([
 /** The kernel per architecture (Debian's generic kernels carry the Pi device trees). */
 export const KERNEL_PACKAGE = Object.freeze({ arm64: 'linux-image-arm64', armhf: 'linux-image-armmp' });
 
+/** What the diode binary (a Node SEA) needs beyond minbase: armv7 Node links libatomic. */
+export const ARCH_PACKAGES = Object.freeze({ arm64: [], armhf: ['libatomic1'] });
+
 export const ARCHES = Object.freeze(Object.keys(KERNEL_PACKAGE));
 
 /** Paths dpkg never unpacks: documentation and translations nobody reads on a Pi. */
@@ -47,7 +50,7 @@ export const ROOTFS_RECIPE_VERSION = 1;
 
 export function packagesFor(arch) {
   if (!KERNEL_PACKAGE[arch]) throw new Error(`unknown architecture ${arch}; known: ${ARCHES.join(', ')}`);
-  return [...COMMON_PACKAGES, KERNEL_PACKAGE[arch]];
+  return [...COMMON_PACKAGES, KERNEL_PACKAGE[arch], ...ARCH_PACKAGES[arch]];
 }
 
 /** The mmdebstrap argument vector that builds `arch`'s root file system into `output`. */
