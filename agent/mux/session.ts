@@ -53,6 +53,8 @@ export class MuxSession extends EventEmitter {
   private remoteGoAway = false;
   private readonly pings = new Map<number, PendingPing>();
   private nextPingId = 0;
+  /** Latest ping round-trip time in ms (-1 = none yet); drives window growth. */
+  private rtt = -1;
   private keepAliveTimer: NodeJS.Timeout | undefined;
   private keepAliveDeadline: NodeJS.Timeout | undefined;
 
@@ -77,6 +79,8 @@ export class MuxSession extends EventEmitter {
     conn.on('error', this.onConnError);
     conn.on('close', this.onConnClose);
     this.on('newListener', this.onNewListener);
+    // One ping at start measures the RTT that adaptive window growth needs.
+    this.ping().then(noop, noop);
     if (this.config.keepAliveInterval > 0) {
       this.keepAliveTimer = setInterval(this.keepAlive, this.config.keepAliveInterval).unref();
     }
@@ -212,7 +216,8 @@ export class MuxSession extends EventEmitter {
       const ping = this.pings.get(h.length);
       if (ping === undefined) return; // not ours, or already settled
       this.pings.delete(h.length);
-      ping.resolve(performance.now() - ping.start);
+      this.rtt = performance.now() - ping.start;
+      ping.resolve(this.rtt);
     }
   }
 
@@ -266,6 +271,7 @@ export class MuxSession extends EventEmitter {
   private makeLink(): StreamLink {
     return {
       config: this.config,
+      rtt: () => this.rtt,
       isOpen: () => !this.isClosed,
       canSend: () => !this.connBlocked,
       writeHeader: (type, flags, id, length) => this.writeHeader(type, flags, id, length),
@@ -312,9 +318,10 @@ export class MuxSession extends EventEmitter {
     this.shutdown(err, err, false);
   };
 
+  /** Closed without an error: clean for the session if the peer said go-away first, as with 'end'. */
   private readonly onConnClose = (): void => {
     const err = new MuxError('ECONNCLOSED', 'connection closed');
-    this.shutdown(err, err, false);
+    this.shutdown(this.remoteGoAway ? undefined : err, err, false);
   };
 
   /**

@@ -10,6 +10,8 @@ import type { MuxSession } from './session.ts';
  */
 export interface StreamLink {
   readonly config: Readonly<MuxConfig>;
+  /** Latest ping round-trip time in ms, or -1 before the first answer. */
+  rtt(): number;
   /** False once the session is closing: frames are no longer sent. */
   isOpen(): boolean;
   /** False while the connection's write buffer is full (wait for drain). */
@@ -23,6 +25,9 @@ export interface StreamLink {
   /** Forget the stream (map, backlog, drain waiters); true if it was still registered. */
   release(stream: MuxStream): boolean;
 }
+
+/** Round trips: a window half used faster than this many RTTs is doubled. */
+const GROWTH_RTTS = 4;
 
 type WriteCallback = (err?: Error | null) => void;
 
@@ -44,6 +49,8 @@ export class MuxStream extends Duplex {
   private recvWindow: number;
   /** Bytes the peer may still send before exceeding what we granted. */
   private recvAvail: number;
+  /** performance.now() of our last window update, to see how fast the window is used. */
+  private grantedAt = performance.now();
 
   private localFin = false;
   private remoteFin = false;
@@ -138,14 +145,18 @@ export class MuxStream extends Duplex {
     const consumed = this.recvWindow - this.recvAvail - buffered;
     if (consumed < this.recvWindow / 2) return;
     let delta = consumed;
-    // Adaptive growth: the reader has nothing buffered yet the sender nearly ran
-    // out of window, so the window, not the reader, limits throughput.
+    // Adaptive growth (as chainsafe does): half a window consumed within a few
+    // round trips means the window, not the reader, limits throughput, so double
+    // it, up to maxWindow. A slow or paused reader never triggers this.
+    const now = performance.now();
+    const rtt = this.link.rtt();
     const max = this.link.config.maxWindow;
-    if (buffered === 0 && this.recvAvail < this.recvWindow / 4 && this.recvWindow < max) {
+    if (rtt >= 0 && now - this.grantedAt < GROWTH_RTTS * rtt && this.recvWindow < max) {
       const grown = Math.min(this.recvWindow * 2, max);
       delta += grown - this.recvWindow;
       this.recvWindow = grown;
     }
+    this.grantedAt = now;
     this.recvAvail += delta;
     this.link.writeHeader(FrameType.WindowUpdate, 0, this.id, delta);
   }
