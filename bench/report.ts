@@ -1,0 +1,146 @@
+import type { PathResult } from './scenarios/path.ts';
+import type { RelayScaleResult } from './scenarios/relay-scale.ts';
+import type { SoakResult } from './scenarios/soak.ts';
+import type { ProfileSummary } from './lib/profile.ts';
+import { round } from './lib/stats.ts';
+
+type Paths = Partial<Record<PathResult['path'], PathResult>>;
+
+export interface Ratios {
+  /** diode / ssh-tunnel single-stream throughput. */
+  diodeVsSshSingle?: number;
+  diodeVsSshMulti?: number;
+  /** diode / direct single-stream throughput (what the tunnel keeps of the physical limit). */
+  diodeVsDirectSingle?: number;
+  /** Round-trip time diode adds over direct, ms. */
+  diodeAddedRttP50ms?: number;
+  diodeAddedRttP99ms?: number;
+  sshAddedRttP50ms?: number;
+  sshAddedRttP99ms?: number;
+}
+
+export function ratios(paths: Paths): Ratios {
+  const { direct, diode } = paths;
+  const ssh = paths['ssh-tunnel'];
+  const r: Ratios = {};
+  if (diode && ssh) {
+    r.diodeVsSshSingle = round(diode.singleStream.medianMBps / ssh.singleStream.medianMBps);
+    r.diodeVsSshMulti = round(diode.multiStream.totalMBps / ssh.multiStream.totalMBps);
+  }
+  if (diode && direct) {
+    r.diodeVsDirectSingle = round(diode.singleStream.medianMBps / direct.singleStream.medianMBps);
+    r.diodeAddedRttP50ms = round((diode.rtt.p50us - direct.rtt.p50us) / 1000);
+    r.diodeAddedRttP99ms = round((diode.rtt.p99us - direct.rtt.p99us) / 1000);
+  }
+  if (ssh && direct) {
+    r.sshAddedRttP50ms = round((ssh.rtt.p50us - direct.rtt.p50us) / 1000);
+    r.sshAddedRttP99ms = round((ssh.rtt.p99us - direct.rtt.p99us) / 1000);
+  }
+  return r;
+}
+
+export interface Target {
+  target: string;
+  value: string;
+  /** undefined when this run did not measure it. */
+  pass: boolean | undefined;
+}
+
+/** The issue's targets, checked against this run's figures. */
+export function targets(paths: Paths, scale: RelayScaleResult[], soak: SoakResult | undefined): Target[] {
+  const r = ratios(paths);
+  const out: Target[] = [];
+  const add = (target: string, value: number | undefined, pass: (v: number) => boolean, unit = '') =>
+    out.push({ target, value: value === undefined ? 'not measured' : `${value}${unit}`, pass: value === undefined ? undefined : pass(value) });
+  add('diode single stream >= 1.2x ssh-tunnel', r.diodeVsSshSingle, (v) => v >= 1.2, 'x');
+  add('diode single stream >= 1.5x ssh-tunnel (aim)', r.diodeVsSshSingle, (v) => v >= 1.5, 'x');
+  add('added p50 RTT over direct <= 0.5 ms', r.diodeAddedRttP50ms, (v) => v <= 0.5, ' ms');
+  add('added p99 RTT over direct <= 2 ms', r.diodeAddedRttP99ms, (v) => v <= 2, ' ms');
+  add('new connection p50 <= 10 ms', paths.diode?.setup.p50ms, (v) => v <= 10, ' ms');
+  const biggest = [...scale].sort((a, b) => b.devices - a.devices)[0];
+  add(`relay <= 64 KiB per idle device (at ${biggest?.devices ?? 10_000})`, biggest?.relayKiBPerDevice, (v) => v <= 64 && biggest.failed === 0, ' KiB');
+  if (biggest && biggest.devices < 10_000) out[out.length - 1].target += ' [target is at 10,000]';
+  const agentIdle = paths.diode ? Math.max(paths.diode.processes.publish.rssIdleMB, paths.diode.processes.socksd.rssIdleMB) : undefined;
+  add('agent RSS idle <= 60 MB (publish, socksd)', agentIdle, (v) => v <= 60, ' MB');
+  const drift = soak ? Math.max(...Object.values(soak.processes).map((p) => p.driftPct)) : undefined;
+  add(`memory flat (+-10 %) over ${soak?.minutes ?? 10} min sustained transfer`, drift, (v) => v <= 10, ' % max drift');
+  return out;
+}
+
+interface Report {
+  startedAt: string;
+  commit: string;
+  dirty: boolean;
+  loadAverage: { start: number[]; end: number[] };
+  quick: boolean;
+  paths: Paths;
+  ratios: Ratios;
+  relayScale: RelayScaleResult[];
+  soak?: SoakResult;
+  profile?: { dir: string | undefined; processes: ProfileSummary[] };
+  targets: Target[];
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
+  return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ')).join('\n');
+}
+
+export function printReport(report: Report): void {
+  const w = (s = '') => process.stdout.write(s + '\n');
+  const names = (['direct', 'diode', 'ssh-tunnel'] as const).filter((n) => report.paths[n]);
+  w(`\ndiode bench ${report.startedAt} commit ${report.commit}${report.dirty ? '+dirty' : ''}${report.quick ? ' (QUICK: small sizes, not for comparison)' : ''}`);
+  w(`load average at start ${report.loadAverage.start.join(' ')}, at end ${report.loadAverage.end.join(' ')}`);
+  if (names.length > 0) {
+    const p = names.map((n) => report.paths[n]!);
+    const first = p[0];
+    w();
+    w(
+      table([
+        ['figure', ...names],
+        [`single stream MB/s (median of ${first.singleStream.trialsMBps.length} x ${first.singleStream.bytes / 2 ** 20} MiB)`, ...p.map((x) => String(x.singleStream.medianMBps))],
+        [`${first.multiStream.streams} streams total MB/s`, ...p.map((x) => String(x.multiStream.totalMBps))],
+        [`${first.multiStream.streams} streams per-stream min / max MB/s`, ...p.map((x) => `${x.multiStream.minStreamMBps} / ${x.multiStream.maxStreamMBps}`)],
+        [`${first.rtt.bytes}-byte RTT p50 / p99 us (${first.rtt.count})`, ...p.map((x) => `${x.rtt.p50us} / ${x.rtt.p99us}`)],
+        [`new connection p50 / p99 ms (${first.setup.count})`, ...p.map((x) => `${x.setup.p50ms} / ${x.setup.p99ms}`)],
+      ]),
+    );
+    w();
+    const rows = [['process', 'path', 'CPU s/GiB', 'RSS idle MB', `RSS ${first.idleStreams} idle streams MB`, 'RSS transfer MB']];
+    for (const x of p) {
+      for (const [name, f] of Object.entries(x.processes)) rows.push([name, x.path, String(f.cpuSecPerGiB), String(f.rssIdleMB), String(f.rssIdleStreamsMB), String(f.rssTransferMB)]);
+    }
+    w(table(rows));
+  }
+  const r = report.ratios;
+  if (Object.keys(r).length > 0) {
+    w();
+    if (r.diodeVsSshSingle !== undefined) w(`diode / ssh-tunnel throughput: single ${r.diodeVsSshSingle}x, ${report.paths.diode!.multiStream.streams} streams ${r.diodeVsSshMulti}x`);
+    if (r.diodeVsDirectSingle !== undefined) w(`diode / direct single stream: ${r.diodeVsDirectSingle}x; diode adds RTT p50 ${r.diodeAddedRttP50ms} ms, p99 ${r.diodeAddedRttP99ms} ms over direct`);
+    if (r.sshAddedRttP50ms !== undefined) w(`ssh-tunnel adds RTT p50 ${r.sshAddedRttP50ms} ms, p99 ${r.sshAddedRttP99ms} ms over direct`);
+  }
+  if (report.relayScale.length > 0) {
+    w();
+    w(
+      table([
+        ['relay scale: devices', 'admitted', 'failed', 'time to admit s', 'admits/s', 'relay RSS before MB', 'after MB', 'KiB / device', 'relay CPU s / 1000'],
+        ...report.relayScale.map((s) => [String(s.devices), String(s.admitted), String(s.failed), String(round(s.admitMs / 1000)), String(s.admitPerSec), String(s.relayRssBeforeMB), String(s.relayRssAfterMB), String(s.relayKiBPerDevice), String(s.relayCpuSecPer1000)]),
+      ]),
+    );
+  }
+  if (report.soak) {
+    const s = report.soak;
+    w();
+    w(`soak ${s.minutes} min: bulk ${s.bulkMBps} MB/s (${round(s.bulkBytes / 2 ** 30)} GiB); slow reader at ${s.slowReader.rateBps / 1024} KiB/s: writer at most ${s.slowReader.maxAheadMB} MB ahead`);
+    w(table([['process', 'baseline MB', 'end MB', 'max MB', 'max drift %', 'flat'], ...Object.entries(s.processes).map(([n, x]) => [n, String(x.baselineMB), String(x.endMB), String(x.maxMB), String(x.driftPct), x.flat ? 'yes' : 'NO'])]));
+  }
+  if (report.profile) {
+    for (const proc of report.profile.processes) {
+      w();
+      w(`profile ${proc.process} (busy ${proc.busyMs} ms): by file ${proc.byFile.slice(0, 6).map((f) => `${f.file} ${f.selfPct}%`).join(', ')}`);
+      w(table([['self %', 'function', 'where'], ...proc.top.map((h) => [String(h.selfPct), h.fn, h.where])]));
+    }
+  }
+  w();
+  w(table([['target', 'value', 'result'], ...report.targets.map((t) => [t.target, t.value, t.pass === undefined ? '-' : t.pass ? 'PASS' : 'FAIL'])]));
+}

@@ -1,0 +1,107 @@
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cpuSeconds, rssBytes, startProcess, type BenchProcess } from '../lib/procs.ts';
+import { scratch } from '../lib/paths.ts';
+import { MiB, round, sleep } from '../lib/stats.ts';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+/** Devices one worker process simulates at most (fds and one event loop each). */
+const DEVICES_PER_WORKER = 5_000;
+/** Handshakes in flight per worker. */
+const CONCURRENCY_PER_WORKER = 50;
+/** ms the relay gets to settle before and after admitting everyone (GC, buffers). */
+const SETTLE_MS = 3_000;
+/** ms allowed for key generation and for admission. */
+const READY_TIMEOUT_MS = 300_000;
+
+export interface RelayScaleResult {
+  devices: number;
+  admitted: number;
+  failed: number;
+  firstError?: string;
+  /** ms from "go" until every device had its publish set acknowledged. */
+  admitMs: number;
+  admitPerSec: number;
+  relayRssBeforeMB: number;
+  relayRssAfterMB: number;
+  relayKiBPerDevice: number;
+  /** Relay CPU seconds spent admitting (TLS + hello verification + mux setup), per 1,000 devices. */
+  relayCpuSecPer1000: number;
+}
+
+interface WorkerMessage {
+  t: 'ready' | 'done';
+  admitted?: number;
+  failed?: number;
+  firstError?: string;
+}
+
+function message(proc: BenchProcess, t: WorkerMessage['t']): Promise<WorkerMessage> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`devices worker: no "${t}" within ${READY_TIMEOUT_MS} ms:\n${proc.output()}`)), READY_TIMEOUT_MS);
+    const onMessage = (m: WorkerMessage) => {
+      if (m.t !== t) return;
+      clearTimeout(timer);
+      proc.child.off('message', onMessage);
+      proc.child.off('exit', onExit);
+      resolve(m);
+    };
+    const onExit = () => {
+      clearTimeout(timer);
+      reject(new Error(`devices worker exited:\n${proc.output()}`));
+    };
+    proc.child.on('message', onMessage);
+    proc.child.once('exit', onExit);
+  });
+}
+
+/** One relay, N simulated devices (real TLS sessions, real hellos) in worker processes. */
+export async function relayScale(bundle: string, devices: number, log: (line: string) => void): Promise<RelayScaleResult> {
+  const relay = startProcess('relay', process.execPath, [bundle, 'relay', '--listen', '127.0.0.1:0', '--home', scratch('scale')], { env: { ...process.env, DIODE_LOG: 'warn' } });
+  const workers: BenchProcess[] = [];
+  try {
+    const port = Number((await relay.waitFor(/listening on 127\.0\.0\.1:(\d+)/))[1]);
+    const counts: number[] = [];
+    for (let left = devices; left > 0; left -= DEVICES_PER_WORKER) counts.push(Math.min(left, DEVICES_PER_WORKER));
+    log(`relay-scale ${devices}: generating keys in ${counts.length} worker(s)`);
+    for (const [i, count] of counts.entries()) {
+      workers.push(
+        startProcess(`devices-${i}`, process.execPath, ['--import', 'tsx', join(REPO, 'bench/devices.ts'), '--relay', String(port), '--count', String(count), '--concurrency', String(CONCURRENCY_PER_WORKER)], {
+          cwd: REPO,
+          stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+        }),
+      );
+    }
+    await Promise.all(workers.map((w) => message(w, 'ready')));
+    await sleep(SETTLE_MS);
+    const rssBefore = rssBytes(relay);
+    const cpuBefore = cpuSeconds(relay);
+    log(`relay-scale ${devices}: connecting`);
+    const start = performance.now();
+    const done = workers.map((w) => message(w, 'done'));
+    for (const w of workers) w.child.send({ t: 'go' });
+    const results = await Promise.all(done);
+    const admitMs = performance.now() - start;
+    const cpu = cpuSeconds(relay) - cpuBefore;
+    await sleep(SETTLE_MS);
+    const rssAfter = rssBytes(relay);
+    const admitted = results.reduce((n, r) => n + (r.admitted ?? 0), 0);
+    const failed = results.reduce((n, r) => n + (r.failed ?? 0), 0);
+    const firstError = results.map((r) => r.firstError).find((e) => e);
+    return {
+      devices,
+      admitted,
+      failed,
+      ...(firstError ? { firstError } : {}),
+      admitMs: round(admitMs),
+      admitPerSec: round(admitted / (admitMs / 1000)),
+      relayRssBeforeMB: round(rssBefore / MiB),
+      relayRssAfterMB: round(rssAfter / MiB),
+      relayKiBPerDevice: round((rssAfter - rssBefore) / 1024 / Math.max(1, admitted)),
+      relayCpuSecPer1000: round((cpu / Math.max(1, admitted)) * 1000),
+    };
+  } finally {
+    for (const w of workers) await w.stop();
+    await relay.stop();
+  }
+}

@@ -1,0 +1,60 @@
+import { sendUntil, slowReader } from '../lib/client.ts';
+import { rssBytes } from '../lib/procs.ts';
+import { median, MiB, round, sleep } from '../lib/stats.ts';
+import type { Path } from '../lib/paths.ts';
+
+/** ms between RSS samples. */
+const SAMPLE_MS = 5_000;
+/** ms of transfer before the baseline starts (JIT, pools and windows reach their steady size). */
+const WARMUP_MS = 30_000;
+/** Bytes/s the slow reader consumes: far below what the writer can send. */
+const SLOW_RATE = 256 * 1024;
+/** Allowed drift of memory over the soak (the issue's ± 10 %). */
+const FLAT_TOLERANCE = 0.1;
+
+export interface SoakResult {
+  minutes: number;
+  bulkBytes: number;
+  bulkMBps: number;
+  /** The slow reader: how far ahead of it the writer got at most (bounded = backpressure works). */
+  slowReader: { rateBps: number; writtenMB: number; readMB: number; maxAheadMB: number };
+  processes: Record<string, { baselineMB: number; endMB: number; maxMB: number; driftPct: number; flat: boolean; samplesMB: number[] }>;
+}
+
+/** A bulk stream and a slow-reader stream through the path for `minutes`, memory sampled throughout. */
+export async function soak(path: Path, minutes: number, log: (line: string) => void): Promise<SoakResult> {
+  const ms = minutes * 60_000;
+  const deadline = Date.now() + WARMUP_MS + ms;
+  const samples = new Map<string, number[]>(path.processes.map((p) => [p.name, []]));
+  log(`soak: ${minutes} min after ${WARMUP_MS / 1000} s warm-up (bulk + slow reader through ${path.name})`);
+  const bulk = sendUntil(await path.connector(), deadline);
+  const slow = slowReader(path.connector, SLOW_RATE, WARMUP_MS + ms);
+  await sleep(WARMUP_MS);
+  while (Date.now() < deadline - SAMPLE_MS / 2) {
+    for (const p of path.processes) samples.get(p.name)!.push(rssBytes(p) / MiB);
+    await sleep(SAMPLE_MS);
+  }
+  const [b, s] = await Promise.all([bulk, slow]);
+  const processes: SoakResult['processes'] = {};
+  // Baseline: the first minute's median; drift: the furthest any later sample strays from it.
+  const perMinute = Math.max(1, Math.round(60_000 / SAMPLE_MS));
+  for (const [name, list] of samples) {
+    const baseline = median(list.slice(0, perMinute));
+    const drift = Math.max(...list.map((x) => Math.abs(x - baseline))) / baseline;
+    processes[name] = {
+      baselineMB: round(baseline),
+      endMB: round(list[list.length - 1]),
+      maxMB: round(Math.max(...list)),
+      driftPct: round(drift * 100),
+      flat: drift <= FLAT_TOLERANCE,
+      samplesMB: list.map((x) => round(x)),
+    };
+  }
+  return {
+    minutes,
+    bulkBytes: b.bytes,
+    bulkMBps: round(b.bytes / MiB / (b.ms / 1000)),
+    slowReader: { rateBps: SLOW_RATE, writtenMB: round(s.written / MiB), readMB: round(s.read / MiB), maxAheadMB: round(s.maxAhead / MiB) },
+    processes,
+  };
+}
