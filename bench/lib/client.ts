@@ -172,6 +172,7 @@ export async function slowReader(connector: Connector, rate: number, ms: number)
       maxAhead = Math.max(maxAhead, written - read);
     }
   });
+  socket.resume(); // the SOCKS handshake reader left it paused
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     written += PAYLOAD.length;

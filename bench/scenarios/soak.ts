@@ -24,12 +24,13 @@ export interface SoakResult {
 /** A bulk stream and a slow-reader stream through the path for `minutes`, memory sampled throughout. */
 export async function soak(path: Path, minutes: number, log: (line: string) => void): Promise<SoakResult> {
   const ms = minutes * 60_000;
-  const deadline = Date.now() + WARMUP_MS + ms;
+  const warmup = Math.min(WARMUP_MS, ms / 2); // short soaks are smoke runs
+  const deadline = Date.now() + warmup + ms;
   const samples = new Map<string, number[]>(path.processes.map((p) => [p.name, []]));
-  log(`soak: ${minutes} min after ${WARMUP_MS / 1000} s warm-up (bulk + slow reader through ${path.name})`);
+  log(`soak: ${minutes} min after ${warmup / 1000} s warm-up (bulk + slow reader through ${path.name})`);
   const bulk = sendUntil(await path.connector(), deadline);
-  const slow = slowReader(path.connector, SLOW_RATE, WARMUP_MS + ms);
-  await sleep(WARMUP_MS);
+  const slow = slowReader(path.connector, SLOW_RATE, warmup + ms);
+  await sleep(warmup);
   while (Date.now() < deadline - SAMPLE_MS / 2) {
     for (const p of path.processes) samples.get(p.name)!.push(rssBytes(p) / MiB);
     await sleep(SAMPLE_MS);
