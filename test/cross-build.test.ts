@@ -7,7 +7,7 @@
 // Host needs: cross-build/setup-host.sh (qemu-user-static, arm64/armhf libs).
 // Missing pieces make these tests fail with the reason, never skip.
 import test from 'ava';
-import { execFile, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -23,10 +23,16 @@ const VERSION: string = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf
 const BUILD_TIMEOUT_MS = 10 * 60_000;
 /** One command under qemu-user starts in 1–4 s here. */
 const RUN_TIMEOUT_MS = 90_000;
-/** How long the round trip may take end to end (qemu start-up, registration, retries). */
-const ROUND_TRIP_DEADLINE_MS = 120_000;
+/**
+ * How long one round trip may take end to end (qemu start-up, registration,
+ * retries). ≈ 15 s on an idle 2-core box; qemu start-up alone went from 1.5
+ * to 30 s when the box was shared with other test suites.
+ */
+const ROUND_TRIP_DEADLINE_MS = 240_000;
 /** Pause between SOCKS attempts while the device registers with the relay. */
 const RETRY_INTERVAL_MS = 500;
+/** One SOCKS handshake + CONNECT attempt; the relay answers "not connected" at once. */
+const SOCKS_ATTEMPT_TIMEOUT_MS = 30_000;
 const ADDRESS_RE = /\b0x[0-9a-fA-F]{40}\b/;
 
 const execFileAsync = promisify(execFile);
@@ -164,6 +170,7 @@ function echoServer(): Promise<Server> {
   });
 }
 
+/** Reads exactly n bytes; leaves the socket paused with any surplus unshifted for the next read. */
 function readExactly(socket: Socket, n: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     let buf = Buffer.alloc(0);
@@ -180,19 +187,25 @@ function readExactly(socket: Socket, n: number): Promise<Buffer> {
       reject(new Error(`connection closed after ${buf.length} of ${n} bytes`));
     };
     const cleanup = () => {
+      socket.pause(); // else the unshifted surplus is emitted to no listener and lost
       socket.off('data', onData);
       socket.off('end', onEnd);
+      socket.off('close', onEnd);
       socket.off('error', onEnd);
     };
     socket.on('data', onData);
     socket.on('end', onEnd);
+    socket.on('close', onEnd);
     socket.on('error', onEnd);
+    socket.resume();
   });
 }
 
 /** SOCKS5 (no auth) CONNECT to host:port by name; resolves with the open socket or rejects with the reply code. */
 async function socksConnect(proxyPort: number, host: string, port: number): Promise<Socket> {
   const socket = connect(proxyPort, '127.0.0.1');
+  // One attempt must not hang the retry loop: give up on a silent proxy.
+  socket.setTimeout(SOCKS_ATTEMPT_TIMEOUT_MS, () => socket.destroy(new Error(`no SOCKS reply in ${SOCKS_ATTEMPT_TIMEOUT_MS} ms`)));
   await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
   try {
     socket.write(Buffer.from([5, 1, 0]));
@@ -204,6 +217,7 @@ async function socksConnect(proxyPort: number, host: string, port: number): Prom
     if (head[1] !== 0) throw new Error(`SOCKS CONNECT reply code ${head[1]}`);
     const rest = head[3] === 1 ? 6 : head[3] === 4 ? 18 : (await readExactly(socket, 1))[0] + 2;
     await readExactly(socket, rest);
+    socket.setTimeout(0);
     return socket;
   } catch (err) {
     socket.destroy();
@@ -216,10 +230,18 @@ async function echoOnce(socket: Socket, payload: Buffer): Promise<Buffer> {
   return readExactly(socket, payload.length);
 }
 
+/** Starts the x64 bundle (relay, socksd) under the host node. */
+function spawnBundle(args: string[]): ChildProcess {
+  return spawn(process.execPath, [BUNDLE, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
 for (const target of ['arm64', 'armv7'] as const) {
   test.serial(`an ${target} device publishes a port through an x64 relay and socksd reaches it by address`, async (t) => {
     if (!ready(t, target)) return;
+    // Our own deadline comes first so that a failure carries the three transcripts.
     t.timeout(ROUND_TRIP_DEADLINE_MS + 30_000);
+    const deadline = Date.now() + ROUND_TRIP_DEADLINE_MS;
+    const left = () => Math.max(1, deadline - Date.now());
     const children: ChildProcess[] = [];
     const homes = ['relay', 'device', 'client'].map((label) => tempHome(`${target}-${label}`));
     const echo = await echoServer();
@@ -230,54 +252,56 @@ for (const target of ['arm64', 'armv7'] as const) {
     });
     const [relayHome, deviceHome, clientHome] = homes;
     const echoPort = (echo.address() as { port: number }).port;
+    const logs: Record<string, () => string> = {};
+    const transcripts = () => Object.entries(logs).map(([k, v]) => `--- ${k} ---\n${v()}`).join('\n');
 
-    const addr = await runTarget(target, binary(target), ['address', '--home', deviceHome], { timeoutMs: RUN_TIMEOUT_MS });
-    const address = addr.stdout.match(ADDRESS_RE)?.[0];
-    if (!address) return t.fail(`device: no 0x address from "address": ${JSON.stringify(addr.stdout + addr.stderr)}`);
+    try {
+      const relay = spawnBundle(['relay', '--listen', '127.0.0.1:0', '--home', relayHome]);
+      children.push(relay);
+      logs['relay (x64 bundle)'] = transcript(relay);
+      const relayPort = Number((await waitForOutput(relay, LISTEN_PORT_RE, 'relay', left()))[1]);
 
-    const relay = execFile(process.execPath, [BUNDLE, 'relay', '--listen', '127.0.0.1:0', '--home', relayHome]);
-    children.push(relay);
-    const relayLog = transcript(relay);
-    const relayPort = Number((await waitForOutput(relay, LISTEN_PORT_RE, 'relay', RUN_TIMEOUT_MS))[1]);
+      const device = spawnTarget(target, binary(target), [
+        'publish', '-public', String(echoPort), '--relay', `127.0.0.1:${relayPort}`, '--home', deviceHome,
+      ], { stdio: ['ignore', 'pipe', 'pipe'] });
+      children.push(device);
+      logs[`publish (${target} binary)`] = transcript(device);
+      const devicePrinted = waitForOutput(device, ADDRESS_RE, `publish (${target})`, left());
+      devicePrinted.catch(() => {}); // awaited below; this only keeps an early exit from being an unhandled rejection
 
-    const device = spawnTarget(target, binary(target), [
-      'publish', '-public', String(echoPort), '--relay', `127.0.0.1:${relayPort}`, '--home', deviceHome,
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(device);
-    const deviceLog = transcript(device);
+      const socksd = spawnBundle(['socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relayPort}`, '--home', clientHome]);
+      children.push(socksd);
+      logs['socksd (x64 bundle)'] = transcript(socksd);
+      const socksPort = Number((await waitForOutput(socksd, LISTEN_PORT_RE, 'socksd', left()))[1]);
+      const address = (await devicePrinted)[0];
 
-    const socksd = execFile(process.execPath, [
-      BUNDLE, 'socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relayPort}`, '--home', clientHome,
-    ]);
-    children.push(socksd);
-    const socksLog = transcript(socksd);
-    const socksPort = Number((await waitForOutput(socksd, LISTEN_PORT_RE, 'socksd', RUN_TIMEOUT_MS))[1]);
-
-    // The device registers once its (emulated) node has started and shaken
-    // hands; until then the relay answers "no such device": retry.
-    const started = Date.now();
-    let socket: Socket | undefined;
-    let lastError = '';
-    while (!socket && Date.now() - started < ROUND_TRIP_DEADLINE_MS) {
-      if (device.exitCode !== null) break;
-      try {
-        socket = await socksConnect(socksPort, `${address}.diode`, echoPort);
-      } catch (err) {
-        lastError = (err as Error).message;
-        await new Promise((r) => setTimeout(r, RETRY_INTERVAL_MS));
+      // The device registers once its (emulated) node has started and shaken
+      // hands; until then the relay answers "not connected": retry.
+      const started = Date.now();
+      let socket: Socket | undefined;
+      let lastError = '';
+      while (!socket && Date.now() < deadline && device.exitCode === null) {
+        try {
+          socket = await socksConnect(socksPort, `${address}.diode`, echoPort);
+        } catch (err) {
+          lastError = (err as Error).message;
+          await new Promise((r) => setTimeout(r, RETRY_INTERVAL_MS));
+        }
       }
-    }
-    if (!socket) {
-      return t.fail(`no stream to ${address}.diode:${echoPort} within ${ROUND_TRIP_DEADLINE_MS} ms (last: ${lastError})\n` +
-        `--- device (${target}) ---\n${deviceLog()}\n--- relay ---\n${relayLog()}\n--- socksd ---\n${socksLog()}`);
-    }
-    t.log(`${target}: first stream through the tunnel after ${Date.now() - started} ms`);
-    const payload = Buffer.from(`hello from x64 to ${target} `.repeat(100));
-    t.deepEqual(await echoOnce(socket, payload), payload);
-    socket.destroy();
+      if (!socket) {
+        const why = device.exitCode !== null ? `publish exited with ${device.exitCode}` : `deadline ${ROUND_TRIP_DEADLINE_MS} ms`;
+        return t.fail(`no stream to ${address}.diode:${echoPort} (${why}; last: ${lastError})\n${transcripts()}`);
+      }
+      t.log(`${target}: first stream through the tunnel ${Date.now() - started} ms after the device printed its address`);
+      const payload = Buffer.from(`hello from x64 to ${target} `.repeat(100));
+      t.deepEqual(await echoOnce(socket, payload), payload);
+      socket.destroy();
 
-    const rss = readRssKiB(device.pid!);
-    if (rss) t.log(`${target}: publish agent RSS under qemu-user ${Math.round(rss / 1024)} MiB (includes qemu's translation cache)`);
+      const rss = readRssKiB(device.pid!);
+      if (rss) t.log(`${target}: publish agent RSS under qemu-user ${Math.round(rss / 1024)} MiB (includes qemu's own)`);
+    } catch (err) {
+      t.fail(`${(err as Error).message}\n${transcripts()}`);
+    }
   });
 }
 
