@@ -477,6 +477,19 @@ for (const transport of transports) {
   }
 }
 
+test('a connection paused by an earlier handshake is resumed by the session', async (t) => {
+  const [aConn, bConn] = await connPair(t, 'tcp');
+  aConn.pause();
+  bConn.pause();
+  const a = new MuxSession(aConn, { role: 'client' });
+  const b = new MuxSession(bConn, { role: 'server' });
+  t.teardown(() => (a.close(), b.close()));
+  b.on('stream', (s: MuxStream) => s.pipe(s));
+  const s = a.open();
+  s.end('still flowing');
+  t.is((await readAll(s)).toString(), 'still flowing');
+});
+
 test('a bad config is refused before anything starts', (t) => {
   const conn = new MemoryEnd();
   conn.peer = new MemoryEnd();

@@ -79,6 +79,8 @@ export class MuxSession extends EventEmitter {
     conn.on('error', this.onConnError);
     conn.on('close', this.onConnClose);
     this.on('newListener', this.onNewListener);
+    conn.resume(); // a handshake before us may have paused it; 'data' alone would not resume then
+    if (conn.destroyed) process.nextTick(this.onConnClose);
     // One ping at start measures the RTT that adaptive window growth needs.
     this.ping().then(noop, noop);
     if (this.config.keepAliveInterval > 0) {
