@@ -3,9 +3,8 @@ import type { MuxStream } from '../mux/index.ts';
 import type { RelayLink } from '../link/relay-link.ts';
 import type { Identity } from '../identity/index.ts';
 import { connectE2E } from '../e2e/index.ts';
-import { readFrame, writeFrame } from '../protocol/frames.ts';
-import { parseReply, type Connect, type ReplyCode } from '../protocol/messages.ts';
-import { MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../protocol/limits.ts';
+import type { Connect, ReplyCode } from '../protocol/messages.ts';
+import { requestStream, HeaderRefused } from '../protocol/request.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 
 /** ms a dial waits for a relay session when the link is (re)connecting. */
@@ -41,17 +40,13 @@ export async function dialThroughRelay(link: RelayLink, identity: Identity, addr
   }
   stream.on('error', () => {});
   const header: Connect = { t: 'connect', to: address, port };
-  writeFrame(stream, header);
   let reply;
   try {
-    reply = parseReply(await readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS));
+    reply = await requestStream(stream, header);
   } catch (err) {
-    stream.destroy();
+    const refused = err instanceof HeaderRefused ? err.reply : undefined;
+    if (refused) throw new DialError(refused.code, refused.message || refused.code);
     throw new DialError('unavailable', `no answer from the relay for ${address}:${port}: ${errorMessage(err)}`);
-  }
-  if (reply.t === 'error') {
-    stream.destroy();
-    throw new DialError(reply.code, reply.message || reply.code);
   }
   if (!reply.e2e) return stream;
   let result;

@@ -1,7 +1,6 @@
 import type { MuxStream } from '../mux/index.ts';
-import { readFrame, writeFrame } from '../protocol/frames.ts';
-import { parseReply, type Incoming, type ReplyCode } from '../protocol/messages.ts';
-import { MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../protocol/limits.ts';
+import type { Incoming, ReplyCode } from '../protocol/messages.ts';
+import { requestStream, HeaderRefused } from '../protocol/request.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 import type { Registry } from './registry.ts';
 
@@ -54,17 +53,13 @@ export async function routeToDevice(registry: Registry, relayAddress: string, ca
   stream.on('error', () => {});
   const from = caller.kind === 'agent' ? caller.address : '0x0000000000000000000000000000000000000000';
   const header: Incoming = { t: 'incoming', from, port, via: relayAddress };
-  writeFrame(stream, header);
   let reply;
   try {
-    reply = parseReply(await readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS));
+    reply = await requestStream(stream, header);
   } catch (err) {
-    stream.destroy();
+    const refused = err instanceof HeaderRefused ? err.reply : undefined;
+    if (refused) throw new RouteError(refused.code, refused.message || `device refused: ${refused.code}`);
     throw new RouteError('unavailable', `device ${to} did not answer for port ${port}: ${errorMessage(err)}`);
-  }
-  if (reply.t === 'error') {
-    stream.destroy();
-    throw new RouteError(reply.code, reply.message || `device refused: ${reply.code}`);
   }
   if (reply.e2e && caller.kind === 'gateway') {
     // The gateway has no key to run the end-to-end layer with.
