@@ -43,7 +43,8 @@ interface BuildStamp { commit: string; version: string; sha256: string; size: nu
 let buildError: string | undefined;
 const stamps = new Map<Target, BuildStamp>();
 
-test.before('build the single executables (reused when unchanged)', async () => {
+test.before('build the single executables (reused when unchanged)', async (t) => {
+  t.timeout(BUILD_TIMEOUT_MS + 10_000); // a cold build outlasts ava's 3-minute inactivity timeout on a busy box
   try {
     await execFileAsync(process.execPath, [join(ROOT, 'cross-build/build.mjs')], {
       cwd: ROOT, timeout: BUILD_TIMEOUT_MS, maxBuffer: 16 << 20,
@@ -87,6 +88,7 @@ test('SHA256SUMS lists every binary with its digest', (t) => {
 for (const target of TARGETS) {
   test(`diode-linux-${target} --version prints the version and the commit it was built from`, async (t) => {
     if (!ready(t, target)) return;
+    t.timeout(RUN_TIMEOUT_MS + 10_000);
     const r = await runTarget(target, binary(target), ['--version'], { timeoutMs: RUN_TIMEOUT_MS });
     t.is(r.code, 0, r.stderr);
     t.true(r.stdout.includes(VERSION), `version ${VERSION} in "${r.stdout.trim()}"`);
@@ -98,6 +100,7 @@ for (const target of TARGETS) {
 
   test(`diode-linux-${target} address --home creates a key and prints the same 0x address on every run`, async (t) => {
     if (!ready(t, target)) return;
+    t.timeout(3 * RUN_TIMEOUT_MS + 10_000); // three runs, two of them under qemu
     const home = tempHome(target);
     t.teardown(() => rmSync(home, { recursive: true, force: true }));
 
