@@ -16,7 +16,7 @@ import {
 } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ARCHES, ensureRootfs } from './rootfs.mjs';
+import { ARCHES, aptSources, ensureRootfs } from './rootfs.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const FILES = join(ROOT, 'image/files');
@@ -100,6 +100,9 @@ export function applyOverlay(tree, binary, { debianUnits = true } = {}) {
   // systemd-resolved serves the DNS servers networkd learns.
   rmSync(join(tree, 'etc/resolv.conf'), { force: true });
   symlinkSync('../run/systemd/resolve/stub-resolv.conf', join(tree, 'etc/resolv.conf'));
+  // The device updates from all suites, security included, whatever the build used.
+  mkdirSync(join(tree, 'etc/apt'), { recursive: true });
+  writeFileSync(join(tree, 'etc/apt/sources.list'), aptSources().join('\n') + '\n');
   // Kernel upgrades regenerate cmdline.txt from this: keep the root by label.
   const raspiDefault = join(tree, 'etc/default/raspi-firmware');
   if (existsSync(raspiDefault)) {
@@ -125,11 +128,13 @@ function usage() {
   --arch ARCH   arm64 (Pi 3, 4, 400, Zero 2 W, CM3/CM4) or armhf (Pi 2, 3, 4 in 32-bit); default arm64
   --out DIR     where the image goes (default dist/image)
   --no-xz       skip the .img.xz (the hw-test only needs the .img)
-  --keep-work   keep the unpacked tree and partition files under .cache/image/work-ARCH`;
+  --keep-work   keep the unpacked tree and partition files under .cache/image/work-ARCH
+  --no-security build the rootfs without bookworm-security (a mirror with an inconsistent
+                security index); the image's sources.list still lists it`;
 }
 
 export function parseArgs(argv) {
-  const opts = { arch: 'arm64', out: join(ROOT, 'dist/image'), xz: true, keepWork: false, cache: join(ROOT, '.cache/image') };
+  const opts = { arch: 'arm64', out: join(ROOT, 'dist/image'), xz: true, keepWork: false, security: true, cache: join(ROOT, '.cache/image') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -143,6 +148,7 @@ export function parseArgs(argv) {
     } else if (a === '--out' || a.startsWith('--out=')) opts.out = join(process.cwd(), value());
     else if (a === '--no-xz') opts.xz = false;
     else if (a === '--keep-work') opts.keepWork = true;
+    else if (a === '--no-security') opts.security = false;
     else if (a === '-h' || a === '--help') { console.log(usage()); process.exit(0); }
     else throw new StepError(`unknown option ${a}\n${usage()}`);
   }
@@ -192,7 +198,7 @@ async function build(opts) {
   const state = {};
 
   step('rootfs (Debian, mmdebstrap; cached)', async () => {
-    const r = await ensureRootfs({ arch, cacheDir: opts.cache, onLog: (p) => { state.rootfsLog = p; console.log(`    building, ~30+ min under qemu-user; log ${relative(process.cwd(), p)}`); } });
+    const r = await ensureRootfs({ arch, cacheDir: opts.cache, security: opts.security, onLog: (p) => { state.rootfsLog = p; console.log(`    building, ~30+ min under qemu-user; log ${relative(process.cwd(), p)}`); } });
     state.rootfs = r.path;
     return r.cached ? `cached ${relative(ROOT, r.path)}` : `built ${relative(ROOT, r.path)}`;
   });

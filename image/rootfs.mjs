@@ -53,13 +53,23 @@ export function packagesFor(arch) {
   return [...COMMON_PACKAGES, KERNEL_PACKAGE[arch], ...ARCH_PACKAGES[arch]];
 }
 
-/** The mmdebstrap argument vector that builds `arch`'s root file system into `output`. */
-export function mmdebstrapArgs(arch, output) {
-  const sources = [
+/** The APT sources of the image (build.mjs writes them into /etc/apt/sources.list too). */
+export function aptSources({ security = true } = {}) {
+  return [
     `deb ${MIRROR} ${SUITE} ${COMPONENTS.join(' ')}`,
     `deb ${MIRROR} ${SUITE}-updates ${COMPONENTS.join(' ')}`,
-    `deb ${SECURITY_MIRROR} ${SUITE}-security ${COMPONENTS.join(' ')}`,
+    ...(security ? [`deb ${SECURITY_MIRROR} ${SUITE}-security ${COMPONENTS.join(' ')}`] : []),
   ];
+}
+
+/**
+ * The mmdebstrap argument vector that builds `arch`'s root file system into
+ * `output`. `security: false` leaves out ${SUITE}-security at build time (for
+ * a mirror whose security index is inconsistent); the image's sources.list
+ * always has it.
+ */
+export function mmdebstrapArgs(arch, output, { security = true } = {}) {
+  const sources = aptSources({ security });
   return [
     '--variant=minbase',
     `--architectures=${arch}`,
@@ -76,14 +86,14 @@ export function mmdebstrapArgs(arch, output) {
 }
 
 /** Cache key: everything that decides the root file system's contents. */
-export function rootfsKey(arch) {
+export function rootfsKey(arch, opts = {}) {
   const h = createHash('sha256');
-  h.update(JSON.stringify({ v: ROOTFS_RECIPE_VERSION, args: mmdebstrapArgs(arch, '') }));
+  h.update(JSON.stringify({ v: ROOTFS_RECIPE_VERSION, args: mmdebstrapArgs(arch, '', opts) }));
   return h.digest('hex').slice(0, 16);
 }
 
-export function rootfsPath(cacheDir, arch) {
-  return join(cacheDir, `rootfs-${arch}-${rootfsKey(arch)}.tar`);
+export function rootfsPath(cacheDir, arch, opts = {}) {
+  return join(cacheDir, `rootfs-${arch}-${rootfsKey(arch, opts)}.tar`);
 }
 
 /**
@@ -91,16 +101,16 @@ export function rootfsPath(cacheDir, arch) {
  * Output goes to a temporary name and is renamed when mmdebstrap succeeded.
  * `log` receives the path of the build log.
  */
-export async function ensureRootfs({ arch, cacheDir, onLog = () => {}, nice = 10 }) {
+export async function ensureRootfs({ arch, cacheDir, onLog = () => {}, nice = 10, security = true }) {
   mkdirSync(cacheDir, { recursive: true });
-  const out = rootfsPath(cacheDir, arch);
+  const out = rootfsPath(cacheDir, arch, { security });
   if (existsSync(out) && statSync(out).size > 0) return { path: out, cached: true };
   const tmp = `${out}.partial.tar`;
   const logPath = `${out}.log`;
   rmSync(tmp, { force: true });
   onLog(logPath);
   const log = createWriteStream(logPath);
-  const args = ['-n', String(nice), 'mmdebstrap', ...mmdebstrapArgs(arch, tmp)];
+  const args = ['-n', String(nice), 'mmdebstrap', ...mmdebstrapArgs(arch, tmp, { security })];
   const code = await new Promise((resolve, reject) => {
     const child = spawn('nice', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout.pipe(log, { end: false });
@@ -119,12 +129,13 @@ export async function ensureRootfs({ arch, cacheDir, onLog = () => {}, nice = 10
   return { path: out, cached: false };
 }
 
-// `node image/rootfs.mjs ARCH` builds (or finds) just this stage.
+// `node image/rootfs.mjs ARCH [--no-security]` builds (or finds) just this stage.
 if (import.meta.url === `file://${process.argv[1]}`) {
   const arch = process.argv[2] ?? 'arm64';
+  const security = !process.argv.includes('--no-security');
   const cacheDir = join(new URL('..', import.meta.url).pathname, '.cache/image');
   const t0 = Date.now();
-  ensureRootfs({ arch, cacheDir, onLog: (p) => console.log(`rootfs ${arch}: building, log ${p}`) })
+  ensureRootfs({ arch, cacheDir, security, onLog: (p) => console.log(`rootfs ${arch}: building, log ${p}`) })
     .then((r) => console.log(`rootfs ${arch}: ${r.path} (${r.cached ? 'cached' : `built in ${Math.round((Date.now() - t0) / 1000)} s`})`))
     .catch((e) => { console.error(e.message); process.exit(1); });
 }
