@@ -119,7 +119,6 @@ async function main(): Promise<void> {
         await Promise.all(path.processes.map((p) => p.stop()));
       }
     }
-    if (profileDir && paths.diode) profiles = summariseProfiles(profileDir, bundle);
     if (options.scenarios.includes('soak')) {
       const path = await diodePath(sink.port, { bundle });
       try {
@@ -131,8 +130,12 @@ async function main(): Promise<void> {
     await sink.proc.stop();
   }
   if (options.scenarios.includes('relay-scale')) {
-    for (const n of options.devices) scale.push(await relayScale(bundle, n, log));
+    for (const n of options.devices) {
+      const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=relay-scale-${n}.cpuprofile`] : [];
+      scale.push(await relayScale(bundle, n, log, prof));
+    }
   }
+  if (profileDir) profiles = summariseProfiles(profileDir, bundle);
 
   const result = {
     startedAt: startedAt.toISOString(),

@@ -132,7 +132,7 @@ export async function sshPath(sinkPort: number): Promise<Path> {
   const sshL = startProcess('ssh -L', 'ssh', [...common, '-L', `127.0.0.1:${localPort}:127.0.0.1:${remotePort}`, `${user}@127.0.0.1`]);
   const connector = () => tcpConnect(localPort);
   await untilOpen(connector, 'ssh tunnel');
-  const cipher = execFileSync('ssh', ['-G', '-F', '/dev/null', '127.0.0.1']).toString().match(/^ciphers (\S+)/m)?.[1].split(',')[0] ?? '?';
+  const cipher = execFileSync('ssh', ['-G', '-F', '/dev/null', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().match(/^ciphers (\S+)/m)?.[1].split(',')[0] ?? '?';
   const version = execFileSync('ssh', ['-V'], { stdio: ['ignore', 'pipe', 'pipe'] }).toString() || '';
   return { name: 'ssh-tunnel', connector, processes: [sshL, sshd, sshR], info: { cipher, openssh: version.trim() } };
 }

@@ -56,8 +56,8 @@ function message(proc: BenchProcess, t: WorkerMessage['t']): Promise<WorkerMessa
 }
 
 /** One relay, N simulated devices (real TLS sessions, real hellos) in worker processes. */
-export async function relayScale(bundle: string, devices: number, log: (line: string) => void): Promise<RelayScaleResult> {
-  const relay = startProcess('relay', process.execPath, [bundle, 'relay', '--listen', '127.0.0.1:0', '--home', scratch('scale')], { env: { ...process.env, DIODE_LOG: 'warn' } });
+export async function relayScale(bundle: string, devices: number, log: (line: string) => void, nodeArgs: string[] = []): Promise<RelayScaleResult> {
+  const relay = startProcess('relay', process.execPath, [...nodeArgs, bundle, 'relay', '--listen', '127.0.0.1:0', '--home', scratch('scale')], { env: { ...process.env, DIODE_LOG: 'warn' } });
   const workers: BenchProcess[] = [];
   try {
     const port = Number((await relay.waitFor(/listening on 127\.0\.0\.1:(\d+)/))[1]);
