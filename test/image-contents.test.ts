@@ -348,3 +348,22 @@ test('the files hw-test puts on the boot partition apply without problems', asyn
   t.regex(r.file('etc/wpa_supplicant/wpa_supplicant-wlan0.conf'), new RegExp(`ssid="diode test net"\\n\\tpsk=${psk}\\n`));
   t.false(r.commands.includes('usermod -p'), 'lock_passwd: true sets no password');
 });
+
+test('the login screen shows the address, an ssh hint, the QR code and the boot-partition problems', (t) => {
+  const c = card(t, {});
+  mkdirSync(c.run, { recursive: true });
+  writeFileSync(join(c.run, 'boot-config.errors'), 'diode.conf:2: unknown key "a\\b"\n');
+  const out = join(c.root, 'etc/issue.d/diode.issue');
+  const r = spawnSync('sh', [join(FILES, 'usr/lib/diode/issue')], {
+    encoding: 'utf8',
+    env: { ...process.env, DIODE: c.diode, DIODE_HOME: c.state, OUT: out, ERRORS: join(c.run, 'boot-config.errors'), RELOAD: '0' },
+  });
+  t.is(r.status, 0, r.stderr);
+  const issue = readFileSync(out, 'utf8');
+  const address = execFileSync(process.execPath, [DIODE_BUNDLE, 'address', '--home', c.state], { encoding: 'utf8' }).trim();
+  t.regex(issue, new RegExp(`^diode address: ${address}$`, 'm'));
+  t.true(issue.includes(`ssh <user>@${address}.diode`));
+  t.true(issue.includes('\u2584') || issue.includes('\u2580'), 'QR code blocks');
+  // agetty treats backslashes as escapes: they are doubled.
+  t.true(issue.includes('unknown key "a\\\\b"'));
+});
