@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
@@ -133,7 +133,7 @@ export async function sshPath(sinkPort: number): Promise<Path> {
   const connector = () => tcpConnect(localPort);
   await untilOpen(connector, 'ssh tunnel');
   const cipher = execFileSync('ssh', ['-G', '-F', '/dev/null', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().match(/^ciphers (\S+)/m)?.[1].split(',')[0] ?? '?';
-  const version = execFileSync('ssh', ['-V'], { stdio: ['ignore', 'pipe', 'pipe'] }).toString() || '';
+  const version = spawnSync('ssh', ['-V'], { encoding: 'utf8' }).stderr ?? ''; // ssh -V prints on stderr
   return { name: 'ssh-tunnel', connector, processes: [sshL, sshd, sshR], info: { cipher, openssh: version.trim() } };
 }
 
