@@ -132,7 +132,7 @@ export function printReport(report: Report): void {
     const s = report.soak;
     w();
     w(`soak ${s.minutes} min: bulk ${s.bulkMBps} MB/s (${round(s.bulkBytes / 2 ** 30)} GiB); slow reader at ${s.slowReader.rateBps / 1024} KiB/s: writer at most ${s.slowReader.maxAheadMB} MB ahead`);
-    w(table([['process', 'baseline MB', 'end MB', 'max MB', 'max drift %', 'flat'], ...Object.entries(s.processes).map(([n, x]) => [n, String(x.baselineMB), String(x.endMB), String(x.maxMB), String(x.driftPct), x.flat ? 'yes' : 'NO'])]));
+    w(table([['process', 'baseline MB', 'end MB', 'max MB', 'max drift %', 'last/first minute %', 'flat'], ...Object.entries(s.processes).map(([n, x]) => [n, String(x.baselineMB), String(x.endMB), String(x.maxMB), String(x.driftPct), String(x.trendPct), x.flat ? 'yes' : 'NO'])]));
   }
   if (report.profile) {
     for (const proc of report.profile.processes) {

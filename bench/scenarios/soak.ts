@@ -18,7 +18,7 @@ export interface SoakResult {
   bulkMBps: number;
   /** The slow reader: how far ahead of it the writer got at most (bounded = backpressure works). */
   slowReader: { rateBps: number; writtenMB: number; readMB: number; maxAheadMB: number };
-  processes: Record<string, { baselineMB: number; endMB: number; maxMB: number; driftPct: number; flat: boolean; samplesMB: number[] }>;
+  processes: Record<string, { baselineMB: number; endMB: number; maxMB: number; driftPct: number; flat: boolean; trendPct: number; samplesMB: number[] }>;
 }
 
 /** A bulk stream and a slow-reader stream through the path for `minutes`, memory sampled throughout. */
@@ -42,12 +42,15 @@ export async function soak(path: Path, minutes: number, log: (line: string) => v
   for (const [name, list] of samples) {
     const baseline = median(list.slice(0, perMinute));
     const drift = Math.max(...list.map((x) => Math.abs(x - baseline))) / baseline;
+    // Growth with bytes moved shows as a trend: the last minute's median against the first's (a GC peak does not).
+    const trend = (median(list.slice(-perMinute)) - baseline) / baseline;
     processes[name] = {
       baselineMB: round(baseline),
       endMB: round(list[list.length - 1]),
       maxMB: round(Math.max(...list)),
       driftPct: round(drift * 100),
       flat: drift <= FLAT_TOLERANCE,
+      trendPct: round(trend * 100),
       samplesMB: list.map((x) => round(x)),
     };
   }
