@@ -45,9 +45,15 @@ function referenceDecode(input: Buffer): Frame[] {
   return out;
 }
 
-function collect(decoder: (onFrame: (h: FrameHeader, p: Buffer) => void) => FrameDecoder) {
+/** Reassembles pieces of spanning Data frames, so frames compare with the reference decoder's. */
+function collect(decoder: (onFrame: (h: FrameHeader, p: Buffer, first: boolean, last: boolean) => void) => FrameDecoder) {
   const frames: Frame[] = [];
-  const d = decoder((h, p) => frames.push({ type: h.type, flags: h.flags, streamId: h.streamId, length: h.length, payload: p.toString('hex') }));
+  let pieces: Buffer[] = [];
+  const d = decoder((h, p, first, last) => {
+    if (first) pieces = [];
+    pieces.push(p);
+    if (last) frames.push({ type: h.type, flags: h.flags, streamId: h.streamId, length: h.length, payload: Buffer.concat(pieces).toString('hex') });
+  });
   return { d, frames };
 }
 
@@ -139,4 +145,15 @@ test('an unknown version or frame type is a protocol error', (t) => {
   t.throws(() => new FrameDecoder(1000, () => {}).push(bad), { instanceOf: MuxError, message: /version/ });
   const badType = Buffer.from('000400000000000100000000', 'hex');
   t.throws(() => new FrameDecoder(1000, () => {}).push(badType), { instanceOf: MuxError, message: /type/ });
+});
+
+test('a payload spanning chunks is handed on piece by piece as views of each chunk, flagged first and last', (t) => {
+  const frame = encodeFrame(FrameType.Data, Flag.FIN, 3, 40_000, Buffer.alloc(40_000, 7));
+  const chunks = [frame.subarray(0, 12 + 1000), frame.subarray(12 + 1000, 20_000), frame.subarray(20_000)].map((c) => Buffer.from(c));
+  const pieces: Array<{ buffer: ArrayBufferLike; length: number; first: boolean; last: boolean }> = [];
+  const d = new FrameDecoder(1 << 20, (_h, p, first, last) => pieces.push({ buffer: p.buffer, length: p.length, first, last }));
+  for (const c of chunks) d.push(c);
+  t.deepEqual(pieces.map((p) => [p.length, p.first, p.last]), [[1000, true, false], [20_000 - 1012, false, false], [frame.length - 20_000, false, true]]);
+  pieces.forEach((p, i) => t.is(p.buffer, chunks[i].buffer));
+  t.is(d.buffered, 0);
 });

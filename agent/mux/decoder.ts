@@ -2,28 +2,32 @@ import { FrameType, HEADER_LENGTH, VERSION, decodeHeader, newHeader, type FrameH
 import { MuxError } from './errors.ts';
 
 /**
- * Called once per complete frame. `header` is reused between calls; `payload`
- * is a view into the received chunk (or, for a frame that spanned chunks, a
- * buffer of its own) and is empty for non-Data frames.
+ * Called for every frame, and for a Data frame whose payload spans chunks
+ * once per piece: `first` on the piece that came with the header (possibly
+ * empty), `last` on the piece that completes the payload. A frame inside one
+ * chunk is a single call with both set. `header` is reused between frames;
+ * `payload` is always a view into a received chunk (never a copy) and is
+ * empty for non-Data frames.
  */
-export type FrameHandler = (header: FrameHeader, payload: Buffer) => void;
+export type FrameHandler = (header: FrameHeader, payload: Buffer, first: boolean, last: boolean) => void;
 
 const EMPTY = Buffer.alloc(0);
 const LAST_TYPE = FrameType.GoAway;
 
 /**
  * Incremental yamux frame decoder. Feed it whatever the connection delivers;
- * it calls the handler for every complete frame. Zero-copy when a frame lies
- * inside one chunk; copies only a header or payload that spans chunks.
+ * it calls the handler for every frame. Payloads are never copied: a Data
+ * frame that spans chunks (the usual case behind TLS, which delivers 16 KiB
+ * records while frames carry up to 64 KiB) is handed on piece by piece as
+ * views. Only a header split across chunks is copied (12 bytes).
  */
 export class FrameDecoder {
   private readonly header = newHeader();
   /** Holds a header split across chunks. */
   private readonly headerBuf = Buffer.allocUnsafe(HEADER_LENGTH);
   private headerFill = 0;
-  /** Payload of a Data frame split across chunks, filled up to `payloadFill`. */
-  private payload: Buffer | null = null;
-  private payloadFill = 0;
+  /** Bytes of the current Data payload still to come in later chunks. */
+  private dataRemaining = 0;
   private stopped = false;
 
   /**
@@ -35,15 +39,15 @@ export class FrameDecoder {
     private readonly onFrame: FrameHandler,
   ) {}
 
-  /** Bytes held for an incomplete frame. */
+  /** Bytes held for an incomplete frame (only ever a partial header). */
   get buffered(): number {
-    return this.headerFill + this.payloadFill;
+    return this.headerFill;
   }
 
   /** Stop delivering frames (the session is closing); later input is dropped. */
   stop(): void {
     this.stopped = true;
-    this.payload = null;
+    this.dataRemaining = 0;
   }
 
   /** Feed one chunk. Throws MuxError('EPROTOCOL') on a malformed frame. */
@@ -51,18 +55,13 @@ export class FrameDecoder {
     const end = chunk.length;
     let off = 0;
     while (off < end && !this.stopped) {
-      if (this.payload !== null) {
+      if (this.dataRemaining > 0) {
         // Continue a Data payload that spans chunks.
-        const n = Math.min(this.payload.length - this.payloadFill, end - off);
-        chunk.copy(this.payload, this.payloadFill, off, off + n);
-        this.payloadFill += n;
+        const n = Math.min(this.dataRemaining, end - off);
+        this.dataRemaining -= n;
+        const piece = chunk.subarray(off, off + n);
         off += n;
-        if (this.payloadFill === this.payload.length) {
-          const payload = this.payload;
-          this.payload = null;
-          this.payloadFill = 0;
-          this.onFrame(this.header, payload);
-        }
+        this.onFrame(this.header, piece, false, this.dataRemaining === 0);
         continue;
       }
       if (this.headerFill === 0 && end - off >= HEADER_LENGTH) {
@@ -80,15 +79,17 @@ export class FrameDecoder {
       const h = this.header;
       this.validate(h);
       if (h.type !== FrameType.Data || h.length === 0) {
-        this.onFrame(h, EMPTY);
+        this.onFrame(h, EMPTY, true, true);
       } else if (end - off >= h.length) {
         const payload = chunk.subarray(off, off + h.length);
         off += h.length;
-        this.onFrame(h, payload);
+        this.onFrame(h, payload, true, true);
       } else {
-        // Spans chunks: the only place we copy. Length already bounded by validate().
-        this.payload = Buffer.allocUnsafe(h.length);
-        this.payloadFill = 0;
+        // Spans chunks: hand on what is here, the rest as it arrives.
+        const piece = chunk.subarray(off, end);
+        this.dataRemaining = h.length - piece.length;
+        off = end;
+        this.onFrame(h, piece, true, false);
       }
     }
   }

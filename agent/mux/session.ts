@@ -145,11 +145,11 @@ export class MuxSession extends EventEmitter {
   };
 
   /** Dispatch by frame type (the decoder has rejected unknown types). */
-  private readonly onFrame = (h: FrameHeader, payload: Buffer): void => {
+  private readonly onFrame = (h: FrameHeader, payload: Buffer, first: boolean, last: boolean): void => {
     switch (h.type) {
       case FrameType.Data:
       case FrameType.WindowUpdate:
-        this.onStreamFrame(h, payload);
+        this.onStreamFrame(h, payload, first, last);
         return;
       case FrameType.Ping:
         this.onPing(h);
@@ -160,23 +160,25 @@ export class MuxSession extends EventEmitter {
     }
   };
 
-  private onStreamFrame(h: FrameHeader, payload: Buffer): void {
+  /** A stream frame, or one piece of a Data frame that spans chunks (flags act on the first/last piece). */
+  private onStreamFrame(h: FrameHeader, payload: Buffer, first: boolean, last: boolean): void {
     const id = h.streamId;
     const flags = h.flags;
     let stream = this.streams.get(id);
-    if ((flags & Flag.SYN) !== 0) {
+    if (first && (flags & Flag.SYN) !== 0) {
       if (stream !== undefined) throw new MuxError('EPROTOCOL', `SYN for stream ${id}, which is already open`);
       stream = this.incoming(id);
     }
     // Unknown (closed, reset or refused) stream: the payload is simply dropped.
     if (stream === undefined) return;
     if (h.type === FrameType.Data) {
-      if (!stream._onData(payload)) {
+      if (payload.length > 0 && !stream._onData(payload)) {
         throw new MuxError('EPROTOCOL', `stream ${id}: ${payload.length} bytes exceed the receive window`);
       }
     } else if (h.length > 0) {
       stream._onWindowUpdate(h.length);
     }
+    if (!last) return;
     if ((flags & Flag.RST) !== 0) stream._onRst();
     else if ((flags & Flag.FIN) !== 0) stream._onFin();
   }
