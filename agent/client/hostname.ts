@@ -1,4 +1,4 @@
-import { getAddress } from 'ethers';
+import { toChecksumAddress as getAddress } from '../identity/checksum.ts';
 
 export interface DiodeTarget {
   address: string;

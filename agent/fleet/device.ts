@@ -1,7 +1,7 @@
 // The device side of protected ports: reads the fleet settings from the
 // config (keys `fleet`, `rpc`, `fleet-ttl`) and opens a FleetMembership.
 // A device asked to publish a protected port without them refuses to start.
-import { ConfigStore } from '../config/index.ts';
+import { readConfigValue } from '../config/read.ts';
 import { DiodeError } from '../util/errors.ts';
 import { FleetMembership } from './membership.ts';
 
@@ -16,9 +16,8 @@ export interface FleetSettings {
 
 /** The fleet settings from the config in `home`; throws ECONFIG naming the missing keys. */
 export function fleetSettings(home: string): FleetSettings {
-  const store = new ConfigStore(home);
-  const fleet = store.get('fleet');
-  const rpc = store.get('rpc');
+  const fleet = readConfigValue(home, 'fleet');
+  const rpc = readConfigValue(home, 'rpc');
   const missing = [fleet ? '' : 'fleet=0x<fleet contract>', rpc ? '' : 'rpc=<JSON-RPC URL>'].filter(Boolean);
   if (!fleet || !rpc) {
     throw new DiodeError(
@@ -26,7 +25,7 @@ export function fleetSettings(home: string): FleetSettings {
       `-protected ports need a fleet contract: run diode config ${missing.map((m) => `-set ${m}`).join(' ')} (state directory ${home})`,
     );
   }
-  const ttl = store.get('fleet-ttl');
+  const ttl = readConfigValue(home, 'fleet-ttl');
   return { fleet, rpc, ttlSeconds: ttl === undefined ? DEFAULT_FLEET_TTL_S : Number(ttl) };
 }
 

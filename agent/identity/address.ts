@@ -1,4 +1,4 @@
-import { getAddress, isAddress } from 'ethers';
+import { isValidAddress, toChecksumAddress } from './checksum.ts';
 import { UsageError } from '../util/errors.ts';
 
 /**
@@ -10,8 +10,8 @@ export function parseAddress(text: string, what = 'address'): string {
   const t = text.trim();
   if (!/^0x[0-9a-fA-F]*$/.test(t)) throw new UsageError(`${what}: "${text}" is not a 0x-prefixed hex address`);
   if (t.length !== 42) throw new UsageError(`${what}: "${text}" has ${t.length - 2} hex digits, an address has 40`);
-  if (!isAddress(t)) throw new UsageError(`${what}: "${text}" has a bad EIP-55 checksum (mixed case must match; write it all lower-case to skip the check)`);
-  return getAddress(t);
+  if (!isValidAddress(t)) throw new UsageError(`${what}: "${text}" has a bad EIP-55 checksum (mixed case must match; write it all lower-case to skip the check)`);
+  return toChecksumAddress(t);
 }
 
 /** Same as parseAddress but returns undefined instead of throwing. */

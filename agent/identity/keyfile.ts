@@ -1,6 +1,5 @@
 import { mkdirSync, openSync, readFileSync, writeSync, closeSync, chmodSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Wallet } from 'ethers';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 import { Identity } from './identity.ts';
 
@@ -33,7 +32,7 @@ export function loadOrCreateIdentity(home: string): { identity: Identity; create
   } catch (err) {
     throw new IdentityError(`cannot create the state directory ${home}: ${errorMessage(err)}; pick another with --home DIR or DIODE_HOME`);
   }
-  const wallet = Wallet.createRandom();
+  const fresh = Identity.random();
   let fd: number;
   try {
     fd = openSync(path, 'wx', 0o600);
@@ -45,12 +44,12 @@ export function loadOrCreateIdentity(home: string): { identity: Identity; create
     throw new IdentityError(`cannot create the key file ${path}: ${errorMessage(err)}`);
   }
   try {
-    writeSync(fd, wallet.privateKey + '\n');
+    writeSync(fd, fresh.privateKey + '\n');
   } finally {
     closeSync(fd);
   }
   chmodSync(path, 0o600);
-  return { identity: new Identity(wallet.privateKey), created: true, path };
+  return { identity: fresh, created: true, path };
 }
 
 /** Returns undefined only when the file does not exist. */

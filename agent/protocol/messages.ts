@@ -1,4 +1,4 @@
-import { getAddress } from 'ethers';
+import { toChecksumAddress as getAddress } from '../identity/checksum.ts';
 import { FrameError } from './frames.ts';
 import { MAX_ALLOWED_ADDRESSES, MAX_PUBLISHED_PORTS } from './limits.ts';
 

@@ -1,6 +1,5 @@
 import { readFileSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import selfsigned from 'selfsigned';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 
 export interface RelayCert {
@@ -26,6 +25,8 @@ export async function loadOrCreateRelayCert(home: string): Promise<RelayCert> {
   }
   const notAfter = new Date();
   notAfter.setFullYear(notAfter.getFullYear() + CERT_LIFETIME_YEARS);
+  // Loaded only when a certificate must be made (x509/ASN.1 code is ≈ 15 MB of RSS).
+  const { default: selfsigned } = await import('selfsigned');
   const pems = await selfsigned.generate([{ name: 'commonName', value: 'diode-relay' }], {
     keyType: 'ec',
     curve: 'P-256',

@@ -1,0 +1,35 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { configKeySpec } from './keys.ts';
+import { DiodeError, errorMessage } from '../util/errors.ts';
+
+/** The file ConfigStore (conf, cwd = home, configName "config") writes. */
+export function configPath(home: string): string {
+  return join(home, 'config.json');
+}
+
+/**
+ * Reads one key without loading conf: the long-running agents only read
+ * their settings, and conf with its JSON-schema validator costs ≈ 14 MB of
+ * RSS that a Pi's agent should not carry. `diode config` writes through conf.
+ */
+export function readConfigValue(home: string, key: string): string | undefined {
+  configKeySpec(key);
+  const path = configPath(home);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new DiodeError('ECONFIG', `cannot read the config ${path}: ${errorMessage(err)}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new DiodeError('ECONFIG', `the config ${path} is not valid JSON; fix it or delete it and set the keys again with diode config -set`);
+  }
+  if (parsed === null || typeof parsed !== 'object') throw new DiodeError('ECONFIG', `the config ${path} is not a JSON object`);
+  const value = (parsed as Record<string, unknown>)[key];
+  return typeof value === 'string' ? value : undefined;
+}
