@@ -26,6 +26,8 @@ export const BINARY_TARGET = Object.freeze({ arm64: 'arm64', armhf: 'armv7' });
 /** Partition labels Debian's raspi-firmware and our fstab/cmdline expect. */
 export const BOOT_LABEL = 'RASPIFIRM';
 export const ROOT_LABEL = 'RASPIROOT';
+/** Kernel consoles on a Pi 3/4: the GPIO serial port (mini UART), then HDMI, which becomes /dev/console. */
+export const CONSOLES = Object.freeze(['ttyS1,115200', 'tty0']);
 const MIB = 1024 * 1024;
 /** The boot partition starts 4 MiB in (SD erase-block aligned). */
 const BOOT_START_MIB = 4;
@@ -108,7 +110,11 @@ export function applyOverlay(tree, binary, { debianUnits = true } = {}) {
   if (existsSync(raspiDefault)) {
     const text = readFileSync(raspiDefault, 'utf8');
     const line = `ROOTPART=LABEL=${ROOT_LABEL}`;
-    writeFileSync(raspiDefault, /^#?\s*ROOTPART=.*$/m.test(text) ? text.replace(/^#?\s*ROOTPART=.*$/m, line) : `${text}\n${line}\n`);
+    let out = /^#?\s*ROOTPART=.*$/m.test(text) ? text.replace(/^#?\s*ROOTPART=.*$/m, line) : `${text}\n${line}\n`;
+    // "auto" cannot see the board in a chroot: the GPIO serial port and HDMI (last = /dev/console).
+    const consoles = `CONSOLES="${CONSOLES.join(' ')}"`;
+    out = /^#?\s*CONSOLES=.*$/m.test(out) ? out.replace(/^#?\s*CONSOLES=.*$/m, consoles) : `${out}${consoles}\n`;
+    writeFileSync(raspiDefault, out);
   }
   const units = debianUnits ? ENABLED_UNITS : ENABLED_UNITS.filter((u) => u.startsWith('diode'));
   sh('systemctl', [`--root=${tree}`, '--quiet', 'enable', ...units]);
@@ -129,6 +135,7 @@ function usage() {
   --out DIR     where the image goes (default dist/image)
   --no-xz       skip the .img.xz (the hw-test only needs the .img)
   --keep-work   keep the unpacked tree and partition files under .cache/image/work-ARCH
+  --rootfs TAR  use this root file system tarball instead of the cached mmdebstrap one
   --no-security build the rootfs without bookworm-security (a mirror with an inconsistent
                 security index); the image's sources.list still lists it`;
 }
@@ -149,6 +156,7 @@ export function parseArgs(argv) {
     else if (a === '--no-xz') opts.xz = false;
     else if (a === '--keep-work') opts.keepWork = true;
     else if (a === '--no-security') opts.security = false;
+    else if (a === '--rootfs' || a.startsWith('--rootfs=')) opts.rootfs = join(process.cwd(), value());
     else if (a === '-h' || a === '--help') { console.log(usage()); process.exit(0); }
     else throw new StepError(`unknown option ${a}\n${usage()}`);
   }
@@ -198,6 +206,11 @@ async function build(opts) {
   const state = {};
 
   step('rootfs (Debian, mmdebstrap; cached)', async () => {
+    if (opts.rootfs) {
+      if (!existsSync(opts.rootfs)) throw new StepError(`${opts.rootfs} not found`);
+      state.rootfs = opts.rootfs;
+      return `given: ${relative(process.cwd(), opts.rootfs)}`;
+    }
     const r = await ensureRootfs({ arch, cacheDir: opts.cache, security: opts.security, onLog: (p) => { state.rootfsLog = p; console.log(`    building, ~30+ min under qemu-user; log ${relative(process.cwd(), p)}`); } });
     state.rootfs = r.path;
     return r.cached ? `cached ${relative(ROOT, r.path)}` : `built ${relative(ROOT, r.path)}`;
@@ -245,6 +258,7 @@ async function build(opts) {
     // raspi-firmware wrote it before ROOTPART was set: point it at the label too.
     let cmdline = readFileSync(join(boot, 'cmdline.txt'), 'utf8').trim();
     cmdline = /\broot=\S+/.test(cmdline) ? cmdline.replace(/\broot=\S+/, `root=LABEL=${ROOT_LABEL}`) : `${cmdline} root=LABEL=${ROOT_LABEL}`;
+    cmdline = [...CONSOLES.map((c) => `console=${c}`), ...cmdline.split(/\s+/).filter((w) => w && !w.startsWith('console='))].join(' ');
     writeFileSync(join(boot, 'cmdline.txt'), cmdline + '\n');
     state.kernel = kernel;
     state.initrd = initrd;

@@ -5,8 +5,12 @@
 // editing those never costs another 30-minute mmdebstrap run.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Stands in for update-initramfs while packages install (see mmdebstrapArgs). */
+const STUB = join(dirname(fileURLToPath(import.meta.url)), 'update-initramfs-stub.sh');
 
 /** Debian release the image follows. */
 export const SUITE = 'bookworm';
@@ -46,7 +50,7 @@ export const DPKG_EXCLUDES = Object.freeze([
 ]);
 
 /** Bumped whenever the mmdebstrap invocation changes in a way the lists above do not show. */
-export const ROOTFS_RECIPE_VERSION = 1;
+export const ROOTFS_RECIPE_VERSION = 2;
 
 export function packagesFor(arch) {
   if (!KERNEL_PACKAGE[arch]) throw new Error(`unknown architecture ${arch}; known: ${ARCHES.join(', ')}`);
@@ -76,6 +80,12 @@ export function mmdebstrapArgs(arch, output, { security = true } = {}) {
     `--include=${packagesFor(arch).join(',')}`,
     ...DPKG_EXCLUDES.map((o) => `--dpkgopt=${o}`),
     '--aptopt=APT::Install-Recommends "false"',
+    // mkinitramfs under qemu-user takes ~40 min (MODULES=most: thousands of
+    // emulated helper processes), and dpkg triggers run it two or three times
+    // (kernel postinst, then initramfs-tools/udev triggers). Stub it while
+    // packages install, and build the initrd once at the end.
+    `--essential-hook=chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.diode-real --add /usr/sbin/update-initramfs; mkdir -p "$1/usr/sbin"; install -m 755 ${STUB} "$1/usr/sbin/update-initramfs"`,
+    '--customize-hook=rm -f "$1/usr/sbin/update-initramfs" "$1"/boot/initrd.img-*; chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs; for v in $(ls "$1/lib/modules"); do chroot "$1" update-initramfs -c -k "$v" || exit 1; done',
     // Nothing unique may be baked in: the first boot creates these.
     '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*',
     '--customize-hook=: > "$1"/etc/machine-id; rm -f "$1"/var/lib/dbus/machine-id "$1"/var/lib/systemd/random-seed',
@@ -88,7 +98,8 @@ export function mmdebstrapArgs(arch, output, { security = true } = {}) {
 /** Cache key: everything that decides the root file system's contents. */
 export function rootfsKey(arch, opts = {}) {
   const h = createHash('sha256');
-  h.update(JSON.stringify({ v: ROOTFS_RECIPE_VERSION, args: mmdebstrapArgs(arch, '', opts) }));
+  h.update(JSON.stringify({ v: ROOTFS_RECIPE_VERSION, args: mmdebstrapArgs(arch, '', opts).map((a) => a.replace(STUB, 'STUB')) }));
+  h.update(readFileSync(STUB));
   return h.digest('hex').slice(0, 16);
 }
 
@@ -133,7 +144,7 @@ export async function ensureRootfs({ arch, cacheDir, onLog = () => {}, nice = 10
 if (import.meta.url === `file://${process.argv[1]}`) {
   const arch = process.argv[2] ?? 'arm64';
   const security = !process.argv.includes('--no-security');
-  const cacheDir = join(new URL('..', import.meta.url).pathname, '.cache/image');
+  const cacheDir = join(dirname(STUB), '..', '.cache/image');
   const t0 = Date.now();
   ensureRootfs({ arch, cacheDir, security, onLog: (p) => console.log(`rootfs ${arch}: building, log ${p}`) })
     .then((r) => console.log(`rootfs ${arch}: ${r.path} (${r.cached ? 'cached' : `built in ${Math.round((Date.now() - t0) / 1000)} s`})`))
