@@ -263,7 +263,8 @@ async function main() {
     // What the boot partition asked for, as the guest sees it.
     const probe = await ssh([
       'echo "hostname=$(hostname)"',
-      'echo "user=$(id -un) groups=$(id -Gn | tr " " ,)"',
+      'echo "user=$(id -un)"',
+      'echo "groups=$(id -Gn | tr " " ,)"',
       'echo "keys=$(wc -l < ~/.ssh/authorized_keys)"',
       'echo "tz=$(readlink /etc/localtime)"',
       'echo "wpa=$(sudo -n cat /etc/wpa_supplicant/wpa_supplicant-wlan0.conf | tr "\\n\\t" "| ")"',
