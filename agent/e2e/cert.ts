@@ -1,4 +1,5 @@
 import { createSecureContext, type SecureContext } from 'node:tls';
+import { selfSignedP256 } from '../util/self-signed.ts';
 
 /** days: the ephemeral certificate only carries one process's end-to-end TLS; identity is the signed hello. */
 const EPHEMERAL_CERT_DAYS = 30;
@@ -13,16 +14,8 @@ let context: Promise<SecureContext> | undefined;
  */
 export function deviceTlsContext(): Promise<SecureContext> {
   context ??= (async () => {
-    const notAfter = new Date(Date.now() + EPHEMERAL_CERT_DAYS * 86_400_000);
-    // Loaded on first use: x509 and ASN.1 code is ≈ 15 MB of RSS that a public-only device never needs.
-    const { default: selfsigned } = await import('selfsigned');
-    const pems = await selfsigned.generate([{ name: 'commonName', value: 'diode-device' }], {
-      keyType: 'ec',
-      curve: 'P-256',
-      algorithm: 'sha256',
-      notAfterDate: notAfter,
-    });
-    return createSecureContext({ key: pems.private, cert: pems.cert, minVersion: 'TLSv1.3' });
+    const pems = await selfSignedP256('diode-device', EPHEMERAL_CERT_DAYS);
+    return createSecureContext({ key: pems.key, cert: pems.cert, minVersion: 'TLSv1.3' });
   })();
   return context;
 }

@@ -1,6 +1,7 @@
 import { readFileSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DiodeError, errorMessage } from '../util/errors.ts';
+import { selfSignedP256 } from '../util/self-signed.ts';
 
 export interface RelayCert {
   key: string;
@@ -23,21 +24,12 @@ export async function loadOrCreateRelayCert(home: string): Promise<RelayCert> {
       throw new DiodeError('ECERT', `cannot read the relay certificate ${certPath} / ${keyPath}: ${errorMessage(err)}`);
     }
   }
-  const notAfter = new Date();
-  notAfter.setFullYear(notAfter.getFullYear() + CERT_LIFETIME_YEARS);
-  // Loaded only when a certificate must be made (x509/ASN.1 code is ≈ 15 MB of RSS).
-  const { default: selfsigned } = await import('selfsigned');
-  const pems = await selfsigned.generate([{ name: 'commonName', value: 'diode-relay' }], {
-    keyType: 'ec',
-    curve: 'P-256',
-    algorithm: 'sha256',
-    notAfterDate: notAfter,
-  });
+  const pems = await selfSignedP256('diode-relay', CERT_LIFETIME_YEARS * 365);
   mkdirSync(home, { recursive: true, mode: 0o700 });
   // Key first, then the certificate: a half-written pair is recreated, never half-used.
-  writeAtomic(keyPath, pems.private, 0o600);
+  writeAtomic(keyPath, pems.key, 0o600);
   writeAtomic(certPath, pems.cert, 0o644);
-  return { cert: pems.cert, key: pems.private };
+  return pems;
 }
 
 function writeAtomic(path: string, data: string, mode: number): void {
