@@ -1,3 +1,5 @@
+// Serial: ganache 7 with eager instamine can leave a request unanswered when several
+// transactions arrive at once (seen as 30 s request timeouts in removeMembers).
 // The fleet admin library (agent/fleet/admin.ts) against a real ganache node.
 import test from 'ava';
 import { Contract, JsonRpcProvider, Wallet } from 'ethers';
@@ -41,7 +43,7 @@ async function closedPortUrl(): Promise<string> {
   return `http://127.0.0.1:${port}`;
 }
 
-test('deployFleet reports the transaction and returns a fleet owned by the admin', async (t) => {
+test.serial('deployFleet reports the transaction and returns a fleet owned by the admin', async (t) => {
   const lines: string[] = [];
   const result = await deployFleet({ rpc: evm.url, adminKey: evm.privateKeys[0], onProgress: (line) => lines.push(line) });
   t.regex(result.fleet, /^0x[0-9a-fA-F]{40}$/);
@@ -53,7 +55,7 @@ test('deployFleet reports the transaction and returns a fleet owned by the admin
   t.deepEqual(await listMembers({ rpc: evm.url, fleet: result.fleet }), []);
 });
 
-test('addMembers and removeMembers change the list and report only real changes', async (t) => {
+test.serial('addMembers and removeMembers change the list and report only real changes', async (t) => {
   const options = await fleetOf(1);
   const [a, b, c] = randomAddresses(3) as [string, string, string];
   const added = await addMembers(options, [a, b.toLowerCase(), a]);
@@ -69,7 +71,7 @@ test('addMembers and removeMembers change the list and report only real changes'
   t.deepEqual((await listMembers(options)).sort(), [a, c].sort());
 });
 
-test('a long list is sent in batches, each confirmed', async (t) => {
+test.serial('a long list is sent in batches, each confirmed', async (t) => {
   const options = await fleetOf(2);
   const list = randomAddresses(7);
   const lines: string[] = [];
@@ -81,7 +83,7 @@ test('a long list is sent in batches, each confirmed', async (t) => {
   t.deepEqual((await listMembers(options)).sort(), [...list].sort());
 });
 
-test('a full default batch stays well under small block gas limits', async (t) => {
+test.serial('a full default batch stays well under small block gas limits', async (t) => {
   // Extrapolated from a tenth of a batch: executing 100 adds on ganache takes seconds.
   const options = await fleetOf(8);
   const sample = MEMBERS_PER_TX / 10;
@@ -90,7 +92,7 @@ test('a full default batch stays well under small block gas limits', async (t) =
   t.true(perBatch < 6_000_000n, `≈ ${perBatch} gas per ${MEMBERS_PER_TX}-member transaction`);
 });
 
-test('a key that does not own the fleet fails with EREVERT naming NotOwner', async (t) => {
+test.serial('a key that does not own the fleet fails with EREVERT naming NotOwner', async (t) => {
   const options = await fleetOf(3);
   const error = await t.throwsAsync(addMembers({ ...options, adminKey: evm.privateKeys[4] }, randomAddresses(1)), { instanceOf: FleetError });
   t.is(error?.code, 'EREVERT');
@@ -98,14 +100,14 @@ test('a key that does not own the fleet fails with EREVERT naming NotOwner', asy
   t.regex(error!.message, /NotOwner\(\)/);
 });
 
-test('the zero address as member fails with EREVERT naming ZeroAddress', async (t) => {
+test.serial('the zero address as member fails with EREVERT naming ZeroAddress', async (t) => {
   const options = await fleetOf(5);
   const error = await t.throwsAsync(addMembers(options, ['0x0000000000000000000000000000000000000000']), { instanceOf: FleetError });
   t.is(error?.code, 'EREVERT');
   t.is(error?.revertName, 'ZeroAddress');
 });
 
-test('an unfunded admin key fails with EFUNDS before sending anything', async (t) => {
+test.serial('an unfunded admin key fails with EFUNDS before sending anything', async (t) => {
   const poor = Wallet.createRandom();
   const deploying = await t.throwsAsync(deployFleet({ rpc: evm.url, adminKey: poor.privateKey }), { instanceOf: FleetError });
   t.is(deploying?.code, 'EFUNDS');
@@ -124,7 +126,7 @@ test('an unfunded admin key fails with EFUNDS before sending anything', async (t
   t.is(adding?.code, 'EFUNDS');
 });
 
-test('an unreachable RPC fails with ERPC naming the URL', async (t) => {
+test.serial('an unreachable RPC fails with ERPC naming the URL', async (t) => {
   const rpc = await closedPortUrl();
   for (const attempt of [
     () => deployFleet({ rpc, adminKey: evm.privateKeys[0] }),
@@ -138,7 +140,7 @@ test('an unreachable RPC fails with ERPC naming the URL', async (t) => {
   t.is(notUrl?.code, 'ERPC');
 });
 
-test('an address without code fails with ENOTCONTRACT', async (t) => {
+test.serial('an address without code fails with ENOTCONTRACT', async (t) => {
   const notFleet = evm.accounts[9]!;
   for (const attempt of [
     () => listMembers({ rpc: evm.url, fleet: notFleet }),
@@ -151,7 +153,7 @@ test('an address without code fails with ENOTCONTRACT', async (t) => {
   }
 });
 
-test('malformed addresses fail with EBADADDR and a missing key with ENOKEY, before any RPC', async (t) => {
+test.serial('malformed addresses fail with EBADADDR and a missing key with ENOKEY, before any RPC', async (t) => {
   const rpc = await closedPortUrl(); // nothing may be asked of it
   const fleet = evm.accounts[0]!;
   const badMember = await t.throwsAsync(addMembers({ rpc, fleet, adminKey: evm.privateKeys[0] }, [evm.accounts[1]!, '0x1234']), { instanceOf: FleetError });

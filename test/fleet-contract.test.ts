@@ -1,3 +1,5 @@
+// Serial: ganache 7 with eager instamine can leave a request unanswered when several
+// transactions arrive at once (seen as 30 s request timeouts in removeMembers).
 // The DiodeFleet contract itself, driven with plain ethers against ganache.
 import test from 'ava';
 import { execFile } from 'node:child_process';
@@ -56,7 +58,7 @@ async function revertOf(promise: Promise<unknown>): Promise<string | undefined> 
 
 const randomAddresses = (n: number) => Array.from({ length: n }, () => Wallet.createRandom().address);
 
-test('the deployer owns a new fleet and it starts empty', async (t) => {
+test.serial('the deployer owns a new fleet and it starts empty', async (t) => {
   const { fleet, owner } = await deploy(0);
   t.is(await call(fleet, 'owner'), owner.address);
   t.deepEqual([...(await call<string[]>(fleet, 'members'))], []);
@@ -64,7 +66,7 @@ test('the deployer owns a new fleet and it starts empty', async (t) => {
   t.false(await call(fleet, 'deviceWhitelist', evm.accounts[1]));
 });
 
-test('addMember lists the address once and emits MemberAdded only when it changes something', async (t) => {
+test.serial('addMember lists the address once and emits MemberAdded only when it changes something', async (t) => {
   const { fleet } = await deploy(1);
   const [member] = randomAddresses(1) as [string];
   t.deepEqual(await send(fleet, 'addMember', member), [{ name: 'MemberAdded', member }]);
@@ -74,7 +76,7 @@ test('addMember lists the address once and emits MemberAdded only when it change
   t.deepEqual([...(await call<string[]>(fleet, 'members'))], [member]);
 });
 
-test('removals keep the member list and the lookups consistent (swap and pop)', async (t) => {
+test.serial('removals keep the member list and the lookups consistent (swap and pop)', async (t) => {
   const { fleet } = await deploy(2);
   const list = randomAddresses(5);
   await send(fleet, 'addMembers', list);
@@ -92,7 +94,7 @@ test('removals keep the member list and the lookups consistent (swap and pop)', 
   t.deepEqual([...(await call<string[]>(fleet, 'members'))], []);
 });
 
-test('batch calls are idempotent and emit one event per actual change', async (t) => {
+test.serial('batch calls are idempotent and emit one event per actual change', async (t) => {
   const { fleet } = await deploy(3);
   const [a, b, c] = randomAddresses(3) as [string, string, string];
   t.deepEqual((await send(fleet, 'addMembers', [a, b, a])).map((e) => e.member), [a, b]);
@@ -102,7 +104,7 @@ test('batch calls are idempotent and emit one event per actual change', async (t
   t.is(await call(fleet, 'memberCount'), 2n);
 });
 
-test('only the owner may change the fleet (NotOwner)', async (t) => {
+test.serial('only the owner may change the fleet (NotOwner)', async (t) => {
   const { as } = await deploy(4);
   const stranger = as(5);
   const [a] = randomAddresses(1);
@@ -113,7 +115,7 @@ test('only the owner may change the fleet (NotOwner)', async (t) => {
   t.is(await revertOf(stranger.getFunction('transferOwnership')(a)), 'NotOwner');
 });
 
-test('transferOwnership hands the fleet to the new admin and emits OwnershipTransferred', async (t) => {
+test.serial('transferOwnership hands the fleet to the new admin and emits OwnershipTransferred', async (t) => {
   const { fleet, owner, as } = await deploy(6);
   const next = evm.accounts[7]!;
   const receipt = await (await fleet.getFunction('transferOwnership')(next)).wait();
@@ -127,7 +129,7 @@ test('transferOwnership hands the fleet to the new admin and emits OwnershipTran
   t.true(await call(fleet, 'deviceWhitelist', member));
 });
 
-test('the zero address is refused as member or owner (ZeroAddress)', async (t) => {
+test.serial('the zero address is refused as member or owner (ZeroAddress)', async (t) => {
   const { fleet } = await deploy(8);
   const zero = '0x0000000000000000000000000000000000000000';
   t.is(await revertOf(fleet.getFunction('addMember')(zero)), 'ZeroAddress');
@@ -136,7 +138,7 @@ test('the zero address is refused as member or owner (ZeroAddress)', async (t) =
   t.is(await call(fleet, 'memberCount'), 0n);
 });
 
-test('the committed artifact matches what the compile script produces', async (t) => {
+test.serial('the committed artifact matches what the compile script produces', async (t) => {
   const run = promisify(execFile);
   const { stdout } = await run(process.execPath, ['scripts/compile-contract.mjs', '--check']);
   t.regex(stdout, /up to date/);
