@@ -1,12 +1,13 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
-import { tmpdir, userInfo } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startProcess, type BenchProcess } from './procs.ts';
 import { socks5Connect, tcpConnect, openEcho, type Connector } from './client.ts';
 import { sleep } from './stats.ts';
+import { SSHD_BINARY, makeSshdKeys, writeSshdConfig } from '../../test/helpers/sshd-files.ts';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 /** The port the device publishes the sink as (any number: it is a name on the relay, not a socket). */
@@ -78,7 +79,7 @@ export async function diodePath(sinkPort: number, options: DiodeOptions): Promis
   return { name: 'diode', connector, processes: [socksd, relay, publish], info: { device: address } };
 }
 
-const SSHD = ['/usr/sbin/sshd', '/usr/bin/sshd'].find(existsSync);
+const SSHD = SSHD_BINARY;
 
 /**
  * The tunnel people use today: sshd as the jump host, `ssh -R` from the
@@ -89,35 +90,10 @@ const SSHD = ['/usr/sbin/sshd', '/usr/bin/sshd'].find(existsSync);
 export async function sshPath(sinkPort: number): Promise<Path> {
   if (!SSHD) throw new Error('sshd not found: apt-get install openssh-server');
   const dir = scratch('ssh');
-  chmodSync(dir, 0o700);
-  if (process.getuid?.() === 0) mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
-  const hostKey = join(dir, 'host_ed25519');
-  const clientKey = join(dir, 'client_ed25519');
-  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', hostKey]);
-  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', clientKey]);
-  const authorized = join(dir, 'authorized_keys');
-  writeFileSync(authorized, readFileSync(clientKey + '.pub'), { mode: 0o600 });
-  const user = userInfo().username;
+  const files = makeSshdKeys(dir);
+  const { clientKey, user } = files;
   const [sshdPort, remotePort, localPort] = await freePorts(3);
-  const config = join(dir, 'sshd_config');
-  writeFileSync(
-    config,
-    [
-      `Port ${sshdPort}`,
-      'ListenAddress 127.0.0.1',
-      `HostKey ${hostKey}`,
-      `AuthorizedKeysFile ${authorized}`,
-      `PidFile ${join(dir, 'sshd.pid')}`,
-      'PasswordAuthentication no',
-      'KbdInteractiveAuthentication no',
-      'PubkeyAuthentication yes',
-      'PermitRootLogin prohibit-password',
-      'StrictModes no',
-      'UsePAM no',
-      'AllowTcpForwarding yes',
-      `AllowUsers ${user}`,
-    ].join('\n') + '\n',
-  );
+  const config = writeSshdConfig(dir, files, sshdPort, ['AllowTcpForwarding yes']);
   const sshd = startProcess('sshd', SSHD, ['-D', '-e', '-f', config], { tree: true });
   await sshd.waitFor(/Server listening on 127\.0\.0\.1 port/);
   const common = [
