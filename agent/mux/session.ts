@@ -14,6 +14,15 @@ import { MuxStream, type StreamLink } from './stream.ts';
  */
 const CLOSE_LINGER_MS = 2_000;
 
+/**
+ * Bytes queued on the connection before streams wait for its 'drain'. The
+ * socket's own high-water mark (16 KiB) is one TLS record: stopping there
+ * sends one frame per event-loop turn and one syscall per record; a few
+ * records' worth lets the frames of one turn leave in one writev. It is
+ * per connection, not per stream, so a relay's memory stays bounded.
+ */
+const CONN_WRITE_BUFFER = 256 * 1024;
+
 export type MuxRole = 'client' | 'server';
 
 interface PendingPing {
@@ -236,12 +245,16 @@ export class MuxSession extends EventEmitter {
 
   // ---- write side -------------------------------------------------------------------
 
-  /** Corks the connection for the rest of this tick so all frames queued now go out in one writev. */
+  /**
+   * Corks the connection until this event-loop turn's I/O callbacks are done
+   * (setImmediate): the frames made from all the records one read delivered
+   * leave in one writev, not one per record (the next tick would be too soon).
+   */
   private cork(): void {
     if (this.corked) return;
     this.corked = true;
     this.conn.cork();
-    process.nextTick(this.uncork);
+    setImmediate(this.uncork);
   }
 
   private readonly uncork = (): void => {
@@ -254,13 +267,15 @@ export class MuxSession extends EventEmitter {
     const header = Buffer.allocUnsafe(HEADER_LENGTH); // from Node's pool: a slice, not a fresh allocation
     encodeHeader(header, 0, type, flags, streamId, length);
     this.cork();
-    if (!this.conn.write(header)) this.connBlocked = true;
+    this.conn.write(header);
+    if (this.conn.writableLength >= CONN_WRITE_BUFFER) this.connBlocked = true;
   }
 
   private writeBody(buf: Buffer): void {
     if (!this.conn.writable) return;
     this.cork();
-    if (!this.conn.write(buf)) this.connBlocked = true;
+    this.conn.write(buf);
+    if (this.conn.writableLength >= CONN_WRITE_BUFFER) this.connBlocked = true;
   }
 
   private readonly onDrain = (): void => {

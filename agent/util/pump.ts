@@ -1,14 +1,46 @@
 import { finished, type Duplex } from 'node:stream';
 
 /**
+ * Copies `src` into `dst` like `src.pipe(dst)`, but batches writes: the
+ * destination is corked from the first chunk of an event-loop turn until the
+ * turn's I/O is done (setImmediate), so the pieces one socket read yields
+ * (several TLS records, mux frames cut at record boundaries, down to a few
+ * bytes each) leave in one writev instead of one syscall per piece. Chunks
+ * are passed on as they are (no copy); a full destination pauses the source,
+ * its 'drain' resumes it, and the source's end ends the destination.
+ */
+/** Bytes a destination may hold queued before the source is paused (a socket's own mark is 16 KiB). */
+const FORWARD_BUFFER = 128 * 1024;
+
+function forward(src: Duplex, dst: Duplex): void {
+  let corked = false;
+  const uncork = (): void => {
+    corked = false;
+    dst.uncork();
+  };
+  src.on('data', (chunk: Buffer) => {
+    if (!corked) {
+      corked = true;
+      dst.cork();
+      setImmediate(uncork);
+    }
+    dst.write(chunk);
+    if (dst.writableLength >= FORWARD_BUFFER) src.pause();
+  });
+  dst.on('drain', () => src.resume());
+  src.once('end', () => dst.end());
+  // As pipe() does: a source paused before (a handshake read in paused mode) starts flowing now.
+  src.resume();
+}
+
+/**
  * Joins two duplex streams both ways: the tunnel's hot path.
  *
- * `pipe` moves the chunks it is given without copying and stops reading when
- * the destination's buffer is full (backpressure end to end: the mux window
- * on one side, the TCP window on the other). An end in one direction is
- * passed on as an end (half-close), so `ssh` sending EOF while output still
- * flows back works. If either side fails or closes before ending, both are
- * destroyed: nothing stays half-open.
+ * Backpressure holds end to end (the mux window on one side, the TCP window
+ * on the other). An end in one direction is passed on as an end
+ * (half-close), so `ssh` sending EOF while output still flows back works. If
+ * either side fails or closes before ending, both are destroyed: nothing
+ * stays half-open.
  */
 export function splice(a: Duplex, b: Duplex, onDone?: (err?: Error) => void): void {
   let settled = 0;
@@ -23,8 +55,8 @@ export function splice(a: Duplex, b: Duplex, onDone?: (err?: Error) => void): vo
     }
     if (!err && ++settled === 2 && !failed) onDone?.();
   };
-  a.pipe(b);
-  b.pipe(a);
+  forward(a, b);
+  forward(b, a);
   // finished() reports an error or a premature close (closed without end).
   finished(a, (err) => done(err));
   finished(b, (err) => done(err));

@@ -1,0 +1,90 @@
+import test from 'ava';
+import { once } from 'node:events';
+import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
+import { splice } from '../agent/util/pump.ts';
+
+// Serial: the backpressure test reads timing (the writer staying stopped), which a concurrent test would disturb.
+
+/** A connected TCP pair on 127.0.0.1: [the dialer's socket, the accepted socket]. */
+async function tcpPair(): Promise<[Socket, Socket]> {
+  const server = createServer({ allowHalfOpen: true });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const dialer = connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+  await once(dialer, 'connect');
+  const [socket] = await accepted;
+  server.close();
+  return [dialer, socket];
+}
+
+/** left ⇄ [a splice b] ⇄ right: what a tunnel hop looks like from both ends. */
+async function splicedPair(onDone?: (err?: Error) => void): Promise<{ left: Socket; right: Socket; a: Socket; b: Socket }> {
+  const [left, a] = await tcpPair();
+  const [b, right] = await tcpPair();
+  splice(a, b, onDone);
+  return { left, right, a, b };
+}
+
+function readAll(socket: Socket): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  return once(socket, 'end').then(() => Buffer.concat(chunks));
+}
+
+test.serial('bytes pass both ways, and an end in one direction is passed on while the other still flows', async (t) => {
+  let done: ((err?: Error) => void) | undefined;
+  const finished = new Promise<Error | undefined>((resolve) => (done = resolve));
+  const { left, right } = await splicedPair((err) => done!(err));
+  const atRight = readAll(right);
+  const atLeft = readAll(left);
+  const payload = Buffer.alloc(3 * 1024 * 1024, 'x');
+  left.end(payload);
+  t.deepEqual(await atRight, payload, 'left → right arrives whole, then ends');
+  right.end('after your end'); // half-close: this side still talks
+  t.is((await atLeft).toString(), 'after your end');
+  t.is(await finished, undefined, 'both directions ended cleanly');
+});
+
+test.serial('a destination that stops reading pauses the source: the writer is stopped, nothing piles up in the hop', async (t) => {
+  const { left, right, a, b } = await splicedPair();
+  right.pause(); // the far end reads nothing
+  const chunk = Buffer.alloc(256 * 1024);
+  let written = 0;
+  // Write until the path pushes back and stays pushed back for half a second.
+  for (;;) {
+    written += chunk.length;
+    if (!left.write(chunk)) {
+      const drained = await Promise.race([once(left, 'drain').then(() => true), new Promise((r) => setTimeout(r, 500, false))]);
+      if (!drained) break;
+    }
+    if (written > 512 * 1024 * 1024) break;
+  }
+  t.true(written < 512 * 1024 * 1024, `the writer was never stopped (${written} bytes accepted)`);
+  t.true(a.isPaused(), 'the hop stopped reading its source');
+  t.true(b.writableLength <= 1024 * 1024, `the hop holds ${b.writableLength} bytes queued`);
+  t.log(`writer stopped after ${(written / 1048576).toFixed(1)} MiB (kernel buffers of two loopback connections + the hop's bound)`);
+  // And it resumes: the far end reads everything that was accepted.
+  let got = 0;
+  right.on('data', (c: Buffer) => (got += c.length));
+  right.resume();
+  left.end();
+  await once(right, 'end');
+  t.is(got, written);
+  left.destroy();
+  right.destroy();
+});
+
+test.serial('a side that dies takes the other down and reports the error once', async (t) => {
+  const errors: Array<Error | undefined> = [];
+  const { left, right, a, b } = await splicedPair((err) => errors.push(err));
+  left.on('error', () => {});
+  right.resetAndDestroy(); // a TCP reset, not an end: b fails with ECONNRESET
+  // (not once(): it rejects on the 'error' that comes first)
+  await Promise.all([a, b].map((s) => (s.closed ? undefined : new Promise((r) => s.once('close', r)))));
+  await new Promise((r) => setTimeout(r, 50));
+  t.true(a.destroyed && b.destroyed);
+  t.is(errors.length, 1);
+  t.true(errors[0] instanceof Error);
+  left.destroy();
+});
