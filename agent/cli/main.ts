@@ -3,6 +3,7 @@ import { parseArgs, flagHelp } from './args.ts';
 import { DiodeError, UsageError } from '../util/errors.ts';
 import { resolveHome } from '../identity/home.ts';
 import { versionString } from './version.ts';
+import { tuneGcForStreaming } from './gc-tuning.ts';
 
 // The only place that calls process.exit and turns errors into one line.
 
@@ -50,6 +51,7 @@ async function main(argv: string[]): Promise<number> {
   return (await module.run(args, ctx)) ?? 0;
 }
 
+tuneGcForStreaming();
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
