@@ -1,5 +1,5 @@
 import type { TLSSocket } from 'node:tls';
-import { recoverAuth, type Identity } from '../identity/index.ts';
+import { verifyAuth, type Identity } from '../identity/index.ts';
 import { readFrame, writeFrame, FrameError } from './frames.ts';
 import { parseHello, PROTOCOL_VERSION, type Hello, type HelloRole } from './messages.ts';
 import { MAX_HELLO_BYTES } from './limits.ts';
@@ -19,8 +19,8 @@ const PEER_ROLE: Readonly<Record<HelloRole, HelloRole>> = Object.freeze({ agent:
 
 /**
  * Proves our identity on this TLS session and learns the peer's: both send a
- * hello signing the session's exported keying material, then recover the
- * other's address from its signature. A signature made on another session
+ * hello with its public key and a signature over the session's exported
+ * keying material, then verify the other's and take its address from the key. A signature made on another session
  * (a replay, or a man in the middle relaying hellos) does not verify, since
  * each TLS session has its own keying material. The role is part of the
  * signed text, so a proof cannot be reflected back as the other role's.
@@ -29,13 +29,13 @@ const PEER_ROLE: Readonly<Record<HelloRole, HelloRole>> = Object.freeze({ agent:
  */
 export async function exchangeHello(socket: TLSSocket, identity: Identity, role: LinkRole, timeoutMs: number, label = EKM_LABEL): Promise<string> {
   const ekm = socket.exportKeyingMaterial(EKM_LENGTH, label, EKM_CONTEXT);
-  const hello: Hello = { t: 'hello', v: PROTOCOL_VERSION, role, sig: identity.signAuth(role, ekm) };
+  const hello: Hello = { t: 'hello', v: PROTOCOL_VERSION, role, ...identity.signAuth(role, ekm) };
   writeFrame(socket, hello);
   const peer = parseHello(await readFrame(socket, MAX_HELLO_BYTES, timeoutMs));
   const expected = PEER_ROLE[role];
   if (peer.role !== expected) throw new FrameError('EPROTO', `peer says it is a ${peer.role}, expected a ${expected}`);
   try {
-    return recoverAuth(peer.role, ekm, peer.sig);
+    return verifyAuth(peer.role, ekm, peer);
   } catch {
     throw new FrameError('EAUTH', 'peer hello signature does not verify');
   }

@@ -1,11 +1,12 @@
 import { toChecksumAddress as getAddress } from '../identity/checksum.ts';
+import { PUBLIC_KEY_HEX, SIGNATURE_HEX } from '../identity/identity.ts';
 import { FrameError } from './frames.ts';
 import { MAX_ALLOWED_ADDRESSES, MAX_PUBLISHED_PORTS } from './limits.ts';
 
 // Every message arrives from the network, so each has a parser that checks
 // every field before anything uses it. See docs/PROTOCOL.md for the layout.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 export type AccessMode = 'public' | 'private' | 'protected';
 export const ACCESS_MODES: readonly AccessMode[] = ['public', 'private', 'protected'];
@@ -19,7 +20,9 @@ export interface Hello {
   v: number;
   /** agent/relay on the link; client/device inside a data stream's end-to-end layer. */
   role: HelloRole;
-  /** EIP-191 signature over authMessage(role, exportKeyingMaterial(32, label)); see handshake.ts. */
+  /** Uncompressed secp256k1 public key, 0x04 ‖ x ‖ y (the address is keccak-256 of x ‖ y, as Ethereum's). */
+  pub: string;
+  /** ECDSA (SHA-256) signature r ‖ s by that key over authMessage(role, exportKeyingMaterial(32, label)); see handshake.ts. */
   sig: string;
 }
 
@@ -85,8 +88,9 @@ export function parseHello(m: Record<string, unknown>): Hello {
   if (m.t !== 'hello') fail('expected hello');
   if (m.v !== PROTOCOL_VERSION) fail(`unsupported protocol version ${String(m.v)}`);
   if (!HELLO_ROLES.includes(m.role as HelloRole)) fail('hello.role');
-  if (typeof m.sig !== 'string' || !/^0x[0-9a-fA-F]{130}$/.test(m.sig)) fail('hello.sig');
-  return { t: 'hello', v: m.v, role: m.role as HelloRole, sig: m.sig };
+  if (typeof m.pub !== 'string' || !PUBLIC_KEY_HEX.test(m.pub)) fail('hello.pub');
+  if (typeof m.sig !== 'string' || !SIGNATURE_HEX.test(m.sig)) fail('hello.sig');
+  return { t: 'hello', v: m.v, role: m.role as HelloRole, pub: m.pub, sig: m.sig };
 }
 
 export function parsePublish(m: Record<string, unknown>): Publish {
