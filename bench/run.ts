@@ -92,7 +92,8 @@ async function main(): Promise<void> {
   const startedAt = new Date();
   const loadStart = loadAverage();
   log(`load average ${loadStart.join(' ')} on ${cpus().length} cores; scenarios ${options.scenarios.join(', ')}${options.quick ? ' (quick)' : ''}`);
-  const bundle = options.bundle ?? buildBundle(scratch('bundle'));
+  // A profile needs the readable layout to map samples back to source files.
+  const bundle = options.bundle ?? buildBundle(scratch('bundle'), options.profile);
   log(options.bundle ? `using ${bundle}` : 'bundle built');
   const paths: Partial<Record<Path['name'], PathResult>> = {};
   const scale: RelayScaleResult[] = [];

@@ -38,9 +38,10 @@ export function removeScratch(): void {
 }
 
 /** Bundles the working tree's agent (so the bench measures the code as it is now, not a stale dist/). */
-export function buildBundle(dir: string): string {
+export function buildBundle(dir: string, readable = false): string {
   const out = join(dir, 'diode.cjs');
-  execFileSync(process.execPath, [join(REPO, 'scripts/build.mjs'), out], { cwd: REPO, stdio: 'inherit' });
+  const env = readable ? { ...process.env, DIODE_BUNDLE_READABLE: '1' } : process.env;
+  execFileSync(process.execPath, [join(REPO, 'scripts/build.mjs'), out], { cwd: REPO, stdio: 'inherit', env });
   return out;
 }
 
