@@ -6,6 +6,7 @@ import { defaultMuxConfig, validateMuxConfig, type MuxConfig } from './config.ts
 import { FrameDecoder } from './decoder.ts';
 import { MuxError } from './errors.ts';
 import { MuxStream, type StreamLink } from './stream.ts';
+import { turnCorker } from '../util/cork.ts';
 
 /**
  * Milliseconds we keep reading (and discarding) after sending go-away and
@@ -54,7 +55,8 @@ export class MuxSession extends EventEmitter {
   // Write side: connection backpressure and batching.
   private readonly drainWaiters = new Set<MuxStream>();
   private connBlocked = false;
-  private corked = false;
+  /** Batches this turn's frames into one writev (see turnCorker). */
+  private readonly cork: () => void;
 
   // Session state.
   private isClosed = false;
@@ -77,6 +79,7 @@ export class MuxSession extends EventEmitter {
     }
     this.config = Object.freeze(validateMuxConfig(config));
     this.conn = conn;
+    this.cork = turnCorker(conn);
     this.role = role;
     this.nextStreamId = role === 'client' ? 1 : 2;
     this.decoder = new FrameDecoder(this.config.maxWindow, this.onFrame);
@@ -245,32 +248,14 @@ export class MuxSession extends EventEmitter {
 
   // ---- write side -------------------------------------------------------------------
 
-  /**
-   * Corks the connection until this event-loop turn's I/O callbacks are done
-   * (setImmediate): the frames made from all the records one read delivered
-   * leave in one writev, not one per record (the next tick would be too soon).
-   */
-  private cork(): void {
-    if (this.corked) return;
-    this.corked = true;
-    this.conn.cork();
-    setImmediate(this.uncork);
-  }
-
-  private readonly uncork = (): void => {
-    this.corked = false;
-    this.conn.uncork();
-  };
-
   private writeHeader(type: number, flags: number, streamId: number, length: number): void {
     if (!this.conn.writable) return;
     const header = Buffer.allocUnsafe(HEADER_LENGTH); // from Node's pool: a slice, not a fresh allocation
     encodeHeader(header, 0, type, flags, streamId, length);
-    this.cork();
-    this.conn.write(header);
-    if (this.conn.writableLength >= CONN_WRITE_BUFFER) this.connBlocked = true;
+    this.writeBody(header);
   }
 
+  /** Queues bytes on the corked connection; past CONN_WRITE_BUFFER streams wait for 'drain'. */
   private writeBody(buf: Buffer): void {
     if (!this.conn.writable) return;
     this.cork();

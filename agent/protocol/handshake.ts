@@ -20,10 +20,11 @@ const PEER_ROLE: Readonly<Record<HelloRole, HelloRole>> = Object.freeze({ agent:
 /**
  * Proves our identity on this TLS session and learns the peer's: both send a
  * hello with its public key and a signature over the session's exported
- * keying material, then verify the other's and take its address from the key. A signature made on another session
- * (a replay, or a man in the middle relaying hellos) does not verify, since
- * each TLS session has its own keying material. The role is part of the
- * signed text, so a proof cannot be reflected back as the other role's.
+ * keying material, then verify the other's and take its address from the
+ * key. A signature made on another session (a replay, or a man in the
+ * middle relaying hellos) does not verify, since each TLS session has its
+ * own keying material. The role is part of the signed text, so a proof
+ * cannot be reflected back as the other role's.
  * Used on the agent ↔ relay link (label "diode-auth") and inside data
  * streams between client and device (label "diode-e2e").
  */

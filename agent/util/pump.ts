@@ -1,29 +1,20 @@
 import { finished, type Duplex } from 'node:stream';
+import { turnCorker } from './cork.ts';
 
-/**
- * Copies `src` into `dst` like `src.pipe(dst)`, but batches writes: the
- * destination is corked from the first chunk of an event-loop turn until the
- * turn's I/O is done (setImmediate), so the pieces one socket read yields
- * (several TLS records, mux frames cut at record boundaries, down to a few
- * bytes each) leave in one writev instead of one syscall per piece. Chunks
- * are passed on as they are (no copy); a full destination pauses the source,
- * its 'drain' resumes it, and the source's end ends the destination.
- */
 /** Bytes a destination may hold queued before the source is paused (a socket's own mark is 16 KiB). */
 const FORWARD_BUFFER = 128 * 1024;
 
+/**
+ * Copies `src` into `dst` like `src.pipe(dst)`, but batches writes: the
+ * destination is corked for the rest of the event-loop turn (turnCorker).
+ * Chunks are passed on as they are (no copy); a destination holding
+ * FORWARD_BUFFER pauses the source, its 'drain' resumes it, and the
+ * source's end ends the destination.
+ */
 function forward(src: Duplex, dst: Duplex): void {
-  let corked = false;
-  const uncork = (): void => {
-    corked = false;
-    dst.uncork();
-  };
+  const cork = turnCorker(dst);
   src.on('data', (chunk: Buffer) => {
-    if (!corked) {
-      corked = true;
-      dst.cork();
-      setImmediate(uncork);
-    }
+    cork();
     dst.write(chunk);
     if (dst.writableLength >= FORWARD_BUFFER) src.pause();
   });

@@ -80,8 +80,6 @@ export async function diodePath(sinkPort: number, options: DiodeOptions): Promis
   return { name: 'diode', connector, processes: [socksd, relay, publish], info: { device: address } };
 }
 
-const SSHD = SSHD_BINARY;
-
 /**
  * The tunnel people use today: sshd as the jump host, `ssh -R` from the
  * device side publishing the sink on the jump host's loopback, `ssh -L` on
@@ -89,13 +87,13 @@ const SSHD = SSHD_BINARY;
  * and keys; OpenSSH's default cipher choice.
  */
 export async function sshPath(sinkPort: number): Promise<Path> {
-  if (!SSHD) throw new Error('sshd not found: apt-get install openssh-server');
+  if (!SSHD_BINARY) throw new Error('sshd not found: apt-get install openssh-server');
   const dir = scratch('ssh');
   const files = makeSshdKeys(dir);
   const { clientKey, user } = files;
   const [sshdPort, remotePort, localPort] = await freePorts(3);
   const config = writeSshdConfig(dir, files, sshdPort, ['AllowTcpForwarding yes']);
-  const sshd = startProcess('sshd', SSHD, ['-D', '-e', '-f', config], { tree: true });
+  const sshd = startProcess('sshd', SSHD_BINARY, ['-D', '-e', '-f', config], { tree: true });
   await sshd.waitFor(/Server listening on 127\.0\.0\.1 port/);
   const common = [
     '-N', '-T', '-F', '/dev/null', '-i', clientKey, '-p', String(sshdPort),
