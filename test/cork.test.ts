@@ -13,7 +13,7 @@ function recorder(log: string[], name: string, onWrite?: () => void): Writable {
   });
 }
 
-test('writes made in one turn leave in one writev after the turn's callbacks', async (t) => {
+test("writes made in one turn leave in one writev after the turn's callbacks", async (t) => {
   const log: string[] = [];
   const out = recorder(log, 'out');
   const cork = turnCorker(out);
