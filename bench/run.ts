@@ -5,13 +5,14 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { installCleanupHandlers, loadAverage, stopAll } from './lib/procs.ts';
+import { installCleanupHandlers, loadAverage, rssBytes, stopAll } from './lib/procs.ts';
 import { buildBundle, diodePath, directPath, removeScratch, scratch, sshPath, startSink, type Path } from './lib/paths.ts';
 import { summariseProfiles, type ProfileSummary } from './lib/profile.ts';
-import { measurePath, FULL_SIZES, QUICK_SIZES, type PathResult } from './scenarios/path.ts';
+import { measurePath, FULL_SIZES, QUICK_SIZES, type Measured, type PathResult } from './scenarios/path.ts';
+import { measureLatencies } from './scenarios/latency.ts';
 import { relayScale, type RelayScaleResult } from './scenarios/relay-scale.ts';
 import { soak, type SoakResult } from './scenarios/soak.ts';
-import { round } from './lib/stats.ts';
+import { round, sleep } from './lib/stats.ts';
 import { printReport, targets, ratios } from './report.ts';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
@@ -106,16 +107,27 @@ async function main(): Promise<void> {
     const sink = await startSink();
     log(`sink on port ${sink.port}`);
     const client = { name: 'client', pid: process.pid, tree: false };
+    const extra: Measured[] = [client, sink.proc];
+    // All paths up together: idle RSS before any traffic, then connection and
+    // round-trip times in turns (same moments for every path), then each
+    // path's own figures.
+    const started: Path[] = [];
     for (const name of wantPaths) {
-      const path =
+      started.push(
         name === 'direct'
           ? directPath(sink.port)
           : name === 'diode'
             ? await diodePath(sink.port, { bundle, nodeArgs: (role) => (profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${role}.cpuprofile`] : []) })
-            : await sshPath(sink.port);
+            : await sshPath(sink.port),
+      );
       log(`${name}: path up`);
+    }
+    await sleep(sizes.settleMs);
+    const rssIdle = started.map((path) => new Map([...path.processes, ...extra].map((p) => [p.name, rssBytes(p)])));
+    const latencies = await measureLatencies(started, sizes, log);
+    for (const [k, path] of started.entries()) {
       try {
-        paths[name] = await measurePath(path, [client, sink.proc], sizes, log);
+        paths[path.name] = await measurePath(path, extra, sizes, { rssIdle: rssIdle[k], rtts: latencies.rtts[k], setups: latencies.setups[k] }, log);
       } finally {
         await Promise.all(path.processes.map((p) => p.stop()));
       }

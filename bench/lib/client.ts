@@ -105,24 +105,6 @@ export async function timeSetup(connector: Connector): Promise<number> {
   return ms;
 }
 
-/** Round trips of `size`-byte messages on one echo connection; returns each in microseconds. */
-export async function pingPong(connector: Connector, size: number, count: number, warmup: number): Promise<number[]> {
-  const socket = await openEcho(connector);
-  const message = PAYLOAD.subarray(0, size);
-  const rtts: number[] = [];
-  try {
-    for (let i = 0; i < warmup + count; i++) {
-      const start = process.hrtime.bigint();
-      socket.write(message);
-      await readExactly(socket, size);
-      if (i >= warmup) rtts.push(Number(process.hrtime.bigint() - start) / 1e3);
-    }
-  } finally {
-    socket.destroy();
-  }
-  return rtts;
-}
-
 export interface Transfer {
   bytes: number;
   /** ms from the first byte written to the sink's count received. */

@@ -1,22 +1,17 @@
 import type { Socket } from 'node:net';
-import { openEcho, pingPong, sendBulk, timeSetup } from '../lib/client.ts';
+import { openEcho, sendBulk } from '../lib/client.ts';
 import { cpuSeconds, rssBytes, RssSampler } from '../lib/procs.ts';
 import { GiB, MiB, median, quantile, round, sleep } from '../lib/stats.ts';
 import type { Path } from '../lib/paths.ts';
+import type { LatencySizes } from './latency.ts';
 
-export interface PathSizes {
+export interface PathSizes extends LatencySizes {
   /** Bytes per single-stream trial (1 GiB in a full run). */
   singleBytes: number;
   singleTrials: number;
   /** Concurrent streams and the bytes they move in total. */
   streams: number;
   multiBytes: number;
-  /** Round trips of the ping-pong (after warm-up ones). */
-  rttCount: number;
-  rttWarmup: number;
-  rttSize: number;
-  /** Sequential new connections timed. */
-  setupCount: number;
   /** Idle streams held open for the memory figure. */
   idleStreams: number;
   /** Bytes of one untimed transfer first (JIT warm-up; each stream still starts at the spec's window). */
@@ -33,6 +28,7 @@ export const FULL_SIZES: Readonly<PathSizes> = Object.freeze({
   rttCount: 2000,
   rttWarmup: 200,
   rttSize: 64,
+  rttBlock: 100,
   setupCount: 200,
   idleStreams: 1000,
   warmupBytes: 128 * MiB,
@@ -47,6 +43,7 @@ export const QUICK_SIZES: Readonly<PathSizes> = Object.freeze({
   rttCount: 200,
   rttWarmup: 20,
   rttSize: 64,
+  rttBlock: 20,
   setupCount: 20,
   idleStreams: 100,
   warmupBytes: 1 * MiB,
@@ -76,23 +73,24 @@ export interface PathResult {
   processes: Record<string, ProcessFigures>;
 }
 
-type Measured = { name: string; pid: number; tree: boolean };
+export type Measured = { name: string; pid: number; tree: boolean };
+
+/** What the bench measures of every path together before their own figures (see run.ts). */
+export interface SharedFigures {
+  /** RSS of each process after start-up, before any traffic. */
+  rssIdle: Map<string, number>;
+  /** Round trips in µs and new-connection times in ms, taken in turns with the other paths (latency.ts). */
+  rtts: number[];
+  setups: number[];
+}
 
 const mb = (bytes: number) => round(bytes / MiB, 4);
 
-/** All figures of one path, in an order that keeps the heavy transfers from disturbing the latency ones. */
-export async function measurePath(path: Path, extra: Measured[], sizes: PathSizes, log: (line: string) => void): Promise<PathResult> {
+/** The rest of one path's figures, in an order that keeps the heavy transfers from disturbing the latency ones. */
+export async function measurePath(path: Path, extra: Measured[], sizes: PathSizes, shared: SharedFigures, log: (line: string) => void): Promise<PathResult> {
   const procs: Measured[] = [...path.processes, ...extra];
   const rss = (p: Measured) => rssBytes(p);
-  await sleep(sizes.settleMs);
-  const rssIdle = new Map(procs.map((p) => [p.name, rss(p)]));
-
-  log(`${path.name}: ${sizes.setupCount} new connections`);
-  const setups: number[] = [];
-  for (let i = 0; i < sizes.setupCount; i++) setups.push(await timeSetup(path.connector));
-
-  log(`${path.name}: ${sizes.rttCount} round trips of ${sizes.rttSize} bytes`);
-  const rtts = await pingPong(path.connector, sizes.rttSize, sizes.rttCount, sizes.rttWarmup);
+  const { rssIdle, rtts, setups } = shared;
 
   log(`${path.name}: ${sizes.idleStreams} idle streams`);
   const idle: Socket[] = [];
