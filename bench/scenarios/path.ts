@@ -26,7 +26,9 @@ export const FULL_SIZES: Readonly<PathSizes> = Object.freeze({
   streams: 64,
   multiBytes: GiB,
   rttCount: 2000,
-  rttWarmup: 200,
+  // TurboFan is still compiling the hot path for the first ≈ 3,000 round
+  // trips after start-up (bench/README.md, "Where the round-trip tail comes from").
+  rttWarmup: 3000,
   rttSize: 64,
   rttBlock: 100,
   setupCount: 200,
