@@ -6,6 +6,9 @@ const STOP_GRACE_MS = 3_000;
 /** Clock ticks per second of /proc/<pid>/stat utime/stime (USER_HZ, 100 on every Linux we run on). */
 const CLOCK_TICKS = 100;
 
+/** What the figures need of a process: the bench's own children, the bench itself, the sink. */
+export type Measured = Pick<BenchProcess, 'name' | 'pid' | 'tree'>;
+
 export interface BenchProcess {
   /** Short role name used in the table and JSON (relay, socksd, ssh -L, ...). */
   name: string;
@@ -170,11 +173,11 @@ function rssOfPid(pid: number): number {
   }
 }
 
-export function cpuSeconds(p: { pid: number; tree: boolean }): number {
+export function cpuSeconds(p: Omit<Measured, 'name'>): number {
   return pidsOf(p.pid, p.tree).reduce((sum, pid) => sum + cpuOfPid(pid), 0);
 }
 
-export function rssBytes(p: { pid: number; tree: boolean }): number {
+export function rssBytes(p: Omit<Measured, 'name'>): number {
   return pidsOf(p.pid, p.tree).reduce((sum, pid) => sum + rssOfPid(pid), 0);
 }
 
@@ -182,7 +185,7 @@ export function rssBytes(p: { pid: number; tree: boolean }): number {
 export class RssSampler {
   readonly max = new Map<string, number>();
   readonly #timer: NodeJS.Timeout;
-  constructor(procs: ReadonlyArray<{ name: string; pid: number; tree: boolean }>, intervalMs = 200) {
+  constructor(procs: ReadonlyArray<Measured>, intervalMs = 200) {
     const sample = () => {
       for (const p of procs) this.max.set(p.name, Math.max(this.max.get(p.name) ?? 0, rssBytes(p)));
     };

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { openEcho, sendBulk } from '../lib/client.ts';
-import { cpuSeconds, rssBytes, RssSampler } from '../lib/procs.ts';
+import { cpuSeconds, rssBytes, RssSampler, type Measured } from '../lib/procs.ts';
 import { GiB, MiB, median, quantile, round, sleep } from '../lib/stats.ts';
 import type { Path } from '../lib/paths.ts';
 import type { LatencySizes } from './latency.ts';
@@ -75,8 +75,6 @@ export interface PathResult {
   processes: Record<string, ProcessFigures>;
 }
 
-export type Measured = { name: string; pid: number; tree: boolean };
-
 /** What the bench measures of every path together before their own figures (see run.ts). */
 export interface SharedFigures {
   /** RSS of each process after start-up, before any traffic. */
@@ -88,10 +86,9 @@ export interface SharedFigures {
 
 const mb = (bytes: number) => round(bytes / MiB, 4);
 
-/** The rest of one path's figures, in an order that keeps the heavy transfers from disturbing the latency ones. */
+/** The rest of one path's figures (idle RSS and latencies come in `shared`, taken before any transfer). */
 export async function measurePath(path: Path, extra: Measured[], sizes: PathSizes, shared: SharedFigures, log: (line: string) => void): Promise<PathResult> {
   const procs: Measured[] = [...path.processes, ...extra];
-  const rss = (p: Measured) => rssBytes(p);
   const { rssIdle, rtts, setups } = shared;
 
   log(`${path.name}: ${sizes.idleStreams} idle streams`);
@@ -103,7 +100,7 @@ export async function measurePath(path: Path, extra: Measured[], sizes: PathSize
       idle.push(...(await Promise.all(Array.from({ length: batch }, () => openEcho(path.connector)))));
     }
     await sleep(sizes.settleMs);
-    rssIdleStreams = new Map(procs.map((p) => [p.name, rss(p)]));
+    rssIdleStreams = new Map(procs.map((p) => [p.name, rssBytes(p)]));
   } finally {
     for (const s of idle) s.destroy();
   }
