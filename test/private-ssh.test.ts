@@ -101,8 +101,8 @@ class LyingRegistry extends Registry {
     super();
   }
 
-  override get(address: string): AgentSession | undefined {
-    const real = super.get(address);
+  override publisher(address: string): AgentSession | undefined {
+    const real = super.publisher(address);
     if (!real) return real;
     const ports = new Map([...real.ports].map(([n, p]) => [n, { port: n, mode: 'public' as const }]));
     const mux = { open: () => new FrameRewriter(real.mux.open(), { from: this.claim }, this.stripE2E) as unknown as MuxStream };

@@ -2,7 +2,7 @@ import type { MuxStream } from '../mux/index.ts';
 import type { Incoming, ReplyCode } from '../protocol/messages.ts';
 import { requestStream, HeaderRefused } from '../protocol/request.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
-import type { Registry } from './registry.ts';
+import type { SessionSet } from './registry.ts';
 
 export class RouteError extends DiodeError {
   readonly reply: ReplyCode;
@@ -22,7 +22,7 @@ export type Caller = { kind: 'agent'; address: string } | { kind: 'gateway'; rem
  * published, mode) so unwanted traffic never reaches the device's link; the
  * device checks again, and its check is the one that counts.
  */
-export async function dialDevice(registry: Registry, relayAddress: string, caller: Caller, to: string, port: number): Promise<MuxStream> {
+export async function dialDevice(registry: SessionSet, relayAddress: string, caller: Caller, to: string, port: number): Promise<MuxStream> {
   return (await routeToDevice(registry, relayAddress, caller, to, port)).stream;
 }
 
@@ -33,8 +33,8 @@ export interface Routed {
 }
 
 /** dialDevice, also reporting the device's `e2e` flag, which the relay passes on to an agent client. */
-export async function routeToDevice(registry: Registry, relayAddress: string, caller: Caller, to: string, port: number): Promise<Routed> {
-  const device = registry.get(to);
+export async function routeToDevice(registry: SessionSet, relayAddress: string, caller: Caller, to: string, port: number): Promise<Routed> {
+  const device = registry.publisher(to);
   if (!device) throw new RouteError('offline', `device ${to} is not connected`);
   const published = device.ports.get(port);
   if (!published) throw new RouteError('no-such-port', `device ${to} does not publish port ${port}`);

@@ -16,7 +16,7 @@ import {
   MAX_STREAM_HEADER_BYTES,
   STREAM_HEADER_TIMEOUT_MS,
 } from '../protocol/limits.ts';
-import { Registry, type AgentSession } from './registry.ts';
+import { Registry, type AgentSession, type PublisherChange, type SessionSet } from './registry.ts';
 import { routeToDevice, RouteError } from './router.ts';
 import type { RelayCert } from './cert.ts';
 import { RelayStats } from './stats.ts';
@@ -25,7 +25,7 @@ export interface RelayServerOptions {
   identity: Identity;
   cert: RelayCert;
   log: Logger;
-  registry?: Registry;
+  registry?: SessionSet;
 }
 
 /**
@@ -35,7 +35,7 @@ export interface RelayServerOptions {
  * or data streams to route.
  */
 export class RelayServer {
-  readonly registry: Registry;
+  readonly registry: SessionSet;
   readonly stats = new RelayStats();
   readonly identity: Identity;
   readonly #log: Logger;
@@ -46,6 +46,7 @@ export class RelayServer {
     this.identity = options.identity;
     this.registry = options.registry ?? new Registry();
     this.#log = options.log;
+    this.registry.onPublisherChange((change) => this.#onPublisherChange(change));
     this.#context = createSecureContext({ key: options.cert.key, cert: options.cert.cert, minVersion: 'TLSv1.3' });
   }
 
@@ -93,14 +94,10 @@ export class RelayServer {
   #admit(tls: TLSSocket, address: string, remote: string): void {
     const mux = new MuxSession(tls, { role: 'server', keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
     const session: AgentSession = { address, mux, ports: new Map(), remote, connectedAt: Date.now() };
-    const replaced = this.registry.add(session);
-    if (replaced) {
-      this.stats.count('session_replaced');
-      this.#log.info(`${address} reconnected from ${remote}; closing its previous session from ${replaced.remote}`);
-      replaced.mux.close();
-    }
+    // Every authenticated session is kept: one that publishes nothing displaces nothing (see SessionSet).
+    this.registry.add(session);
     this.stats.count('session_opened');
-    this.#log.debug(`${address} connected from ${remote}`);
+    this.#log.debug(`${address} connected from ${remote} (${this.registry.sessionsOf(address).length} session(s) of this address)`);
     mux.on('stream', (stream: MuxStream) => this.#onStream(session, stream));
     mux.once('close', (err?: Error) => {
       if (this.registry.remove(session)) this.#log.debug(`${address} disconnected${err ? `: ${errorMessage(err)}` : ''}`);
@@ -126,14 +123,14 @@ export class RelayServer {
   #onControl(session: AgentSession, stream: MuxStream, first: Record<string, unknown>): void {
     const apply = (message: Record<string, unknown>) => {
       const publish = parsePublish(message);
-      session.ports = new Map(publish.ports.map((p) => [p.port, p]));
+      this.registry.publish(session, publish.ports);
       reply(stream, { t: 'ok', address: session.address });
       this.#log.info(`${session.address} published ${publish.ports.map((p) => `${p.port}/${p.mode}`).join(', ') || 'nothing'}`);
     };
     apply(first);
     readFrames(stream, MAX_CONTROL_BYTES, apply).catch((err) => {
       // The control stream ends with the session; an explicit close withdraws the publish set.
-      session.ports = new Map();
+      this.registry.publish(session, []);
       if (!session.mux.closed) this.#log.info(`control stream of ${session.address} ended: ${errorMessage(err)}`);
     });
   }
@@ -154,6 +151,20 @@ export class RelayServer {
         client.end();
       },
     );
+  }
+
+  /** One line per change of who gets an address's streams; a warning when several sessions publish it. */
+  #onPublisherChange({ address, active, previous, standby }: PublisherChange): void {
+    if (active && standby.length > 0 && standby.includes(previous!)) {
+      this.stats.count('publisher_duplicate');
+      this.#log.warn(
+        `${address} is published by ${standby.length + 1} sessions: streams go to the newest, from ${active.remote}; ` +
+          `standby: ${standby.map((s) => s.remote).join(', ')} (an agent restarted before its old connection died, or a cloned key)`,
+      );
+    } else if (active && previous && !this.registry.sessionsOf(address).includes(previous)) {
+      this.stats.count('publisher_takeover');
+      this.#log.info(`${address}: the session from ${previous.remote} is gone; standby session from ${active.remote} takes over its streams`);
+    }
   }
 
   /** Closes every session and pending handshake. */
