@@ -6,6 +6,7 @@ import type { HostPort } from '../util/hostport.ts';
 import { handleSocksConnection, SocksRefusal } from '../socks/server.ts';
 import { Rep } from '../socks/protocol.ts';
 import type { GatewayConfig } from './config.ts';
+import { listenOn } from '../util/listen.ts';
 import { ConnectionLimiter, sourceKey, type Refusal } from './limiter.ts';
 import { GatewayHttpRouter } from './http.ts';
 import { gatewayConnector, type GatewayRelay } from './route.ts';
@@ -70,16 +71,9 @@ export async function startGateway(relay: GatewayRelay, config: GatewayConfig, l
   };
 
   const listen = async (server: NetServer, name: GatewayListener, at: HostPort) => {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(at.port, at.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    const port = await listenOn(server, at, `--gateway-${name}`);
     servers.push(server);
-    const address = server.address();
-    listening[name] = { host: at.host, port: typeof address === 'object' && address ? address.port : at.port };
+    listening[name] = { host: at.host, port };
   };
 
   try {

@@ -4,6 +4,7 @@ import type { Logger } from '../util/log.ts';
 import type { HostPort } from '../util/hostport.ts';
 import { loadOrCreateRelayCert } from './cert.ts';
 import { RelayServer } from './server.ts';
+import { listenOn } from '../util/listen.ts';
 
 export interface RunningRelay {
   server: RelayServer;
@@ -17,15 +18,7 @@ export async function startRelay(options: { listen: HostPort; home: string; iden
   const cert = await loadOrCreateRelayCert(options.home);
   const server = new RelayServer({ identity: options.identity, cert, log: options.log });
   const listener = createServer({ noDelay: true }, (socket) => server.handleSocket(socket));
-  await new Promise<void>((resolve, reject) => {
-    listener.once('error', reject);
-    listener.listen(options.listen.port, options.listen.host, () => {
-      listener.off('error', reject);
-      resolve();
-    });
-  });
-  const address = listener.address();
-  const port = typeof address === 'object' && address ? address.port : options.listen.port;
+  const port = await listenOn(listener, options.listen);
   return {
     server,
     listener,

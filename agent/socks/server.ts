@@ -4,6 +4,7 @@ import type { Logger } from '../util/log.ts';
 import type { HostPort } from '../util/hostport.ts';
 import { errorMessage } from '../util/errors.ts';
 import { splice } from '../util/pump.ts';
+import { listenOn } from '../util/listen.ts';
 import {
   CMD_CONNECT,
   MAX_SOCKS_HANDSHAKE_BYTES,
@@ -148,17 +149,10 @@ export async function startSocksServer(listen: HostPort, options: SocksServerOpt
     socket.once('close', () => sockets.delete(socket));
     handleSocksConnection(socket, options);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(listen.port, listen.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address();
+  const port = await listenOn(server, listen);
   return {
     server,
-    port: typeof address === 'object' && address ? address.port : listen.port,
+    port,
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

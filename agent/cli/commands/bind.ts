@@ -3,7 +3,8 @@ import type { ParsedArgs } from '../args.ts';
 import type { CommandContext } from '../commands.ts';
 import { loadOrCreateIdentity } from '../../identity/index.ts';
 import { createLogger, type Logger } from '../../util/log.ts';
-import { DiodeError, errorMessage } from '../../util/errors.ts';
+import { errorMessage } from '../../util/errors.ts';
+import { listenError } from '../../util/listen.ts';
 import { splice } from '../../util/pump.ts';
 import { parseBindSpecs, type BindSpec } from '../../client/target.ts';
 import { ClientSession } from '../../client/session.ts';
@@ -56,7 +57,7 @@ function listen(spec: BindSpec, client: ClientSession, log: Logger, sockets: Set
     );
   });
   return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new DiodeError('EBIND', `bind "${spec.text}": cannot listen on ${BIND_HOST}:${spec.localPort}: ${errorMessage(err)}`)));
+    server.once('error', (err) => reject(listenError({ host: BIND_HOST, port: spec.localPort }, err, `bind "${spec.text}"`)));
     server.listen(spec.localPort, BIND_HOST, () => resolve(server));
   });
 }

@@ -3,7 +3,8 @@
 // hands out three fixed files and never sees a key or a transaction.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { parseHostPort, formatHostPort } from '../../util/hostport.ts';
-import { DiodeError, errorMessage } from '../../util/errors.ts';
+import { DiodeError } from '../../util/errors.ts';
+import { listenOn } from '../../util/listen.ts';
 
 // Embedded by scripts/build.mjs (esbuild define) from agent/fleet-ui/build.mjs.
 declare const __FLEET_UI_HTML__: string | undefined;
@@ -33,12 +34,7 @@ export async function serveFleetUi(options: FleetUiOptions): Promise<number> {
   };
   const allowedHosts = new Set([...LOOPBACK_HOSTS, listen.host]);
   const server = createServer((req, res) => serve(req, res, files, allowedHosts));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new DiodeError('ELISTEN', `fleet ui: cannot listen on ${formatHostPort(listen)}: ${errorMessage(err)}`)));
-    server.listen(listen.port, listen.host, resolve);
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : listen.port;
+  const port = await listenOn(server, listen, 'fleet ui');
   const url = `http://${formatHostPort({ host: listen.host, port })}/`;
   process.stdout.write(`fleet ui on ${url}\n`);
   process.stderr.write('open it in a browser with a wallet (MetaMask); Ctrl-C stops it\n');
