@@ -3,7 +3,7 @@ import { connect, type TLSSocket } from 'node:tls';
 import type { Identity } from '../identity/index.ts';
 import { exchangeHello } from '../protocol/handshake.ts';
 import { HANDSHAKE_TIMEOUT_MS } from '../protocol/limits.ts';
-import type { HostPort } from '../util/hostport.ts';
+import { formatHostPort, type HostPort } from '../util/hostport.ts';
 import { DiodeError } from '../util/errors.ts';
 
 export interface RelayConnection {
@@ -33,7 +33,7 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
       socket.destroy();
       reject(err);
     };
-    socket.once('error', fail);
+    socket.once('error', (err) => fail(tlsError(target, err)));
     socket.once('secureConnect', () => {
       socket.setNoDelay(true);
       exchangeHello(socket, identity, 'agent', HANDSHAKE_TIMEOUT_MS).then(
@@ -51,6 +51,22 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
       );
     });
   });
+}
+
+/** OpenSSL's reasons when the peer's first bytes are not a TLS record at all (an sshd's banner, an HTTP reply). */
+const NOT_TLS = /wrong version number|packet length too long|unknown protocol|http request|record layer failure/i;
+
+/**
+ * A TLS failure before the handshake completes, as one line: a peer that
+ * does not talk TLS is named as such, never OpenSSL's dump. Other errors
+ * (refused, reset, timeouts) pass through unchanged.
+ */
+export function tlsError(target: HostPort, err: Error): Error {
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  if (!code.startsWith('ERR_SSL_')) return err;
+  const reason = (err as Error & { reason?: string }).reason ?? code.replace(/^ERR_SSL_/, '').toLowerCase().replace(/_/g, ' ');
+  const what = NOT_TLS.test(reason) || NOT_TLS.test(code.replace(/_/g, ' ')) ? 'no TLS' : `TLS handshake failed: ${reason}`;
+  return new DiodeError('ENOTRELAY', `${formatHostPort(target)} does not speak the diode relay protocol (${what})`);
 }
 
 /** TLS 1.3 suites, fastest first, for a CPU without AES instructions (Raspberry Pi up to the Pi 4). */

@@ -96,7 +96,8 @@ export class RelayLink extends EventEmitter {
         await this.#connectOnce(target);
         if (Date.now() - started >= STABLE_SESSION_MS) attempt = 0;
       } catch (err) {
-        this.#problem(`relay ${formatHostPort(target)}: ${errorMessage(err)}`);
+        const text = errorMessage(err);
+        this.#problem(text.startsWith(formatHostPort(target)) ? text : `relay ${formatHostPort(target)}: ${text}`);
         index++;
       }
       if (!this.#running) break;
