@@ -1,7 +1,9 @@
+import { connect, type Socket } from 'node:net';
 import type { RelayLink } from '../link/relay-link.ts';
 import type { Identity } from '../identity/index.ts';
 import { Rep, type RepCode, type SocksRequest } from '../socks/protocol.ts';
 import { SocksRefusal, type SocksConnector } from '../socks/server.ts';
+import { UsageError, errorMessage } from '../util/errors.ts';
 import { parseDiodeHost } from './hostname.ts';
 import { dialThroughRelay, DialError } from './dial.ts';
 
@@ -16,17 +18,58 @@ const REPLY_FOR: Record<DialError['reply'], RepCode> = {
   'no-relay': Rep.networkUnreachable,
 };
 
+/** What socksd does with a name that is not `<address>.diode` (`--fallback`, as the Diode client's -fallback). */
+export type SocksFallback = 'refuse' | 'direct';
+
+export function parseFallback(text: string): SocksFallback {
+  if (text !== 'refuse' && text !== 'direct') throw new UsageError(`--fallback: "${text}" must be direct or refuse`);
+  return text;
+}
+
+const DIODE_SUFFIX = /\.diode(\.link)?\.?$/i;
+
+/** ms a direct (fallback) connection has to be established. */
+export const DIRECT_CONNECT_TIMEOUT_MS = 10_000;
+
+/** SOCKS replies for the errno of a failed direct connection. */
+const DIRECT_REPLY_FOR: Readonly<Record<string, RepCode>> = Object.freeze({
+  ECONNREFUSED: Rep.connectionRefused,
+  ENOTFOUND: Rep.hostUnreachable,
+  EAI_AGAIN: Rep.hostUnreachable,
+  EHOSTUNREACH: Rep.hostUnreachable,
+  ENETUNREACH: Rep.networkUnreachable,
+  ETIMEDOUT: Rep.ttlExpired,
+});
+
+/** A plain TCP connection from this machine (DNS by the OS), for --fallback direct. */
+function connectDirect(host: string, port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host, port, allowHalfOpen: true, noDelay: true });
+    socket.setTimeout(DIRECT_CONNECT_TIMEOUT_MS, () => socket.destroy(Object.assign(new Error(`no connection within ${DIRECT_CONNECT_TIMEOUT_MS} ms`), { code: 'ETIMEDOUT' })));
+    socket.once('error', (err: NodeJS.ErrnoException) => reject(new SocksRefusal(DIRECT_REPLY_FOR[err.code ?? ''] ?? Rep.generalFailure, `direct ${host}:${port}: ${errorMessage(err)}`)));
+    socket.once('connect', () => {
+      socket.setTimeout(0);
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+  });
+}
+
 /**
- * socksd's connector: only `<address>.diode` names are served. IP literals and
- * other names are refused without any DNS lookup, so nothing leaks.
+ * socksd's connector: `<address>.diode` names go through the relay. IP
+ * literals and other names are refused without any DNS lookup, so nothing
+ * leaks, unless fallback is 'direct': then they are connected from this
+ * machine as any proxy would (a browser's system proxy).
  */
-export function diodeConnector(link: RelayLink, identity: Identity): SocksConnector {
+export function diodeConnector(link: RelayLink, identity: Identity, fallback: SocksFallback = 'refuse'): SocksConnector {
   return async (request: SocksRequest) => {
-    if (request.addressType !== 'domain') {
-      throw new SocksRefusal(Rep.addressTypeNotSupported, `${request.host} is an IP address; use <address>.diode`);
+    const target = request.addressType === 'domain' ? parseDiodeHost(request.host, request.port) : undefined;
+    if (!target) {
+      // A malformed diode name is never looked up in DNS, whatever the fallback.
+      if (fallback === 'direct' && !DIODE_SUFFIX.test(request.host)) return connectDirect(request.host, request.port);
+      if (request.addressType !== 'domain') throw new SocksRefusal(Rep.addressTypeNotSupported, `${request.host} is an IP address; use <address>.diode (or socksd --fallback direct)`);
+      throw new SocksRefusal(Rep.hostUnreachable, `${request.host} is not a <address>.diode name (socksd --fallback direct connects such names directly)`);
     }
-    const target = parseDiodeHost(request.host, request.port);
-    if (!target) throw new SocksRefusal(Rep.hostUnreachable, `${request.host} is not a <address>.diode name`);
     try {
       return await dialThroughRelay(link, identity, target.address, target.port);
     } catch (err) {
