@@ -66,7 +66,7 @@ test('config sets, lists and deletes validated keys and names bad input', async 
   const set = await diode(['config', '--home', home, '-set', 'relays=relay.example.org,10.0.0.1:5000', '-set', 'rpc=http://127.0.0.1:8545']);
   t.is(set.code, 0);
   const list = await diode(['config', '--home', home, '-list']);
-  t.is(list.stdout, 'relays=relay.example.org:41046,10.0.0.1:5000\nrpc=http://127.0.0.1:8545\n');
+  t.is(list.stdout, `relays=relay.example.org:41046,10.0.0.1:5000\nrpc=http://127.0.0.1:8545\nrelays in effect: relay.example.org:41046,10.0.0.1:5000 (from the "relays" key in ${join(home, 'config.json')}; --relay overrides it)\n`);
   const unknown = await diode(['config', '--home', home, '-set', 'relay=x:1']);
   t.is(unknown.code, 2);
   t.regex(unknown.stderr, /unknown config key "relay"; known keys: relays/);
@@ -77,7 +77,7 @@ test('config sets, lists and deletes validated keys and names bad input', async 
   t.regex(badPort.stderr, /99999/);
   const del = await diode(['config', '--home', home, '-delete', 'rpc']);
   t.is(del.stdout, 'deleted rpc\n');
-  t.is((await diode(['config', '--home', home, '-list'])).stdout, 'relays=relay.example.org:41046,10.0.0.1:5000\n');
+  t.regex((await diode(['config', '--home', home, '-list'])).stdout, /^relays=relay.example.org:41046,10.0.0.1:5000\nrelays in effect: /);
 });
 
 test('bad flags and commands are one clear line with exit status 2', async (t) => {

@@ -16,12 +16,15 @@ export interface CommandSpec {
   summary: string;
   usage: string;
   flags: FlagSpec[];
+  /** More help after the flags (loaded only for --help). */
+  details?: () => Promise<string>;
   /** Loaded lazily so `diode publish` never loads the fleet admin code. */
   load: () => Promise<CommandModule>;
 }
 
 const home: FlagSpec = { name: 'home', type: 'string', placeholder: 'DIR', description: 'state directory (key, config); env DIODE_HOME; default ~/.config/diode, /var/lib/diode for root' };
 const help: FlagSpec = { name: 'help', type: 'boolean', description: 'show this help' };
+const logLevel: FlagSpec = { name: 'log-level', type: 'string', placeholder: 'LEVEL', description: 'stderr log level: debug, info, warn or error; env DIODE_LOG; default info' };
 const relay: FlagSpec = { name: 'relay', type: 'string', multiple: true, placeholder: 'HOST:PORT', description: 'relay to use (comma-separated list allowed); overrides the "relays" config key' };
 
 export const COMMANDS: readonly CommandSpec[] = [
@@ -35,6 +38,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'protected', type: 'string', multiple: true, placeholder: '[HOST:]LOCAL[:REMOTE][,...]', description: 'publish to members of the fleet contract (config keys fleet, rpc)' },
       relay,
       home,
+      logLevel,
       help,
     ],
     load: () => import('./commands/publish.ts'),
@@ -42,11 +46,14 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'socksd',
     summary: 'run a local SOCKS5/4a proxy that resolves <address>.diode',
-    usage: 'diode socksd [--listen 127.0.0.1:1080] [--relay host:port]',
+    usage: 'diode socksd [--listen 127.0.0.1:1080 [--allow-remote]] [--fallback direct|refuse] [--relay host:port]',
     flags: [
-      { name: 'listen', type: 'string', placeholder: 'HOST:PORT', defaultValue: '127.0.0.1:1080', description: 'where the proxy listens (port 0 picks a free one)' },
+      { name: 'listen', type: 'string', placeholder: 'HOST:PORT', defaultValue: '127.0.0.1:1080', description: 'where the proxy listens (port 0 picks a free one); beyond loopback needs --allow-remote' },
+      { name: 'allow-remote', type: 'boolean', description: 'allow --listen on a non-loopback address: anyone who reaches it then acts with this machine\'s key' },
+      { name: 'fallback', type: 'string', placeholder: 'direct|refuse', defaultValue: 'refuse', description: 'names that are not <address>.diode: refuse them, or connect directly (DNS lookup and TCP from this machine; for a browser\'s system proxy)' },
       relay,
       home,
+      logLevel,
       help,
     ],
     load: () => import('./commands/socksd.ts'),
@@ -55,7 +62,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     name: 'proxy',
     summary: "connect stdin/stdout to a device port (ssh's ProxyCommand)",
     usage: 'diode proxy <address>.diode <port> [--relay host:port]   (in ~/.ssh/config: ProxyCommand diode proxy %h %p)',
-    flags: [relay, home, help],
+    flags: [relay, home, logLevel, help],
     load: () => import('./commands/proxy.ts'),
   },
   {
@@ -66,6 +73,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'install', type: 'boolean', description: 'add the block to ~/.ssh/config once (keeps the rest, writes a backup)' },
       relay,
       home,
+      logLevel,
       help,
     ],
     load: () => import('./commands/ssh-config.ts'),
@@ -78,6 +86,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'bind', type: 'string', multiple: true, placeholder: 'LOCAL:ADDRESS.diode:REMOTE[,...]', description: 'same as a positional spec (as the Diode client\'s -bind)' },
       relay,
       home,
+      logLevel,
       help,
     ],
     load: () => import('./commands/bind.ts'),
@@ -98,6 +107,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'gateway-max-conns-per-ip', type: 'string', placeholder: 'N', defaultValue: String(DEFAULT_GATEWAY_LIMITS.maxConnsPerIp), description: 'concurrent gateway connections per IPv4 address / IPv6 /64; over it: SOCKS general failure, HTTP 429' },
       { name: 'gateway-idle-timeout', type: 'string', placeholder: 'SECONDS', defaultValue: String(DEFAULT_GATEWAY_LIMITS.idleTimeoutMs / 1000), description: 'close a gateway connection after this long with no byte either way' },
       home,
+      logLevel,
       help,
     ],
     load: () => import('./commands/relay.ts'),
@@ -106,7 +116,13 @@ export const COMMANDS: readonly CommandSpec[] = [
     name: 'address',
     summary: "print this machine's client address (creates the key on first run)",
     usage: 'diode address [--qr]',
-    flags: [{ name: 'qr', type: 'boolean', description: 'also draw the address as a QR code' }, home, help],
+    flags: [
+      { name: 'qr', type: 'boolean', description: 'also draw the address as a QR code (black on white, 4-module quiet zone: scans on light and dark themes and the Linux console)' },
+      { name: 'qr-theme', type: 'string', placeholder: 'color|light|dark', description: 'with --qr: color draws explicit black on white; light/dark draw plain characters for a light/dark terminal background (no colour codes)' },
+      home,
+      logLevel,
+      help,
+    ],
     load: () => import('./commands/address.ts'),
   },
   {
@@ -116,10 +132,17 @@ export const COMMANDS: readonly CommandSpec[] = [
     flags: [
       { name: 'set', type: 'string', multiple: true, placeholder: 'KEY=VALUE', description: 'set a key (validated)' },
       { name: 'delete', type: 'string', multiple: true, placeholder: 'KEY', description: 'remove a key' },
-      { name: 'list', type: 'boolean', description: 'print every key that is set' },
+      { name: 'list', type: 'boolean', description: 'print every key that is set, then the relays in effect and where they come from' },
+      relay,
       home,
+      logLevel,
       help,
     ],
+    details: async () => {
+      const { CONFIG_KEYS } = await import('../config/keys.ts');
+      const width = Math.max(...Object.keys(CONFIG_KEYS).map((k) => k.length)) + 4;
+      return ['keys (in <home>/config.json):', ...Object.entries(CONFIG_KEYS).map(([k, v]) => `  ${k.padEnd(width)}${v.description}`)].join('\n');
+    },
     load: () => import('./commands/config.ts'),
   },
   {
@@ -141,11 +164,15 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'admin-key-file', type: 'string', placeholder: 'FILE', description: 'file holding the admin private key (64 hex digits); default: $DIODE_ADMIN_KEY' },
       { name: 'listen', type: 'string', placeholder: 'HOST:PORT', defaultValue: '127.0.0.1:0', description: 'ui: where the page is served (port 0 picks a free one)' },
       home,
+      logLevel,
       help,
     ],
     load: () => import('./commands/fleet.ts'),
   },
 ];
+
+/** Flags also accepted before the command (`diode --home X address`), for the commands that take them. */
+export const GLOBAL_FLAGS: readonly FlagSpec[] = [home, relay, logLevel];
 
 export function findCommand(name: string): CommandSpec | undefined {
   return COMMANDS.find((c) => c.name === name);

@@ -1,24 +1,69 @@
-import { COMMANDS, findCommand, type CommandContext } from './commands.ts';
+import { COMMANDS, GLOBAL_FLAGS, findCommand, type CommandContext, type CommandSpec } from './commands.ts';
 import { parseArgs, flagHelp } from './args.ts';
 import { DiodeError, UsageError } from '../util/errors.ts';
+import { parseLogLevel, setLogLevel } from '../util/log.ts';
 import { resolveHome } from '../identity/home.ts';
 import { versionString } from './version.ts';
 import { tuneGcForStreaming } from './gc-tuning.ts';
 
 // The only place that calls process.exit and turns errors into one line.
 
+const HELP_WORDS = new Set(['--help', '-help', '-h', 'help']);
+const VERSION_WORDS = new Set(['--version', '-version', '-v', 'version']);
+
 function topHelp(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
+  const rows: Array<[string, string]> = [
+    ...COMMANDS.map((c): [string, string] => [c.name, c.summary]),
+    ['help [command]', 'show this help, or one command\'s flags (same as diode <command> --help)'],
+    ['version', 'print the version and the commit it was built from (also -v, --version)'],
+  ];
+  const width = Math.max(...rows.map(([name]) => name.length)) + 2;
+  const globals = GLOBAL_FLAGS.map((f) => `--${f.name} ${f.placeholder ?? 'VALUE'}`).join(', ');
   return [
     `diode ${versionString()} — reach a device by its key: ssh pi@<address>.diode`,
     '',
-    'usage: diode <command> [flags]',
+    'usage: diode [global flags] <command> [flags]',
     '',
     'commands:',
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
+    ...rows.map(([name, summary]) => `  ${name.padEnd(width)}${summary}`),
     '',
+    `global flags (before or after the command): ${globals}`,
     'diode <command> --help shows its flags. Flags take one or two dashes.',
   ].join('\n');
+}
+
+async function commandHelp(spec: CommandSpec): Promise<string> {
+  const details = spec.details ? `\n${await spec.details()}\n` : '';
+  return `${spec.summary}\n\nusage: ${spec.usage}\n\nflags:\n${flagHelp(spec.flags)}\n${details}`;
+}
+
+function unknownCommand(name: string): UsageError {
+  return new UsageError(`unknown command "${name}"; commands: ${COMMANDS.map((c) => c.name).join(', ')} (diode --help)`);
+}
+
+/**
+ * Splits `diode [global flags] <command> [args]`: the global flags before the
+ * command are handed to the command's own parser, as if written after it.
+ */
+function splitGlobalFlags(argv: string[]): { globals: string[]; name: string | undefined; rest: string[] } {
+  const globals: string[] = [];
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const arg = argv[i];
+    if (!arg.startsWith('-') || HELP_WORDS.has(arg) || VERSION_WORDS.has(arg)) break;
+    const body = arg.replace(/^--?/, '');
+    const eq = body.indexOf('=');
+    const flagName = eq >= 0 ? body.slice(0, eq) : body;
+    if (!GLOBAL_FLAGS.some((f) => f.name === flagName)) {
+      throw new UsageError(`unknown flag "${arg}" before the command; global flags: ${GLOBAL_FLAGS.map((f) => `--${f.name}`).join(', ')} (diode --help)`);
+    }
+    if (eq >= 0) globals.push(`--${body}`);
+    else {
+      if (i + 1 >= argv.length) throw new UsageError(`${arg} needs a value`);
+      globals.push(`--${flagName}`, argv[++i]);
+    }
+  }
+  return { globals, name: argv[i], rest: argv.slice(i + 1) };
 }
 
 function waitForSignal(): Promise<string> {
@@ -30,22 +75,38 @@ function waitForSignal(): Promise<string> {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
+  const { globals, name, rest } = splitGlobalFlags(argv);
+  if (!name || HELP_WORDS.has(name)) {
+    const topic = name ? rest.find((a) => !a.startsWith('-')) : undefined;
+    if (topic) {
+      const spec = findCommand(topic);
+      if (!spec) throw unknownCommand(topic);
+      process.stdout.write(await commandHelp(spec));
+      return 0;
+    }
     process.stdout.write(topHelp() + '\n');
     return name ? 0 : 2;
   }
-  if (name === '--version' || name === '-version' || name === 'version') {
+  if (VERSION_WORDS.has(name)) {
     process.stdout.write(`diode ${versionString()}\n`);
     return 0;
   }
   const spec = findCommand(name);
-  if (!spec) throw new UsageError(`unknown command "${name}"; commands: ${COMMANDS.map((c) => c.name).join(', ')} (diode --help)`);
-  const args = parseArgs(rest, spec.flags, name);
+  if (!spec) throw unknownCommand(name);
+  for (let i = 0; i < globals.length; i++) {
+    const flag = globals[i].replace(/^--/, '').split('=')[0];
+    if (!spec.flags.some((f) => f.name === flag)) throw new UsageError(`--${flag} does not apply to diode ${name}`);
+    if (!globals[i].includes('=')) i++;
+  }
+  const args = parseArgs([...globals, ...rest], spec.flags, name);
   if (args.flags.help) {
-    process.stdout.write(`${spec.summary}\n\nusage: ${spec.usage}\n\nflags:\n${flagHelp(spec.flags)}\n`);
+    process.stdout.write(await commandHelp(spec));
     return 0;
   }
+  // The log level is checked before anything starts: a typo never silently means "info".
+  const levelFlag = args.flags['log-level'] as string | undefined;
+  if (levelFlag !== undefined) setLogLevel(parseLogLevel(levelFlag, '--log-level'));
+  else if (process.env.DIODE_LOG) setLogLevel(parseLogLevel(process.env.DIODE_LOG, 'DIODE_LOG'));
   const ctx: CommandContext = { home: resolveHome(args.flags.home as string | undefined), stopSignal: waitForSignal() };
   const module = await spec.load();
   return (await module.run(args, ctx)) ?? 0;

@@ -1,8 +1,32 @@
 // One line per event, to stderr, so stdout stays free for what a command prints
 // (an address, a port) and for ProxyCommand use.
+import { UsageError } from './errors.ts';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+export const LOG_LEVELS = Object.freeze(Object.keys(LEVELS) as LogLevel[]);
+
+/** Checks a level given by a person (`--log-level`, `DIODE_LOG`); `what` names where it came from. */
+export function parseLogLevel(text: string, what: string): LogLevel {
+  const level = text.trim().toLowerCase();
+  if (!Object.prototype.hasOwnProperty.call(LEVELS, level)) {
+    throw new UsageError(`${what}: "${text}" is not a log level; use ${LOG_LEVELS.join(', ')}`);
+  }
+  return level as LogLevel;
+}
+
+/** Set once by the CLI entry from --log-level or DIODE_LOG (validated there). */
+let chosenLevel: LogLevel | undefined;
+
+export function setLogLevel(level: LogLevel): void {
+  chosenLevel = level;
+}
+
+/** True when a person asked for a level (flag or environment), not just the default. */
+export function logLevelChosen(): boolean {
+  return chosenLevel !== undefined || Boolean(process.env.DIODE_LOG);
+}
 
 export interface Logger {
   debug(msg: string): void;
@@ -13,8 +37,8 @@ export interface Logger {
 }
 
 function threshold(): number {
-  const env = (process.env.DIODE_LOG ?? 'info') as LogLevel;
-  return LEVELS[env] ?? LEVELS.info;
+  const level = chosenLevel ?? ((process.env.DIODE_LOG ?? 'info').trim().toLowerCase() as LogLevel);
+  return LEVELS[level] ?? LEVELS.info;
 }
 
 export function createLogger(component: string, sink: (line: string) => void = (l) => process.stderr.write(l + '\n')): Logger {

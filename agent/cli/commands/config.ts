@@ -20,7 +20,23 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   }
   for (const key of deletes) process.stdout.write(store.delete(key) ? `deleted ${key}\n` : `${key} was not set\n`);
   if (args.flags.list) {
-    for (const [key, value] of store.list()) process.stdout.write(`${key}=${value}\n`);
+    const entries = store.list();
+    for (const [key, value] of entries) process.stdout.write(`${key}=${value}\n`);
+    if (entries.length === 0) process.stdout.write(`nothing set in ${store.path}\n`);
+    process.stdout.write(`${effectiveRelays(args.flags.relay as string[] | undefined, store)}\n`);
+  } else if (args.flags.relay) {
+    throw new UsageError('config: --relay only shows with -list which relays are in effect; to store them write -set relays=host:port');
   }
   return 0;
+}
+
+/** One line: the relays the agents would use now, and where that list comes from. */
+function effectiveRelays(flag: string[] | undefined, store: ConfigStore): string {
+  if (flag && flag.length > 0) {
+    const list = CONFIG_KEYS.relays.parse(flag.join(','));
+    return `relays in effect: ${list} (from --relay)`;
+  }
+  const stored = store.get('relays');
+  if (stored) return `relays in effect: ${stored} (from the "relays" key in ${store.path}; --relay overrides it)`;
+  return 'relays in effect: none; pass --relay host:port or run diode config -set relays=host:port';
 }

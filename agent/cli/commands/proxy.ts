@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { ParsedArgs } from '../args.ts';
 import type { CommandContext } from '../commands.ts';
 import { loadOrCreateIdentity } from '../../identity/index.ts';
-import { createLogger, silentLogger } from '../../util/log.ts';
+import { createLogger, logLevelChosen, silentLogger } from '../../util/log.ts';
 import { parsePort } from '../../util/hostport.ts';
 import { DiodeError, UsageError, errorMessage } from '../../util/errors.ts';
 import { parseTargetHost } from '../../client/target.ts';
@@ -13,7 +13,7 @@ import { resolveRelays } from '../relays.ts';
 /**
  * stdin/stdout ↔ a device port (ssh's ProxyCommand). Quiet unless it fails:
  * ssh shows whatever we print on stderr, so a failure is one line and a
- * non-zero exit (set DIODE_LOG=info to see the relay link's log).
+ * non-zero exit (set --log-level info or DIODE_LOG=info to see the relay link's log).
  */
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const [host, portText, ...extra] = args.positionals;
@@ -21,7 +21,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const target = parseTargetHost(host, parsePort(portText, 'proxy: port'), 'proxy');
   const relays = resolveRelays(args.flags.relay as string[] | undefined, ctx.home);
   const { identity } = loadOrCreateIdentity(ctx.home);
-  const client = new ClientSession(relays, identity, process.env.DIODE_LOG ? createLogger('proxy') : silentLogger);
+  const client = new ClientSession(relays, identity, logLevelChosen() ? createLogger('proxy') : silentLogger);
   try {
     let tunnel: Duplex;
     try {

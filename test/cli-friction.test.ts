@@ -1,0 +1,124 @@
+// Issue 17: what a new user tripped on. Each test runs the real bundle.
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { createServer, type Server } from 'node:net';
+import { promisify } from 'node:util';
+import { join } from 'node:path';
+import { DIODE_BUNDLE, start, startRelay, tempDir } from './helpers/diode.ts';
+import { listenError } from '../agent/util/listen.ts';
+
+const exec = promisify(execFile);
+const ADDRESS = '0x9f8B043D1CaeE0C61c92a5394DA08D428BF16Fbe';
+
+async function diode(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await exec(process.execPath, [DIODE_BUNDLE, ...args], { env: { ...process.env, ...env }, timeout: 20_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+/** A port some other program holds on 127.0.0.1. */
+async function takenPort(t: import('ava').ExecutionContext): Promise<number> {
+  const server: Server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return (server.address() as { port: number }).port;
+}
+
+test('17.1 a taken port is one clear line and exit 1 for socksd, relay --listen, the gateways and bind', async (t) => {
+  const port = await takenPort(t);
+  const at = `127.0.0.1:${port}`;
+  const home = tempDir(t);
+  const cases: Array<[string[], string]> = [
+    [['socksd', '--listen', at, '--relay', '127.0.0.1:1'], `diode: cannot listen on ${at}: address already in use\n`],
+    [['relay', '--listen', at], `diode: cannot listen on ${at}: address already in use\n`],
+    [['relay', '--listen', '127.0.0.1:0', '--gateway-socks', at], `diode: --gateway-socks: cannot listen on ${at}: address already in use\n`],
+    [['relay', '--listen', '127.0.0.1:0', '--gateway-http', at], `diode: --gateway-http: cannot listen on ${at}: address already in use\n`],
+    [['bind', `${port}:${ADDRESS}.diode:22`, '--relay', '127.0.0.1:1'], `diode: bind "${port}:${ADDRESS}.diode:22": cannot listen on ${at}: address already in use\n`],
+    [['fleet', 'ui', '--listen', at], `diode: fleet ui: cannot listen on ${at}: address already in use\n`],
+  ];
+  for (const [args, line] of cases) {
+    const r = await diode([...args, '--home', home, '--log-level', 'error']);
+    t.is(r.code, 1, args.join(' '));
+    t.is(r.stderr, line, args.join(' '));
+    t.notRegex(r.stderr, /internal error|setupListenHandle/);
+  }
+  const notHere = await diode(['socksd', '--listen', '192.0.2.1:1080', '--allow-remote', '--relay', '127.0.0.1:1', '--home', home, '--log-level', 'error']);
+  t.is(notHere.code, 1);
+  t.is(notHere.stderr, 'diode: cannot listen on 192.0.2.1:1080: address not available (no interface of this machine has it)\n');
+});
+
+test('17.1 EACCES and EADDRNOTAVAIL name the cause in words', (t) => {
+  const at = { host: '0.0.0.0', port: 80 };
+  t.is(listenError(at, Object.assign(new Error('listen EACCES: permission denied 0.0.0.0:80'), { code: 'EACCES' })).message, 'cannot listen on 0.0.0.0:80: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)');
+  t.is(listenError(at, Object.assign(new Error('x'), { code: 'EADDRNOTAVAIL' }), '--metrics').message, '--metrics: cannot listen on 0.0.0.0:80: address not available (no interface of this machine has it)');
+  t.is(listenError(at, Object.assign(new Error('x'), { code: 'EADDRNOTAVAIL' })).exitCode, 1);
+});
+
+test('17.5 DIODE_LOG and --log-level are checked before anything starts', async (t) => {
+  const home = tempDir(t);
+  const env = await diode(['address', '--home', home], { DIODE_LOG: 'bogus' });
+  t.is(env.code, 2);
+  t.is(env.stderr, 'diode: DIODE_LOG: "bogus" is not a log level; use debug, info, warn, error\n');
+  const flag = await diode(['address', '--home', home, '--log-level', 'loud']);
+  t.is(flag.code, 2);
+  t.is(flag.stderr, 'diode: --log-level: "loud" is not a log level; use debug, info, warn, error\n');
+  // --log-level wins over DIODE_LOG; "error" silences the relay's info line.
+  const relay = start(t, ['relay', '--listen', '127.0.0.1:0', '--home', home, '--log-level', 'debug'], { env: { DIODE_LOG: 'error' } });
+  await relay.waitFor(/listening on/);
+  await relay.stop();
+  t.regex(relay.output(), /info  \[relay\] SIGTERM: shutting down/);
+  const quiet = start(t, ['--log-level', 'error', 'relay', '--listen', '127.0.0.1:0', '--home', home]);
+  await quiet.waitFor(/listening on/);
+  await quiet.stop();
+  t.notRegex(quiet.output(), /shutting down/);
+});
+
+test('17.6 global flags --home, --relay, --log-level work before the command too', async (t) => {
+  const home = tempDir(t);
+  const after = await diode(['address', '--home', home]);
+  const before = await diode(['--home', home, 'address']);
+  t.is(before.code, 0);
+  t.is(before.stdout, after.stdout);
+  t.is((await diode([`--home=${home}`, 'address'])).stdout, after.stdout);
+  const relays = await diode(['--relay', '10.0.0.9:7', '--home', home, 'config', '-list']);
+  t.regex(relays.stdout, /relays in effect: 10\.0\.0\.9:7 \(from --relay\)/);
+  const level = await diode(['--log-level', 'warn', '--home', home, 'address']);
+  t.is(level.code, 0);
+  const wrongCommand = await diode(['--relay', '10.0.0.9:7', 'address']);
+  t.is(wrongCommand.code, 2);
+  t.is(wrongCommand.stderr, 'diode: --relay does not apply to diode address\n');
+  const unknown = await diode(['--homme', home, 'address']);
+  t.is(unknown.code, 2);
+  t.regex(unknown.stderr, /unknown flag "--homme" before the command; global flags: --home, --relay, --log-level/);
+  const twice = await diode(['--home', home, 'address', '--home', home]);
+  t.regex(twice.stderr, /--home given twice/);
+});
+
+test('17.7 help per command, -v, version listed, config keys named, config -list when nothing is set', async (t) => {
+  const top = await diode(['help']);
+  t.is(top.code, 0);
+  t.regex(top.stdout, /\n {2}version +print the version/);
+  t.regex(top.stdout, /\n {2}help \[command\] +/);
+  const helpPublish = await diode(['help', 'publish']);
+  const publishHelp = await diode(['publish', '--help']);
+  t.is(helpPublish.code, 0);
+  t.is(helpPublish.stdout, publishHelp.stdout);
+  t.regex(helpPublish.stdout, /^publish local ports/);
+  t.regex((await diode(['help', 'nosuch'])).stderr, /unknown command "nosuch"/);
+  for (const v of ['-v', '--version', 'version']) {
+    const r = await diode([v]);
+    t.is(r.code, 0, v);
+    t.regex(r.stdout, /^diode (\d+\.\d+\.\d+|dev) \(commit /, v);
+  }
+  const config = await diode(['config', '--help']);
+  for (const key of ['relays', 'fleet', 'rpc', 'fleet-ttl']) t.regex(config.stdout, new RegExp(`\\n {2}${key} +\\S`), key);
+  t.regex(config.stdout, /relays +comma-separated relay host:port list/);
+  const home = tempDir(t);
+  const empty = await diode(['config', '-list', '--home', home]);
+  t.is(empty.code, 0);
+  t.is(empty.stdout, `nothing set in ${join(home, 'config.json')}\nrelays in effect: none; pass --relay host:port or run diode config -set relays=host:port\n`);
+});
