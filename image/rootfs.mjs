@@ -27,7 +27,8 @@ export const COMMON_PACKAGES = Object.freeze([
   'raspi-firmware', 'initramfs-tools', 'kmod',      // Pi boot firmware, config.txt/cmdline.txt hooks
   'firmware-brcm80211', 'wireless-regdb', 'wpasupplicant', // Pi 3/4/Zero 2 W Wi-Fi
   'iproute2', 'netbase',
-  'fdisk', 'e2fsprogs',                             // first boot grows the root partition (sfdisk + resize2fs)
+  'fdisk', 'e2fsprogs',                             // first boot grows the root partition (sfdisk + resize2fs); fsck.ext4 for the initrd
+  'nano', 'less',                                   // maintenance on the device: an editor and a pager
 ]);
 
 /** The kernel per architecture (Debian's generic kernels carry the Pi device trees). */
@@ -49,8 +50,16 @@ export const DPKG_EXCLUDES = Object.freeze([
   'path-exclude=/usr/share/lintian/*',
 ]);
 
+/**
+ * initramfs-tools' fsck hook finds the root file system's type by resolving
+ * the root device, which does not exist in a chroot: it then leaves fsck out
+ * of the initrd and every boot says "fsck not present, so skipping root file
+ * system". Naming the type makes it copy fsck, logsave and fsck.ext4.
+ */
+export const INITRAMFS_FSTYPE_CONF = Object.freeze({ path: 'etc/initramfs-tools/conf.d/diode-root-fstype', text: 'FSTYPE=ext4' });
+
 /** Bumped whenever the mmdebstrap invocation changes in a way the lists above do not show. */
-export const ROOTFS_RECIPE_VERSION = 2;
+export const ROOTFS_RECIPE_VERSION = 3;
 
 export function packagesFor(arch) {
   if (!KERNEL_PACKAGE[arch]) throw new Error(`unknown architecture ${arch}; known: ${ARCHES.join(', ')}`);
@@ -85,6 +94,7 @@ export function mmdebstrapArgs(arch, output, { security = true } = {}) {
     // (kernel postinst, then initramfs-tools/udev triggers). Stub it while
     // packages install, and build the initrd once at the end.
     `--essential-hook=chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.diode-real --add /usr/sbin/update-initramfs; mkdir -p "$1/usr/sbin"; install -m 755 ${STUB} "$1/usr/sbin/update-initramfs"`,
+    `--customize-hook=mkdir -p "$1/${dirname(INITRAMFS_FSTYPE_CONF.path)}"; printf '%s\\n' '${INITRAMFS_FSTYPE_CONF.text}' > "$1/${INITRAMFS_FSTYPE_CONF.path}"`,
     '--customize-hook=rm -f "$1/usr/sbin/update-initramfs" "$1"/boot/initrd.img-*; chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs; for v in $(ls "$1/lib/modules"); do chroot "$1" update-initramfs -c -k "$v" || exit 1; done',
     // Nothing unique may be baked in: the first boot creates these.
     '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*',
