@@ -28,6 +28,14 @@ export const BOOT_LABEL = 'RASPIFIRM';
 export const ROOT_LABEL = 'RASPIROOT';
 /** Kernel consoles on a Pi 3/4: the GPIO serial port (mini UART), then HDMI, which becomes /dev/console. */
 export const CONSOLES = Object.freeze(['ttyS1,115200', 'tty0']);
+/**
+ * Kernel command line words the image insists on: root mounted read-only
+ * first, so the initrd's fsck (and systemd-fsck-root, when the initrd did not
+ * check it) runs before anything writes; systemd-remount-fs then remounts it
+ * as /etc/fstab says (rw). fsck.repair=yes: a card unplugged mid-write is
+ * repaired at boot instead of stopping at an emergency shell nobody sees.
+ */
+export const CMDLINE_REQUIRED = Object.freeze(['ro', 'fsck.repair=yes', 'rootwait']);
 const MIB = 1024 * 1024;
 /** The boot partition starts 4 MiB in (SD erase-block aligned). */
 const BOOT_START_MIB = 4;
@@ -37,7 +45,7 @@ const BOOT_MIN_MIB = 256;
 const ROOT_FREE_MIB = 256;
 /** Units enabled in the image (ours, and Debian ones that are off by default). */
 export const ENABLED_UNITS = Object.freeze([
-  'diode-firstboot.service', 'diode-boot-config.service', 'diode.service', 'diode-issue.service', 'diode-issue.path',
+  'diode-firstboot.service', 'diode-boot-config.service', 'diode.service', 'diode-relays.path', 'diode-issue.service', 'diode-issue.path',
   'ssh.service', 'systemd-networkd.service', 'systemd-resolved.service', 'systemd-timesyncd.service',
 ]);
 
@@ -124,6 +132,28 @@ export function applyOverlay(tree, binary, { debianUnits = true } = {}) {
   rmSync(join(tree, 'var/lib/diode'), { recursive: true, force: true });
   writeFileSync(join(tree, 'etc/machine-id'), '');
   for (const p of ['var/lib/dbus/machine-id', 'var/lib/systemd/random-seed']) rmSync(join(tree, p), { force: true });
+}
+
+/**
+ * The image's cmdline.txt from the one raspi-firmware wrote: the consoles
+ * (serial, then HDMI), root by label, and CMDLINE_REQUIRED (`ro` replaces
+ * raspi-firmware's `rw`; /etc/default/raspi-extra-cmdline keeps `ro` when a
+ * kernel upgrade regenerates the file, since the later word wins).
+ */
+export function kernelCmdline(text) {
+  const words = text.trim().split(/\s+/).filter((w) => w && !w.startsWith('console=') && !w.startsWith('root=') && !/^(ro|rw|fsck\.repair=.*)$/.test(w));
+  const rest = words.filter((w) => !CMDLINE_REQUIRED.includes(w));
+  return [...CONSOLES.map((c) => `console=${c}`), `root=LABEL=${ROOT_LABEL}`, ...CMDLINE_REQUIRED, ...rest].join(' ');
+}
+
+/**
+ * Lists the initrd's files with the tree's own lsinitramfs (qemu-user via
+ * binfmt here) and returns what is missing for a root file system check.
+ */
+export function initrdProblems(listing) {
+  const files = new Set(listing.split('\n').map((l) => l.trim().replace(/^\.?\/?/, '')));
+  const has = (p) => files.has(p) || files.has(`usr/${p}`);
+  return ['sbin/fsck', 'sbin/fsck.ext4', 'sbin/logsave'].filter((p) => !has(p)).map((p) => `the initrd has no ${p}: the root file system would never be checked at boot`);
 }
 
 // ---- options ----------------------------------------------------------------------
@@ -243,7 +273,14 @@ async function build(opts) {
     if (problems.length) throw new StepError(`the tree is not fit to ship:\n  ${problems.join('\n  ')}`);
     // The binary must start with the image's own libraries (chroot; qemu-user via binfmt here).
     const v = sh('chroot', [tree, '/usr/bin/diode', '--version']).trim();
-    return `clean; chroot diode --version: ${v}`;
+    // The initrd checks the root file system only if fsck made it in (rootfs.mjs, FSTYPE).
+    const initrds = readdirSync(join(tree, 'boot')).filter((f) => f.startsWith('initrd.img-'));
+    if (initrds.length === 0) throw new StepError('no /boot/initrd.img-* in the tree');
+    for (const i of initrds) {
+      const missing = initrdProblems(sh('chroot', [tree, 'lsinitramfs', `/boot/${i}`]));
+      if (missing.length) throw new StepError(`${i}: ${missing.join('; ')}`);
+    }
+    return `clean; chroot diode --version: ${v}; ${initrds.join(', ')} has fsck.ext4`;
   });
 
   step('boot (firmware, kernel, initrd, config.txt, cmdline.txt)', async () => {
@@ -258,7 +295,7 @@ async function build(opts) {
     // raspi-firmware wrote it before ROOTPART was set: point it at the label too.
     let cmdline = readFileSync(join(boot, 'cmdline.txt'), 'utf8').trim();
     cmdline = /\broot=\S+/.test(cmdline) ? cmdline.replace(/\broot=\S+/, `root=LABEL=${ROOT_LABEL}`) : `${cmdline} root=LABEL=${ROOT_LABEL}`;
-    cmdline = [...CONSOLES.map((c) => `console=${c}`), ...cmdline.split(/\s+/).filter((w) => w && !w.startsWith('console='))].join(' ');
+    cmdline = kernelCmdline(cmdline);
     writeFileSync(join(boot, 'cmdline.txt'), cmdline + '\n');
     state.kernel = kernel;
     state.initrd = initrd;

@@ -4,7 +4,7 @@
 // build's no-baked-secrets check on a fake tree.
 import test from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DIODE_BUNDLE, tempDir } from './helpers/diode.ts';
@@ -18,12 +18,15 @@ const UNIT_DIR = join(FILES, 'usr/lib/systemd/system');
 interface BuildModule {
   checkTree(root: string): string[];
   applyOverlay(tree: string, binary: string, opts?: { debianUnits?: boolean }): void;
+  kernelCmdline(text: string): string;
+  initrdProblems(listing: string): string[];
   ENABLED_UNITS: readonly string[];
 }
 interface RootfsModule {
   mmdebstrapArgs(arch: string, output: string): string[];
   rootfsKey(arch: string): string;
   packagesFor(arch: string): string[];
+  INITRAMFS_FSTYPE_CONF: { path: string; text: string };
 }
 const build = (await import(join(REPO, 'image/build.mjs'))) as BuildModule;
 const rootfs = (await import(join(REPO, 'image/rootfs.mjs'))) as RootfsModule;
@@ -90,7 +93,7 @@ function card(t: Parameters<typeof tempDir>[0], files: Record<string, string>): 
   for (const d of [c.boot, join(c.root, 'etc'), join(c.root, 'usr/share/zoneinfo/Europe')]) mkdirSync(d, { recursive: true });
   writeFileSync(join(c.root, 'usr/share/zoneinfo/Europe/London'), 'TZif');
   writeFileSync(join(c.root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/bash\n');
-  writeFileSync(join(c.root, 'etc/group'), 'root:x:0:\nsudo:x:27:\nusers:x:100:\nvideo:x:44:\nnetdev:x:108:\n');
+  writeFileSync(join(c.root, 'etc/group'), 'root:x:0:\nadm:x:4:\nsudo:x:27:\nusers:x:100:\nvideo:x:44:\nnetdev:x:108:\n');
   writeFileSync(join(c.root, 'etc/hosts'), '127.0.0.1\tlocalhost\n127.0.1.1\tdiode\n');
   writeFileSync(join(c.root, 'etc/hostname'), 'diode\n');
   writeFileSync(c.diode, `#!/bin/sh\nexec "${process.execPath}" "${DIODE_BUNDLE}" "$@"\n`, { mode: 0o755 });
@@ -98,12 +101,17 @@ function card(t: Parameters<typeof tempDir>[0], files: Record<string, string>): 
   return c;
 }
 
+/** Runs boot-config on a card; `sh` is dash here, as on the image (its echo expands backslashes). */
 function bootConfig(c: Card) {
-  const r = spawnSync('sh', [BOOT_CONFIG, '--boot', c.boot, '--root', c.root, '--state', c.state, '--run', c.run, '--diode', c.diode, '--dry-run'], { encoding: 'utf8' });
+  const consoleLog = join(c.run, 'console.log');
+  const r = spawnSync('sh', [BOOT_CONFIG, '--boot', c.boot, '--root', c.root, '--state', c.state, '--run', c.run, '--diode', c.diode, '--console', consoleLog, '--dry-run'], { encoding: 'utf8' });
   const read = (p: string) => (existsSync(p) ? readFileSync(p, 'utf8') : '');
   return {
     status: r.status,
     stderr: r.stderr,
+    /** What went to the kernel log (every console=). */
+    console: read(consoleLog),
+    notices: read(join(c.run, 'boot-config.notices')),
     /** Reported problems, apart from "no user configured" (tests that feed no user source expect that one). */
     errors: read(join(c.run, 'boot-config.errors')).split('\n').filter((l) => !l.includes('user pi has no password and no key')).join('\n'),
     allErrors: read(join(c.run, 'boot-config.errors')),
@@ -121,13 +129,17 @@ test('Imager user-data sets the hostname, time zone, user, password hash, key an
   t.regex(r.file('etc/hosts'), /^127\.0\.1\.1\tkitchen-pi$/m);
   t.is(readlinkSync(join(c.root, 'etc/localtime')), '/usr/share/zoneinfo/Europe/London');
   t.true(r.commands.includes('useradd --create-home --user-group --shell /bin/bash pi\n'));
-  t.true(r.commands.includes('usermod -a -G users,netdev,video,sudo pi\n'), 'only groups that exist here');
+  t.true(r.commands.includes('usermod -a -G users,adm,netdev,video,sudo pi\n'), 'only groups that exist here');
   t.true(r.commands.includes(`usermod -p ${HASH} pi\n`));
   t.is(r.file('home/pi/.ssh/authorized_keys'), `${KEY_A}\n`);
   t.is(statSync(join(c.root, 'home/pi/.ssh/authorized_keys')).mode & 0o777, 0o600);
+  t.is(statSync(join(c.root, 'home/pi/.ssh')).mode & 0o777, 0o700);
   t.is(r.file('etc/sudoers.d/90-boot-config-pi'), 'pi ALL=(ALL) NOPASSWD:ALL\n');
-  // A password hash was given and ssh_pwauth was not false.
-  t.regex(r.file('etc/ssh/sshd_config.d/50-diode.conf'), /^PasswordAuthentication yes$/m);
+  t.false(existsSync(join(c.root, 'etc/sudoers.d/91-diode-key-only-pi')), 'user-data gave its own sudo rule');
+  // A password hash was given, but the account has an authorized key: sshd is
+  // reachable by anyone who knows the address, so password login stays off.
+  t.regex(r.file('etc/ssh/sshd_config.d/50-diode.conf'), /^PasswordAuthentication no$/m);
+  t.is(r.notices, '');
   t.regex(r.stderr, /runcmd is not applied/);
 });
 
@@ -286,13 +298,13 @@ test('yaml-flat reads sequences at the key indentation, quoted keys, flow lists 
 });
 
 test('the units pass systemd-analyze verify (apart from paths that exist only in the image)', (t) => {
-  const units = ['diode-firstboot.service', 'diode-boot-config.service', 'diode.service', 'diode-issue.service', 'diode-issue.path'].map((u) => join(UNIT_DIR, u));
+  const units = ['diode-firstboot.service', 'diode-boot-config.service', 'diode.service', 'diode-relays.path', 'diode-issue.service', 'diode-issue.path'].map((u) => join(UNIT_DIR, u));
   const r = spawnSync('systemd-analyze', ['verify', ...units], { encoding: 'utf8' });
-  const imageOnly = /^[\w.-]+: Command (\/usr\/lib\/diode\/(firstboot|boot-config|issue)|\/usr\/bin\/diode) is not executable: No such file or directory$/;
+  const imageOnly = /^[\w.-]+: Command (\/usr\/lib\/diode\/(firstboot|boot-config|issue|has-relays)|\/usr\/bin\/diode) is not executable: No such file or directory$/;
   const rest = (r.stdout + r.stderr).split('\n').filter((l) => l.trim() && !imageOnly.test(l));
   t.deepEqual(rest, []);
   // The scripts those units run are in the overlay and executable, and parse as POSIX sh.
-  for (const s of ['firstboot', 'boot-config', 'issue']) {
+  for (const s of ['firstboot', 'boot-config', 'issue', 'has-relays']) {
     const p = join(FILES, 'usr/lib/diode', s);
     t.truthy(statSync(p).mode & 0o111, `${s} is executable`);
     t.is(spawnSync('sh', ['-n', p]).status, 0, `${s} parses`);
@@ -349,21 +361,231 @@ test('the files hw-test puts on the boot partition apply without problems', asyn
   t.false(r.commands.includes('usermod -p'), 'lock_passwd: true sets no password');
 });
 
+function issue(c: Card, env: Record<string, string> = {}) {
+  const out = join(c.root, 'etc/issue.d/diode.issue');
+  const started = Date.now();
+  const r = spawnSync('sh', [join(FILES, 'usr/lib/diode/issue')], {
+    encoding: 'utf8',
+    env: { ...process.env, DIODE: c.diode, DIODE_HOME: c.state, OUT: out, ERRORS: join(c.run, 'boot-config.errors'), NOTICES: join(c.run, 'boot-config.notices'), RELOAD: '0', ...env },
+  });
+  return { status: r.status, stderr: r.stderr, ms: Date.now() - started, text: existsSync(out) ? readFileSync(out, 'utf8') : '' };
+}
+
 test('the login screen shows the address, an ssh hint, the QR code and the boot-partition problems', (t) => {
   const c = card(t, {});
   mkdirSync(c.run, { recursive: true });
   writeFileSync(join(c.run, 'boot-config.errors'), 'diode.conf:2: unknown key "a\\b"\n');
-  const out = join(c.root, 'etc/issue.d/diode.issue');
-  const r = spawnSync('sh', [join(FILES, 'usr/lib/diode/issue')], {
-    encoding: 'utf8',
-    env: { ...process.env, DIODE: c.diode, DIODE_HOME: c.state, OUT: out, ERRORS: join(c.run, 'boot-config.errors'), RELOAD: '0' },
-  });
+  const r = issue(c);
   t.is(r.status, 0, r.stderr);
-  const issue = readFileSync(out, 'utf8');
   const address = execFileSync(process.execPath, [DIODE_BUNDLE, 'address', '--home', c.state], { encoding: 'utf8' }).trim();
-  t.regex(issue, new RegExp(`^diode address: ${address}$`, 'm'));
-  t.true(issue.includes(`ssh <user>@${address}.diode`));
-  t.true(issue.includes('\u2584') || issue.includes('\u2580'), 'QR code blocks');
+  t.regex(r.text, new RegExp(`^diode address: ${address}$`, 'm'));
+  t.true(r.text.includes(`ssh <user>@${address}.diode`));
+  // How the other machine gets there (issue 18 item 4).
+  t.regex(r.text, /diode ssh-config --install/);
+  t.regex(r.text, /ProxyCommand=nc -X 5 -x localhost:1080 %h %p/);
+  t.true(r.text.includes('\u2584') || r.text.includes('\u2580'), 'QR code blocks');
   // agetty treats backslashes as escapes: they are doubled.
-  t.true(issue.includes('unknown key "a\\\\b"'));
+  t.true(r.text.includes('unknown key "a\\\\b"'));
+});
+
+// ---- issue 18: a device in a drawer --------------------------------------------------
+
+test('item 1: the initrd gets fsck (FSTYPE=ext4 before update-initramfs) and the kernel line mounts root ro first', (t) => {
+  const args = rootfs.mmdebstrapArgs('arm64', '/out.tar');
+  const conf = rootfs.INITRAMFS_FSTYPE_CONF;
+  const writes = args.findIndex((a) => a.startsWith('--customize-hook=') && a.includes(conf.path) && a.includes(conf.text));
+  const builds = args.findIndex((a) => a.startsWith('--customize-hook=') && a.includes('update-initramfs -c'));
+  t.true(writes >= 0 && builds > writes, 'the fsck type is set before the one initrd build');
+  t.is(conf.text, 'FSTYPE=ext4');
+  // The hook as mmdebstrap runs it (sh -c with $1 = the root).
+  const root = tempDir(t);
+  execFileSync('sh', ['-c', args[writes].slice('--customize-hook='.length), 'hook', root]);
+  t.is(readFileSync(join(root, conf.path), 'utf8'), 'FSTYPE=ext4\n');
+  t.true(rootfs.packagesFor('arm64').includes('e2fsprogs'));
+
+  const raspi = 'console=tty0 console=ttyS1,115200 root=/dev/mmcblk0p2 rw fsck.repair=yes net.ifnames=0 cma=64M rootwait';
+  const line = build.kernelCmdline(raspi).split(' ');
+  t.deepEqual(line.slice(0, 3), ['console=ttyS1,115200', 'console=tty0', 'root=LABEL=RASPIROOT']);
+  t.true(line.includes('ro'));
+  t.false(line.includes('rw'));
+  t.true(line.includes('fsck.repair=yes'));
+  t.is(line.filter((w) => w === 'rootwait').length, 1);
+  t.true(line.includes('cma=64M'));
+  // Kernel upgrades regenerate cmdline.txt (raspi-firmware writes "rw", then this file: the later word wins).
+  t.is(readFileSync(join(FILES, 'etc/default/raspi-extra-cmdline'), 'utf8'), 'ro\n');
+  // fstab: root is checked (pass 1) and remounted rw by systemd-remount-fs.
+  t.regex(readFileSync(join(FILES, 'etc/fstab'), 'utf8'), /^LABEL=RASPIROOT\t\/\text4\trw[^\t]*\t0\t1$/m);
+  // The build refuses an initrd without fsck (listing as lsinitramfs prints it, merged /usr).
+  t.deepEqual(build.initrdProblems('usr/sbin/fsck\nusr/sbin/fsck.ext4\nusr/sbin/logsave\nsbin\n'), []);
+  t.is(build.initrdProblems('usr/sbin/e2fsck\n').length, 3);
+});
+
+test('item 2: without a relay the agent is skipped, not restarted; diode-relays.path starts it once one is set', (t) => {
+  const unit = readFileSync(join(UNIT_DIR, 'diode.service'), 'utf8');
+  t.regex(unit, /^ExecCondition=\/usr\/lib\/diode\/has-relays$/m);
+  const path = readFileSync(join(UNIT_DIR, 'diode-relays.path'), 'utf8');
+  t.regex(path, /^PathChanged=\/var\/lib\/diode\/config\.json$/m);
+  t.regex(path, /^Unit=diode\.service$/m);
+  t.true(build.ENABLED_UNITS.includes('diode-relays.path'));
+  t.regex(readFileSync(join(UNIT_DIR, 'diode-issue.path'), 'utf8'), /^PathChanged=\/var\/lib\/diode\/config\.json$/m);
+
+  const c = card(t, {});
+  const hasRelays = (state: string) => spawnSync('sh', [join(FILES, 'usr/lib/diode/has-relays')], { encoding: 'utf8', env: { ...process.env, STATE: state } });
+  const none = hasRelays(c.state);
+  t.is(none.status, 1, 'condition fails (1..254: skipped, not failed)');
+  t.regex(none.stderr, /no relay configured: put relays=\.\.\. in diode\.conf on the boot partition/);
+  // The same check against what `diode config -set relays=` really writes.
+  execFileSync(process.execPath, [DIODE_BUNDLE, 'config', '--home', c.state, '-set', 'fleet-ttl=60']);
+  t.is(hasRelays(c.state).status, 1, 'a config without relays');
+  execFileSync(process.execPath, [DIODE_BUNDLE, 'config', '--home', c.state, '-set', 'relays=relay.example.org']);
+  t.is(hasRelays(c.state).status, 0);
+
+  // The login screen says so until a relay is set.
+  const c2 = card(t, {});
+  const before = issue(c2);
+  t.regex(before.text, /^no relay configured: put relays=\.\.\. in diode\.conf on the boot partition/m);
+  t.regex(before.text, /^diode address: 0x[0-9a-fA-F]{40}$/m, 'the address is still shown');
+  execFileSync(process.execPath, [DIODE_BUNDLE, 'config', '--home', c2.state, '-set', 'relays=10.0.2.2:4000']);
+  t.notRegex(issue(c2).text, /no relay configured/);
+});
+
+test('item 3: a key-only pi (authorized_keys alone) joins adm and gets passwordless sudo; password login stays off', (t) => {
+  const c = card(t, { authorized_keys: `${KEY_A}\n` });
+  const r = bootConfig(c);
+  t.is(r.allErrors, '', r.stderr);
+  t.true(r.commands.includes('useradd --create-home --user-group --shell /bin/bash pi\n'));
+  t.true(r.commands.includes('usermod -a -G sudo,adm pi\n'), r.commands);
+  t.is(r.file('etc/sudoers.d/91-diode-key-only-pi'), '# Written by diode-boot-config: pi has no password (key login only).\npi ALL=(ALL) NOPASSWD:ALL\n');
+  t.is(statSync(join(c.root, 'etc/sudoers.d/91-diode-key-only-pi')).mode & 0o777, 0o440);
+  t.notRegex(r.file('etc/ssh/sshd_config.d/50-diode.conf'), /PasswordAuthentication yes/);
+  // Later the card gets a userconf.txt: pi has a password now, so sudo asks for it.
+  writeFileSync(join(c.root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000::/home/pi:/bin/bash\n');
+  writeFileSync(join(c.boot, 'userconf.txt'), `pi:${HASH}\n`);
+  const again = bootConfig(c);
+  t.false(existsSync(join(c.root, 'etc/sudoers.d/91-diode-key-only-pi')));
+  // It still has its key: password login stays off.
+  t.regex(again.file('etc/ssh/sshd_config.d/50-diode.conf'), /^PasswordAuthentication no$/m);
+  t.is(again.notices, '');
+});
+
+test('item 3: a password and no key turns password login on, and the login screen says -private exists and how', (t) => {
+  const c = card(t, { 'userconf.txt': `pi:${HASH}\n` });
+  const r = bootConfig(c);
+  t.is(r.allErrors, '', r.stderr);
+  t.regex(r.file('etc/ssh/sshd_config.d/50-diode.conf'), /^PasswordAuthentication yes$/m);
+  t.false(existsSync(join(c.root, 'etc/sudoers.d/91-diode-key-only-pi')), 'sudo asks for the password');
+  t.regex(r.notices, /SSH password login is on .*put publish=-private 22:22,0x<your client address> in diode\.conf on the boot partition/);
+  const screen = issue(c);
+  t.regex(screen.text, /^Note: SSH password login is on/m);
+  // Published -private: nothing to warn about.
+  const p = card(t, { 'userconf.txt': `pi:${HASH}\n`, 'diode.conf': 'publish=-private 22:22,0x1111111111111111111111111111111111111111\n' });
+  t.is(bootConfig(p).notices, '');
+});
+
+test('item 4: boot-config messages go to every console (the kernel log), the login prompt does not wait for diode-issue', (t) => {
+  const c = card(t, { 'diode.conf': 'colour=blue\n' });
+  const r = bootConfig(c);
+  t.regex(r.console, /^<3>diode-boot-config: diode\.conf:1: unknown key "colour"/m);
+  t.regex(r.stderr, /diode-boot-config: diode\.conf:1: unknown key "colour"/, 'and the journal');
+  for (const u of ['diode-boot-config.service', 'diode-firstboot.service']) {
+    const text = readFileSync(join(UNIT_DIR, u), 'utf8');
+    t.notRegex(text, /\+console/, `${u}: console output would reach only the last console=`);
+  }
+  t.regex(readFileSync(join(FILES, 'usr/lib/diode/firstboot'), 'utf8'), /\/dev\/kmsg/);
+  const unit = readFileSync(join(UNIT_DIR, 'diode-issue.service'), 'utf8');
+  t.notRegex(unit, /^(Before|Wants|Requires)=.*getty/m, 'not ordered before the gettys');
+  t.regex(unit, /^TimeoutStartSec=\d+(s|min)$/m);
+
+  // A binary that hangs: the screen is written at once, the wait is bounded, and it says so.
+  const slow = card(t, {});
+  writeFileSync(slow.diode, '#!/bin/sh\nsleep 30\n', { mode: 0o755 });
+  const hung = issue(slow, { ADDRESS_TIMEOUT: '1' });
+  t.is(hung.status, 0);
+  t.true(hung.ms < 10_000, `${hung.ms} ms`);
+  t.regex(hung.text, /^diode address: unknown/m);
+  // The address is cached per key: the next boot shows it without starting the binary.
+  const ok = card(t, {});
+  const first = issue(ok);
+  const address = /^diode address: (0x[0-9a-fA-F]{40})$/m.exec(first.text)?.[1];
+  t.truthy(address, first.text);
+  writeFileSync(ok.diode, '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+  t.regex(issue(ok).text, new RegExp(`^diode address: ${address}$`, 'm'));
+  // A new key invalidates the cache.
+  writeFileSync(join(ok.state, 'private.key'), 'another key');
+  t.regex(issue(ok).text, /^diode address: unknown/m);
+});
+
+test('item 5: nano and less are on the image, and accounts boot-config makes can read the journal (adm)', (t) => {
+  for (const arch of ['arm64', 'armhf']) for (const p of ['nano', 'less']) t.true(rootfs.packagesFor(arch).includes(p), `${arch}: ${p}`);
+  const c = card(t, {});
+  const r = bootConfig(c);
+  t.true(r.commands.includes('usermod -a -G sudo,adm pi\n'), r.commands);
+  t.is(r.file('etc/sudoers.d/91-diode-key-only-pi'), '# Written by diode-boot-config: pi has no password (key login only).\npi ALL=(ALL) NOPASSWD:ALL\n');
+});
+
+test('item 7: the README says to use diode ssh-config --install (or ServerAliveInterval) for an interactive session, and why', (t) => {
+  for (const f of ['README.md', 'image/README.md']) {
+    const text = readFileSync(join(REPO, f), 'utf8');
+    t.regex(text, /diode ssh-config --install/, f);
+    t.regex(text, /ServerAliveInterval/, f);
+    t.regex(text, /CLOSE-WAIT/, f);
+  }
+});
+
+// ---- issue 14 item 7: boot-config runs as root in a home the user owns -------------------
+
+test('hostile home: a symlinked ~/.ssh/authorized_keys or ~/.ssh is refused with a console message; root\'s files stay as they were', (t) => {
+  for (const planted of ['file', 'dir'] as const) {
+    const c = card(t, { authorized_keys: `${KEY_B}\n` });
+    writeFileSync(join(c.root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000::/home/pi:/bin/bash\n');
+    mkdirSync(join(c.root, 'root/.ssh'), { recursive: true });
+    const rootKeys = join(c.root, 'root/.ssh/authorized_keys');
+    writeFileSync(rootKeys, `${KEY_A}\n`);
+    chmodSync(rootKeys, 0o644);
+    mkdirSync(join(c.root, 'home/pi'), { recursive: true });
+    if (planted === 'file') {
+      mkdirSync(join(c.root, 'home/pi/.ssh'));
+      symlinkSync(rootKeys, join(c.root, 'home/pi/.ssh/authorized_keys'));
+    } else {
+      symlinkSync(join(c.root, 'root/.ssh'), join(c.root, 'home/pi/.ssh'));
+    }
+    const r = bootConfig(c);
+    t.is(r.status, 0);
+    t.is(readFileSync(rootKeys, 'utf8'), `${KEY_A}\n`, `${planted}: nothing appended to root's keys`);
+    t.is(statSync(rootKeys).mode & 0o777, 0o644, `${planted}: no chmod through the link`);
+    const where = planted === 'file' ? '/home/pi/.ssh/authorized_keys' : '/home/pi/.ssh';
+    t.regex(r.allErrors, new RegExp(`authorized_keys: ${where.replace(/\./g, '\\.')} is a symbolic link; not followed`), r.allErrors);
+    t.regex(r.console, /^<3>diode-boot-config: authorized_keys: .* is a symbolic link/m);
+  }
+  // Outside --dry-run the keys are written by the user itself (setpriv), not by root.
+  const script = readFileSync(BOOT_CONFIG, 'utf8');
+  t.regex(script, /setpriv --reuid="\$\{ids%%:\*\}" --regid="\$\{ids#\*:\}" --init-groups/);
+  t.notRegex(script, /chown -R/);
+});
+
+test('hostile values: a backslash-n in gateway4 injects no networkd section (printf, not echo), control characters are refused', (t) => {
+  const c = card(t, {
+    'network-config': 'version: 2\nethernets:\n  eth0:\n    addresses: [192.168.1.50/24]\n    gateway4: "192.168.1.1\\n[Network]\\nIPForward=yes"\n    nameservers:\n      addresses: ["1.1.1.1\\n[Network]\\nIPForward=yes", 9.9.9.9]\n      search: [home.lan]\n    routes:\n      - to: 10.9.0.0/16\n        via: "10.0.0.1\\nIPForward=yes"\n',
+    'user-data': '#cloud-config\nhostname: "pi\u001b[2J"\nusers:\n- name: pi\n  ssh_authorized_keys:\n  - ' + KEY_A + '\n',
+    'diode.conf': 'publish=-public 22:22\nrelays=relay.example.org\u001b]0;owned\u0007\n',
+  });
+  const r = bootConfig(c);
+  t.is(r.status, 0);
+  const net = r.file('etc/systemd/network/20-boot-config-eth0.network');
+  t.notRegex(net, /IPForward/);
+  t.is(net.match(/^\[Network\]$/gm)?.length, 1);
+  t.notRegex(net, /^Gateway=/m);
+  t.regex(net, /^DNS=9\.9\.9\.9$/m);
+  t.notRegex(net, /^DNS=1\.1\.1\.1/m);
+  t.regex(net, /^Domains=home\.lan$/m);
+  t.notRegex(net, /\[Route\]/);
+  t.regex(r.errors, /network-config: eth0: gateway "192\.168\.1\.1\\n\[Network\]\\nIPForward=yes" is not an IP address/);
+  t.regex(r.errors, /network-config: eth0: name server .* is not valid/);
+  t.regex(r.errors, /network-config: eth0: route to "10\.9\.0\.0\/16" via .* is not ADDRESS/);
+  // Control characters: refused, and never copied to the errors file, the consoles or the login screen.
+  t.regex(r.errors, /user-data: the value of hostname contains control characters; ignored/);
+  t.regex(r.errors, /diode\.conf:2: the line contains control characters; ignored/);
+  t.is(r.file('etc/hostname'), 'diode\n');
+  t.false(existsSync(join(c.state, 'config.json')) && /owned/.test(readFileSync(join(c.state, 'config.json'), 'utf8')));
+  for (const text of [r.allErrors, r.console, issue(c).text]) t.notRegex(text, /[\u0000-\u0008\u000b-\u001f\u007f]/);
 });
