@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
-import { DIODE_BUNDLE, start, startRelay, tempDir } from './helpers/diode.ts';
+import { DIODE_BUNDLE, start, tempDir } from './helpers/diode.ts';
 import { listenError } from '../agent/util/listen.ts';
 
 const exec = promisify(execFile);
