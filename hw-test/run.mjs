@@ -9,6 +9,7 @@
 //
 // Prints one line per step with the time since power-on, and a summary.
 import { spawn, spawnSync } from 'node:child_process';
+import { createServer } from 'node:net';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -147,15 +148,35 @@ export function imagerFiles({ hostname, user, pubkey, ssid, psk, country, relay 
       '',
     ].join('\n'),
     'meta-data': 'instance-id: hw-test\n',
-    'diode.conf': `# written by hw-test\nrelays=${relay}\npublish=-public 22:22\n`,
+    'diode.conf': `# written by hw-test\n${relay ? `relays=${relay}\n` : ''}publish=-public 22:22\n`,
   };
+}
+
+/**
+ * The kernel command line for QEMU: the image's own cmdline.txt (root by
+ * label, `ro`, fsck.repair, the Wi-Fi country Imager adds), with the Pi's GPIO
+ * serial console swapped for the virt machine's serial port and HDMI (tty0)
+ * kept last, as on a Pi: so the test also shows what reaches a serial console
+ * that is not /dev/console.
+ */
+export function qemuAppend(cmdlineTxt, m) {
+  return cmdlineTxt.trim().split(/\s+/).map((w) => (/^console=ttyS\d/.test(w) ? `console=${m.console},115200` : w)).join(' ');
+}
+
+/** A free TCP port on 127.0.0.1 (for QEMU's hostfwd to the guest's sshd: the LAN path). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+  });
 }
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const m = MACHINES[opts.arch];
-  for (const tool of [m.qemu, 'mcopy', 'sfdisk', 'ssh', 'ssh-keygen', 'nc']) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new HwTestError(`${tool} not found (apt-get install qemu-system-arm mtools fdisk openssh-client netcat-openbsd)`);
+  for (const tool of [m.qemu, 'mcopy', 'sfdisk', 'ssh', 'ssh-keygen', 'nc', 'debugfs', 'e2fsck']) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new HwTestError(`${tool} not found (apt-get install qemu-system-arm mtools fdisk openssh-client netcat-openbsd e2fsprogs)`);
   }
   if (!existsSync(opts.image)) throw new HwTestError(`${opts.image} not found; build it first: npm run image -- --arch ${opts.arch} --no-xz`);
   if (!existsSync(BUNDLE)) run(process.execPath, [join(ROOT, 'scripts/build.mjs')]);
@@ -165,6 +186,8 @@ async function main() {
   const log = (s) => console.log(s);
   log(`hw-test ${opts.arch}: work dir ${relative(ROOT, work)}`);
   const cleanup = () => { killAll(); if (!opts.keep) rmSync(work, { recursive: true, force: true }); };
+  const checks = [];
+  const check = (what, ok, detail = '') => { checks.push([what, ok, detail]); log(`  ${ok ? 'ok  ' : 'FAIL'} ${what}${detail ? `: ${detail}` : ''}`); };
 
   try {
     // The card: a sparse copy of the image, larger than the image (first boot grows into it).
@@ -173,6 +196,8 @@ async function main() {
     run('truncate', ['-s', `+${GROW_BY}`, card]);
     const table = JSON.parse(run('sfdisk', ['-J', card])).partitiontable;
     const bootAt = `${card}@@${table.partitions[0].start * 512}`;
+    /** The root file system inside the card, as e2fsprogs opens it (no loop device). */
+    const rootFs = `${card}?offset=${table.partitions[1].start * 512}`;
     const names = run('mdir', ['-b', '-i', bootAt, '::']).split('\n').map((l) => l.replace(/^::\//, '').trim()).filter(Boolean);
     const kernel = names.find((n) => n.startsWith('vmlinuz'));
     const initrd = names.find((n) => n.startsWith('initrd.img'));
@@ -191,52 +216,59 @@ async function main() {
     const relayPort = Number((await relay.waitFor(/relay 0x[0-9a-fA-F]{40} listening on [\d.]+:(\d+)/, 60_000)).match[1]);
     const socksd = daemon('socksd', process.execPath, [BUNDLE, 'socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relayPort}`, '--home', join(work, 'client')], join(work, 'socksd.log'));
     const socksPort = Number((await socksd.waitFor(/listening on [\d.]+:(\d+)/, 60_000)).match[1]);
-    log(`  relay on 127.0.0.1:${relayPort} (guest: ${HOST_FROM_GUEST}:${relayPort}), socksd on 127.0.0.1:${socksPort}`);
+    const lanPort = await freePort();
+    log(`  relay on 127.0.0.1:${relayPort} (guest: ${HOST_FROM_GUEST}:${relayPort}), socksd on 127.0.0.1:${socksPort}, guest sshd on the "LAN" at 127.0.0.1:${lanPort}`);
 
-    const settings = { hostname: 'hwtest-pi', user: 'pi', pubkey, ssid: 'diode test net', psk: 'f'.repeat(16) + '0123456789abcdef'.repeat(3), country: 'DE', relay: `${HOST_FROM_GUEST}:${relayPort}` };
+    // First boot: everything but a relay (issue 18 item 2: the agent must wait, not spin).
+    const relaySetting = `${HOST_FROM_GUEST}:${relayPort}`;
+    const settings = { hostname: 'hwtest-pi', user: 'pi', pubkey, ssid: 'diode test net', psk: 'f'.repeat(16) + '0123456789abcdef'.repeat(3), country: 'DE', relay: null };
     const files = { ...imagerFiles(settings), authorized_keys: readFileSync(`${key2}.pub`, 'utf8'), ssh: '' };
     // Imager also appends the Wi-Fi country to cmdline.txt.
     const cmdlineTxt = run('mtype', ['-i', bootAt, '::cmdline.txt']).trim() + ` cfg80211.ieee80211_regdom=${settings.country}\n`;
     files['cmdline.txt'] = cmdlineTxt;
-    for (const [name, content] of Object.entries(files)) {
+    const putOnCard = (name, content) => {
       writeFileSync(join(work, name), content);
       run('mcopy', ['-o', '-i', bootAt, join(work, name), `::${name}`]);
-    }
+    };
+    for (const [name, content] of Object.entries(files)) putOnCard(name, content);
 
-    // Power on.
-    const append = `root=LABEL=RASPIROOT rw rootwait fsck.repair=yes net.ifnames=0 console=${m.console} cfg80211.ieee80211_regdom=${settings.country}`;
+    const append = qemuAppend(cmdlineTxt, m);
+    log(`  kernel command line (the image's cmdline.txt): ${append}`);
     const qemuArgs = [
       '-M', m.machine, '-cpu', m.cpu, '-smp', '2', '-m', String(GUEST_MEM_MIB),
       '-kernel', join(work, kernel), '-initrd', join(work, initrd), '-append', append,
       '-drive', `file=${card},format=raw,if=none,id=hd0,cache=unsafe`, '-device', 'virtio-blk-device,drive=hd0',
-      '-netdev', 'user,id=n0', '-device', 'virtio-net-device,netdev=n0',
+      '-netdev', `user,id=n0,hostfwd=tcp:127.0.0.1:${lanPort}-:22`, '-device', 'virtio-net-device,netdev=n0',
       '-device', 'virtio-rng-device',
       '-display', 'none', '-monitor', 'none', '-serial', 'stdio',
     ];
     const serialLog = join(work, 'serial.log');
-    const t0 = Date.now();
-    const since = () => `${((Date.now() - t0) / 1000).toFixed(0)} s`;
-    const qemu = daemon('guest', 'nice', ['-n', '5', m.qemu, ...qemuArgs], serialLog);
-    log(`  power on (${m.qemu} -M ${m.machine} -cpu ${m.cpu}, TCG); serial log ${relative(ROOT, serialLog)}`);
     const timeoutMs = opts.timeoutMin * 60_000;
-    await qemu.waitFor(/Linux version/, timeoutMs);
-    log(`  ${since()}: kernel booting`);
-    const first = await qemu.waitFor(ADDRESS_LINE, timeoutMs);
-    const address = first.match[1];
-    const tAddress = Date.now() - t0;
-    log(`  ${since()}: the login screen shows diode address ${address}`);
+    const powerOn = async (label) => {
+      const t0 = Date.now();
+      const qemu = daemon('guest', 'nice', ['-n', '5', m.qemu, ...qemuArgs], serialLog);
+      log(`  power on, ${label} (${m.qemu} -M ${m.machine} -cpu ${m.cpu}, TCG); serial log ${relative(ROOT, serialLog)}`);
+      await qemu.waitFor(/Linux version/, timeoutMs);
+      return { qemu, t0, since: () => `${((Date.now() - t0) / 1000).toFixed(0)} s` };
+    };
+    const waitExit = (qemu, ms) => new Promise((resolve, reject) => {
+      if (qemu.child.exitCode !== null || qemu.child.signalCode !== null) { resolve(); return; }
+      const timer = setTimeout(() => reject(new HwTestError(`the guest did not power off within ${ms / 1000} s`)), ms);
+      qemu.child.once('exit', () => { clearTimeout(timer); resolve(); });
+    });
 
     const knownHosts = join(work, 'known_hosts');
-    const sshArgs = (strict) => [
-      '-o', `ProxyCommand=nc -X 5 -x 127.0.0.1:${socksPort} %h %p`,
+    const common = (strict, k) => [
       '-o', `UserKnownHostsFile=${knownHosts}`, '-o', `StrictHostKeyChecking=${strict}`,
-      '-o', 'BatchMode=yes', '-o', `ConnectTimeout=${SSH_CONNECT_TIMEOUT_S}`, '-o', 'LogLevel=ERROR',
-      '-i', key, `pi@${address}.diode`,
+      '-o', 'BatchMode=yes', '-o', `ConnectTimeout=${SSH_CONNECT_TIMEOUT_S}`, '-o', 'LogLevel=ERROR', '-i', k,
     ];
+    let address = '';
     // Asynchronous, so the guest's serial output keeps being read meanwhile.
-    const ssh = (cmd, strict = 'yes', k = key) => new Promise((resolve) => {
-      const args = sshArgs(strict);
-      args[args.indexOf(key)] = k;
+    // via: 'diode' (socksd → relay → agent → sshd) or 'lan' (QEMU's forward to sshd, as from the LAN).
+    const ssh = (cmd, { strict = 'yes', k = key, via = 'diode' } = {}) => new Promise((resolve) => {
+      const args = via === 'lan'
+        ? [...common(strict, k), '-o', 'HostKeyAlias=hwtest-lan', '-p', String(lanPort), 'pi@127.0.0.1']
+        : ['-o', `ProxyCommand=nc -X 5 -x 127.0.0.1:${socksPort} %h %p`, ...common(strict, k), `pi@${address}.diode`];
       const child = spawn('ssh', [...args, cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
@@ -245,23 +277,63 @@ async function main() {
       const timer = setTimeout(() => child.kill('SIGKILL'), SSH_COMMAND_TIMEOUT_MS);
       child.once('close', (status) => { clearTimeout(timer); resolve({ status, stdout, stderr }); });
     });
-    const untilSsh = async (strict, deadline) => {
+    const untilSsh = async (opt, deadline) => {
       let last = '';
       while (Date.now() < deadline) {
-        const r = await ssh('uname -m', strict);
+        const r = await ssh('uname -m', opt);
         if (r.status === 0) return r.stdout.trim();
         last = (r.stderr || '').trim();
         await sleep(SSH_RETRY_MS);
       }
-      throw new HwTestError(`ssh pi@${address}.diode did not succeed in time; last error: ${last}`);
+      throw new HwTestError(`ssh ${opt.via === 'lan' ? `-p ${lanPort} pi@127.0.0.1` : `pi@${address}.diode`} did not succeed in time; last error: ${last}`);
     };
-    const uname = await untilSsh('accept-new', t0 + timeoutMs);
-    const tReach = Date.now() - t0;
+    const facts = async (lines, opt) => {
+      const r = await ssh(lines.join('; '), opt);
+      if (r.status !== 0) throw new HwTestError(`probe over ssh failed: ${r.stderr}`);
+      return Object.fromEntries(r.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    };
+
+    // ---- first boot, no relay configured ----
+    const boot1 = await powerOn('first boot, diode.conf without relays');
+    const { qemu } = boot1;
+    log(`  ${boot1.since()}: kernel booting`);
+    const firstLogin = qemu.waitFor(/login: /, timeoutMs).then(() => Date.now() - boot1.t0, () => NaN);
+    const first = await qemu.waitFor(ADDRESS_LINE, timeoutMs);
+    address = first.match[1];
+    const tAddress = Date.now() - boot1.t0;
+    log(`  ${boot1.since()}: the login screen shows diode address ${address}`);
+    const tLogin = await firstLogin;
+    log(`  login prompt first shown at ${Math.round(tLogin / 1000)} s (the prompt does not wait for diode-issue)`);
+    const screen1 = qemu.output().slice(first.at, first.at + 4000);
+    check('login screen: "no relay configured" with what to put in diode.conf', /no relay configured: put relays=\.\.\. in diode\.conf on the boot partition/.test(screen1));
+    check('login screen: how the other machine gets there', screen1.includes('diode ssh-config --install'));
+
+    await untilSsh({ strict: 'accept-new', via: 'lan' }, boot1.t0 + timeoutMs);
+    log(`  ${boot1.since()}: ssh on the LAN (QEMU forward to sshd) works`);
+    // Long enough for several RestartSec=5 cycles if the agent were spinning.
+    await sleep(30_000);
+    const idle = await facts([
+      'echo "state=$(systemctl show -p ActiveState --value diode.service)"',
+      'echo "result=$(systemctl show -p Result --value diode.service)"',
+      'echo "restarts=$(systemctl show -p NRestarts --value diode.service)"',
+      'echo "pathunit=$(systemctl is-active diode-relays.path)"',
+    ], { via: 'lan' });
+    check('no relay: agent skipped, not restarting', idle.state === 'inactive' && idle.restarts === '0' && idle.result !== 'exit-code', `ActiveState=${idle.state} Result=${idle.result} NRestarts=${idle.restarts}`);
+    check('diode-relays.path waits for a relay setting', idle.pathunit === 'active', idle.pathunit);
+    const beforeSet = qemu.output().length;
+    const set = await ssh(`sudo -n diode config -set relays=${relaySetting}`, { via: 'lan' });
+    if (set.status !== 0) throw new HwTestError(`diode config -set relays over the LAN failed: ${set.stderr}`);
+    const tSet = Date.now();
+    const uname = await untilSsh({ strict: 'accept-new' }, Date.now() + timeoutMs);
+    const tReach = Date.now() - boot1.t0;
     if (uname !== m.uname) throw new HwTestError(`uname -m said ${uname}, expected ${m.uname}`);
-    log(`  ${since()}: ssh pi@${address}.diode uname -m → ${uname} (through socksd → relay → guest agent → sshd)`);
+    log(`  ${boot1.since()}: relay set over the LAN → ssh pi@${address}.diode uname -m → ${uname} in ${Math.round((Date.now() - tSet) / 1000)} s (socksd → relay → guest agent → sshd)`);
+    const refreshed = await qemu.waitFor(ADDRESS_LINE, 120_000, beforeSet).catch(() => null);
+    const screen2 = refreshed ? qemu.output().slice(refreshed.at, refreshed.at + 4000).split('login: ')[0] : '';
+    check('login screen refreshed without "no relay configured"', Boolean(refreshed) && !screen2.includes('no relay configured'), refreshed ? '' : 'no refreshed screen within 120 s');
 
     // What the boot partition asked for, as the guest sees it.
-    const probe = await ssh([
+    const f = await facts([
       'echo "hostname=$(hostname)"',
       'echo "user=$(id -un)"',
       'echo "groups=$(id -Gn | tr " " ,)"',
@@ -276,53 +348,94 @@ async function main() {
       'echo "agent=$(systemctl is-active diode.service)"',
       'echo "failed=$(systemctl --failed --plain --no-legend | awk "{print \\$1}" | tr "\\n" ,)"',
       'echo "problems=$(cat /run/diode/boot-config.errors 2>/dev/null | tr "\\n" "|")"',
-      'echo "userconf=$(sudo -n ls /boot/firmware)"',
-    ].join('; '));
-    if (probe.status !== 0) throw new HwTestError(`probe over ssh failed: ${probe.stderr}`);
-    const facts = Object.fromEntries(probe.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+      'echo "cmdline=$(cat /proc/cmdline)"',
+      'echo "rootopts=$(findmnt -no OPTIONS /)"',
+      'echo "fsckstamp=$(test -e /run/initramfs/fsck-root && echo yes)"',
+      'echo "fscklog=$(tr "\\n" "|" < /run/initramfs/fsck.log 2>/dev/null)"',
+      'echo "journal=$(journalctl -b -q --no-pager -n 1 -u diode-boot-config >/dev/null 2>&1 && journalctl -b -q --no-pager -u diode-boot-config | wc -l)"',
+      'echo "tools=$(command -v nano less | tr "\\n" ,)"',
+      'echo "pwauth=$(sudo -n sshd -T 2>/dev/null | awk "/^passwordauthentication/ {print \\$2}")"',
+      'echo "issue=$(grep -c "diode ssh-config --install" /etc/issue.d/diode.issue)"',
+    ]);
     const imageMiB = Number(JSON.parse(run('sfdisk', ['-J', opts.image])).partitiontable.partitions[1].size) / 2048;
-    const checks = [
-      ['hostname from user-data', facts.hostname === settings.hostname, facts.hostname],
-      ['user pi in sudo', facts.user === 'pi' && facts.groups.split(',').includes('sudo'), `${facts.user} ${facts.groups}`],
-      ['authorized keys: user-data + authorized_keys file', facts.keys === '2', facts.keys],
-      ['legacy authorized_keys key logs in', (await ssh('true', 'yes', key2)).status === 0, ''],
-      ['time zone from user-data', facts.tz === '/usr/share/zoneinfo/Europe/Berlin', facts.tz],
-      ['Wi-Fi config from network-config', facts.wpa.includes(`ssid="${settings.ssid}"`) && facts.wpa.includes(`psk=${settings.psk}`) && facts.wpa.includes(`country=${settings.country}`), facts.wpa],
-      ['Wi-Fi config is root-only', facts.wpamode === '600', facts.wpamode],
-      ['wpa_supplicant@wlan0 enabled', facts.wpaunit === 'enabled', facts.wpaunit],
-      ['networkd DHCP on wlan0', facts.wlannet.includes('Name=wlan0') && facts.wlannet.includes('DHCP=ipv4'), facts.wlannet],
-      ['root grew to the card', Number(facts.rootsize) > imageMiB + 512, `${facts.rootsize} MiB (image root partition ${imageMiB} MiB)`],
-      ['fresh SSH host keys', Number(facts.hostkeys) >= 3, facts.hostkeys],
-      ['agent active', facts.agent === 'active', facts.agent],
-      ['no failed units', facts.failed === '', facts.failed],
-      ['no boot-partition problems', facts.problems === '', facts.problems],
-    ];
-    for (const [what, ok, detail] of checks) log(`  ${ok ? 'ok  ' : 'FAIL'} ${what}${detail ? `: ${detail}` : ''}`);
-    const failed = checks.filter(([, ok]) => !ok);
+    const groups = f.groups.split(',');
+    check('hostname from user-data', f.hostname === settings.hostname, f.hostname);
+    check('user pi in sudo and adm', f.user === 'pi' && groups.includes('sudo') && groups.includes('adm'), `${f.user} ${f.groups}`);
+    check('pi reads the journal without sudo', Number(f.journal) > 0, `${f.journal} lines of diode-boot-config`);
+    check('nano and less installed', f.tools.includes('/nano') && f.tools.includes('/less'), f.tools);
+    check('authorized keys: user-data + authorized_keys file', f.keys === '2', f.keys);
+    check('legacy authorized_keys key logs in', (await ssh('true', { k: key2 })).status === 0);
+    check('password login off (the account has keys)', f.pwauth === 'no', f.pwauth);
+    check('time zone from user-data', f.tz === '/usr/share/zoneinfo/Europe/Berlin', f.tz);
+    check('Wi-Fi config from network-config', f.wpa.includes(`ssid="${settings.ssid}"`) && f.wpa.includes(`psk=${settings.psk}`) && f.wpa.includes(`country=${settings.country}`), f.wpa);
+    check('Wi-Fi config is root-only', f.wpamode === '600', f.wpamode);
+    check('wpa_supplicant@wlan0 enabled', f.wpaunit === 'enabled', f.wpaunit);
+    check('networkd DHCP on wlan0', f.wlannet.includes('Name=wlan0') && f.wlannet.includes('DHCP=ipv4'), f.wlannet);
+    check('root grew to the card', Number(f.rootsize) > imageMiB + 512, `${f.rootsize} MiB (image root partition ${imageMiB} MiB)`);
+    check('fresh SSH host keys', Number(f.hostkeys) >= 3, f.hostkeys);
+    check('kernel line mounts root ro first', /(^| )ro( |$)/.test(f.cmdline) && !/(^| )rw( |$)/.test(f.cmdline), f.cmdline);
+    check('the initrd checked root (fsck-root stamp, fsck.log)', f.fsckstamp === 'yes' && f.fscklog.includes('fsck'), `stamp=${f.fsckstamp} log=${f.fscklog.slice(0, 200)}`);
+    check('root remounted rw by systemd', f.rootopts.startsWith('rw'), f.rootopts);
+    check('serial console got boot-config\'s messages (tty0 is /dev/console)', qemu.output().includes('diode-boot-config: applying cloud-init files'));
+    check('no "fsck not present" at boot', !qemu.output().includes('fsck not present'));
+    check('agent active once the relay was set', f.agent === 'active', f.agent);
+    check('no failed units', f.failed === '', f.failed);
+    check('no boot-partition problems', f.problems === '', f.problems);
+    check('the login screen file has the ssh-config hint', f.issue === '1', f.issue);
 
-    // Reboot: the same address (and the same host key: StrictHostKeyChecking=yes) must come back.
-    const before = qemu.output().length;
-    await ssh('sudo -n systemctl reboot');
-    const tReboot = Date.now();
-    log(`  ${since()}: reboot`);
-    const again = await qemu.waitFor(ADDRESS_LINE, timeoutMs, before);
-    log(`  ${since()}: the login screen shows diode address ${again.match[1]}`);
-    if (again.match[1] !== address) throw new HwTestError(`the address changed across a reboot: ${address} → ${again.match[1]}`);
-    const uname2 = await untilSsh('yes', Date.now() + timeoutMs);
-    const tReach2 = Date.now() - tReboot;
-    log(`  ${since()}: ssh again (same host key) → ${uname2}`);
+    // issue 14 item 7: pi plants a link to root's authorized_keys (keeping its own keys in authorized_keys2).
+    const plant = await ssh('cp ~/.ssh/authorized_keys ~/.ssh/authorized_keys2 && ln -sfn /root/.ssh/authorized_keys ~/.ssh/authorized_keys && sudo -n test ! -e /root/.ssh/authorized_keys && echo planted');
+    if (!plant.stdout.includes('planted')) throw new HwTestError(`could not plant the link: ${plant.stderr}`);
+
+    // Power off (as for the drawer), damage the root file system, put the relay into diode.conf, power on.
     await ssh('sudo -n systemctl poweroff');
+    await waitExit(qemu, 10 * 60_000);
+    log(`  powered off; marking a used block free and the file system not clean (debugfs)`);
+    const block = run('debugfs', ['-R', 'bmap <2> 0', rootFs]).trim();
+    run('debugfs', ['-w', '-R', `freeb ${block}`, rootFs]);
+    run('debugfs', ['-w', '-R', 'ssv state 0', rootFs]);
+    const broken = spawnSync('e2fsck', ['-n', rootFs], { encoding: 'utf8' });
+    check('the card\'s root file system is damaged before the second boot', broken.status === 4 && /Block bitmap differences/.test(broken.stdout), `e2fsck -n exit ${broken.status}`);
+    putOnCard('diode.conf', imagerFiles({ ...settings, relay: relaySetting })['diode.conf']);
 
+    // ---- second boot: the same address and host key, root repaired by the initrd ----
+    const boot2 = await powerOn('second boot, damaged root, relays in diode.conf');
+    const again = await boot2.qemu.waitFor(ADDRESS_LINE, timeoutMs, boot2.qemu.output().length);
+    log(`  ${boot2.since()}: the login screen shows diode address ${again.match[1]}`);
+    if (again.match[1] !== address) throw new HwTestError(`the address changed across a power cycle: ${address} → ${again.match[1]}`);
+    const uname2 = await untilSsh({ strict: 'yes' }, Date.now() + timeoutMs);
+    const tReach2 = Date.now() - boot2.t0;
+    log(`  ${boot2.since()}: ssh again (same host key) → ${uname2}`);
+    const g = await facts([
+      'echo "fscklog=$(tr "\\n" "|" < /run/initramfs/fsck.log 2>/dev/null)"',
+      'echo "fsckstamp=$(test -e /run/initramfs/fsck-root && echo yes)"',
+      'echo "failed=$(systemctl --failed --plain --no-legend | awk "{print \\$1}" | tr "\\n" ,)"',
+      'echo "problems=$(cat /run/diode/boot-config.errors 2>/dev/null | tr "\\n" "|")"',
+      'echo "rootkeys=$(sudo -n test -e /root/.ssh/authorized_keys && echo present || echo absent)"',
+      'echo "link=$(test -L ~/.ssh/authorized_keys && echo still-a-link)"',
+      'echo "agent=$(systemctl is-active diode.service)"',
+    ]);
+    check('dirty root repaired at boot by the initrd\'s fsck', g.fsckstamp === 'yes' && /Block bitmap differences|FILE SYSTEM WAS MODIFIED/.test(g.fscklog), g.fscklog.slice(0, 300));
+    check('symlinked ~/.ssh/authorized_keys refused: root\'s keys untouched', g.rootkeys === 'absent' && g.link === 'still-a-link', `${g.rootkeys} ${g.link}`);
+    check('the refusal is on the login screen', /authorized_keys: \/home\/pi\/\.ssh\/authorized_keys is a symbolic link; not followed/.test(g.problems), g.problems);
+    check('second boot: agent active (relays from diode.conf), no failed units', g.agent === 'active' && g.failed === '', `${g.agent} ${g.failed}`);
+    await ssh('sudo -n systemctl poweroff');
+    await waitExit(boot2.qemu, 10 * 60_000);
+    const clean = spawnSync('e2fsck', ['-fn', rootFs], { encoding: 'utf8' });
+    check('after the second boot the root file system is clean (e2fsck -fn)', clean.status === 0, `exit ${clean.status}`);
+
+    const failed = checks.filter(([, ok]) => !ok);
     const summary = {
       arch: opts.arch,
       address,
       powerOnToAddressS: Math.round(tAddress / 1000),
+      powerOnToLoginPromptS: Math.round(tLogin / 1000),
       powerOnToSshS: Math.round(tReach / 1000),
-      rebootToSshS: Math.round(tReach2 / 1000),
+      powerCycleToSshS: Math.round(tReach2 / 1000),
       checksFailed: failed.map(([w]) => w),
     };
     writeFileSync(join(ROOT, '.cache/hw-test', `result-${opts.arch}.json`), JSON.stringify(summary, null, 2) + '\n');
-    log(`\nhw-test ${opts.arch}: power-on → address on console ${summary.powerOnToAddressS} s, → ssh reachable ${summary.powerOnToSshS} s; reboot → ssh ${summary.rebootToSshS} s (QEMU TCG on this machine)`);
+    log(`\nhw-test ${opts.arch}: power-on → address on console ${summary.powerOnToAddressS} s (login prompt ${summary.powerOnToLoginPromptS} s), → ssh through diode ${summary.powerOnToSshS} s (relay set over the LAN on the way); power cycle with a damaged root → ssh ${summary.powerCycleToSshS} s (QEMU TCG on this machine)`);
     if (failed.length) throw new HwTestError(`${failed.length} check(s) failed: ${failed.map(([w]) => w).join('; ')}`);
     log('hw-test: PASS');
   } catch (err) {

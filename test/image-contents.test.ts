@@ -347,6 +347,22 @@ test('the rootfs recipe drops host keys and machine-id, and its cache key follow
   t.not(rootfs.rootfsKey('arm64'), rootfs.rootfsKey('armhf'));
 });
 
+test('hw-test boots the image\'s own kernel line (ro, serial not last), and its first card has no relay', async (t) => {
+  const hw = (await import(join(REPO, 'hw-test/run.mjs'))) as {
+    qemuAppend(cmdline: string, m: { console: string }): string;
+    imagerFiles(s: Record<string, string | null>): Record<string, string>;
+    MACHINES: Record<string, { console: string }>;
+  };
+  const line = build.kernelCmdline('console=tty0 console=ttyS1,115200 root=/dev/mmcblk0p2 rw fsck.repair=yes rootwait') + ' cfg80211.ieee80211_regdom=DE';
+  const append = hw.qemuAppend(line, hw.MACHINES.arm64).split(' ');
+  t.deepEqual(append.filter((w) => w.startsWith('console=')), ['console=ttyAMA0,115200', 'console=tty0'], 'tty0 stays /dev/console, as on a Pi');
+  for (const w of ['ro', 'fsck.repair=yes', 'root=LABEL=RASPIROOT', 'cfg80211.ieee80211_regdom=DE']) t.true(append.includes(w), w);
+  const files = hw.imagerFiles({ hostname: 'h', user: 'pi', pubkey: KEY_A, ssid: 's', psk: 'p'.repeat(8), country: 'DE', relay: null });
+  t.is(files['diode.conf'], '# written by hw-test\npublish=-public 22:22\n');
+  const script = readFileSync(join(REPO, 'hw-test/run.mjs'), 'utf8');
+  for (const what of ['no relay: agent skipped, not restarting', 'dirty root repaired at boot', 'symlinked ~/.ssh/authorized_keys refused', 'nano and less installed', 'user pi in sudo and adm', 'serial console got boot-config', 'how the other machine gets there']) t.true(script.includes(what), what);
+});
+
 test('the files hw-test puts on the boot partition apply without problems', async (t) => {
   const hw = (await import(join(REPO, 'hw-test/run.mjs'))) as { imagerFiles(s: Record<string, string>): Record<string, string> };
   const psk = 'f'.repeat(16) + '0123456789abcdef'.repeat(3);
