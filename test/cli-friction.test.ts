@@ -122,3 +122,36 @@ test('17.7 help per command, -v, version listed, config keys named, config -list
   t.is(empty.code, 0);
   t.is(empty.stdout, `nothing set in ${join(home, 'config.json')}\nrelays in effect: none; pass --relay host:port or run diode config -set relays=host:port\n`);
 });
+
+test('17.5 input checks: bad hosts, stray words, protocol suffixes, addresses without 0x, non-loopback binds, a domain without a gateway', async (t) => {
+  const home = tempDir(t);
+  const publish = (...flags: string[]) => diode(['publish', ...flags, '--relay', '127.0.0.1:1', '--home', home]);
+  const refusals: Array<[Promise<{ code: number; stderr: string }>, string]> = [
+    [publish('-public', '999.1.1.1:22:22'), 'diode: -public "999.1.1.1:22:22": "999.1.1.1" is not an IPv4 address or a host name\n'],
+    [publish('-public', 'bad_host:22:22'), 'diode: -public "bad_host:22:22": "bad_host" is not an IPv4 address or a host name\n'],
+    [publish('-public', '22:22', 'extra'), 'diode: publish: unexpected "extra"; each port item goes after a flag (-public 22:22 -public 80), several in one comma list (-public 22:22,80)\n'],
+    [publish('-private', `22:22,${ADDRESS.slice(2)}`), `diode: -private "22:22,${ADDRESS.slice(2)}": "${ADDRESS.slice(2)}" looks like a client address without its 0x; write 0x${ADDRESS.slice(2)}\n`],
+    [publish('-public', '22:22:udp'), 'diode: -public "22:22:udp": only tcp is supported (got "udp")\n'],
+    [publish('-public', '22:22:tls'), 'diode: -public "22:22:tls": only tcp is supported (got "tls")\n'],
+    [
+      diode(['bind', `0.0.0.0:2224:${ADDRESS}.diode:22`, '--relay', '127.0.0.1:1', '--home', home]),
+      `diode: bind "0.0.0.0:2224:${ADDRESS}.diode:22": bind listens on 127.0.0.1 only (not "0.0.0.0"): a device port is this machine's shortcut, never a service for the network; write 2224:${ADDRESS}.diode:22\n`,
+    ],
+    [diode(['relay', '--gateway-domain', 'example.org', '--home', home]), 'diode: --gateway-domain names what the gateways serve: add --gateway-http, --gateway-https or --gateway-socks HOST:PORT\n'],
+    [diode(['relay', 'extra', '--home', home]), 'diode: relay: unexpected "extra"; flags start with - (diode relay --help)\n'],
+    [diode(['address', 'extra', '--home', home]), 'diode: address: unexpected "extra"; write diode address [--qr]\n'],
+  ];
+  for (const [result, line] of refusals) {
+    const r = await result;
+    t.is(r.stderr, line);
+    t.is(r.code, 2, line);
+  }
+  // The Diode client's `:tcp` is accepted, and so is a loopback host before a bind.
+  const { parsePortFlag } = await import('../agent/device/port-spec.ts');
+  t.deepEqual(parsePortFlag('public', '22:22:tcp,192.168.1.20:80:8080:TCP'), [
+    { host: '127.0.0.1', localPort: 22, remotePort: 22, mode: 'public', allow: [] },
+    { host: '192.168.1.20', localPort: 80, remotePort: 8080, mode: 'public', allow: [] },
+  ]);
+  const { parseBindSpecs } = await import('../agent/client/target.ts');
+  t.is(parseBindSpecs([`127.0.0.1:2224:${ADDRESS}.diode:22:tcp`])[0].localPort, 2224);
+});

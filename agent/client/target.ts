@@ -14,6 +14,9 @@ export function parseTargetHost(host: string, port: number, what: string): Diode
   return target;
 }
 
+/** Hosts a bind spec may name before its local port: the one it listens on anyway. */
+const LOOPBACK_BIND_HOSTS = new Set(['127.0.0.1', 'localhost']);
+
 export interface BindSpec {
   /** 127.0.0.1 port to listen on (0 picks a free one). */
   localPort: number;
@@ -34,6 +37,13 @@ export function parseBindSpecs(values: string[]): BindSpec[] {
       const what = `bind "${text}"`;
       if (!text) throw new UsageError(`bind "${value}": empty item between commas`);
       const parts = text.split(':');
+      // `host:local:address:remote`: a bind only ever listens on loopback.
+      if (parts.length >= 4 && /^\d+$/.test(parts[3])) {
+        const host = parts.shift()!;
+        if (!LOOPBACK_BIND_HOSTS.has(host.toLowerCase())) {
+          throw new UsageError(`${what}: bind listens on 127.0.0.1 only (not "${host}"): a device port is this machine's shortcut, never a service for the network; write ${parts.slice(0, 3).join(':')}`);
+        }
+      }
       if (parts.length === 4 && parts[3].toLowerCase() !== 'tcp') throw new UsageError(`${what}: only tcp is supported (got "${parts[3]}")`);
       if (parts.length !== 3 && parts.length !== 4) throw new UsageError(`${what}: write <local-port>:<address>.diode:<remote-port>`);
       const localPort = parsePort(parts[0], `${what} local port`, true);

@@ -26,6 +26,12 @@ const DEFAULT_TARGET_HOST = '127.0.0.1';
 export function parsePortItem(item: string, flag: string): Omit<PortMapping, 'mode' | 'allow'> {
   const parts = item.split(':');
   const what = `${flag} "${item}"`;
+  // The Diode client's form ends in the protocol: `22:22:tcp`.
+  const last = parts[parts.length - 1];
+  if (parts.length >= 2 && /^[a-z]+$/i.test(last)) {
+    if (last.toLowerCase() !== 'tcp') throw new UsageError(`${what}: only tcp is supported (got "${last}")`);
+    parts.pop();
+  }
   if (parts.length === 1) {
     const port = parsePort(parts[0], what);
     return { host: DEFAULT_TARGET_HOST, localPort: port, remotePort: port };
@@ -35,9 +41,18 @@ export function parsePortItem(item: string, flag: string): Omit<PortMapping, 'mo
   }
   if (parts.length === 3) {
     if (!parts[0]) throw new UsageError(`${what}: empty host; write host:local:remote`);
-    return { host: parts[0], localPort: parsePort(parts[1], what), remotePort: parsePort(parts[2], what) };
+    return { host: checkTargetHost(parts[0], what), localPort: parsePort(parts[1], what), remotePort: parsePort(parts[2], what) };
   }
   throw new UsageError(`${what}: write [host:]<local>[:<remote>]`);
+}
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const HOST_NAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/** The machine a port is forwarded to: an IPv4 address or a host name, checked before anything starts. */
+function checkTargetHost(host: string, what: string): string {
+  if (/^[\d.]+$/.test(host) ? IPV4.test(host) : HOST_NAME.test(host)) return host;
+  throw new UsageError(`${what}: "${host}" is not an IPv4 address or a host name`);
 }
 
 /**
@@ -59,6 +74,7 @@ export function parsePortFlag(mode: AccessMode, value: string): PortMapping[] {
       if (current.allow.length > MAX_ALLOWED_ADDRESSES) throw new UsageError(`${flag}: more than ${MAX_ALLOWED_ADDRESSES} addresses for one port`);
       continue;
     }
+    if (/^[0-9a-f]{40}$/i.test(token)) throw new UsageError(`${flag} "${value}": "${token}" looks like a client address without its 0x; write 0x${token}`);
     out.push({ ...parsePortItem(token, flag), mode, allow: [] });
   }
   if (mode === 'private') {

@@ -68,6 +68,9 @@ export function validateGatewayConfig(config: GatewayConfig): GatewayConfig {
   if (config.domain !== undefined && !DOMAIN.test(config.domain)) {
     throw new UsageError(`--gateway-domain "${config.domain}" is not a DNS name (e.g. gw.example.org)`);
   }
+  if (config.domain !== undefined && !gatewayEnabled(config)) {
+    throw new UsageError('--gateway-domain names what the gateways serve: add --gateway-http, --gateway-https or --gateway-socks HOST:PORT');
+  }
   return config;
 }
 

@@ -7,9 +7,13 @@ import { IncomingHandler, defaultAccessCheck, type AccessCheck } from '../../dev
 import { RelayLink, describePorts } from '../../link/relay-link.ts';
 import { resolveRelays } from '../relays.ts';
 import { formatHostPort } from '../../util/hostport.ts';
+import { UsageError } from '../../util/errors.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   // Parse everything before touching the network: a bad flag never half-starts.
+  if (args.positionals.length > 0) {
+    throw new UsageError(`publish: unexpected "${args.positionals[0]}"; each port item goes after a flag (-public 22:22 -public 80), several in one comma list (-public 22:22,80)`);
+  }
   const mappings = parsePublishFlags({
     public: args.flags.public as string[] | undefined,
     private: args.flags.private as string[] | undefined,

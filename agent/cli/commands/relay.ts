@@ -3,10 +3,12 @@ import type { CommandContext } from '../commands.ts';
 import { loadOrCreateIdentity } from '../../identity/index.ts';
 import { parseHostPort, formatHostPort } from '../../util/hostport.ts';
 import { createLogger } from '../../util/log.ts';
+import { UsageError } from '../../util/errors.ts';
 import { startRelay } from '../../relay/listen.ts';
 import { gatewayConfigFromFlags, gatewayEnabled, type GatewayFlags } from '../../gateway/config.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
+  if (args.positionals.length > 0) throw new UsageError(`relay: unexpected "${args.positionals[0]}"; flags start with - (diode relay --help)`);
   const listen = parseHostPort(args.flags.listen as string, '--listen', '0.0.0.0', true);
   const gatewayConfig = gatewayConfigFromFlags(args.flags as GatewayFlags);
   const { identity } = loadOrCreateIdentity(ctx.home);
