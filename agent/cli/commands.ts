@@ -1,5 +1,6 @@
 import type { FlagSpec, ParsedArgs } from './args.ts';
 import { DEFAULT_GATEWAY_LIMITS } from '../gateway/config.ts';
+import { RELAY_LIMIT_FLAGS } from '../relay/config.ts';
 
 export interface CommandContext {
   home: string;
@@ -106,6 +107,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'gateway-max-conns', type: 'string', placeholder: 'N', defaultValue: String(DEFAULT_GATEWAY_LIMITS.maxConns), description: 'concurrent gateway connections in total; over it: SOCKS general failure, HTTP 503' },
       { name: 'gateway-max-conns-per-ip', type: 'string', placeholder: 'N', defaultValue: String(DEFAULT_GATEWAY_LIMITS.maxConnsPerIp), description: 'concurrent gateway connections per IPv4 address / IPv6 /64; over it: SOCKS general failure, HTTP 429' },
       { name: 'gateway-idle-timeout', type: 'string', placeholder: 'SECONDS', defaultValue: String(DEFAULT_GATEWAY_LIMITS.idleTimeoutMs / 1000), description: 'close a gateway connection after this long with no byte either way' },
+      ...RELAY_LIMIT_FLAGS.map((f): FlagSpec => ({ ...f, type: 'string' })),
       home,
       logLevel,
       help,

@@ -32,6 +32,14 @@ export function tuneGcForStreaming(): void {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
   setInterval(() => {
-    if (process.memoryUsage().arrayBuffers > EXTERNAL_MEMORY_LIMIT) gc();
+    // memoryUsage() reads /proc/self/stat for the RSS: at the open-files limit it throws EMFILE,
+    // and nothing in a timer may throw. Skip this look; the next one may find a free descriptor.
+    let arrayBuffers: number;
+    try {
+      arrayBuffers = process.memoryUsage().arrayBuffers;
+    } catch {
+      return;
+    }
+    if (arrayBuffers > EXTERNAL_MEMORY_LIMIT) gc();
   }, EXTERNAL_MEMORY_CHECK_MS).unref();
 }

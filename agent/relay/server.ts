@@ -20,12 +20,16 @@ import { Registry, type AgentSession, type PublisherChange, type SessionSet } fr
 import { routeToDevice, RouteError } from './router.ts';
 import type { RelayCert } from './cert.ts';
 import { RelayStats } from './stats.ts';
+import { DEFAULT_RELAY_LIMITS, validateRelayLimits, type RelayLimits } from './config.ts';
+import { Admission, RefusalLog, sourceKey } from './admission.ts';
 
 export interface RelayServerOptions {
   identity: Identity;
   cert: RelayCert;
   log: Logger;
   registry?: SessionSet;
+  /** Caps per source, session and caller; DEFAULT_RELAY_LIMITS for what is not given. */
+  limits?: Partial<RelayLimits>;
 }
 
 /**
@@ -41,12 +45,20 @@ export class RelayServer {
   readonly #log: Logger;
   readonly #context: SecureContext;
   readonly #pending = new Set<Socket>();
+  readonly limits: Readonly<RelayLimits>;
+  readonly refusals: RefusalLog;
+  readonly #admission: Admission;
+  /** Streams each session opened (connect or control), for --max-streams-per-session. */
+  readonly #streamsOf = new WeakMap<AgentSession, number>();
 
   constructor(options: RelayServerOptions) {
     this.identity = options.identity;
     this.registry = options.registry ?? new Registry();
     this.#log = options.log;
     this.registry.onPublisherChange((change) => this.#onPublisherChange(change));
+    this.limits = Object.freeze(validateRelayLimits({ ...DEFAULT_RELAY_LIMITS, ...options.limits }));
+    this.refusals = new RefusalLog(this.#log);
+    this.#admission = new Admission(this.limits, this.stats, this.refusals);
     this.#context = createSecureContext({ key: options.cert.key, cert: options.cert.cert, minVersion: 'TLSv1.3' });
   }
 
@@ -57,6 +69,12 @@ export class RelayServer {
   /** Takes over an accepted TCP connection. */
   handleSocket(raw: Socket): void {
     const remote = `${raw.remoteAddress}:${raw.remotePort}`;
+    const source = sourceKey(raw.remoteAddress);
+    if (!this.#admission.admitHandshake(source)) {
+      raw.on('error', () => {});
+      raw.resetAndDestroy();
+      return;
+    }
     this.#pending.add(raw);
     raw.setNoDelay(true);
     // One deadline for TCP → TLS → hello: a peer that stalls anywhere before it is authenticated is dropped.
@@ -66,9 +84,12 @@ export class RelayServer {
       raw.destroy();
     }, HANDSHAKE_TIMEOUT_MS);
     const tls = new TLSSocket(raw, { isServer: true, secureContext: this.#context });
+    let released = false;
     const cleanup = () => {
       clearTimeout(deadline);
       this.#pending.delete(raw);
+      if (!released) this.#admission.releaseHandshake(source);
+      released = true;
     };
     raw.once('close', cleanup);
     tls.on('error', (err) => {
@@ -80,7 +101,7 @@ export class RelayServer {
         (address) => {
           cleanup();
           raw.off('close', cleanup);
-          this.#admit(tls, address, remote);
+          this.#admit(tls, address, remote, source);
         },
         (err) => {
           this.stats.count('hello_rejected');
@@ -91,7 +112,13 @@ export class RelayServer {
     });
   }
 
-  #admit(tls: TLSSocket, address: string, remote: string): void {
+  #admit(tls: TLSSocket, address: string, remote: string, source: string): void {
+    if (tls.destroyed) return;
+    if (!this.#admission.admitSession(source, address)) {
+      tls.destroy();
+      return;
+    }
+    tls.once('close', () => this.#admission.releaseSession(source));
     const mux = new MuxSession(tls, { role: 'server', keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
     const session: AgentSession = { address, mux, ports: new Map(), remote, connectedAt: Date.now() };
     // Every authenticated session is kept: one that publishes nothing displaces nothing (see SessionSet).
@@ -106,6 +133,15 @@ export class RelayServer {
 
   #onStream(session: AgentSession, stream: MuxStream): void {
     stream.on('error', () => {});
+    const open = this.#streamsOf.get(session) ?? 0;
+    if (open >= this.limits.maxStreamsPerSession) {
+      this.stats.count('refused_streams_per_session');
+      this.refusals.refused('streams_per_session', `stream from ${session.address}: already ${open} streams open in this session (--max-streams-per-session)`);
+      stream.reset();
+      return;
+    }
+    this.#streamsOf.set(session, open + 1);
+    stream.once('close', () => this.#streamsOf.set(session, (this.#streamsOf.get(session) ?? 1) - 1));
     readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS).then(
       (first) => {
         if (first.t === 'publish') this.#onControl(session, stream, first);

@@ -5,15 +5,17 @@ import { parseHostPort, formatHostPort } from '../../util/hostport.ts';
 import { createLogger } from '../../util/log.ts';
 import { UsageError } from '../../util/errors.ts';
 import { startRelay } from '../../relay/listen.ts';
+import { relayLimitsFromFlags, type RelayLimitFlags } from '../../relay/config.ts';
 import { gatewayConfigFromFlags, gatewayEnabled, type GatewayFlags } from '../../gateway/config.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError(`relay: unexpected "${args.positionals[0]}"; flags start with - (diode relay --help)`);
   const listen = parseHostPort(args.flags.listen as string, '--listen', '0.0.0.0', true);
   const gatewayConfig = gatewayConfigFromFlags(args.flags as GatewayFlags);
+  const limits = relayLimitsFromFlags(args.flags as RelayLimitFlags);
   const { identity } = loadOrCreateIdentity(ctx.home);
   const log = createLogger('relay');
-  const relay = await startRelay({ listen, home: ctx.home, identity, log });
+  const relay = await startRelay({ listen, home: ctx.home, identity, log, limits });
   process.stdout.write(`relay ${identity.address} listening on ${formatHostPort({ host: listen.host, port: relay.port })}\n`);
   let gateway;
   if (gatewayEnabled(gatewayConfig)) {

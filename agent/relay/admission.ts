@@ -1,0 +1,204 @@
+import { readFileSync } from 'node:fs';
+import type { Server } from 'node:net';
+import { ConnectionLimiter, sourceKey } from '../gateway/limiter.ts';
+import type { Logger } from '../util/log.ts';
+import { errorMessage } from '../util/errors.ts';
+import type { RelayLimits } from './config.ts';
+import type { RelayStats } from './stats.ts';
+
+export { sourceKey };
+
+/** ms: refusals of one kind are logged at most once per this interval, with the count since the last line. */
+const REFUSAL_LOG_INTERVAL_MS = 1_000;
+
+/**
+ * One log line per refusal kind and second ("…; 1,234 more since the last
+ * line"), so a flood of refusals costs a counter increment each, not a write.
+ * The counters (RelayStats) still count every single one.
+ */
+export class RefusalLog {
+  readonly #log: Logger;
+  readonly #last = new Map<string, { at: number; suppressed: number }>();
+
+  constructor(log: Logger) {
+    this.#log = log;
+  }
+
+  refused(kind: string, message: string, now = Date.now()): void {
+    const last = this.#last.get(kind);
+    if (last && now - last.at < REFUSAL_LOG_INTERVAL_MS) {
+      last.suppressed++;
+      return;
+    }
+    const more = last && last.suppressed > 0 ? ` (${last.suppressed} more ${kind} refusals since the last line)` : '';
+    this.#last.set(kind, { at: now, suppressed: 0 });
+    this.#log.info(`refused: ${message}${more}`);
+  }
+}
+
+/**
+ * The agent port's admission: connections still in TLS or hello (per source
+ * and in total) and authenticated sessions per source. Every `admit…` that
+ * returns true needs exactly one matching release.
+ */
+export class Admission {
+  readonly #limits: RelayLimits;
+  readonly #stats: RelayStats;
+  readonly #refusals: RefusalLog;
+  readonly #handshakes: ConnectionLimiter;
+  readonly #sessions: ConnectionLimiter;
+
+  constructor(limits: RelayLimits, stats: RelayStats, refusals: RefusalLog) {
+    this.#limits = limits;
+    this.#stats = stats;
+    this.#refusals = refusals;
+    this.#handshakes = new ConnectionLimiter(limits.maxHandshakes, limits.maxHandshakesPerIp);
+    this.#sessions = new ConnectionLimiter(Number.MAX_SAFE_INTEGER, limits.maxSessionsPerIp);
+  }
+
+  /** A new TCP connection from `source`: room for one more unauthenticated peer? */
+  admitHandshake(source: string): boolean {
+    const refusal = this.#handshakes.admit(source);
+    if (refusal === undefined) return true;
+    if (refusal === 'per-ip') {
+      this.#stats.count('refused_handshakes_per_ip');
+      this.#refusals.refused('handshakes_per_ip', `connection from ${source}: already ${this.#limits.maxHandshakesPerIp} unauthenticated connections from this source (--max-handshakes-per-ip)`);
+    } else {
+      this.#stats.count('refused_handshakes_total');
+      this.#refusals.refused('handshakes_total', `connection from ${source}: already ${this.#limits.maxHandshakes} unauthenticated connections in total (--max-handshakes)`);
+    }
+    return false;
+  }
+
+  releaseHandshake(source: string): void {
+    this.#handshakes.release(source);
+  }
+
+  /** An authenticated agent from `source`: room for one more session? */
+  admitSession(source: string, address: string): boolean {
+    if (this.#sessions.admit(source) === undefined) return true;
+    this.#stats.count('refused_sessions_per_ip');
+    this.#refusals.refused('sessions_per_ip', `session of ${address} from ${source}: already ${this.#limits.maxSessionsPerIp} sessions from this source (--max-sessions-per-ip)`);
+    return false;
+  }
+
+  releaseSession(source: string): void {
+    this.#sessions.release(source);
+  }
+
+  get handshakes(): number {
+    return this.#handshakes.total;
+  }
+}
+
+/** File descriptors kept free for everything that is not an agent connection (logs, the gateway's listeners, Redis, /proc reads). */
+export const FD_RESERVE = 64;
+
+/** The soft RLIMIT_NOFILE of this process, or undefined where /proc/self/limits cannot be read. */
+export function openFilesLimit(limits = readProcLimits()): number | undefined {
+  const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(limits);
+  if (!m || m[1] === 'unlimited') return undefined;
+  return Number(m[1]);
+}
+
+function readProcLimits(): string {
+  try {
+    return readFileSync('/proc/self/limits', 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Keeps a listener from running the process out of file descriptors, and
+ * from dying when it does. Accepted connections are counted; when they come
+ * within FD_RESERVE of the open-files limit, or an accept fails with
+ * EMFILE/ENFILE, the listener is closed (new peers get "connection refused",
+ * which agents retry with backoff) and listens again after `pauseMs`, once
+ * there is room. Established connections are untouched. Logged once per
+ * pause.
+ */
+export class AcceptGuard {
+  readonly #server: Server;
+  readonly #host: string;
+  readonly #port: number;
+  readonly #pauseMs: number;
+  readonly #stats: RelayStats;
+  readonly #log: Logger;
+  /** Connections above which we stop accepting (undefined: no known limit, rely on EMFILE). */
+  readonly #ceiling: number | undefined;
+  #open = 0;
+  #paused = false;
+  #stopped = false;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(options: { server: Server; host: string; port: number; pauseMs: number; stats: RelayStats; log: Logger; fdLimit?: number }) {
+    this.#server = options.server;
+    this.#host = options.host;
+    this.#port = options.port;
+    this.#pauseMs = options.pauseMs;
+    this.#stats = options.stats;
+    this.#log = options.log;
+    const limit = options.fdLimit ?? openFilesLimit();
+    this.#ceiling = limit === undefined ? undefined : Math.max(1, limit - FD_RESERVE);
+    this.#server.on('error', this.#onError);
+    this.#server.on('connection', this.#onConnection);
+  }
+
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  #onConnection = (socket: { once(event: 'close', cb: () => void): unknown }): void => {
+    this.#open++;
+    socket.once('close', () => this.#open--);
+    if (this.#ceiling !== undefined && this.#open >= this.#ceiling) this.#pause(`${this.#open} connections open, the open-files limit leaves room for ${this.#ceiling}`);
+  };
+
+  #onError = (err: NodeJS.ErrnoException): void => {
+    if (this.#paused) {
+      // Listening again failed: try once more after the next pause.
+      this.#log.warn(`agent listener: cannot listen again: ${errorMessage(err)}; retrying`);
+      if (this.#timer === undefined && !this.#stopped) this.#timer = setTimeout(this.#resume, this.#pauseMs);
+    } else if (err.code === 'EMFILE' || err.code === 'ENFILE') {
+      this.#pause(`accept failed: ${errorMessage(err)}`);
+    } else {
+      this.#log.warn(`agent listener: ${errorMessage(err)}`);
+    }
+  };
+
+  #pause(why: string): void {
+    if (this.#paused || this.#stopped) return;
+    this.#paused = true;
+    this.#stats.count('accept_paused_fd_limit');
+    this.#log.warn(`out of file descriptors (${why}): not accepting agent connections for ${this.#pauseMs} ms; raise LimitNOFILE (see README)`);
+    this.#server.close();
+    this.#timer = setTimeout(this.#resume, this.#pauseMs);
+  }
+
+  #resume = (): void => {
+    this.#timer = undefined;
+    if (this.#stopped) return;
+    // Still no room: look again later rather than accept into a full table.
+    if (this.#ceiling !== undefined && this.#open > this.#ceiling - Math.min(FD_RESERVE / 2, Math.ceil(this.#ceiling / 10))) {
+      this.#timer = setTimeout(this.#resume, this.#pauseMs);
+      return;
+    }
+    try {
+      this.#server.listen(this.#port, this.#host, () => {
+        this.#paused = false;
+        this.#log.info(`accepting agent connections again (${this.#open} open)`);
+      });
+    } catch (err) {
+      this.#log.warn(`agent listener: cannot listen again: ${errorMessage(err)}; retrying`);
+      this.#timer = setTimeout(this.#resume, this.#pauseMs);
+    }
+  };
+
+  /** Stops for good (the relay is closing): no more re-listening. */
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#server.off('connection', this.#onConnection);
+  }
+}

@@ -1,0 +1,107 @@
+import { UsageError } from '../util/errors.ts';
+
+/**
+ * What one source, one session or one caller may hold on a relay. Every
+ * bound has a refusal with a reason, a counter (RelayStats) and a log line.
+ * A source is one IPv4 address or one IPv6 /64.
+ */
+export interface RelayLimits {
+  /** Connections: TCP connections still in TLS or hello, in total (`--max-handshakes`). */
+  maxHandshakes: number;
+  /** Connections: the same, from one source (`--max-handshakes-per-ip`). */
+  maxHandshakesPerIp: number;
+  /** Sessions: authenticated agent sessions from one source (`--max-sessions-per-ip`). */
+  maxSessionsPerIp: number;
+  /** Streams: streams one agent session may have open through the relay at once (`--max-streams-per-session`). */
+  maxStreamsPerSession: number;
+  /** Streams: streams one caller (an address, or a gateway source) may have open toward one device (`--max-streams-per-caller`). */
+  maxStreamsPerCaller: number;
+  /** Streams: of those, not yet answered by the device (`--max-pending-per-caller`). */
+  maxPendingPerCaller: number;
+  /** ms without a byte either way before a relayed stream is reset (`--stream-idle-timeout`, seconds). */
+  streamIdleTimeoutMs: number;
+  /** Bytes: receive window all relayed streams together may hold above the spec's 256 KiB each (`--stream-buffer-budget`, MiB). */
+  streamBufferBudget: number;
+  /** ms the relay stops accepting agent connections once it is out of file descriptors. */
+  acceptPauseMs: number;
+}
+
+export const DEFAULT_RELAY_LIMITS: Readonly<RelayLimits> = Object.freeze({
+  maxHandshakes: 1024,
+  maxHandshakesPerIp: 64,
+  maxSessionsPerIp: 256,
+  maxStreamsPerSession: 1024,
+  maxStreamsPerCaller: 256,
+  maxPendingPerCaller: 32,
+  streamIdleTimeoutMs: 15 * 60_000,
+  streamBufferBudget: 256 * 1024 * 1024,
+  acceptPauseMs: 1_000,
+});
+
+const MIB = 1024 * 1024;
+/** s: the longest stream idle timeout the flag accepts (a day). */
+const MAX_IDLE_TIMEOUT_S = 86_400;
+
+/** Refuses limits that cannot work, before anything listens. */
+export function validateRelayLimits(l: RelayLimits): RelayLimits {
+  const int = (n: number, what: string, min: number, max: number) => {
+    if (!Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`${what} must be an integer from ${min} to ${max} (got ${n})`);
+  };
+  int(l.maxHandshakes, '--max-handshakes', 1, 1_000_000);
+  int(l.maxHandshakesPerIp, '--max-handshakes-per-ip', 1, l.maxHandshakes);
+  int(l.maxSessionsPerIp, '--max-sessions-per-ip', 1, 1_000_000);
+  int(l.maxStreamsPerSession, '--max-streams-per-session', 1, 1_000_000);
+  int(l.maxStreamsPerCaller, '--max-streams-per-caller', 1, 1_000_000);
+  int(l.maxPendingPerCaller, '--max-pending-per-caller', 1, l.maxStreamsPerCaller);
+  int(l.streamIdleTimeoutMs, 'stream idle timeout (ms)', 1, MAX_IDLE_TIMEOUT_S * 1000);
+  int(l.streamBufferBudget, 'stream buffer budget (bytes)', 0, 1024 * 1024 * MIB);
+  int(l.acceptPauseMs, 'accept pause (ms)', 1, 60_000);
+  return l;
+}
+
+/** Flag values of `diode relay`, as the command table declares them. */
+export interface RelayLimitFlags {
+  'max-handshakes'?: string;
+  'max-handshakes-per-ip'?: string;
+  'max-sessions-per-ip'?: string;
+  'max-streams-per-session'?: string;
+  'max-streams-per-caller'?: string;
+  'max-pending-per-caller'?: string;
+  'stream-idle-timeout'?: string;
+  'stream-buffer-budget'?: string;
+}
+
+function intFlag(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!/^\d{1,9}$/.test(value)) throw new UsageError(`--${flag}: "${value}" is not a whole number`);
+  return Number(value);
+}
+
+/** Builds and validates the relay limits from `diode relay` flags. */
+export function relayLimitsFromFlags(flags: RelayLimitFlags): RelayLimits {
+  const d = DEFAULT_RELAY_LIMITS;
+  const f = (name: keyof RelayLimitFlags, fallback: number) => intFlag(flags[name], name, fallback);
+  return validateRelayLimits({
+    ...d,
+    maxHandshakes: f('max-handshakes', d.maxHandshakes),
+    maxHandshakesPerIp: f('max-handshakes-per-ip', d.maxHandshakesPerIp),
+    maxSessionsPerIp: f('max-sessions-per-ip', d.maxSessionsPerIp),
+    maxStreamsPerSession: f('max-streams-per-session', d.maxStreamsPerSession),
+    maxStreamsPerCaller: f('max-streams-per-caller', d.maxStreamsPerCaller),
+    maxPendingPerCaller: f('max-pending-per-caller', d.maxPendingPerCaller),
+    streamIdleTimeoutMs: f('stream-idle-timeout', d.streamIdleTimeoutMs / 1000) * 1000,
+    streamBufferBudget: f('stream-buffer-budget', d.streamBufferBudget / MIB) * MIB,
+  });
+}
+
+/** The command table's flag specs for these limits (name, default, what it bounds). */
+export const RELAY_LIMIT_FLAGS: ReadonlyArray<{ name: keyof RelayLimitFlags; placeholder: string; defaultValue: string; description: string }> = [
+  { name: 'max-handshakes', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxHandshakes), description: 'agent connections still in TLS or hello, in total; over it: closed at once' },
+  { name: 'max-handshakes-per-ip', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxHandshakesPerIp), description: 'the same per IPv4 address / IPv6 /64' },
+  { name: 'max-sessions-per-ip', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxSessionsPerIp), description: 'authenticated agent sessions per IPv4 address / IPv6 /64; over it: go-away' },
+  { name: 'max-streams-per-session', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxStreamsPerSession), description: 'streams one agent session may have open; over it: reset' },
+  { name: 'max-streams-per-caller', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxStreamsPerCaller), description: 'streams one caller (address or gateway IP) may have open toward one device; over it: "unavailable"' },
+  { name: 'max-pending-per-caller', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxPendingPerCaller), description: 'of those, streams the device has not answered yet' },
+  { name: 'stream-idle-timeout', placeholder: 'SECONDS', defaultValue: String(DEFAULT_RELAY_LIMITS.streamIdleTimeoutMs / 1000), description: 'reset a relayed stream after this long with no byte either way' },
+  { name: 'stream-buffer-budget', placeholder: 'MIB', defaultValue: String(DEFAULT_RELAY_LIMITS.streamBufferBudget / MIB), description: 'receive window all relayed streams may hold beyond 256 KiB each; over it windows stop growing and shrink' },
+];
