@@ -4,7 +4,7 @@ import type { Identity } from '../identity/index.ts';
 import { exchangeHello, E2E_EKM_LABEL } from '../protocol/handshake.ts';
 import { readFrame, writeFrame } from '../protocol/frames.ts';
 import { parseReply, type Reply } from '../protocol/messages.ts';
-import { E2E_HANDSHAKE_TIMEOUT_MS, MAX_STREAM_HEADER_BYTES } from '../protocol/limits.ts';
+import { E2E_HANDSHAKE_TIMEOUT_MS, E2E_SILENT_CLIENT_TIMEOUT_MS, MAX_STREAM_HEADER_BYTES } from '../protocol/limits.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 import { deviceTlsContext } from './cert.ts';
 
@@ -38,6 +38,14 @@ export interface E2ESession {
 export async function acceptE2E(stream: Duplex, identity: Identity): Promise<E2ESession> {
   const secureContext = await deviceTlsContext();
   const socket = new TLSSocket(stream, { isServer: true, secureContext });
+  // A client that says nothing is dropped fast: it holds one of the device's stream slots.
+  const silent = setTimeout(
+    () => socket.destroy(new E2EError('EE2E_PROTO', `the client sent no end-to-end handshake within ${E2E_SILENT_CLIENT_TIMEOUT_MS} ms`)),
+    E2E_SILENT_CLIENT_TIMEOUT_MS,
+  );
+  const heard = () => clearTimeout(silent);
+  stream.once('data', heard);
+  socket.once('close', heard);
   return handshake(stream, socket, 'secure', identity, 'device');
 }
 

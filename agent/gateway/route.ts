@@ -6,6 +6,7 @@ import { Rep, type RepCode, type SocksRequest } from '../socks/protocol.ts';
 import { SocksRefusal, type SocksConnector } from '../socks/server.ts';
 import { parseDiodeHost, type DiodeTarget } from '../client/hostname.ts';
 import { errorMessage } from '../util/errors.ts';
+import { sourceKey } from './limiter.ts';
 
 /** How the gateway answers each route failure, in SOCKS and in HTTP (issue #3). */
 export const GATEWAY_ANSWER: Readonly<Record<ReplyCode, { rep: RepCode; status: number; title: string }>> = Object.freeze({
@@ -18,7 +19,7 @@ export const GATEWAY_ANSWER: Readonly<Record<ReplyCode, { rep: RepCode; status: 
 });
 
 /** The relay state the gateway routes through: the agents' registry, its address and counters. */
-export type GatewayRelay = Pick<RelayServer, 'registry' | 'address' | 'stats'>;
+export type GatewayRelay = Pick<RelayServer, 'registry' | 'address' | 'stats'> & Partial<Pick<RelayServer, 'shares'>>;
 
 /** Resolves a host name the gateway serves: `<address>[-<port>]` under `.diode`, `.diode.link` or the gateway domain. */
 export function gatewayTarget(host: string, port: number, domain: string | undefined): DiodeTarget | undefined {
@@ -28,7 +29,8 @@ export function gatewayTarget(host: string, port: number, domain: string | undef
 /** Opens a stream to a PUBLIC port (dialDevice refuses the rest for a gateway caller) and counts the outcome. */
 export async function dialPublic(relay: GatewayRelay, remote: string, target: DiodeTarget, via: 'socks' | 'http'): Promise<MuxStream> {
   try {
-    const stream = await dialDevice(relay.registry, relay.address, { kind: 'gateway', remote }, target.address, target.port);
+    const source = sourceKey(remote.replace(/:\d+$/, ''));
+    const stream = await dialDevice(relay.registry, relay.address, { kind: 'gateway', remote, source }, target.address, target.port, relay.shares);
     relay.stats.count(`gateway_${via}_routed`);
     return stream;
   } catch (err) {

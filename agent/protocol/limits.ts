@@ -19,3 +19,8 @@ export const KEEPALIVE_INTERVAL_MS = 15_000;
 export const KEEPALIVE_TIMEOUT_MS = 20_000;
 /** ms: the end-to-end layer inside a data stream (TLS, both hellos, the device's verdict) must finish within this. */
 export const E2E_HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * ms: a device waits this long for the first byte of the client's end-to-end TLS handshake after its ok.
+ * A client sends it at once; a silent stream is an attack holding one of the device's stream slots.
+ */
+export const E2E_SILENT_CLIENT_TIMEOUT_MS = 3_000;

@@ -9,6 +9,8 @@ export interface AgentSession {
   ports: Map<number, PublishedPort>;
   /** "host:port" of the agent's TCP connection, as this relay sees it. */
   remote: string;
+  /** IPv4 address or IPv6 /64 the session came from (what per-source limits count). */
+  source?: string;
   /** ms since the epoch: when the hello was verified. */
   connectedAt: number;
   /**

@@ -3,6 +3,7 @@ import type { Incoming, ReplyCode } from '../protocol/messages.ts';
 import { requestStream, HeaderRefused } from '../protocol/request.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 import type { SessionSet } from './registry.ts';
+import type { CallerShares } from './fair-share.ts';
 
 export class RouteError extends DiodeError {
   readonly reply: ReplyCode;
@@ -13,8 +14,12 @@ export class RouteError extends DiodeError {
   }
 }
 
-/** Who asks for a stream: an authenticated agent, or the public gateway (no identity: public ports only). */
-export type Caller = { kind: 'agent'; address: string } | { kind: 'gateway'; remote: string };
+/**
+ * Who asks for a stream: an authenticated agent, or the public gateway (no
+ * identity: public ports only). `source` (IPv4 address or IPv6 /64) is what
+ * the fair share counts besides the address.
+ */
+export type Caller = { kind: 'agent'; address: string; source?: string } | { kind: 'gateway'; remote: string; source?: string };
 
 /**
  * Opens a stream to a device's published port on behalf of a caller and
@@ -22,8 +27,8 @@ export type Caller = { kind: 'agent'; address: string } | { kind: 'gateway'; rem
  * published, mode) so unwanted traffic never reaches the device's link; the
  * device checks again, and its check is the one that counts.
  */
-export async function dialDevice(registry: SessionSet, relayAddress: string, caller: Caller, to: string, port: number): Promise<MuxStream> {
-  return (await routeToDevice(registry, relayAddress, caller, to, port)).stream;
+export async function dialDevice(registry: SessionSet, relayAddress: string, caller: Caller, to: string, port: number, shares?: CallerShares): Promise<MuxStream> {
+  return (await routeToDevice(registry, relayAddress, caller, to, port, shares)).stream;
 }
 
 /** A stream the device accepted, and whether its bytes are an end-to-end TLS session (the client must run it). */
@@ -33,7 +38,7 @@ export interface Routed {
 }
 
 /** dialDevice, also reporting the device's `e2e` flag, which the relay passes on to an agent client. */
-export async function routeToDevice(registry: SessionSet, relayAddress: string, caller: Caller, to: string, port: number): Promise<Routed> {
+export async function routeToDevice(registry: SessionSet, relayAddress: string, caller: Caller, to: string, port: number, shares?: CallerShares): Promise<Routed> {
   const device = registry.publisher(to);
   if (!device) throw new RouteError('offline', `device ${to} is not connected`);
   const published = device.ports.get(port);
@@ -44,19 +49,27 @@ export async function routeToDevice(registry: SessionSet, relayAddress: string, 
   if (caller.kind === 'agent' && published.mode === 'private' && !published.allow?.includes(caller.address)) {
     throw new RouteError('denied', `${caller.address} is not on the allow list of port ${port} of ${to}`);
   }
+  // Fair share of the device's stream slots: counted until the stream closes.
+  const callers = [caller.kind === 'agent' ? caller.address : undefined, caller.source].filter((c): c is string => c !== undefined);
+  const share = shares?.take(callers, to);
+  if (typeof share === 'string') throw new RouteError('unavailable', `too many streams toward ${to}: ${share}`);
   let stream: MuxStream;
   try {
     stream = device.mux.open();
   } catch (err) {
+    share?.release();
     throw new RouteError('offline', `device ${to} is going away: ${errorMessage(err)}`);
   }
   stream.on('error', () => {});
+  if (share) stream.once('close', share.release);
   const from = caller.kind === 'agent' ? caller.address : '0x0000000000000000000000000000000000000000';
   const header: Incoming = { t: 'incoming', from, port, via: relayAddress };
   let reply;
   try {
     reply = await requestStream(stream, header);
+    share?.answered();
   } catch (err) {
+    share?.release();
     const refused = err instanceof HeaderRefused ? err.reply : undefined;
     if (refused) throw new RouteError(refused.code, refused.message || `device refused: ${refused.code}`);
     throw new RouteError('unavailable', `device ${to} did not answer for port ${port}: ${errorMessage(err)}`);

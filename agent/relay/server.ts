@@ -22,6 +22,7 @@ import type { RelayCert } from './cert.ts';
 import { RelayStats } from './stats.ts';
 import { DEFAULT_RELAY_LIMITS, validateRelayLimits, type RelayLimits } from './config.ts';
 import { Admission, RefusalLog, sourceKey } from './admission.ts';
+import { CallerShares } from './fair-share.ts';
 
 export interface RelayServerOptions {
   identity: Identity;
@@ -48,6 +49,8 @@ export class RelayServer {
   readonly limits: Readonly<RelayLimits>;
   readonly refusals: RefusalLog;
   readonly #admission: Admission;
+  /** Streams per caller toward each device (pending and open), for the gateway too. */
+  readonly shares: CallerShares;
   /** Streams each session opened (connect or control), for --max-streams-per-session. */
   readonly #streamsOf = new WeakMap<AgentSession, number>();
 
@@ -59,6 +62,7 @@ export class RelayServer {
     this.limits = Object.freeze(validateRelayLimits({ ...DEFAULT_RELAY_LIMITS, ...options.limits }));
     this.refusals = new RefusalLog(this.#log);
     this.#admission = new Admission(this.limits, this.stats, this.refusals);
+    this.shares = new CallerShares(this.limits, this.stats, this.refusals);
     this.#context = createSecureContext({ key: options.cert.key, cert: options.cert.cert, minVersion: 'TLSv1.3' });
   }
 
@@ -120,7 +124,7 @@ export class RelayServer {
     }
     tls.once('close', () => this.#admission.releaseSession(source));
     const mux = new MuxSession(tls, { role: 'server', keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
-    const session: AgentSession = { address, mux, ports: new Map(), remote, connectedAt: Date.now() };
+    const session: AgentSession = { address, mux, ports: new Map(), remote, source, connectedAt: Date.now() };
     // Every authenticated session is kept: one that publishes nothing displaces nothing (see SessionSet).
     this.registry.add(session);
     this.stats.count('session_opened');
@@ -173,7 +177,8 @@ export class RelayServer {
 
   #onConnect(session: AgentSession, client: MuxStream, first: Record<string, unknown>): void {
     const connect = parseConnect(first);
-    routeToDevice(this.registry, this.address, { kind: 'agent', address: session.address }, connect.to, connect.port).then(
+    const caller = { kind: 'agent' as const, address: session.address, source: session.source };
+    routeToDevice(this.registry, this.address, caller, connect.to, connect.port, this.shares).then(
       ({ stream: device, e2e }) => {
         this.stats.count('stream_routed');
         reply(client, e2e ? { t: 'ok', e2e } : { t: 'ok' });
