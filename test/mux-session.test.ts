@@ -498,3 +498,59 @@ test('a bad config is refused before anything starts', (t) => {
     t.is(err!.code, 'ECONFIG');
   }
 });
+
+// ---- liveness and control-frame backpressure (issue 19 item 2, issue 14 item 1) -----
+
+test('any bytes received are proof of life: a peer that never answers pings but keeps sending stays connected, and silence then closes it', async (t) => {
+  const { session, send } = await rawPeer(t, 'tcp', false, { keepAliveInterval: 300, keepAliveTimeout: 1_000 });
+  const closed = once(session, 'close').then(([err]) => ({ err: err as MuxError, at: performance.now() }));
+  // Window updates for a stream that does not exist: dropped by the session, but bytes on the wire.
+  const chatter = setInterval(() => send(FrameType.WindowUpdate, 0, 999, 0), 100);
+  t.teardown(() => clearInterval(chatter));
+  await sleep(2_500);
+  t.false(session.closed, 'a peer that keeps sending something is alive, answered pings or not');
+  clearInterval(chatter);
+  const silentFrom = performance.now();
+  const { err, at } = await closed;
+  t.is(err.code, 'ETIMEDOUT');
+  const ms = at - silentFrom;
+  t.true(ms >= 800 && ms < 3_000, `closed ${ms.toFixed(0)} ms after the peer fell silent (timeout 1000)`);
+});
+
+test('write timeout: bytes that the transport never takes (nothing acknowledged) close the session', async (t) => {
+  const { session, raw } = await rawPeer(t, 'tcp', false, { keepAliveInterval: 0, writeTimeout: 300, initialWindow: INITIAL_STREAM_WINDOW });
+  (raw as net.Socket).pause(); // the peer reads nothing: loopback buffers fill, then nothing leaves
+  const chunk = randomBytes(64 * 1024);
+  // Enough streams, each filling its window, to exceed both kernel buffers.
+  for (let i = 0; i < 128; i++) {
+    const s = session.open();
+    s.on('error', () => {});
+    for (let j = 0; j < 4; j++) s.write(chunk);
+  }
+  const [err] = (await once(session, 'close')) as [MuxError];
+  t.is(err.code, 'ETIMEDOUT');
+  t.regex(err.message, /none taken/);
+});
+
+test('ping flood (mux): a peer that sends pings and never reads is no longer read at maxControlQueue and is closed with go-away', async (t) => {
+  const { session, raw } = await rawPeer(t, 'tcp', false, { maxControlQueue: 64, controlStallTimeout: 300, keepAliveInterval: 0 });
+  (raw as net.Socket).pause(); // never reads our answers
+  raw.on('error', () => {});
+  const frames = 4096;
+  const chunk = Buffer.alloc(frames * HEADER_LENGTH);
+  for (let i = 0; i < frames; i++) encodeHeader(chunk, i * HEADER_LENGTH, FrameType.Ping, Flag.SYN, 0, i);
+  let sent = 0;
+  let closed = false;
+  let code = '';
+  session.once('close', (err?: MuxError) => ((closed = true), (code = err?.code ?? '')));
+  const started = performance.now();
+  while (!closed && performance.now() - started < 5_000) {
+    if (!raw.write(chunk)) await Promise.race([once(raw, 'drain'), sleep(50)]);
+    sent += chunk.length;
+  }
+  t.true(closed, 'the flooding peer is closed');
+  t.is(code, 'ECONTROLSTALL');
+  t.log(`the peer got ${(sent / 2 ** 20).toFixed(1)} MiB of pings out before it was closed`);
+  // Without the bound the session read everything and queued an answer for each.
+  t.true(sent < 256 * 2 ** 20);
+});

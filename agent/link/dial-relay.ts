@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { connect, type TLSSocket } from 'node:tls';
 import type { Identity } from '../identity/index.ts';
 import { exchangeHello } from '../protocol/handshake.ts';
-import { HANDSHAKE_TIMEOUT_MS } from '../protocol/limits.ts';
+import { HANDSHAKE_TIMEOUT_MS, TCP_KEEPALIVE_MS } from '../protocol/limits.ts';
 import { formatHostPort, type HostPort } from '../util/hostport.ts';
 import { DiodeError } from '../util/errors.ts';
 
@@ -36,6 +36,7 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
     socket.once('error', (err) => fail(tlsError(target, err)));
     socket.once('secureConnect', () => {
       socket.setNoDelay(true);
+      socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
       exchangeHello(socket, identity, 'agent', HANDSHAKE_TIMEOUT_MS).then(
         (relayAddress) => {
           clearTimeout(timer);

@@ -10,10 +10,35 @@ export interface MuxConfig {
   acceptBacklog: number;
   /** Streams: max concurrently open streams per session (both directions). */
   maxStreams: number;
-  /** Milliseconds between keep-alive pings; 0 = off. */
+  /**
+   * Milliseconds without any byte from the peer after which we send it a
+   * ping (so a quiet but live peer gives us something to read); 0 = no
+   * keep-alive at all (no pings, no dead-path detection).
+   */
   keepAliveInterval: number;
-  /** Milliseconds without a ping answer before the session is closed. */
+  /**
+   * Milliseconds without any byte from the peer after which the path is
+   * declared dead and the session closed. Any byte counts (data, window
+   * updates, pings, answers), so a slow link that still delivers is never
+   * declared dead. Must be larger than keepAliveInterval.
+   */
   keepAliveTimeout: number;
+  /**
+   * Milliseconds that bytes queued on the connection may wait without any of
+   * them being taken by the transport (the kernel's send buffer stays full:
+   * nothing is acknowledged). Our equivalent of TCP_USER_TIMEOUT, which Node
+   * cannot set; 0 = off.
+   */
+  writeTimeout: number;
+  /**
+   * Frames: control frames (ping ACKs, window updates, RSTs, FINs, SYNs)
+   * queued while the connection is blocked. At this bound we stop reading
+   * from the peer until the queue drains (a peer that never reads cannot
+   * make us queue without end).
+   */
+  maxControlQueue: number;
+  /** Milliseconds the control queue may stay at its bound before the session is closed with go-away. */
+  controlStallTimeout: number;
   /** Bytes: largest data payload we put in one frame (keeps one stream from hogging the connection). */
   maxFrameData: number;
 }
@@ -23,8 +48,11 @@ export const defaultMuxConfig: Readonly<MuxConfig> = Object.freeze({
   maxWindow: 16 * 1024 * 1024,
   acceptBacklog: 256,
   maxStreams: 4096,
-  keepAliveInterval: 30_000,
-  keepAliveTimeout: 10_000,
+  keepAliveInterval: 10_000,
+  keepAliveTimeout: 25_000,
+  writeTimeout: 20_000,
+  maxControlQueue: 1024,
+  controlStallTimeout: 10_000,
   maxFrameData: 64 * 1024,
 });
 
@@ -42,6 +70,10 @@ export function validateMuxConfig(c: MuxConfig): MuxConfig {
   check(isInt(c.maxStreams) && c.maxStreams >= 1, 'maxStreams must be an integer >= 1');
   check(isInt(c.keepAliveInterval) && c.keepAliveInterval >= 0, 'keepAliveInterval must be an integer >= 0 (ms)');
   check(isInt(c.keepAliveTimeout) && c.keepAliveTimeout >= 1, 'keepAliveTimeout must be an integer >= 1 (ms)');
+  check(c.keepAliveInterval === 0 || c.keepAliveTimeout > c.keepAliveInterval, 'keepAliveTimeout must be larger than keepAliveInterval');
+  check(isInt(c.writeTimeout) && c.writeTimeout >= 0, 'writeTimeout must be an integer >= 0 (ms)');
+  check(isInt(c.maxControlQueue) && c.maxControlQueue >= 1, 'maxControlQueue must be an integer >= 1 (frames)');
+  check(isInt(c.controlStallTimeout) && c.controlStallTimeout >= 1, 'controlStallTimeout must be an integer >= 1 (ms)');
   check(isInt(c.maxFrameData) && c.maxFrameData >= 1 && c.maxFrameData <= MAX_UINT32, 'maxFrameData must be an integer in [1, 2^32-1]');
   return c;
 }

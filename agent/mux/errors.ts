@@ -4,7 +4,8 @@ import { GoAwayCode } from './frame.ts';
 export type MuxErrorCode =
   | 'EPROTOCOL' // the peer broke the yamux protocol; session closed with go-away 1
   | 'EINTERNAL' // we failed internally; session closed with go-away 2
-  | 'ETIMEDOUT' // keep-alive ping not answered in time; session closed
+  | 'ETIMEDOUT' // nothing received from the peer for keepAliveTimeout, or queued bytes not taken for writeTimeout; session closed
+  | 'ECONTROLSTALL' // the peer left our control frames (ping ACKs, window updates, RSTs) unread past the bound; session closed
   | 'ECONNRESET' // the stream was reset (RST) by the peer
   | 'ECONNCLOSED' // the underlying connection ended or failed under the stream/session
   | 'ESESSIONCLOSED' // the session was closed locally
@@ -17,6 +18,7 @@ const GO_AWAY_BY_CODE: Record<MuxErrorCode, GoAwayCode | undefined> = {
   EPROTOCOL: GoAwayCode.ProtocolError,
   EINTERNAL: GoAwayCode.InternalError,
   ETIMEDOUT: GoAwayCode.InternalError,
+  ECONTROLSTALL: GoAwayCode.ProtocolError,
   ECONNRESET: undefined,
   ECONNCLOSED: undefined,
   ESESSIONCLOSED: undefined,

@@ -24,6 +24,16 @@ const CLOSE_LINGER_MS = 2_000;
  */
 const CONN_WRITE_BUFFER = 256 * 1024;
 
+/**
+ * Control frames past maxControlQueue that one read may still add (a 64 KiB
+ * chunk of pings is 5,461 frames) before the session is closed at once: we
+ * stop reading at the bound, but a chunk already read is processed whole.
+ */
+const CONTROL_QUEUE_HARD_FACTOR = 8;
+
+/** Liveness checks per keep-alive interval (the tick's granularity). */
+const TICKS_PER_INTERVAL = 5;
+
 export type MuxRole = 'client' | 'server';
 
 interface PendingPing {
@@ -54,7 +64,16 @@ export class MuxSession extends EventEmitter {
 
   // Write side: connection backpressure and batching.
   private readonly drainWaiters = new Set<MuxStream>();
+  /**
+   * True while the connection holds CONN_WRITE_BUFFER or more. Then data
+   * waits in its stream and control frames in `controlQueue`; both leave at
+   * 'drain', control first. Invariant: controlQueue non-empty => connBlocked.
+   */
   private connBlocked = false;
+  /** Control frames (12-byte headers) waiting for 'drain'; bounded by maxControlQueue. */
+  private readonly controlQueue: Buffer[] = [];
+  /** performance.now() when reading was paused because controlQueue hit its bound; -1 = reading. */
+  private readPausedAt = -1;
   /** Batches this turn's frames into one writev (see turnCorker). */
   private readonly cork: () => void;
 
@@ -66,8 +85,22 @@ export class MuxSession extends EventEmitter {
   private nextPingId = 0;
   /** Latest ping round-trip time in ms (-1 = none yet); drives window growth. */
   private rtt = -1;
-  private keepAliveTimer: NodeJS.Timeout | undefined;
-  private keepAliveDeadline: NodeJS.Timeout | undefined;
+
+  // Liveness (the tick): bytes in prove the path; queued bytes must keep leaving.
+  private livenessTimer: NodeJS.Timeout | undefined;
+  /** Chunks received so far; the tick compares it with the last value it saw (no clock read per chunk). */
+  private rxChunks = 0;
+  private rxSeen = 0;
+  /** performance.now() when the tick last saw new received bytes. */
+  private rxAt = performance.now();
+  /** Bytes handed to conn.write() so far; minus conn.writableLength = bytes the transport took. */
+  private txQueued = 0;
+  private txTaken = 0;
+  /** performance.now() when the tick last saw the transport take bytes (or nothing was queued). */
+  private txAt = performance.now();
+  /** Id and send time of the keep-alive ping in flight (-1 = none). */
+  private keepAlivePing = -1;
+  private keepAlivePingAt = 0;
 
   constructor(conn: Duplex, options: { role: MuxRole } & Partial<MuxConfig>) {
     super();
@@ -95,9 +128,9 @@ export class MuxSession extends EventEmitter {
     if (conn.destroyed) process.nextTick(this.onConnClose);
     // One ping at start measures the RTT that adaptive window growth needs.
     this.ping().then(noop, noop);
-    if (this.config.keepAliveInterval > 0) {
-      this.keepAliveTimer = setInterval(this.keepAlive, this.config.keepAliveInterval).unref();
-    }
+    const { keepAliveInterval, writeTimeout, controlStallTimeout } = this.config;
+    const tickMs = Math.max(1, Math.floor(Math.min(keepAliveInterval || Infinity, writeTimeout || Infinity, controlStallTimeout) / TICKS_PER_INTERVAL));
+    this.livenessTimer = setInterval(this.onTick, tickMs).unref();
   }
 
   get closed(): boolean {
@@ -125,12 +158,17 @@ export class MuxSession extends EventEmitter {
   /** Round-trip time in milliseconds of one ping. */
   ping(): Promise<number> {
     if (this.isClosed) return Promise.reject(new MuxError('ESESSIONCLOSED', 'session is closed'));
+    return new Promise<number>((resolve, reject) => {
+      this.sendPing({ resolve, reject, start: performance.now() });
+    });
+  }
+
+  private sendPing(pending: PendingPing): number {
     const id = this.nextPingId;
     this.nextPingId = (id + 1) >>> 0;
-    return new Promise<number>((resolve, reject) => {
-      this.pings.set(id, { resolve, reject, start: performance.now() });
-      this.writeHeader(FrameType.Ping, Flag.SYN, 0, id);
-    });
+    this.pings.set(id, pending);
+    this.writeHeader(FrameType.Ping, Flag.SYN, 0, id);
+    return id;
   }
 
   /** Tell the peer we take no new streams; we open none either. Existing streams continue. */
@@ -148,6 +186,7 @@ export class MuxSession extends EventEmitter {
   // ---- read loop ------------------------------------------------------------------
 
   private readonly onData = (chunk: Buffer): void => {
+    this.rxChunks++;
     try {
       this.decoder.push(chunk);
     } catch (err) {
@@ -232,6 +271,7 @@ export class MuxSession extends EventEmitter {
       const ping = this.pings.get(h.length);
       if (ping === undefined) return; // not ours, or already settled
       this.pings.delete(h.length);
+      if (h.length === this.keepAlivePing) this.keepAlivePing = -1;
       this.rtt = performance.now() - ping.start;
       ping.resolve(this.rtt);
     }
@@ -248,10 +288,46 @@ export class MuxSession extends EventEmitter {
 
   // ---- write side -------------------------------------------------------------------
 
+  /**
+   * A control frame (everything but a Data frame's own header): written at
+   * once while the connection takes bytes, else queued ahead of all waiting
+   * data. Ping ACKs, window updates and RSTs are what a peer that never reads
+   * can make us produce, so the queue is bounded: at maxControlQueue we stop
+   * reading from the peer, and the tick closes a session that stays there.
+   */
   private writeHeader(type: number, flags: number, streamId: number, length: number): void {
     if (!this.conn.writable) return;
     const header = Buffer.allocUnsafe(HEADER_LENGTH); // from Node's pool: a slice, not a fresh allocation
     encodeHeader(header, 0, type, flags, streamId, length);
+    if (!this.connBlocked) return this.writeBody(header);
+    const queue = this.controlQueue;
+    const bound = this.config.maxControlQueue;
+    if (queue.length >= bound * CONTROL_QUEUE_HARD_FACTOR) {
+      // Still coming after we stopped reading (the rest of a chunk already read): drop, and end the session.
+      if (!this.overflowing) {
+        this.overflowing = true;
+        process.nextTick(this.onControlOverflow);
+      }
+      return;
+    }
+    queue.push(header);
+    if (queue.length >= bound && this.readPausedAt < 0) {
+      this.readPausedAt = performance.now();
+      this.conn.pause();
+    }
+  }
+
+  private overflowing = false;
+
+  private readonly onControlOverflow = (): void => {
+    const err = new MuxError('ECONTROLSTALL', `peer made us queue over ${this.config.maxControlQueue * CONTROL_QUEUE_HARD_FACTOR} control frames without reading them`);
+    this.shutdown(err, err, true);
+  };
+
+  /** A Data frame's header: only called when canSend() (so never behind queued control frames). */
+  private writeDataHeader(streamId: number, length: number): void {
+    const header = Buffer.allocUnsafe(HEADER_LENGTH);
+    encodeHeader(header, 0, FrameType.Data, 0, streamId, length);
     this.writeBody(header);
   }
 
@@ -260,11 +336,23 @@ export class MuxSession extends EventEmitter {
     if (!this.conn.writable) return;
     this.cork();
     this.conn.write(buf);
+    this.txQueued += buf.length;
     if (this.conn.writableLength >= CONN_WRITE_BUFFER) this.connBlocked = true;
   }
 
   private readonly onDrain = (): void => {
     this.connBlocked = false;
+    const queue = this.controlQueue;
+    if (queue.length > 0) {
+      // Control first, all of it (bounded, 12 bytes a frame), then data.
+      for (let i = 0; i < queue.length; i++) this.writeBody(queue[i]);
+      queue.length = 0;
+      if (this.readPausedAt >= 0) {
+        this.readPausedAt = -1;
+        if (!this.isClosed) this.conn.resume();
+      }
+      if (this.connBlocked) return;
+    }
     for (const stream of this.drainWaiters) {
       this.drainWaiters.delete(stream);
       stream._flush();
@@ -279,6 +367,7 @@ export class MuxSession extends EventEmitter {
       isOpen: () => !this.isClosed,
       canSend: () => !this.connBlocked,
       writeHeader: (type, flags, id, length) => this.writeHeader(type, flags, id, length),
+      writeDataHeader: (id, length) => this.writeDataHeader(id, length),
       writeBody: (buf) => this.writeBody(buf),
       waitForDrain: (stream) => void this.drainWaiters.add(stream),
       release: (stream) => {
@@ -294,21 +383,47 @@ export class MuxSession extends EventEmitter {
 
   // ---- keep-alive -------------------------------------------------------------------
 
-  private readonly keepAlive = (): void => {
-    if (this.keepAliveDeadline !== undefined) return; // previous ping still out
-    this.keepAliveDeadline = setTimeout(this.keepAliveExpired, this.config.keepAliveTimeout).unref();
-    this.ping().then(this.keepAliveAnswered, noop);
-  };
-
-  private readonly keepAliveAnswered = (): void => {
-    clearTimeout(this.keepAliveDeadline);
-    this.keepAliveDeadline = undefined;
-  };
-
-  private readonly keepAliveExpired = (): void => {
-    this.keepAliveDeadline = undefined;
-    const err = new MuxError('ETIMEDOUT', `no ping answer within ${this.config.keepAliveTimeout} ms`);
-    this.shutdown(err, err, true);
+  /**
+   * The liveness tick (keepAliveInterval / 5): one timer per session, no
+   * clock read on the hot path.
+   * - Any chunk received since the last tick proves the path. After
+   *   keepAliveInterval of silence we ping (the answer is bytes too); after
+   *   keepAliveTimeout of silence the path is dead. A slow link delivers
+   *   something (data, window updates, answers) and is never declared dead;
+   *   pings never wait for stream windows or behind waiting data.
+   * - Bytes queued on the connection must keep leaving: writeTimeout without
+   *   the transport taking any (its send buffer full, nothing acknowledged)
+   *   closes the session, as TCP_USER_TIMEOUT would.
+   * - A control queue held at its bound (the peer does not read) for
+   *   controlStallTimeout closes the session with go-away.
+   */
+  private readonly onTick = (): void => {
+    if (this.isClosed) return;
+    const now = performance.now();
+    const c = this.config;
+    if (this.rxChunks !== this.rxSeen) {
+      this.rxSeen = this.rxChunks;
+      this.rxAt = now;
+    }
+    const taken = this.txQueued - this.conn.writableLength;
+    if (taken !== this.txTaken || this.conn.writableLength === 0) {
+      this.txTaken = taken;
+      this.txAt = now;
+    }
+    let err: MuxError | undefined;
+    if (this.readPausedAt >= 0 && now - this.readPausedAt >= c.controlStallTimeout) {
+      err = new MuxError('ECONTROLSTALL', `peer left ${this.controlQueue.length} control frames unread for ${c.controlStallTimeout} ms (it sends but does not read)`);
+    } else if (this.readPausedAt < 0 && c.keepAliveInterval > 0 && now - this.rxAt >= c.keepAliveTimeout) {
+      err = new MuxError('ETIMEDOUT', `nothing received for ${Math.round(now - this.rxAt)} ms (keep-alive timeout ${c.keepAliveTimeout} ms): the path is dead`);
+    } else if (c.writeTimeout > 0 && now - this.txAt >= c.writeTimeout) {
+      err = new MuxError('ETIMEDOUT', `${this.conn.writableLength} bytes queued and none taken for ${Math.round(now - this.txAt)} ms (write timeout ${c.writeTimeout} ms): the path is dead`);
+    }
+    if (err !== undefined) return this.shutdown(err, err, true);
+    if (c.keepAliveInterval > 0 && now - this.rxAt >= c.keepAliveInterval && (this.keepAlivePing < 0 || now - this.keepAlivePingAt >= c.keepAliveInterval)) {
+      if (this.keepAlivePing >= 0) this.pings.delete(this.keepAlivePing); // unanswered: replaced, not piled up
+      this.keepAlivePingAt = now;
+      this.keepAlivePing = this.sendPing({ resolve: noop, reject: noop, start: now });
+    }
   };
 
   // ---- connection events and teardown ----------------------------------------------
@@ -338,13 +453,16 @@ export class MuxSession extends EventEmitter {
     if (sendGoAway && !this.localGoAway) {
       this.localGoAway = true;
       const code = sessionErr === undefined ? GoAwayCode.Normal : sessionErr instanceof MuxError ? sessionErr.goAwayCode ?? GoAwayCode.Normal : GoAwayCode.InternalError;
-      this.writeHeader(FrameType.GoAway, 0, 0, code);
+      // Past any queue: the connection is ending, so its buffer no longer needs a bound.
+      const header = Buffer.allocUnsafe(HEADER_LENGTH);
+      encodeHeader(header, 0, FrameType.GoAway, 0, 0, code);
+      this.writeBody(header);
     }
     this.isClosed = true; // from here on streams send nothing
     this.decoder.stop();
-    clearInterval(this.keepAliveTimer);
-    clearTimeout(this.keepAliveDeadline);
-    this.keepAliveTimer = this.keepAliveDeadline = undefined;
+    clearInterval(this.livenessTimer);
+    this.livenessTimer = undefined;
+    this.controlQueue.length = 0;
 
     const pingErr = sessionErr ?? new MuxError('ESESSIONCLOSED', 'session closed');
     for (const ping of this.pings.values()) ping.reject(pingErr);

@@ -16,8 +16,10 @@ export interface StreamLink {
   isOpen(): boolean;
   /** False while the connection's write buffer is full (wait for drain). */
   canSend(): boolean;
-  /** Queue one 12-byte header on the connection. */
+  /** Queue one control frame (12-byte header, no payload): never blocked, jumps ahead of waiting data. */
   writeHeader(type: number, flags: number, streamId: number, length: number): void;
+  /** Queue a Data frame's header (only while canSend()); its payload follows with writeBody. */
+  writeDataHeader(streamId: number, length: number): void;
   /** Queue payload bytes (a view, never copied) right after the header. */
   writeBody(buf: Buffer): void;
   /** Call `stream._flush()` when the connection drains. */
@@ -203,7 +205,7 @@ export class MuxStream extends Duplex {
         return;
       }
       let len = Math.min(this.pendRemaining, this.sendWindow, maxFrame);
-      link.writeHeader(FrameType.Data, 0, this.id, len);
+      link.writeDataHeader(this.id, len);
       this.pendRemaining -= len;
       this.sendWindow -= len;
       // Hand the frame's bytes to the connection as views of the user's chunks.

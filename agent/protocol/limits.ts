@@ -14,9 +14,16 @@ export const MAX_CONTROL_BYTES = 256 * 1024;
 export const MAX_PUBLISHED_PORTS = 256;
 /** Addresses one private port may list. */
 export const MAX_ALLOWED_ADDRESSES = 1024;
-/** ms: relay ↔ agent yamux keepalive; a silent relay is noticed within interval + timeout. */
-export const KEEPALIVE_INTERVAL_MS = 15_000;
-export const KEEPALIVE_TIMEOUT_MS = 20_000;
+/**
+ * ms: relay ↔ agent liveness (docs/PROTOCOL.md, "Keep-alive"). Any byte received proves the
+ * path; after KEEPALIVE_INTERVAL_MS of silence we ping, after KEEPALIVE_TIMEOUT_MS of silence
+ * the path is dead (noticed within timeout + one tick of interval / 5: 27 s, under the 30 s
+ * target, idle or busy).
+ */
+export const KEEPALIVE_INTERVAL_MS = 10_000;
+export const KEEPALIVE_TIMEOUT_MS = 25_000;
+/** ms: TCP keep-alive idle time on relay ↔ agent sockets (keeps NAT state; the kernel's own backstop). */
+export const TCP_KEEPALIVE_MS = 10_000;
 /** ms: the end-to-end layer inside a data stream (TLS, both hellos, the device's verdict) must finish within this. */
 export const E2E_HANDSHAKE_TIMEOUT_MS = 10_000;
 /**

@@ -1,6 +1,6 @@
 import { TLSSocket, createSecureContext, type SecureContext } from 'node:tls';
 import type { Socket } from 'node:net';
-import { MuxSession, type MuxStream } from '../mux/index.ts';
+import { MuxError, MuxSession, type MuxStream } from '../mux/index.ts';
 import type { Identity } from '../identity/index.ts';
 import type { Logger } from '../util/log.ts';
 import { errorMessage } from '../util/errors.ts';
@@ -12,6 +12,7 @@ import {
   HANDSHAKE_TIMEOUT_MS,
   KEEPALIVE_INTERVAL_MS,
   KEEPALIVE_TIMEOUT_MS,
+  TCP_KEEPALIVE_MS,
   MAX_CONTROL_BYTES,
   MAX_STREAM_HEADER_BYTES,
   STREAM_HEADER_TIMEOUT_MS,
@@ -81,6 +82,7 @@ export class RelayServer {
     }
     this.#pending.add(raw);
     raw.setNoDelay(true);
+    raw.setKeepAlive(true, TCP_KEEPALIVE_MS);
     // One deadline for TCP → TLS → hello: a peer that stalls anywhere before it is authenticated is dropped.
     const deadline = setTimeout(() => {
       this.stats.count('handshake_timeout');
@@ -131,6 +133,11 @@ export class RelayServer {
     this.#log.debug(`${address} connected from ${remote} (${this.registry.sessionsOf(address).length} session(s) of this address)`);
     mux.on('stream', (stream: MuxStream) => this.#onStream(session, stream));
     mux.once('close', (err?: Error) => {
+      if (err instanceof MuxError && (err.code === 'ECONTROLSTALL' || err.code === 'ETIMEDOUT')) {
+        // A peer that floods us without reading, or a path that died: worth a line and a counter.
+        this.stats.count(err.code === 'ECONTROLSTALL' ? 'session_control_stall' : 'session_timeout');
+        this.#log.info(`closed the session of ${address} from ${remote}: ${errorMessage(err)}`);
+      }
       if (this.registry.remove(session)) this.#log.debug(`${address} disconnected${err ? `: ${errorMessage(err)}` : ''}`);
     });
   }
