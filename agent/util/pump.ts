@@ -1,5 +1,27 @@
+import { Socket } from 'node:net';
 import { finished, type Duplex } from 'node:stream';
 import { turnCorker } from './cork.ts';
+
+const noop = (): void => {};
+
+/**
+ * Tears `s` down as an abort: a plain TCP socket is reset (RST), so the
+ * program on its other end (nc, ssh, a browser) sees the failure at once
+ * instead of an orderly FIN it would wait behind; anything else (a mux
+ * stream: destroy sends RST; a TLS socket over one) is destroyed.
+ */
+export function abort(s: Duplex): void {
+  s.on('error', noop);
+  if (s instanceof Socket && !s.destroyed) {
+    try {
+      s.resetAndDestroy(); // throws for a socket without a TCP handle (TLS over a mux stream)
+      return;
+    } catch {
+      // fall through
+    }
+  }
+  s.destroy();
+}
 
 /** Bytes a destination may hold queued before the source is paused (a socket's own mark is 16 KiB). */
 const FORWARD_BUFFER = 128 * 1024;
@@ -30,8 +52,9 @@ function forward(src: Duplex, dst: Duplex): void {
  * Backpressure holds end to end (the mux window on one side, the TCP window
  * on the other). An end in one direction is passed on as an end
  * (half-close), so `ssh` sending EOF while output still flows back works. If
- * either side fails or closes before ending, both are destroyed: nothing
- * stays half-open.
+ * either side fails or closes before ending (the tunnel died: session lost,
+ * stream reset, relay gone), both are aborted: plain TCP legs are reset, not
+ * ended, and nothing stays half-open.
  */
 export function splice(a: Duplex, b: Duplex, onDone?: (err?: Error) => void): void {
   let settled = 0;
@@ -39,8 +62,8 @@ export function splice(a: Duplex, b: Duplex, onDone?: (err?: Error) => void): vo
   const done = (err?: Error | null) => {
     if (err && !failed) {
       failed = true;
-      a.destroy();
-      b.destroy();
+      abort(a);
+      abort(b);
       onDone?.(err);
       return;
     }
