@@ -65,7 +65,12 @@ export interface DiodeOptions {
 export async function diodePath(sinkPort: number, options: DiodeOptions): Promise<Path> {
   const node = (role: string, args: string[]) =>
     startProcess(role, process.execPath, [...(options.nodeArgs?.(role) ?? []), options.bundle, ...args], { env: { ...process.env, DIODE_LOG: 'warn' } });
-  const relay = node('relay', ['relay', '--listen', '127.0.0.1:0', '--home', scratch('relay')]);
+  // The bench measures what streams cost, not the relay's policy: one socksd (one caller) holds up to
+  // 1,000 idle streams toward the one device and opens 50 at a time, past the fair-share defaults.
+  const relay = node('relay', [
+    'relay', '--listen', '127.0.0.1:0', '--home', scratch('relay'),
+    '--max-streams-per-caller', '4096', '--max-pending-per-caller', '256',
+  ]);
   const relayPort = Number((await relay.waitFor(/relay 0x[0-9a-fA-F]{40} listening on 127\.0\.0\.1:(\d+)/))[1]);
   // The device and the client agent start side by side.
   const publish = node('publish', ['publish', '-public', `${sinkPort}:${DIODE_REMOTE_PORT}`, '--relay', `127.0.0.1:${relayPort}`, '--home', scratch('device')]);

@@ -57,7 +57,9 @@ function message(proc: BenchProcess, t: WorkerMessage['t']): Promise<WorkerMessa
 
 /** One relay, N simulated devices (real TLS sessions, real hellos) in worker processes. */
 export async function relayScale(bundle: string, devices: number, log: (line: string) => void, nodeArgs: string[] = []): Promise<RelayScaleResult> {
-  const relay = startProcess('relay', process.execPath, [...nodeArgs, bundle, 'relay', '--listen', '127.0.0.1:0', '--home', scratch('scale')], { env: { ...process.env, DIODE_LOG: 'warn' } });
+  const relay = startProcess('relay', process.execPath, [...nodeArgs, bundle, 'relay', '--listen', '127.0.0.1:0', '--home', scratch('scale'),
+    // every simulated device comes from 127.0.0.1: lift the per-source caps, which would stop at 256
+    '--max-sessions-per-ip', String(devices + 16), '--max-handshakes-per-ip', '1024'], { env: { ...process.env, DIODE_LOG: 'warn' } });
   const workers: BenchProcess[] = [];
   try {
     const port = Number((await relay.waitFor(/listening on 127\.0\.0\.1:(\d+)/))[1]);
