@@ -10,9 +10,16 @@ import { DiodeError, errorMessage } from '../util/errors.ts';
 /** ms a dial waits for a relay session when the link is (re)connecting. */
 export const RELAY_WAIT_MS = 5_000;
 
+/**
+ * Why a dial failed: the relay's or device's reply code, `no-relay` (no
+ * session), or `no-e2e` (the relay answered without the end-to-end layer:
+ * a relay that would read or forge the stream; nothing was sent).
+ */
+export type DialFailure = ReplyCode | 'no-relay' | 'no-e2e';
+
 export class DialError extends DiodeError {
-  readonly reply: ReplyCode | 'no-relay';
-  constructor(reply: ReplyCode | 'no-relay', message: string) {
+  readonly reply: DialFailure;
+  constructor(reply: DialFailure, message: string) {
     super(`EDIAL_${reply.toUpperCase().replace(/-/g, '_')}`, message);
     this.name = 'DialError';
     this.reply = reply;
@@ -21,9 +28,10 @@ export class DialError extends DiodeError {
 
 /**
  * Opens a stream to <address>:<port> through the relay; resolves once the
- * device accepted it. For private and protected ports (the device's ok says
- * e2e) the result is the cleartext side of the end-to-end TLS session, after
- * the device proved it is `address` and admitted our proven address.
+ * device accepted it. Every stream asks for the end-to-end layer: the result
+ * is the cleartext side of the end-to-end TLS session, after the device
+ * proved it is `address` and admitted our proven address. An answer without
+ * the layer fails the dial before a byte of the caller's is sent.
  */
 export async function dialThroughRelay(link: RelayLink, identity: Identity, address: string, port: number): Promise<Duplex> {
   let session;
@@ -39,7 +47,7 @@ export async function dialThroughRelay(link: RelayLink, identity: Identity, addr
     throw new DialError('no-relay', `relay session is closing: ${errorMessage(err)}`);
   }
   stream.on('error', () => {});
-  const header: Connect = { t: 'connect', to: address, port };
+  const header: Connect = { t: 'connect', to: address, port, e2e: true };
   let reply;
   try {
     reply = await requestStream(stream, header);
@@ -48,7 +56,11 @@ export async function dialThroughRelay(link: RelayLink, identity: Identity, addr
     if (refused) throw new DialError(refused.code, refused.message || refused.code);
     throw new DialError('unavailable', `no answer from the relay for ${address}:${port}: ${errorMessage(err)}`);
   }
-  if (!reply.e2e) return stream;
+  if (!reply.e2e) {
+    stream.destroy();
+    const relay = `${link.relayAddress ?? 'unknown address'}${link.relayEndpoint ? ` at ${link.relayEndpoint}` : ''}`;
+    throw new DialError('no-e2e', `relay ${relay} answered the connect to ${address}:${port} without the end-to-end layer; refused (nothing was sent): this relay could read or pose as the device`);
+  }
   let result;
   try {
     result = await connectE2E(stream, identity, address);

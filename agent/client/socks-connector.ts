@@ -16,6 +16,7 @@ const REPLY_FOR: Record<DialError['reply'], RepCode> = {
   'bad-request': Rep.generalFailure,
   unavailable: Rep.generalFailure,
   'no-relay': Rep.networkUnreachable,
+  'no-e2e': Rep.generalFailure,
 };
 
 /** What socksd does with a name that is not `<address>.diode` (`--fallback`, as the Diode client's -fallback). */

@@ -14,7 +14,11 @@ import type { PortMapping } from './port-spec.ts';
 /** ms to reach the local target port before answering "refused". */
 const LOCAL_CONNECT_TIMEOUT_MS = 5_000;
 
-/** Modes whose streams run the end-to-end layer: the device itself proves who the client is. */
+/**
+ * Modes whose streams always run the end-to-end layer, asked for or not: the
+ * device itself proves who the client is. Public ports run it when the
+ * client asks (every agent does); only the public gateway reaches them in clear.
+ */
 export const E2E_MODES: ReadonlySet<AccessMode> = new Set(['private', 'protected']);
 
 /**
@@ -67,7 +71,7 @@ export class IncomingHandler {
       this.#log.info(`refused ${incoming.from} → port ${incoming.port}: not published`);
       return answer(stream, errorReply('no-such-port', `port ${incoming.port} is not published`), true);
     }
-    if (E2E_MODES.has(mapping.mode)) return this.#handleE2E(stream, mapping, incoming);
+    if (incoming.e2e || E2E_MODES.has(mapping.mode)) return this.#handleE2E(stream, mapping, incoming);
     if (!(await this.#check(mapping, incoming.from))) {
       this.#log.warn(`denied ${incoming.from} → port ${incoming.port} (${mapping.mode})`);
       return answer(stream, errorReply('denied', `${incoming.from} may not use port ${incoming.port}`), true);
@@ -79,9 +83,10 @@ export class IncomingHandler {
   }
 
   /**
-   * Private and protected ports: the bytes after our ok are a TLS session
-   * with the client, whatever the relay claims; plaintext fails the TLS
-   * handshake and never reaches the local port.
+   * A stream between two agents (any mode), and every stream to a private or
+   * protected port: the bytes after our ok are a TLS session with the
+   * client, whatever the relay claims; plaintext fails the TLS handshake and
+   * never reaches the local port.
    */
   async #handleE2E(stream: MuxStream, mapping: PortMapping, incoming: Incoming): Promise<void> {
     answer(stream, { t: 'ok', e2e: true }, false);
@@ -90,7 +95,8 @@ export class IncomingHandler {
       session = await acceptE2E(stream, this.#identity);
     } catch (err) {
       this.#log.warn(`refused a stream to port ${incoming.port} (${mapping.mode}; relay says from ${incoming.from}): no end-to-end proof: ${errorMessage(err)}`);
-      stream.destroy();
+      // A refused hello was answered inside TLS and ended (the TLS socket frees the stream when it closes).
+      if (!stream.writableEnded) stream.destroy();
       return;
     }
     const client = session.peer;

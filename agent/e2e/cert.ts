@@ -1,21 +1,95 @@
+import { createHash, generateKeyPairSync, randomBytes, sign, type KeyObject, type X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
-import { selfSignedP256 } from '../util/self-signed.ts';
-
-/** days: the ephemeral certificate only carries one process's end-to-end TLS; identity is the signed hello. */
-const EPHEMERAL_CERT_DAYS = 30;
-
-let context: Promise<SecureContext> | undefined;
 
 /**
- * The device's TLS context for end-to-end sessions: an ephemeral P-256
- * self-signed certificate (TLS 1.3 refuses secp256k1), made once per
- * process on first use and never written to disk. Nobody verifies it: the
- * device proves its key by signing the session's keying material instead.
+ * The end-to-end layer's TLS credentials: one ephemeral Ed25519 key and a
+ * self-signed certificate for it, made once per process in memory (≈ 0.1 ms:
+ * the DER is built here, no x509 library is loaded) and never stored. Both
+ * ends present theirs (mutual TLS 1.3), so each TLS handshake proves, with a
+ * cheap Ed25519 signature over the transcript, possession of the key of the
+ * certificate whose hash the peer's hello binds to its secp256k1 identity
+ * (see channel.ts).
  */
-export function deviceTlsContext(): Promise<SecureContext> {
-  context ??= (async () => {
-    const pems = await selfSignedP256('diode-device', EPHEMERAL_CERT_DAYS);
-    return createSecureContext({ key: pems.key, cert: pems.cert, minVersion: 'TLSv1.3' });
-  })();
-  return context;
+
+/** days: a certificate outlives any process that holds it in memory. */
+const CERT_VALID_DAYS = 3650;
+/** ms backdating of notBefore, for a peer whose clock is a little behind. */
+const CLOCK_SKEW_MS = 86_400_000;
+
+export interface E2ECredentials {
+  /** TLS server context (device side): our certificate, a client certificate requested. */
+  server: SecureContext;
+  /** TLS client context (client side): the same certificate. */
+  client: SecureContext;
+  /** sha256 of our certificate (DER): what our hello signs. */
+  certHash: Buffer;
+}
+
+let credentials: E2ECredentials | undefined;
+
+/** This process's end-to-end credentials (made on first use). */
+export function e2eCredentials(): E2ECredentials {
+  if (credentials) return credentials;
+  const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+  const der = selfSignedEd25519(publicKey, privateKey);
+  const cert = pemOf(der, 'CERTIFICATE');
+  const key = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  const common = { key, cert, minVersion: 'TLSv1.3' as const };
+  credentials = {
+    server: createSecureContext(common),
+    client: createSecureContext(common),
+    certHash: createHash('sha256').update(der).digest(),
+  };
+  return credentials;
+}
+
+/** sha256 of a peer's certificate (DER), as its hello signs it. */
+export function certHash(cert: X509Certificate): Buffer {
+  return createHash('sha256').update(cert.raw).digest();
+}
+
+// --- a minimal DER encoder, just enough for one self-signed X.509 v3 certificate ---
+
+function der(tag: number, ...parts: Buffer[]): Buffer {
+  const body = Buffer.concat(parts);
+  const n = body.length;
+  const length = n < 0x80 ? Buffer.from([n]) : n < 0x100 ? Buffer.from([0x81, n]) : Buffer.from([0x82, n >> 8, n & 0xff]);
+  return Buffer.concat([Buffer.from([tag]), length, body]);
+}
+
+const SEQUENCE = 0x30;
+const SET = 0x31;
+/** 1.3.101.112, id-Ed25519 (RFC 8410): the algorithm identifier has no parameters. */
+const ED25519 = der(SEQUENCE, Buffer.from([0x06, 0x03, 0x2b, 0x65, 0x70]));
+/** 2.5.4.3, commonName. */
+const CN_OID = Buffer.from([0x06, 0x03, 0x55, 0x04, 0x03]);
+
+function utcTime(ms: number): Buffer {
+  // UTCTime YYMMDDHHMMSSZ (valid through 2049, which CERT_VALID_DAYS keeps us inside).
+  const text = new Date(ms).toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z';
+  return der(0x17, Buffer.from(text, 'ascii'));
+}
+
+function selfSignedEd25519(publicKey: KeyObject, privateKey: KeyObject): Buffer {
+  const serial = randomBytes(8);
+  serial[0] &= 0x7f; // a positive INTEGER
+  const name = der(SEQUENCE, der(SET, der(SEQUENCE, CN_OID, der(0x0c, Buffer.from('diode-e2e')))));
+  const now = Date.now();
+  const tbs = der(
+    SEQUENCE,
+    der(0xa0, der(0x02, Buffer.from([2]))), // version v3
+    der(0x02, serial),
+    ED25519,
+    name,
+    der(SEQUENCE, utcTime(now - CLOCK_SKEW_MS), utcTime(now + CERT_VALID_DAYS * 86_400_000)),
+    name,
+    publicKey.export({ type: 'spki', format: 'der' }),
+  );
+  const signature = sign(null, tbs, privateKey);
+  return der(SEQUENCE, tbs, ED25519, der(0x03, Buffer.from([0]), signature));
+}
+
+function pemOf(body: Buffer, label: string): string {
+  const b64 = body.toString('base64').replace(/.{64}/g, '$&\n');
+  return `-----BEGIN ${label}-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END ${label}-----\n`;
 }

@@ -1,23 +1,31 @@
 import { connect, TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
-import type { Identity } from '../identity/index.ts';
-import { exchangeHello, E2E_EKM_LABEL } from '../protocol/handshake.ts';
+import { verifyAuth, type AuthProof, type Identity } from '../identity/index.ts';
 import { readFrame, writeFrame } from '../protocol/frames.ts';
-import { parseReply, type Reply } from '../protocol/messages.ts';
-import { E2E_HANDSHAKE_TIMEOUT_MS, E2E_SILENT_CLIENT_TIMEOUT_MS, MAX_STREAM_HEADER_BYTES } from '../protocol/limits.ts';
+import { parseHello, parseReply, PROTOCOL_VERSION, type Hello, type Reply } from '../protocol/messages.ts';
+import { E2E_HANDSHAKE_TIMEOUT_MS, E2E_SILENT_CLIENT_TIMEOUT_MS, MAX_HELLO_BYTES, MAX_STREAM_HEADER_BYTES } from '../protocol/limits.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
-import { deviceTlsContext } from './cert.ts';
+import { certHash, e2eCredentials } from './cert.ts';
 
 /**
- * The end-to-end layer of a data stream (private and protected ports).
+ * The end-to-end layer of a data stream (every stream between two agents).
  *
- * After the device's `ok {e2e:true}`, client and device run TLS 1.3 over the
- * stream's bytes (the relay only sees ciphertext), then each sends a hello
- * signing exportKeyingMaterial(32, "diode-e2e") of that inner session with
- * its secp256k1 key (roles "client" and "device"). The device then sends one
- * verdict frame inside TLS: `ok`, or `error` (denied, refused). A relay that
- * terminates TLS itself cannot produce either side's signature over the
- * other side's keying material, so it can impersonate neither.
+ * After the relay's `ok {e2e:true}`, client and device run mutual TLS 1.3
+ * over the stream's bytes (the relay only sees ciphertext), each with the
+ * ephemeral Ed25519 certificate of its process (cert.ts). Each then sends a
+ * hello: its secp256k1 key and a signature over the sha256 of *its own*
+ * certificate (DER), `diode-e2e/v3 <role> 0x<hash>`. The receiver checks
+ * that hash against the certificate the TLS handshake just authenticated,
+ * so the hello proves "the holder of this secp256k1 key holds the key of
+ * the certificate that signed this handshake". A relay that terminates TLS
+ * itself can replay a hello, but not present the certificate it names
+ * without that certificate's private key. The device then sends one verdict
+ * frame inside TLS: `ok`, or `error` (denied, refused, bad-request).
+ *
+ * Cost per stream: one TLS 1.3 handshake (X25519 and two Ed25519
+ * signatures); no secp256k1 work once a peer's hello was verified (the
+ * result is cached by key, signature and certificate), and our own hello is
+ * signed once per process.
  */
 export class E2EError extends DiodeError {
   constructor(code: 'EE2E_AUTH' | 'EE2E_PROTO', message: string) {
@@ -34,10 +42,43 @@ export interface E2ESession {
   peer: string;
 }
 
+type E2ERole = 'client' | 'device';
+
+/** Verified hellos: `role pub sig hash` → address. Entries: peers' processes seen lately. */
+const VERIFIED_HELLOS_MAX = 4096;
+const verified = new Map<string, string>();
+/** Our own hello per identity: signed once per process. */
+const ownHellos = new WeakMap<Identity, Partial<Record<E2ERole, Hello>>>();
+
+function ownHello(identity: Identity, role: E2ERole): Hello {
+  let byRole = ownHellos.get(identity);
+  if (!byRole) ownHellos.set(identity, (byRole = {}));
+  return (byRole[role] ??= { t: 'hello', v: PROTOCOL_VERSION, role, ...identity.signAuth(role, e2eCredentials().certHash, 'diode-e2e') });
+}
+
+/** The address a peer's hello proves for the certificate its TLS handshake used. */
+function verifyPeer(socket: TLSSocket, hello: Hello, expectRole: E2ERole): string {
+  if (hello.role !== expectRole) throw new E2EError('EE2E_AUTH', `peer says it is a ${hello.role}, expected a ${expectRole}`);
+  const cert = socket.getPeerX509Certificate();
+  if (!cert) throw new E2EError('EE2E_AUTH', 'peer presented no TLS certificate');
+  const hash = certHash(cert);
+  const key = `${hello.role} ${hello.pub} ${hello.sig} ${hash.toString('hex')}`;
+  const known = verified.get(key);
+  if (known) return known;
+  let address: string;
+  try {
+    address = verifyAuth(hello.role, hash, hello as AuthProof, 'diode-e2e');
+  } catch (err) {
+    throw new E2EError('EE2E_AUTH', `peer hello does not prove its key for this TLS session: ${errorMessage(err)}`);
+  }
+  if (verified.size >= VERIFIED_HELLOS_MAX) verified.delete(verified.keys().next().value as string);
+  verified.set(key, address);
+  return address;
+}
+
 /** Device side: TLS server over the stream, then the hellos. The caller decides and sends the verdict. */
-export async function acceptE2E(stream: Duplex, identity: Identity): Promise<E2ESession> {
-  const secureContext = await deviceTlsContext();
-  const socket = new TLSSocket(stream, { isServer: true, secureContext });
+export function acceptE2E(stream: Duplex, identity: Identity): Promise<E2ESession> {
+  const socket = new TLSSocket(stream, { isServer: true, secureContext: e2eCredentials().server, requestCert: true, rejectUnauthorized: false });
   // A client that says nothing is dropped fast: it holds one of the device's stream slots.
   const silent = setTimeout(
     () => socket.destroy(new E2EError('EE2E_PROTO', `the client sent no end-to-end handshake within ${E2E_SILENT_CLIENT_TIMEOUT_MS} ms`)),
@@ -46,7 +87,21 @@ export async function acceptE2E(stream: Duplex, identity: Identity): Promise<E2E
   const heard = () => clearTimeout(silent);
   stream.once('data', heard);
   socket.once('close', heard);
-  return handshake(stream, socket, 'secure', identity, 'device');
+  return handshake(stream, socket, 'secure', async () => {
+    writeFrame(socket, ownHello(identity, 'device'));
+    let peer: string;
+    try {
+      peer = verifyPeer(socket, parseHello(await readFrame(socket, MAX_HELLO_BYTES, E2E_HANDSHAKE_TIMEOUT_MS)), 'client');
+    } catch (err) {
+      // One line back before the close, so the client can say why.
+      if (!socket.destroyed) {
+        writeFrame(socket, { t: 'error', code: 'bad-request', message: `end-to-end hello refused: ${errorMessage(err)}` });
+        socket.end();
+      }
+      throw err;
+    }
+    return { socket, peer };
+  });
 }
 
 /**
@@ -56,8 +111,12 @@ export async function acceptE2E(stream: Duplex, identity: Identity): Promise<E2E
  * device's refusal as `{ refused }` so the caller can map its code.
  */
 export async function connectE2E(stream: Duplex, identity: Identity, expectDevice: string): Promise<{ socket: TLSSocket } | { refused: Extract<Reply, { t: 'error' }> }> {
-  const socket = connect({ socket: stream, minVersion: 'TLSv1.3', rejectUnauthorized: false });
-  const session = await handshake(stream, socket, 'secureConnect', identity, 'client');
+  const socket = connect({ socket: stream, secureContext: e2eCredentials().client, rejectUnauthorized: false });
+  const session = await handshake(stream, socket, 'secureConnect', async () => {
+    writeFrame(socket, ownHello(identity, 'client'));
+    const peer = verifyPeer(socket, parseHello(await readFrame(socket, MAX_HELLO_BYTES, E2E_HANDSHAKE_TIMEOUT_MS)), 'device');
+    return { socket, peer };
+  });
   try {
     if (session.peer !== expectDevice) {
       throw new E2EError('EE2E_AUTH', `end-to-end check failed: the peer proved address ${session.peer}, not the dialled ${expectDevice} (a relay in the middle?)`);
@@ -81,7 +140,7 @@ export function sendVerdict(session: E2ESession, verdict: Reply): void {
   if (verdict.t === 'error') session.socket.end();
 }
 
-function handshake(stream: Duplex, socket: TLSSocket, event: 'secure' | 'secureConnect', identity: Identity, role: 'client' | 'device'): Promise<E2ESession> {
+function handshake(stream: Duplex, socket: TLSSocket, event: 'secure' | 'secureConnect', hellos: () => Promise<E2ESession>): Promise<E2ESession> {
   // Tearing down the TLS socket early must also free the stream under it.
   socket.once('close', () => {
     if (!stream.writableEnded) stream.destroy();
@@ -90,19 +149,19 @@ function handshake(stream: Duplex, socket: TLSSocket, event: 'secure' | 'secureC
     const timer = setTimeout(() => fail(new E2EError('EE2E_PROTO', `no end-to-end handshake within ${E2E_HANDSHAKE_TIMEOUT_MS} ms`)), E2E_HANDSHAKE_TIMEOUT_MS);
     const fail = (err: Error) => {
       clearTimeout(timer);
-      socket.destroy();
+      if (!socket.writableEnded) socket.destroy();
       reject(err instanceof DiodeError ? err : new E2EError('EE2E_PROTO', `end-to-end TLS: ${errorMessage(err)}`));
     };
     socket.once('error', fail);
     socket.once(event, () => {
-      exchangeHello(socket, identity, role, E2E_HANDSHAKE_TIMEOUT_MS, E2E_EKM_LABEL).then(
-        (peer) => {
+      hellos().then(
+        (session) => {
           clearTimeout(timer);
           socket.off('error', fail);
           socket.on('error', () => {});
-          resolve({ socket, peer });
+          resolve(session);
         },
-        (err) => fail(err instanceof DiodeError && err.code === 'EAUTH' ? new E2EError('EE2E_AUTH', errorMessage(err)) : err),
+        fail,
       );
     });
   });

@@ -1,3 +1,3 @@
-// End-to-end layer between client and device inside a data stream (private and protected ports).
+// End-to-end layer between client and device inside every data stream between two agents.
 export { acceptE2E, connectE2E, sendVerdict, E2EError, type E2ESession } from './channel.ts';
-export { deviceTlsContext } from './cert.ts';
+export { e2eCredentials } from './cert.ts';

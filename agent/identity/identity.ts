@@ -22,12 +22,24 @@ export const PUBLIC_KEY_HEX = /^0x04[0-9a-fA-F]{128}$/;
 export const SIGNATURE_HEX = /^0x[0-9a-fA-F]{128}$/;
 
 /**
- * The text signed to prove a key on one TLS session (or one end-to-end
- * channel). The keying material is unique to the session, so a signature
- * cannot be replayed on another connection.
+ * What a signature proves a key for: `diode-auth` a relay link's TLS session
+ * (the bytes are its exported keying material), `diode-e2e` an end-to-end
+ * session inside a data stream (the bytes are the sha256 of the signer's
+ * TLS certificate key).
  */
-export function authMessage(role: AuthRole, keyingMaterial: Uint8Array): string {
-  return `diode-auth/v2 ${role} 0x${Buffer.from(keyingMaterial).toString('hex')}`;
+export type AuthPurpose = 'diode-auth' | 'diode-e2e';
+
+/** The protocol version named in every signed text (a proof made for one version is no proof for another). */
+export const AUTH_TEXT_VERSION = 3;
+
+/**
+ * The text signed to prove a key: `<purpose>/v3 <role> 0x<bytes as lower-case hex>`.
+ * The keying material is unique to the session, so a link signature
+ * cannot be replayed on another connection; the role keeps a proof from
+ * being reflected as the other side's.
+ */
+export function authMessage(role: AuthRole, bytes: Uint8Array, purpose: AuthPurpose = 'diode-auth'): string {
+  return `${purpose}/v${AUTH_TEXT_VERSION} ${role} 0x${Buffer.from(bytes).toString('hex')}`;
 }
 
 const b64url = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64url');
@@ -64,9 +76,9 @@ export class Identity {
     return new Identity(ecdh.getPrivateKey('hex').padStart(64, '0'));
   }
 
-  /** Proof of this key over authMessage(role, keyingMaterial). */
-  signAuth(role: AuthRole, keyingMaterial: Uint8Array): AuthProof {
-    const sig = sign('sha256', Buffer.from(authMessage(role, keyingMaterial)), { key: this.#signingKey, dsaEncoding: 'ieee-p1363' });
+  /** Proof of this key over authMessage(role, bytes, purpose). */
+  signAuth(role: AuthRole, bytes: Uint8Array, purpose: AuthPurpose = 'diode-auth'): AuthProof {
+    const sig = sign('sha256', Buffer.from(authMessage(role, bytes, purpose)), { key: this.#signingKey, dsaEncoding: 'ieee-p1363' });
     return { pub: `0x${this.publicKey.toString('hex')}`, sig: `0x${sig.toString('hex')}` };
   }
 
@@ -78,15 +90,19 @@ export class Identity {
 /**
  * The checksummed address proven by `proof` for authMessage(role, km).
  * Throws on a malformed key or signature, a key not on the curve, or a
- * signature that does not verify.
+ * signature that does not verify. Hex digits of `pub` and `sig` may be of
+ * either case, and a high-S signature (s > n/2) is accepted as well as its
+ * low-S twin: the signed text holds fresh session bytes, so the malleability
+ * that low-S rules guard against (a second valid encoding of a transaction)
+ * gains nobody anything here. Signers here make either.
  */
-export function verifyAuth(role: AuthRole, keyingMaterial: Uint8Array, proof: AuthProof): string {
+export function verifyAuth(role: AuthRole, bytes: Uint8Array, proof: AuthProof, purpose: AuthPurpose = 'diode-auth'): string {
   if (!PUBLIC_KEY_HEX.test(proof.pub)) throw new Error('a public key is 65 bytes of hex starting 0x04');
   if (!SIGNATURE_HEX.test(proof.sig)) throw new Error('a signature is 64 bytes of hex');
   const publicKey = Buffer.from(proof.pub.slice(2), 'hex');
   // The JWK import checks that the point is on the curve.
   const key = createPublicKey({ key: jwkOf(publicKey), format: 'jwk' });
-  const ok = verify('sha256', Buffer.from(authMessage(role, keyingMaterial)), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(proof.sig.slice(2), 'hex'));
+  const ok = verify('sha256', Buffer.from(authMessage(role, bytes, purpose)), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(proof.sig.slice(2), 'hex'));
   if (!ok) throw new Error('the signature does not verify');
   return addressOfPublicKey(publicKey);
 }

@@ -37,6 +37,7 @@ export class RelayLink extends EventEmitter {
   readonly #log: Logger;
   #session: MuxSession | undefined;
   #relayAddress: string | undefined;
+  #relayEndpoint: string | undefined;
   #running = false;
   #stopped: Promise<void> | undefined;
   #wake: (() => void) | undefined;
@@ -55,6 +56,11 @@ export class RelayLink extends EventEmitter {
 
   get relayAddress(): string | undefined {
     return this.#relayAddress;
+  }
+
+  /** "host:port" of the relay of the current (or last) session. */
+  get relayEndpoint(): string | undefined {
+    return this.#relayEndpoint;
   }
 
   start(): void {
@@ -134,6 +140,7 @@ export class RelayLink extends EventEmitter {
     }
     this.#session = session;
     this.#relayAddress = relayAddress;
+    this.#relayEndpoint = formatHostPort(target);
     this.#lastProblem = '';
     const what = this.#options.publish ? `; published ${describePorts(this.#options.publish)}` : '';
     this.#log.info(`connected to relay ${formatHostPort(target)} (${relayAddress}) as ${this.#options.identity.address}${what}`);

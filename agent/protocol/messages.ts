@@ -6,7 +6,12 @@ import { MAX_ALLOWED_ADDRESSES, MAX_PUBLISHED_PORTS } from './limits.ts';
 // Every message arrives from the network, so each has a parser that checks
 // every field before anything uses it. See docs/PROTOCOL.md for the layout.
 
-export const PROTOCOL_VERSION = 2;
+/**
+ * 3: every stream between two agents runs the end-to-end layer (`connect.e2e`,
+ * `incoming.e2e`, certificate-bound e2e hellos), and a hello is answered with
+ * a verdict frame. 2: e2e for private/protected ports only, EKM-signed e2e hellos.
+ */
+export const PROTOCOL_VERSION = 3;
 
 export type AccessMode = 'public' | 'private' | 'protected';
 export const ACCESS_MODES: readonly AccessMode[] = ['public', 'private', 'protected'];
@@ -45,6 +50,8 @@ export interface Connect {
   t: 'connect';
   to: string;
   port: number;
+  /** The client will run the end-to-end layer: agents always send it; the relay passes it on in `incoming`. */
+  e2e?: true;
 }
 
 /** Data stream, relay → device: who (as proven to the relay) wants which port. */
@@ -54,6 +61,8 @@ export interface Incoming {
   port: number;
   /** Address of the relay that authenticated `from`. */
   via: string;
+  /** The caller asked for the end-to-end layer (always, from an agent; never from the public gateway). */
+  e2e?: true;
 }
 
 export type ReplyCode = 'offline' | 'no-such-port' | 'denied' | 'refused' | 'bad-request' | 'unavailable';
@@ -86,7 +95,9 @@ function checkedAddress(value: unknown, field: string): string {
 
 export function parseHello(m: Record<string, unknown>): Hello {
   if (m.t !== 'hello') fail('expected hello');
-  if (m.v !== PROTOCOL_VERSION) fail(`unsupported protocol version ${String(m.v)}`);
+  if (m.v !== PROTOCOL_VERSION) {
+    throw new FrameError('EVERSION', `unsupported protocol version ${JSON.stringify(m.v)}: this side speaks version ${PROTOCOL_VERSION} only; upgrade the older of the two`);
+  }
   if (!HELLO_ROLES.includes(m.role as HelloRole)) fail('hello.role');
   if (typeof m.pub !== 'string' || !PUBLIC_KEY_HEX.test(m.pub)) fail('hello.pub');
   if (typeof m.sig !== 'string' || !SIGNATURE_HEX.test(m.sig)) fail('hello.sig');
@@ -116,13 +127,19 @@ export function parsePublish(m: Record<string, unknown>): Publish {
 export function parseConnect(m: Record<string, unknown>): Connect {
   if (m.t !== 'connect') fail('expected connect');
   if (!isPort(m.port)) fail('connect.port');
-  return { t: 'connect', to: checkedAddress(m.to, 'connect.to'), port: m.port };
+  return { t: 'connect', to: checkedAddress(m.to, 'connect.to'), port: m.port, ...(m.e2e === true ? { e2e: true as const } : {}) };
 }
 
 export function parseIncoming(m: Record<string, unknown>): Incoming {
   if (m.t !== 'incoming') fail('expected incoming');
   if (!isPort(m.port)) fail('incoming.port');
-  return { t: 'incoming', from: checkedAddress(m.from, 'incoming.from'), port: m.port, via: checkedAddress(m.via, 'incoming.via') };
+  return {
+    t: 'incoming',
+    from: checkedAddress(m.from, 'incoming.from'),
+    port: m.port,
+    via: checkedAddress(m.via, 'incoming.via'),
+    ...(m.e2e === true ? { e2e: true as const } : {}),
+  };
 }
 
 export function parseReply(m: Record<string, unknown>): Reply {

@@ -28,7 +28,7 @@ export type Caller = { kind: 'agent'; address: string; source?: string } | { kin
  * device checks again, and its check is the one that counts.
  */
 export async function dialDevice(registry: SessionSet, relayAddress: string, caller: Caller, to: string, port: number, shares?: CallerShares): Promise<MuxStream> {
-  return (await routeToDevice(registry, relayAddress, caller, to, port, shares)).stream;
+  return (await routeToDevice(registry, relayAddress, caller, to, port, false, shares)).stream;
 }
 
 /** A stream the device accepted, and whether its bytes are an end-to-end TLS session (the client must run it). */
@@ -37,8 +37,12 @@ export interface Routed {
   e2e: boolean;
 }
 
-/** dialDevice, also reporting the device's `e2e` flag, which the relay passes on to an agent client. */
-export async function routeToDevice(registry: SessionSet, relayAddress: string, caller: Caller, to: string, port: number, shares?: CallerShares): Promise<Routed> {
+/**
+ * dialDevice, also reporting the device's `e2e` flag, which the relay passes
+ * on to an agent client. `e2e`: the caller (an agent) asked for the
+ * end-to-end layer; it is passed on in `incoming`.
+ */
+export async function routeToDevice(registry: SessionSet, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, shares?: CallerShares): Promise<Routed> {
   const device = registry.publisher(to);
   if (!device) throw new RouteError('offline', `device ${to} is not connected`);
   const published = device.ports.get(port);
@@ -63,7 +67,7 @@ export async function routeToDevice(registry: SessionSet, relayAddress: string, 
   stream.on('error', () => {});
   if (share) stream.once('close', share.release);
   const from = caller.kind === 'agent' ? caller.address : '0x0000000000000000000000000000000000000000';
-  const header: Incoming = { t: 'incoming', from, port, via: relayAddress };
+  const header: Incoming = { t: 'incoming', from, port, via: relayAddress, ...(e2e && caller.kind === 'agent' ? { e2e: true as const } : {}) };
   let reply;
   try {
     reply = await requestStream(stream, header);

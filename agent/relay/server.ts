@@ -25,6 +25,9 @@ import { DEFAULT_RELAY_LIMITS, validateRelayLimits, type RelayLimits } from './c
 import { Admission, RefusalLog, sourceKey } from './admission.ts';
 import { CallerShares } from './fair-share.ts';
 
+/** ms a connection whose hello was refused stays open so the one-line reason reaches the peer. */
+const REFUSAL_LINGER_MS = 1_000;
+
 export interface RelayServerOptions {
   identity: Identity;
   cert: RelayCert;
@@ -112,7 +115,9 @@ export class RelayServer {
         (err) => {
           this.stats.count('hello_rejected');
           this.#log.info(`rejected ${remote}: ${errorMessage(err)}`);
-          tls.destroy();
+          // A refused hello was answered with its reason and an end: give that a moment to reach the peer.
+          if (tls.writableEnded) setTimeout(() => tls.destroy(), REFUSAL_LINGER_MS).unref();
+          else tls.destroy();
         },
       );
     });
@@ -185,7 +190,7 @@ export class RelayServer {
   #onConnect(session: AgentSession, client: MuxStream, first: Record<string, unknown>): void {
     const connect = parseConnect(first);
     const caller = { kind: 'agent' as const, address: session.address, source: session.source };
-    routeToDevice(this.registry, this.address, caller, connect.to, connect.port, this.shares).then(
+    routeToDevice(this.registry, this.address, caller, connect.to, connect.port, connect.e2e === true, this.shares).then(
       ({ stream: device, e2e }) => {
         this.stats.count('stream_routed');
         reply(client, e2e ? { t: 'ok', e2e } : { t: 'ok' });
