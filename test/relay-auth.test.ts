@@ -26,6 +26,7 @@ function rawTls(port: number): Promise<TLSSocket> {
 }
 
 function closed(socket: TLSSocket): Promise<void> {
+  socket.resume(); // read the relay's one-line refusal and its end
   return new Promise((resolve) => (socket.destroyed ? resolve() : socket.once('close', () => resolve())));
 }
 
