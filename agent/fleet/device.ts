@@ -2,7 +2,8 @@
 // config (keys `fleet`, `rpc`, `fleet-ttl`) and opens a FleetMembership.
 // A device asked to publish a protected port without them refuses to start.
 import { readConfigValue } from '../config/read.ts';
-import { DiodeError } from '../util/errors.ts';
+import { DiodeError, errorMessage } from '../util/errors.ts';
+import { openProvider } from './rpc.ts';
 import { FleetMembership } from './membership.ts';
 
 /** Default for the `fleet-ttl` config key, in seconds. */
@@ -32,4 +33,20 @@ export function fleetSettings(home: string): FleetSettings {
 /** Opens the membership cache for protected ports; `log` gets one line per denial caused by an error. */
 export function openFleetMembership(settings: FleetSettings, log: (line: string) => void): FleetMembership {
   return new FleetMembership({ ...settings, log });
+}
+
+/** ms the start-up check gives the fleet's JSON-RPC endpoint to answer eth_chainId. */
+export const RPC_PROBE_TIMEOUT_MS = 5_000;
+
+/**
+ * Warns once at start when the fleet's RPC does not answer: until it does,
+ * every protected stream is denied (the device fails closed). Never throws.
+ */
+export async function warnUnreachableRpc(rpc: string, warn: (line: string) => void): Promise<void> {
+  try {
+    const provider = await openProvider(rpc, RPC_PROBE_TIMEOUT_MS);
+    provider.destroy();
+  } catch (err) {
+    warn(`the fleet RPC ${rpc} cannot be reached (${errorMessage(err)}); protected ports deny every client until it answers`);
+  }
 }

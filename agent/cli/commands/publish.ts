@@ -4,7 +4,8 @@ import { loadOrCreateIdentity } from '../../identity/index.ts';
 import { createLogger } from '../../util/log.ts';
 import { parsePublishFlags, toPublished } from '../../device/port-spec.ts';
 import { IncomingHandler, defaultAccessCheck, type AccessCheck } from '../../device/incoming.ts';
-import { RelayLink, describePorts } from '../../link/relay-link.ts';
+import { RelayLink } from '../../link/relay-link.ts';
+import { describeMappings, sshLine, warnUnreachableTargets } from '../../device/preflight.ts';
 import { resolveRelays } from '../relays.ts';
 import { formatHostPort } from '../../util/hostport.ts';
 import { UsageError } from '../../util/errors.ts';
@@ -31,9 +32,14 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const handler = new IncomingHandler(mappings, log, { identity, check });
   const published = toPublished(mappings);
   const link = new RelayLink({ relays, identity, log, publish: published, onStream: (s) => handler.handle(s) });
-  process.stdout.write(`publishing ${describePorts(published)} as ${identity.address} via ${relays.map(formatHostPort).join(', ')}\n`);
+  process.stdout.write(`publishing ${describeMappings(mappings)} as ${identity.address} via ${relays.map(formatHostPort).join(', ')}\n`);
+  const ssh = sshLine(mappings, identity.address);
+  if (ssh) process.stdout.write(`from another machine running diode socksd: ${ssh}\n`);
   if (settings) log.info(`protected ports admit members of fleet ${settings.fleet} (via ${settings.rpc}, answers cached ${settings.ttlSeconds} s)`);
   link.start();
+  // Checks that warn, never stop: a Pi's services and network may come up after the agent.
+  void warnUnreachableTargets(mappings, (line) => log.warn(line));
+  if (settings) void fleet!.warnUnreachableRpc(settings.rpc, (line) => log.warn(line));
   const signal = await ctx.stopSignal;
   log.info(`${signal}: shutting down`);
   await link.stop();
