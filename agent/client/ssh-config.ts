@@ -21,42 +21,67 @@ export function sshConfigBlock(command: string[], flags: string[] = []): string 
 
 export type InstallResult = 'added' | 'updated' | 'unchanged';
 
+export interface InstallOutcome {
+  result: InstallResult;
+  /** The copy of the previous file, when there was one to copy. */
+  backup?: string;
+  /** Lines of the file that would still take precedence over the block, in words. */
+  warnings: string[];
+}
+
+/** A line that opens a Host or Match section: everything before the first one applies to every host. */
+const SECTION_START = /^[ \t]*(Host|Match)[ \t=]/im;
+/** Options that, set for every host, ssh would take before the block's ProxyCommand. */
+const GLOBAL_PROXY = /^[ \t]*(ProxyCommand|ProxyJump)[ \t=].*$/im;
+
 /**
- * Puts the block into an ssh config file once: appended when absent,
- * replaced in place when an older one differs, left alone when equal. Other
- * contents stay as they were; the previous file is copied to
+ * Puts the block into an ssh config file once, where ssh will use it: ssh
+ * takes the first value it finds for an option, so the block goes before the
+ * first Host/Match section (an earlier `Host *` with its own ProxyCommand
+ * would otherwise win), after the options that apply to every host. An older
+ * block is moved or replaced; an equal one in place is left alone. Other
+ * contents stay as they were; the previous file, if any, is copied to
  * <file>.diode-backup first; the result has mode 0600.
  */
-export function installSshConfig(path: string, block: string): InstallResult {
+export function installSshConfig(path: string, block: string): InstallOutcome {
   let old: string | undefined;
   try {
     old = readFileSync(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
-  let next: string;
-  let result: InstallResult;
-  const begin = old?.indexOf(BLOCK_BEGIN) ?? -1;
-  const end = begin >= 0 ? old!.indexOf(BLOCK_END, begin) : -1;
-  if (old !== undefined && begin >= 0 && end >= 0) {
+  let rest = old ?? '';
+  let had = false;
+  const begin = rest.indexOf(BLOCK_BEGIN);
+  const end = begin >= 0 ? rest.indexOf(BLOCK_END, begin) : -1;
+  if (begin >= 0 && end >= 0) {
     let after = end + BLOCK_END.length;
-    if (old[after] === '\n') after++;
-    if (old.slice(begin, after) === block) return 'unchanged';
-    next = old.slice(0, begin) + block + old.slice(after);
-    result = 'updated';
-  } else {
-    const base = old ?? '';
-    next = base + (base === '' ? '' : base.endsWith('\n\n') ? '' : base.endsWith('\n') ? '\n' : '\n\n') + block;
-    result = 'added';
+    if (rest[after] === '\n') after++;
+    if (rest[after] === '\n') after++;
+    rest = rest.slice(0, begin) + rest.slice(after);
+    had = true;
   }
+  const section = SECTION_START.exec(rest);
+  const at = section ? section.index : rest.length;
+  const head = rest.slice(0, at);
+  const separator = head === '' || head.endsWith('\n\n') ? '' : head.endsWith('\n') ? '\n' : '\n\n';
+  const next = head + separator + block + (section ? '\n' : '') + rest.slice(at);
+  const warnings: string[] = [];
+  const global = GLOBAL_PROXY.exec(head);
+  if (global) {
+    warnings.push(`${path}: "${global[0].trim()}" before any Host line applies to every host and wins over the diode block; move it under a Host line`);
+  }
+  if (next === old) return { result: 'unchanged', warnings };
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  let backup: string | undefined;
   if (old !== undefined) {
-    copyFileSync(path, path + BACKUP_SUFFIX);
-    chmodSync(path + BACKUP_SUFFIX, 0o600);
+    backup = path + BACKUP_SUFFIX;
+    copyFileSync(path, backup);
+    chmodSync(backup, 0o600);
   }
   const tmp = `${path}.${process.pid}.tmp`;
   writeFileSync(tmp, next, { mode: 0o600 });
   chmodSync(tmp, 0o600);
   renameSync(tmp, path);
-  return result;
+  return { result: had ? 'updated' : 'added', backup, warnings };
 }

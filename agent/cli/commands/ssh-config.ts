@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import type { ParsedArgs } from '../args.ts';
 import type { CommandContext } from '../commands.ts';
 import { UsageError } from '../../util/errors.ts';
-import { installSshConfig, sshConfigBlock, BACKUP_SUFFIX } from '../../client/ssh-config.ts';
+import { installSshConfig, sshConfigBlock } from '../../client/ssh-config.ts';
 
 /** True inside a Node single executable (then process.execPath is diode itself). */
 function isSea(): boolean {
@@ -25,21 +25,23 @@ export function selfCommand(): string[] {
   return [process.execPath, realpathSync(resolve(script))];
 }
 
-export async function run(args: ParsedArgs, _ctx: CommandContext): Promise<number> {
+export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError(`ssh-config: unexpected "${args.positionals[0]}"`);
   const command = selfCommand();
   const flags: string[] = [];
   const relay = args.flags.relay as string[] | undefined;
   if (relay && relay.length > 0) flags.push('--relay', relay.join(','));
-  if (typeof args.flags.home === 'string') flags.push('--home', resolve(args.flags.home));
+  // A home chosen by flag or by DIODE_HOME is baked in: the shell ssh runs the ProxyCommand from may not have either.
+  if (typeof args.flags.home === 'string' || process.env.DIODE_HOME) flags.push('--home', resolve(ctx.home));
   const block = sshConfigBlock(command, flags);
   if (!args.flags.install) {
     process.stdout.write(block);
     return 0;
   }
   const path = join(homedir(), '.ssh', 'config');
-  const result = installSshConfig(path, block);
-  const note = result === 'unchanged' ? 'already there; nothing changed' : `${result} (previous file kept as ${path}${BACKUP_SUFFIX})`;
+  const { result, backup, warnings } = installSshConfig(path, block);
+  const note = result === 'unchanged' ? 'already there; nothing changed' : backup ? `${result} (previous file kept as ${backup})` : `${result} (new file)`;
   process.stdout.write(`${path}: diode block ${note}\n`);
+  for (const warning of warnings) process.stderr.write(`diode: warning: ${warning}\n`);
   return 0;
 }
