@@ -1,0 +1,152 @@
+import { UsageError } from '../../util/errors.ts';
+import { parseHostPort, formatHostPort, type HostPort } from '../../util/hostport.ts';
+import { parseAddress } from '../../identity/index.ts';
+
+/**
+ * Where the cluster's shared address → relay map lives, as given to
+ * `--cluster`:
+ *
+ *   redis://[user:password@]host:port[/db]           one Redis (rediss:// for TLS)
+ *   redis://h1:p1,redis://h2:p2,...                  a Redis Cluster (its seed nodes)
+ *   redis+cluster://[user:password@]h1:p1[,h2:p2...] the same, written once
+ *   redis+sentinel://[user:password@]h1:p1[,h2:p2...]/<master name>[/db]
+ */
+export type RedisTarget =
+  | { kind: 'single'; url: string }
+  | { kind: 'cluster'; nodes: HostPort[]; username?: string; password?: string; tls: boolean }
+  | { kind: 'sentinel'; sentinels: HostPort[]; name: string; db: number; username?: string; password?: string; tls: boolean };
+
+export interface ClusterConfig {
+  redis: RedisTarget;
+  /** Where other relays reach this one (what it writes into the map). */
+  advertise: HostPort;
+  /** Checksummed addresses of the relays that may link to this one (may include its own). */
+  allow: ReadonlySet<string>;
+  /** ms: a map entry lives this long unless its relay refreshes it. */
+  entryTtlMs: number;
+  /** ms: how often a relay refreshes the entries of the devices it holds. */
+  refreshIntervalMs: number;
+  /** Prefix of every key and channel, so one Redis can serve several clusters. */
+  keyPrefix: string;
+}
+
+/** Defaults: an entry survives two missed refreshes; 2 Redis calls per device per minute at rest. */
+export const DEFAULT_CLUSTER_TIMING = Object.freeze({
+  entryTtlMs: 90_000,
+  refreshIntervalMs: 30_000,
+  keyPrefix: 'diode:',
+});
+
+export function validateClusterConfig(config: ClusterConfig): ClusterConfig {
+  if (!(config.refreshIntervalMs > 0)) throw new UsageError('cluster: the refresh interval must be positive');
+  if (config.entryTtlMs <= config.refreshIntervalMs) {
+    throw new UsageError(`cluster: the entry TTL (${config.entryTtlMs} ms) must exceed the refresh interval (${config.refreshIntervalMs} ms)`);
+  }
+  if (config.advertise.port === 0) throw new UsageError('--advertise: give the port other relays reach this one on (not 0)');
+  return config;
+}
+
+/** The flags of `diode relay` that make it a cluster member. */
+export interface ClusterFlags {
+  cluster?: string;
+  advertise?: string;
+  'cluster-allow'?: string | string[];
+}
+
+/** Builds the cluster config from the flags; undefined without --cluster (a relay on its own, as before). */
+export function clusterConfigFromFlags(flags: ClusterFlags): ClusterConfig | undefined {
+  if (!flags.cluster) {
+    if (flags.advertise || flags['cluster-allow']) throw new UsageError('--advertise and --cluster-allow need --cluster redis://host:port');
+    return undefined;
+  }
+  if (!flags.advertise) throw new UsageError('--cluster needs --advertise host:port: where the other relays reach this one');
+  const allowText = ([] as string[]).concat(flags['cluster-allow'] ?? []).join(',');
+  const allow = parseAllowList(allowText);
+  if (allow.size === 0) throw new UsageError('--cluster needs --cluster-allow 0x...,0x...: the addresses of the relays in the cluster (diode address --home <relay home>)');
+  return validateClusterConfig({
+    redis: parseRedisTarget(flags.cluster),
+    advertise: parseHostPort(flags.advertise, '--advertise'),
+    allow,
+    ...DEFAULT_CLUSTER_TIMING,
+  });
+}
+
+export function parseAllowList(text: string): Set<string> {
+  const out = new Set<string>();
+  for (const item of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+    out.add(parseAddress(item, '--cluster-allow'));
+  }
+  return out;
+}
+
+const SCHEMES = /^(rediss?|redis\+cluster|rediss\+cluster|redis\+sentinel|rediss\+sentinel):\/\//;
+
+export function parseRedisTarget(text: string): RedisTarget {
+  const trimmed = text.trim();
+  const scheme = SCHEMES.exec(trimmed)?.[1];
+  if (!scheme) throw new UsageError(`--cluster: "${text}" must start with redis://, rediss://, redis+cluster:// or redis+sentinel://`);
+  const tls = scheme.startsWith('rediss');
+  if (scheme.endsWith('+cluster') || scheme.endsWith('+sentinel')) {
+    const rest = trimmed.slice(scheme.length + 3);
+    const { username, password, hosts } = splitCredentials(rest);
+    const [list, ...path] = hosts.split('/');
+    const nodes = list.split(',').filter(Boolean).map((h) => parseHostPort(h, '--cluster'));
+    if (nodes.length === 0) throw new UsageError(`--cluster: "${text}" names no host`);
+    if (scheme.endsWith('+cluster')) {
+      if (path.some(Boolean)) throw new UsageError(`--cluster: a Redis Cluster has no database or name in its URL ("${text}")`);
+      return { kind: 'cluster', nodes, username, password, tls };
+    }
+    const name = path[0];
+    if (!name) throw new UsageError(`--cluster: a Sentinel URL ends with the master's name: redis+sentinel://host:26379/mymaster ("${text}")`);
+    const db = path[1] ? Number(path[1]) : 0;
+    if (!Number.isInteger(db) || db < 0) throw new UsageError(`--cluster: "${path[1]}" is not a database number`);
+    return { kind: 'sentinel', sentinels: nodes, name, db, username, password, tls };
+  }
+  const urls = trimmed.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const url of urls) checkRedisUrl(url);
+  if (urls.length === 1) return { kind: 'single', url: urls[0] };
+  // Several plain URLs: the seed nodes of a Redis Cluster (credentials from the first).
+  const first = new URL(urls[0]);
+  return {
+    kind: 'cluster',
+    nodes: urls.map((u) => {
+      const url = new URL(u);
+      return { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 6379) };
+    }),
+    username: first.username ? decodeURIComponent(first.username) : undefined,
+    password: first.password ? decodeURIComponent(first.password) : undefined,
+    tls: first.protocol === 'rediss:',
+  };
+}
+
+function checkRedisUrl(text: string): void {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`--cluster: "${text}" is not a URL`);
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw new UsageError(`--cluster: "${text}" must be redis://host:port`);
+  if (!url.hostname) throw new UsageError(`--cluster: "${text}" has no host`);
+}
+
+function splitCredentials(rest: string): { username?: string; password?: string; hosts: string } {
+  const at = rest.lastIndexOf('@');
+  if (at < 0) return { hosts: rest };
+  const credentials = rest.slice(0, at);
+  const colon = credentials.indexOf(':');
+  const username = decodeURIComponent(colon < 0 ? credentials : credentials.slice(0, colon)) || undefined;
+  const password = colon < 0 ? undefined : decodeURIComponent(credentials.slice(colon + 1));
+  return { username, password, hosts: rest.slice(at + 1) };
+}
+
+/** The target in a log line, without its password. */
+export function describeRedisTarget(target: RedisTarget): string {
+  if (target.kind === 'single') {
+    const url = new URL(target.url);
+    if (url.password) url.password = '***';
+    return url.toString();
+  }
+  if (target.kind === 'cluster') return `Redis Cluster ${target.nodes.map(formatHostPort).join(',')}`;
+  return `Sentinel ${target.sentinels.map(formatHostPort).join(',')} master ${target.name}`;
+}
