@@ -18,8 +18,8 @@ export const GATEWAY_ANSWER: Readonly<Record<ReplyCode, { rep: RepCode; status: 
   'bad-request': { rep: Rep.generalFailure, status: 502, title: 'Bad gateway' },
 });
 
-/** The relay state the gateway routes through: the agents' registry, its address and counters. */
-export type GatewayRelay = Pick<RelayServer, 'registry' | 'address' | 'stats'> & Partial<Pick<RelayServer, 'shares'>>;
+/** The relay state the gateway routes through: its directory (devices here or on other relays of its cluster), its address and counters. */
+export type GatewayRelay = Pick<RelayServer, 'directory' | 'address' | 'stats'> & Partial<Pick<RelayServer, 'shares'>>;
 
 /** Resolves a host name the gateway serves: `<address>[-<port>]` under `.diode`, `.diode.link` or the gateway domain. */
 export function gatewayTarget(host: string, port: number, domain: string | undefined): DiodeTarget | undefined {
@@ -30,7 +30,7 @@ export function gatewayTarget(host: string, port: number, domain: string | undef
 export async function dialPublic(relay: GatewayRelay, remote: string, target: DiodeTarget, via: 'socks' | 'http'): Promise<MuxStream> {
   try {
     const source = sourceKey(remote.replace(/:\d+$/, ''));
-    const stream = await dialDevice(relay.registry, relay.address, { kind: 'gateway', remote, source }, target.address, target.port, relay.shares);
+    const stream = await dialDevice(relay.directory, relay.address, { kind: 'gateway', remote, source }, target.address, target.port, relay.shares);
     relay.stats.count(`gateway_${via}_routed`);
     return stream;
   } catch (err) {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { connect, type TLSSocket } from 'node:tls';
 import type { Identity } from '../identity/index.ts';
-import { exchangeHello } from '../protocol/handshake.ts';
+import { exchangeHelloAccepting } from '../protocol/handshake.ts';
 import { HANDSHAKE_TIMEOUT_MS, TCP_KEEPALIVE_MS } from '../protocol/limits.ts';
 import { formatHostPort, type HostPort } from '../util/hostport.ts';
 import { DiodeError } from '../util/errors.ts';
@@ -17,7 +17,15 @@ export interface RelayConnection {
  * self-signed: its identity is the address proven in its hello, which the
  * caller may pin (expectRelay).
  */
-export function dialRelay(target: HostPort, identity: Identity, expectRelay?: string): Promise<RelayConnection> {
+export interface DialRelayOptions {
+  /** Our role in the hello: `agent` (default), or `relay` for a relay-to-relay link (the peer must say `relay` too). */
+  role?: 'agent' | 'relay';
+  /** ms for TCP, TLS and both hellos together. */
+  timeoutMs?: number;
+}
+
+export function dialRelay(target: HostPort, identity: Identity, expectRelay?: string, options: DialRelayOptions = {}): Promise<RelayConnection> {
+  const timeoutMs = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
     const socket = connect({
       host: target.host,
@@ -27,7 +35,7 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
       servername: isIp(target.host) ? undefined : target.host,
       ciphers: tls13Ciphers(),
     });
-    const timer = setTimeout(() => fail(new DiodeError('ETIMEDOUT', `no TLS handshake within ${HANDSHAKE_TIMEOUT_MS} ms`)), HANDSHAKE_TIMEOUT_MS);
+    const timer = setTimeout(() => fail(new DiodeError('ETIMEDOUT', `no TLS handshake and hello within ${timeoutMs} ms`)), timeoutMs);
     const fail = (err: Error) => {
       clearTimeout(timer);
       socket.destroy();
@@ -37,8 +45,8 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
     socket.once('secureConnect', () => {
       socket.setNoDelay(true);
       socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
-      exchangeHello(socket, identity, 'agent', HANDSHAKE_TIMEOUT_MS).then(
-        (relayAddress) => {
+      exchangeHelloAccepting(socket, identity, options.role ?? 'agent', ['relay'], timeoutMs).then(
+        ({ address: relayAddress }) => {
           clearTimeout(timer);
           socket.off('error', fail);
           if (expectRelay && relayAddress !== expectRelay) {

@@ -30,10 +30,36 @@ const PEER_ROLE: Readonly<Record<LinkRole, HelloRole>> = Object.freeze({ agent: 
  * be reflected back as the other role's.
  */
 export async function exchangeHello(socket: TLSSocket, identity: Identity, role: LinkRole, timeoutMs: number): Promise<string> {
+  return (await exchangeHelloAccepting(socket, identity, role, [PEER_ROLE[role]], timeoutMs)).address;
+}
+
+/** A peer's proven address and the role its hello claimed (one of those accepted). */
+export interface PeerProof {
+  address: string;
+  role: HelloRole;
+}
+
+/**
+ * exchangeHello with the peer roles given, and an admission check on the
+ * proven peer (a reason to refuse it, or undefined) that runs before our
+ * verdict, so a refused peer reads why. A relay of a cluster accepts
+ * `agent` and `relay`, and relay-to-relay links say `relay` on both sides.
+ * Both sides of such a link sign the same text, so a peer could reflect our
+ * own hello back to us: it proves our own address, which is why a relay
+ * never admits itself as a peer.
+ */
+export async function exchangeHelloAccepting(
+  socket: TLSSocket,
+  identity: Identity,
+  role: LinkRole,
+  accept: readonly HelloRole[],
+  timeoutMs: number,
+  admit?: (peer: PeerProof) => string | undefined,
+): Promise<PeerProof> {
   const ekm = socket.exportKeyingMaterial(EKM_LENGTH, EKM_LABEL, EKM_CONTEXT);
   const hello: Hello = { t: 'hello', v: PROTOCOL_VERSION, role, ...identity.signAuth(role, ekm) };
   writeFrame(socket, hello);
-  let address: string;
+  let proof: PeerProof;
   try {
     const first = await readFrame(socket, MAX_HELLO_BYTES, timeoutMs);
     if (first.t === 'error') {
@@ -41,13 +67,14 @@ export async function exchangeHello(socket: TLSSocket, identity: Identity, role:
       throw refusedBy(first);
     }
     const peer = parseHello(first);
-    const expected = PEER_ROLE[role];
-    if (peer.role !== expected) throw new FrameError('EPROTO', `peer says it is a ${peer.role}, expected a ${expected}`);
+    if (!accept.includes(peer.role)) throw new FrameError('EPROTO', `peer says it is a ${peer.role}, expected a ${accept.join(' or a ')}`);
     try {
-      address = verifyAuth(peer.role, ekm, peer);
+      proof = { address: verifyAuth(peer.role, ekm, peer), role: peer.role };
     } catch {
       throw new FrameError('EAUTH', 'hello signature does not verify for this TLS session');
     }
+    const refusal = admit?.(proof);
+    if (refusal) throw new FrameError('EADMIT', refusal);
   } catch (err) {
     // The one-line reason goes back before the close.
     if (!socket.destroyed && socket.writable) {
@@ -59,7 +86,7 @@ export async function exchangeHello(socket: TLSSocket, identity: Identity, role:
   writeFrame(socket, { t: 'ok' });
   const verdict = await readFrame(socket, MAX_HELLO_BYTES, timeoutMs);
   if (verdict.t !== 'ok') throw refusedBy(verdict);
-  return address;
+  return proof;
 }
 
 function refusedBy(frame: Record<string, unknown>): FrameError {

@@ -4,6 +4,14 @@
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** ms: a data stream's header answer (ok/error) must arrive within this. */
 export const STREAM_HEADER_TIMEOUT_MS = 10_000;
+/**
+ * ms: a relay that forwarded a stream to the relay holding the device waits
+ * this long for its answer: longer than that relay waits for the device, so
+ * its `unavailable` arrives first.
+ */
+export const FORWARD_ANSWER_TIMEOUT_MS = STREAM_HEADER_TIMEOUT_MS + 1_000;
+/** ms: TCP, TLS and both hellos of a relay-to-relay link; shorter than an agent's, as a caller is waiting. */
+export const PEER_DIAL_TIMEOUT_MS = 3_000;
 /** bytes: largest hello frame (a version, a role and a 65-byte signature fit easily). */
 export const MAX_HELLO_BYTES = 1024;
 /** bytes: largest header frame on a data stream (connect / incoming / ok / error). */

@@ -65,6 +65,25 @@ export interface Incoming {
   e2e?: true;
 }
 
+/**
+ * Relay-to-relay data stream, first frame: a stream for a device that the
+ * receiving relay holds, on behalf of a caller the sending relay
+ * authenticated. Only sessions whose hello proved the role `relay` (and an
+ * address on --cluster-allow) may send it; the receiver routes it to its own
+ * device or answers `offline`, never onward (one hop at most).
+ */
+export interface Forward {
+  t: 'forward';
+  to: string;
+  port: number;
+  /** The caller as proven to the sending relay; the zero address for its public gateway. */
+  from: string;
+  /** The caller is the sending relay's public gateway (no key): public ports only. */
+  gateway?: true;
+  /** The caller asked for the end-to-end layer (its `connect.e2e`), passed on in `incoming`. */
+  e2e?: true;
+}
+
 export type ReplyCode = 'offline' | 'no-such-port' | 'denied' | 'refused' | 'bad-request' | 'unavailable';
 export const REPLY_CODES: readonly ReplyCode[] = ['offline', 'no-such-port', 'denied', 'refused', 'bad-request', 'unavailable'];
 
@@ -138,6 +157,21 @@ export function parseIncoming(m: Record<string, unknown>): Incoming {
     from: checkedAddress(m.from, 'incoming.from'),
     port: m.port,
     via: checkedAddress(m.via, 'incoming.via'),
+    ...(m.e2e === true ? { e2e: true as const } : {}),
+  };
+}
+
+export function parseForward(m: Record<string, unknown>): Forward {
+  if (m.t !== 'forward') fail('expected forward');
+  if (!isPort(m.port)) fail('forward.port');
+  if (m.gateway !== undefined && m.gateway !== true) fail('forward.gateway');
+  if (m.gateway === true && m.e2e === true) fail('forward.e2e: the gateway runs no end-to-end layer');
+  return {
+    t: 'forward',
+    to: checkedAddress(m.to, 'forward.to'),
+    port: m.port,
+    from: checkedAddress(m.from, 'forward.from'),
+    ...(m.gateway === true ? { gateway: true as const } : {}),
     ...(m.e2e === true ? { e2e: true as const } : {}),
   };
 }

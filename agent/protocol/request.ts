@@ -15,14 +15,14 @@ export class HeaderRefused extends Error {
 
 /**
  * Sends a data stream's header and waits for its ok. On an error answer, a
- * malformed one or none within the deadline, the stream is destroyed and
+ * malformed one or none within timeoutMs, the stream is destroyed and
  * HeaderRefused says why; on ok the stream is ready for bytes.
  */
-export async function requestStream(stream: Duplex, header: object): Promise<Extract<Reply, { t: 'ok' }>> {
+export async function requestStream(stream: Duplex, header: object, timeoutMs = STREAM_HEADER_TIMEOUT_MS): Promise<Extract<Reply, { t: 'ok' }>> {
   writeFrame(stream, header);
   let reply: Reply;
   try {
-    reply = parseReply(await readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS));
+    reply = parseReply(await readFrame(stream, MAX_STREAM_HEADER_BYTES, timeoutMs));
   } catch (err) {
     stream.destroy();
     throw new HeaderRefused(err instanceof Error ? err.message : String(err));

@@ -7,6 +7,10 @@ import { RelayServer } from './server.ts';
 import { listenOn } from '../util/listen.ts';
 import { AcceptGuard } from './admission.ts';
 import type { RelayLimits } from './config.ts';
+import { Registry } from './registry.ts';
+import { RelayStats } from './stats.ts';
+import type { Directory } from './directory.ts';
+import type { ClusterConfig } from './cluster/config.ts';
 
 export interface RunningRelay {
   server: RelayServer;
@@ -15,12 +19,38 @@ export interface RunningRelay {
   close(): Promise<void>;
 }
 
+export interface StartRelayOptions {
+  listen: HostPort;
+  home: string;
+  identity: Identity;
+  log: Logger;
+  limits?: Partial<RelayLimits>;
+  fdLimit?: number;
+  /** Join a relay cluster (--cluster): the address → relay map in Redis, links to the other relays. */
+  cluster?: ClusterConfig;
+}
+
 /** Listens for agents on host:port (port 0 picks a free one) and hands each connection to a RelayServer. */
-export async function startRelay(options: { listen: HostPort; home: string; identity: Identity; log: Logger; limits?: Partial<RelayLimits>; fdLimit?: number }): Promise<RunningRelay> {
+export async function startRelay(options: StartRelayOptions): Promise<RunningRelay> {
   const cert = await loadOrCreateRelayCert(options.home);
-  const server = new RelayServer({ identity: options.identity, cert, log: options.log, limits: options.limits });
+  const registry = new Registry();
+  const stats = new RelayStats();
+  let directory: Directory | undefined;
+  if (options.cluster) {
+    // Loaded only for a cluster member: a relay on its own never loads ioredis.
+    const { ClusterDirectory } = await import('./cluster/directory.ts');
+    directory = new ClusterDirectory({ sessions: registry, identity: options.identity, config: options.cluster, log: options.log.child('cluster'), stats });
+  }
+  const server = new RelayServer({ identity: options.identity, cert, log: options.log, limits: options.limits, registry, directory, stats });
+  await server.directory.start();
   const listener = createServer({ noDelay: true }, (socket) => server.handleSocket(socket));
-  const port = await listenOn(listener, options.listen);
+  let port: number;
+  try {
+    port = await listenOn(listener, options.listen);
+  } catch (err) {
+    await server.directory.close();
+    throw err;
+  }
   // From here on an 'error' (EMFILE at accept) pauses the listener instead of crashing the process.
   const guard = new AcceptGuard({ server: listener, host: options.listen.host, port, pauseMs: server.limits.acceptPauseMs, stats: server.stats, log: options.log, fdLimit: options.fdLimit });
   return {
@@ -33,6 +63,6 @@ export async function startRelay(options: { listen: HostPort; home: string; iden
         server.close();
         if (listener.listening) listener.close(() => resolve());
         else resolve();
-      }),
+      }).then(() => server.directory.close()),
   };
 }

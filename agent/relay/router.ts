@@ -1,9 +1,11 @@
 import type { MuxStream } from '../mux/index.ts';
-import type { Incoming, ReplyCode } from '../protocol/messages.ts';
+import type { Forward, Incoming, ReplyCode } from '../protocol/messages.ts';
 import { requestStream, HeaderRefused } from '../protocol/request.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
-import type { SessionSet } from './registry.ts';
-import type { CallerShares } from './fair-share.ts';
+import { FORWARD_ANSWER_TIMEOUT_MS } from '../protocol/limits.ts';
+import type { AgentSession } from './registry.ts';
+import type { Directory, Location } from './directory.ts';
+import type { CallerShares, Share } from './fair-share.ts';
 
 export class RouteError extends DiodeError {
   readonly reply: ReplyCode;
@@ -17,9 +19,13 @@ export class RouteError extends DiodeError {
 /**
  * Who asks for a stream: an authenticated agent, or the public gateway (no
  * identity: public ports only). `source` (IPv4 address or IPv6 /64) is what
- * the fair share counts besides the address.
+ * the fair share counts besides the address. `via`: the relay that
+ * authenticated the caller when it is another relay of the cluster (a
+ * forwarded stream).
  */
-export type Caller = { kind: 'agent'; address: string; source?: string } | { kind: 'gateway'; remote: string; source?: string };
+export type Caller = { kind: 'agent'; address: string; source?: string; via?: string } | { kind: 'gateway'; remote: string; source?: string; via?: string };
+
+const ZERO_ADDRESS = '0x0000000000000000000000000000000000000000';
 
 /**
  * Opens a stream to a device's published port on behalf of a caller and
@@ -27,8 +33,8 @@ export type Caller = { kind: 'agent'; address: string; source?: string } | { kin
  * published, mode) so unwanted traffic never reaches the device's link; the
  * device checks again, and its check is the one that counts.
  */
-export async function dialDevice(registry: SessionSet, relayAddress: string, caller: Caller, to: string, port: number, shares?: CallerShares): Promise<MuxStream> {
-  return (await routeToDevice(registry, relayAddress, caller, to, port, false, shares)).stream;
+export async function dialDevice(directory: Directory, relayAddress: string, caller: Caller, to: string, port: number, shares?: CallerShares): Promise<MuxStream> {
+  return (await routeToDevice(directory, relayAddress, caller, to, port, false, shares)).stream;
 }
 
 /** A stream the device accepted, and whether its bytes are an end-to-end TLS session (the client must run it). */
@@ -40,11 +46,55 @@ export interface Routed {
 /**
  * dialDevice, also reporting the device's `e2e` flag, which the relay passes
  * on to an agent client. `e2e`: the caller (an agent) asked for the
- * end-to-end layer; it is passed on in `incoming`.
+ * end-to-end layer; it is passed on in `incoming` (and `forward`). The directory says where the device is: here, or
+ * on another relay of the cluster (then the stream is forwarded to it). A
+ * relay that turns out not to hold the device (unreachable, or it answers
+ * `offline`) makes its entry stale, and the device is looked up once more.
+ * The fair share toward the device is counted here in both cases.
  */
-export async function routeToDevice(registry: SessionSet, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, shares?: CallerShares): Promise<Routed> {
-  const device = registry.publisher(to);
-  if (!device) throw new RouteError('offline', `device ${to} is not connected`);
+export async function routeToDevice(directory: Directory, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, shares?: CallerShares): Promise<Routed> {
+  let where = await directory.locate(to);
+  for (let attempt = 0; ; attempt++) {
+    if (!where) throw new RouteError('offline', `device ${to} is not connected`);
+    if (where.kind === 'local') return routeLocal(where.session, relayAddress, caller, to, port, e2e, shares);
+    try {
+      return await withShare(shares, caller, to, () => forwardTo(where as Extract<Location, { kind: 'relay' }>, caller, to, port, e2e));
+    } catch (err) {
+      if (!(err instanceof StaleRoute)) throw err;
+      where.stale();
+      const tried = where.relay;
+      where = attempt === 0 ? await directory.locate(to, true) : undefined;
+      if (where?.kind === 'relay' && where.relay === tried) where = undefined;
+      if (!where) throw err.error;
+    }
+  }
+}
+
+/**
+ * Runs open() under a fair-share slot of caller toward device `to`: the slot
+ * is pending until open() settles and held until the stream closes.
+ */
+async function withShare(shares: CallerShares | undefined, caller: Caller, to: string, open: () => Promise<Routed>): Promise<Routed> {
+  const callers = [caller.kind === 'agent' ? caller.address : undefined, caller.source].filter((c): c is string => c !== undefined);
+  const share: Share | string | undefined = shares?.take(callers, to);
+  if (typeof share === 'string') throw new RouteError('unavailable', `too many streams toward ${to}: ${share}`);
+  let routed: Routed;
+  try {
+    routed = await open();
+  } catch (err) {
+    share?.release();
+    throw err;
+  }
+  if (share) {
+    share.answered();
+    if (routed.stream.destroyed) share.release();
+    else routed.stream.once('close', share.release);
+  }
+  return routed;
+}
+
+/** Routes to a session of this relay: the relay's own checks, then `incoming` to the device. */
+export async function routeLocal(device: AgentSession, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, shares?: CallerShares): Promise<Routed> {
   const published = device.ports.get(port);
   if (!published) throw new RouteError('no-such-port', `device ${to} does not publish port ${port}`);
   if (caller.kind === 'gateway' && published.mode !== 'public') {
@@ -54,26 +104,23 @@ export async function routeToDevice(registry: SessionSet, relayAddress: string, 
     throw new RouteError('denied', `${caller.address} is not on the allow list of port ${port} of ${to}`);
   }
   // Fair share of the device's stream slots: counted until the stream closes.
-  const callers = [caller.kind === 'agent' ? caller.address : undefined, caller.source].filter((c): c is string => c !== undefined);
-  const share = shares?.take(callers, to);
-  if (typeof share === 'string') throw new RouteError('unavailable', `too many streams toward ${to}: ${share}`);
+  return withShare(shares, caller, to, () => openLocal(device, relayAddress, caller, to, port, e2e));
+}
+
+async function openLocal(device: AgentSession, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean): Promise<Routed> {
   let stream: MuxStream;
   try {
     stream = device.mux.open();
   } catch (err) {
-    share?.release();
     throw new RouteError('offline', `device ${to} is going away: ${errorMessage(err)}`);
   }
   stream.on('error', () => {});
-  if (share) stream.once('close', share.release);
-  const from = caller.kind === 'agent' ? caller.address : '0x0000000000000000000000000000000000000000';
-  const header: Incoming = { t: 'incoming', from, port, via: relayAddress, ...(e2e && caller.kind === 'agent' ? { e2e: true as const } : {}) };
+  const from = caller.kind === 'agent' ? caller.address : ZERO_ADDRESS;
+  const header: Incoming = { t: 'incoming', from, port, via: caller.via ?? relayAddress, ...(e2e && caller.kind === 'agent' ? { e2e: true as const } : {}) };
   let reply;
   try {
     reply = await requestStream(stream, header);
-    share?.answered();
   } catch (err) {
-    share?.release();
     const refused = err instanceof HeaderRefused ? err.reply : undefined;
     if (refused) throw new RouteError(refused.code, refused.message || `device refused: ${refused.code}`);
     throw new RouteError('unavailable', `device ${to} did not answer for port ${port}: ${errorMessage(err)}`);
@@ -82,6 +129,40 @@ export async function routeToDevice(registry: SessionSet, relayAddress: string, 
     // The gateway has no key to run the end-to-end layer with.
     stream.destroy();
     throw new RouteError('denied', `port ${port} of ${to} needs a client key (end-to-end layer)`);
+  }
+  return { stream, e2e: reply.e2e === true };
+}
+
+/** The relay a directory entry named does not hold the device (any more). */
+class StaleRoute extends Error {
+  readonly error: RouteError;
+  constructor(error: RouteError) {
+    super(error.message);
+    this.error = error;
+  }
+}
+
+/** One extra hop: `forward` to the relay holding the device, which routes it as its own caller's and answers for the device. */
+async function forwardTo(where: Extract<Location, { kind: 'relay' }>, caller: Caller, to: string, port: number, e2e: boolean): Promise<Routed> {
+  let stream: MuxStream;
+  try {
+    stream = await where.open();
+  } catch (err) {
+    throw new StaleRoute(new RouteError('offline', `device ${to} was on relay ${where.relay}, which is unreachable: ${errorMessage(err)}`));
+  }
+  stream.on('error', () => {});
+  const header: Forward =
+    caller.kind === 'agent'
+      ? { t: 'forward', to, port, from: caller.address, ...(e2e ? { e2e: true as const } : {}) }
+      : { t: 'forward', to, port, from: ZERO_ADDRESS, gateway: true };
+  let reply;
+  try {
+    reply = await requestStream(stream, header, FORWARD_ANSWER_TIMEOUT_MS);
+  } catch (err) {
+    const refused = err instanceof HeaderRefused ? err.reply : undefined;
+    if (refused?.code === 'offline') throw new StaleRoute(new RouteError('offline', refused.message || `device ${to} is not connected`));
+    if (refused) throw new RouteError(refused.code, refused.message || `relay ${where.relay} refused: ${refused.code}`);
+    throw new RouteError('unavailable', `relay ${where.relay} did not answer for ${to}:${port}: ${errorMessage(err)}`);
   }
   return { stream, e2e: reply.e2e === true };
 }

@@ -5,9 +5,9 @@ import type { Identity } from '../identity/index.ts';
 import type { Logger } from '../util/log.ts';
 import { errorMessage } from '../util/errors.ts';
 import { splice } from '../util/pump.ts';
-import { exchangeHello } from '../protocol/handshake.ts';
+import { exchangeHelloAccepting, type PeerProof } from '../protocol/handshake.ts';
 import { readFrame, readFrames, writeFrame } from '../protocol/frames.ts';
-import { parseConnect, parsePublish, errorReply, type Reply } from '../protocol/messages.ts';
+import { parseConnect, parseForward, parsePublish, errorReply, type Reply } from '../protocol/messages.ts';
 import {
   HANDSHAKE_TIMEOUT_MS,
   KEEPALIVE_INTERVAL_MS,
@@ -18,7 +18,8 @@ import {
   STREAM_HEADER_TIMEOUT_MS,
 } from '../protocol/limits.ts';
 import { Registry, type AgentSession, type PublisherChange, type SessionSet } from './registry.ts';
-import { routeToDevice, RouteError } from './router.ts';
+import { routeToDevice, routeLocal, RouteError, type Caller, type Routed } from './router.ts';
+import { LocalDirectory, type Directory } from './directory.ts';
 import type { RelayCert } from './cert.ts';
 import { RelayStats } from './stats.ts';
 import { DEFAULT_RELAY_LIMITS, validateRelayLimits, type RelayLimits } from './config.ts';
@@ -35,17 +36,23 @@ export interface RelayServerOptions {
   registry?: SessionSet;
   /** Caps per source, session and caller; DEFAULT_RELAY_LIMITS for what is not given. */
   limits?: Partial<RelayLimits>;
+  /** Where devices are: default LocalDirectory over the registry (a relay on its own); a cluster's ClusterDirectory. */
+  directory?: Directory;
+  stats?: RelayStats;
 }
 
 /**
  * The relay core. It is handed accepted TCP sockets and never listens
  * itself (the CLI owns flags and listening): TLS 1.3, hello, then a mux
  * session whose streams are either the agent's control stream (publish set)
- * or data streams to route.
+ * or data streams to route. Where a device is comes from the directory
+ * alone; peers that prove the role `relay` (cluster members the directory
+ * admits) send `forward` streams for this relay's own devices.
  */
 export class RelayServer {
   readonly registry: SessionSet;
-  readonly stats = new RelayStats();
+  readonly directory: Directory;
+  readonly stats: RelayStats;
   readonly identity: Identity;
   readonly #log: Logger;
   readonly #context: SecureContext;
@@ -57,10 +64,14 @@ export class RelayServer {
   readonly shares: CallerShares;
   /** Streams each session opened (connect or control), for --max-streams-per-session. */
   readonly #streamsOf = new WeakMap<AgentSession, number>();
+  /** Relay-to-relay sessions other relays opened to this one. */
+  readonly #peers = new Set<MuxSession>();
 
   constructor(options: RelayServerOptions) {
     this.identity = options.identity;
     this.registry = options.registry ?? new Registry();
+    this.stats = options.stats ?? new RelayStats();
+    this.directory = options.directory ?? new LocalDirectory(this.registry);
     this.#log = options.log;
     this.registry.onPublisherChange((change) => this.#onPublisherChange(change));
     this.limits = Object.freeze(validateRelayLimits({ ...DEFAULT_RELAY_LIMITS, ...options.limits }));
@@ -106,11 +117,18 @@ export class RelayServer {
       tls.destroy();
     });
     tls.once('secure', () => {
-      exchangeHello(tls, this.identity, 'relay', HANDSHAKE_TIMEOUT_MS).then(
-        (address) => {
+      // A relay-to-relay link is refused inside the hello exchange, so the peer reads why.
+      const admitPeer = ({ address, role }: PeerProof) => {
+        if (role !== 'relay' || this.directory.admitsRelay(address)) return undefined;
+        this.stats.count('peer_rejected');
+        return `relay ${address} is not on the --cluster-allow list of relay ${this.address}`;
+      };
+      exchangeHelloAccepting(tls, this.identity, 'relay', ['agent', 'relay'], HANDSHAKE_TIMEOUT_MS, admitPeer).then(
+        ({ address, role }) => {
           cleanup();
           raw.off('close', cleanup);
-          this.#admit(tls, address, remote, source);
+          if (role === 'relay') this.#admitPeer(tls, address, remote);
+          else this.#admit(tls, address, remote, source);
         },
         (err) => {
           this.stats.count('hello_rejected');
@@ -144,6 +162,29 @@ export class RelayServer {
         this.#log.info(`closed the session of ${address} from ${remote}: ${errorMessage(err)}`);
       }
       if (this.registry.remove(session)) this.#log.debug(`${address} disconnected${err ? `: ${errorMessage(err)}` : ''}`);
+    });
+  }
+
+  /** A relay of the cluster linked to us: its streams are `forward`s for our own devices. */
+  #admitPeer(tls: TLSSocket, address: string, remote: string): void {
+    const mux = new MuxSession(tls, { role: 'server', keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
+    this.#peers.add(mux);
+    this.stats.count('peer_session_opened');
+    this.#log.info(`relay ${address} linked from ${remote}`);
+    mux.on('stream', (stream: MuxStream) => {
+      stream.on('error', () => {});
+      readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS)
+        .then((first) => this.#onForward(address, stream, first))
+        .catch((err) => {
+          this.stats.count('bad_stream');
+          this.#log.info(`stream from relay ${address} closed: ${errorMessage(err)}`);
+          reply(stream, errorReply('bad-request', errorMessage(err)));
+          stream.end();
+        });
+    });
+    mux.once('close', (err?: Error) => {
+      this.#peers.delete(mux);
+      this.#log.info(`relay ${address} unlinked${err ? `: ${errorMessage(err)}` : ''}`);
     });
   }
 
@@ -189,17 +230,44 @@ export class RelayServer {
 
   #onConnect(session: AgentSession, client: MuxStream, first: Record<string, unknown>): void {
     const connect = parseConnect(first);
-    const caller = { kind: 'agent' as const, address: session.address, source: session.source };
-    routeToDevice(this.registry, this.address, caller, connect.to, connect.port, connect.e2e === true, this.shares).then(
+    const caller: Caller = { kind: 'agent', address: session.address, source: session.source };
+    const route = routeToDevice(this.directory, this.address, caller, connect.to, connect.port, connect.e2e === true, this.shares);
+    this.#answer(client, route, session.address, `${connect.to}:${connect.port}`, 'stream_routed');
+  }
+
+  /** A stream another relay forwards for a caller it authenticated: only to a device this relay holds (one hop at most). */
+  #onForward(peer: string, stream: MuxStream, first: Record<string, unknown>): void {
+    const forward = parseForward(first);
+    const caller: Caller = forward.gateway
+      ? { kind: 'gateway', remote: `gateway of relay ${peer}`, via: peer }
+      : { kind: 'agent', address: forward.from, via: peer };
+    const offline = () => new RouteError('offline', `device ${forward.to} is not connected to relay ${this.address}`);
+    let route: Promise<Routed>;
+    if (!this.registry.publisher(forward.to)) {
+      this.directory.notHeld(forward.to);
+      route = Promise.reject(offline());
+    } else {
+      // Held here, unless a newer session of the device is on another relay (the directory knows).
+      route = this.directory.locate(forward.to).then((where) => {
+        if (where?.kind !== 'local') throw offline();
+        return routeLocal(where.session, this.address, caller, forward.to, forward.port, forward.e2e === true, this.shares);
+      });
+    }
+    this.#answer(stream, route, `${forward.from} via relay ${peer}`, `${forward.to}:${forward.port}`, 'forward_routed');
+  }
+
+  /** Passes the route's answer back to the caller's stream, then splices the two. */
+  #answer(client: MuxStream, route: Promise<Routed>, who: string, target: string, counter: string): void {
+    route.then(
       ({ stream: device, e2e }) => {
-        this.stats.count('stream_routed');
+        this.stats.count(counter);
         reply(client, e2e ? { t: 'ok', e2e } : { t: 'ok' });
         splice(client, device);
       },
       (err) => {
         const code = err instanceof RouteError ? err.reply : 'unavailable';
         this.stats.count(`route_${code}`);
-        this.#log.info(`${session.address} → ${connect.to}:${connect.port}: ${errorMessage(err)}`);
+        this.#log.info(`${who} → ${target}: ${errorMessage(err)}`);
         reply(client, errorReply(code, errorMessage(err)));
         client.end();
       },
@@ -224,6 +292,7 @@ export class RelayServer {
   close(): void {
     for (const raw of this.#pending) raw.destroy();
     for (const session of [...this.registry.all()]) session.mux.close();
+    for (const peer of [...this.#peers]) peer.close();
   }
 }
 

@@ -7,16 +7,23 @@ import { UsageError } from '../../util/errors.ts';
 import { startRelay } from '../../relay/listen.ts';
 import { relayLimitsFromFlags, type RelayLimitFlags } from '../../relay/config.ts';
 import { gatewayConfigFromFlags, gatewayEnabled, type GatewayFlags } from '../../gateway/config.ts';
+import { clusterConfigFromFlags, describeRedisTarget, type ClusterFlags } from '../../relay/cluster/config.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError(`relay: unexpected "${args.positionals[0]}"; flags start with - (diode relay --help)`);
   const listen = parseHostPort(args.flags.listen as string, '--listen', '0.0.0.0', true);
   const gatewayConfig = gatewayConfigFromFlags(args.flags as GatewayFlags);
   const limits = relayLimitsFromFlags(args.flags as RelayLimitFlags);
+  const cluster = clusterConfigFromFlags(args.flags as ClusterFlags);
   const { identity } = loadOrCreateIdentity(ctx.home);
   const log = createLogger('relay');
-  const relay = await startRelay({ listen, home: ctx.home, identity, log, limits });
+  const relay = await startRelay({ listen, home: ctx.home, identity, log, limits, cluster });
   process.stdout.write(`relay ${identity.address} listening on ${formatHostPort({ host: listen.host, port: relay.port })}\n`);
+  if (cluster) {
+    process.stdout.write(
+      `cluster ${describeRedisTarget(cluster.redis)}: advertised as ${formatHostPort(cluster.advertise)}, ${cluster.allow.size} relay address${cluster.allow.size === 1 ? '' : 'es'} allowed\n`,
+    );
+  }
   let gateway;
   if (gatewayEnabled(gatewayConfig)) {
     // Loaded only when asked for: a plain relay does not carry the HTTP gateway.

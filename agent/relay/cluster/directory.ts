@@ -1,0 +1,144 @@
+import type { Identity } from '../../identity/index.ts';
+import type { Logger } from '../../util/log.ts';
+import { errorMessage } from '../../util/errors.ts';
+import type { Directory, Location } from '../directory.ts';
+import type { PublisherChange, SessionSet } from '../registry.ts';
+import type { RelayStats } from '../stats.ts';
+import type { ClusterConfig } from './config.ts';
+import { RedisStore, type MapEntry } from './redis-store.ts';
+import { PeerLinks } from './peers.ts';
+
+/** Entries of other relays' devices kept in memory (from lookups and announcements); the oldest go first beyond it. */
+export const MAX_CACHED_ENTRIES = 100_000;
+
+/**
+ * The directory of a relay in a cluster: its own session set first, then
+ * the address → relay map shared in Redis (cached here, kept current by the
+ * map's announcements), and links to the relays it names.
+ *
+ * - Whenever the session set's active publisher of an address changes, the
+ *   map entry is claimed (or released) for this relay.
+ * - A local publisher wins unless the map says another relay's session of
+ *   the address began publishing later (the device moved and this relay's
+ *   session is not known dead yet; the newest session gets the streams,
+ *   cluster-wide as on one relay).
+ * - While Redis is unreachable, local devices and cached entries keep
+ *   working; what is not known is `offline`.
+ */
+export class ClusterDirectory implements Directory {
+  readonly store: RedisStore;
+  readonly peers: PeerLinks;
+  readonly #sessions: SessionSet;
+  readonly #self: string;
+  readonly #allow: ReadonlySet<string>;
+  readonly #log: Logger;
+  readonly #stats: RelayStats;
+  readonly #cache = new Map<string, MapEntry>();
+  #unsubscribe: (() => void) | undefined;
+
+  constructor(options: { sessions: SessionSet; identity: Identity; config: ClusterConfig; log: Logger; stats: RelayStats }) {
+    const { config, identity, log } = options;
+    this.#sessions = options.sessions;
+    this.#self = identity.address;
+    this.#allow = config.allow;
+    this.#log = log;
+    this.#stats = options.stats;
+    this.store = new RedisStore({
+      target: config.redis,
+      relay: identity.address,
+      advertise: config.advertise,
+      keyPrefix: config.keyPrefix,
+      entryTtlMs: config.entryTtlMs,
+      refreshIntervalMs: config.refreshIntervalMs,
+      log,
+    });
+    this.peers = new PeerLinks(identity, log, options.stats);
+    this.store.on('move', (address, entry) => {
+      if (entry) this.#remember(address, entry);
+      else this.#cache.delete(address);
+    });
+    this.store.on('superseded', (address, entry) => {
+      this.#stats.count('cluster_superseded');
+      this.#log.warn(`${address} began publishing on relay ${entry.relay} after its session here did: its streams go there`);
+      this.#remember(address, entry);
+    });
+    this.store.on('resync', () => this.#cache.clear());
+  }
+
+  async start(): Promise<void> {
+    this.#unsubscribe = this.#sessions.onPublisherChange((change) => this.#onPublisherChange(change));
+    for (const session of this.#sessions.all()) {
+      if (this.#sessions.publisher(session.address) === session) this.store.hold(session.address, session.publishingSince ?? Date.now());
+    }
+    await this.store.start();
+  }
+
+  async close(): Promise<void> {
+    this.#unsubscribe?.();
+    this.peers.close();
+    await this.store.close();
+  }
+
+  admitsRelay(address: string): boolean {
+    return address !== this.#self && this.#allow.has(address);
+  }
+
+  notHeld(address: string): void {
+    this.#cache.delete(address);
+    this.#stats.count('cluster_stale_here');
+    void this.store.forget(address, 'mine');
+  }
+
+  async locate(address: string, fresh = false): Promise<Location | undefined> {
+    const local = this.#sessions.publisher(address);
+    let entry = fresh ? undefined : this.#cache.get(address);
+    if (local) {
+      const newer = entry && entry.relay !== this.#self && entry.since >= (local.publishingSince ?? 0);
+      return newer ? this.#remote(address, entry!) : { kind: 'local', session: local };
+    }
+    if (!entry) {
+      try {
+        entry = await this.store.lookup(address);
+      } catch (err) {
+        this.#stats.count('cluster_lookup_failed');
+        this.#log.debug(`cluster map: lookup of ${address} failed: ${errorMessage(err)}`);
+        return undefined;
+      }
+      if (!entry) {
+        this.#cache.delete(address);
+        return undefined;
+      }
+      this.#remember(address, entry);
+    }
+    if (entry.relay === this.#self) {
+      // The map names us, but no session here publishes it (an entry left from before a restart).
+      this.notHeld(address);
+      return undefined;
+    }
+    return this.#remote(address, entry);
+  }
+
+  #remote(address: string, entry: MapEntry): Location {
+    return {
+      kind: 'relay',
+      relay: entry.relay,
+      open: () => this.peers.open(entry.relay, entry.endpoint),
+      stale: () => {
+        this.#stats.count('cluster_stale_entry');
+        if (this.#cache.get(address) === entry) this.#cache.delete(address);
+        void this.store.forget(address, entry);
+      },
+    };
+  }
+
+  #remember(address: string, entry: MapEntry): void {
+    this.#cache.delete(address);
+    this.#cache.set(address, entry);
+    if (this.#cache.size > MAX_CACHED_ENTRIES) this.#cache.delete(this.#cache.keys().next().value!);
+  }
+
+  #onPublisherChange({ address, active }: PublisherChange): void {
+    if (active) this.store.hold(address, active.publishingSince ?? Date.now());
+    else this.store.drop(address);
+  }
+}
