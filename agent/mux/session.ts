@@ -7,6 +7,7 @@ import { FrameDecoder } from './decoder.ts';
 import { MuxError } from './errors.ts';
 import { MuxStream, type StreamLink } from './stream.ts';
 import { turnCorker } from '../util/cork.ts';
+import type { WindowBudget } from './budget.ts';
 
 /**
  * Milliseconds we keep reading (and discarding) after sending go-away and
@@ -102,9 +103,13 @@ export class MuxSession extends EventEmitter {
   private keepAlivePing = -1;
   private keepAlivePingAt = 0;
 
-  constructor(conn: Duplex, options: { role: MuxRole } & Partial<MuxConfig>) {
+  /** Shared window budget (see WindowBudget), from the constructor's options. */
+  private readonly budget: WindowBudget | undefined;
+
+  constructor(conn: Duplex, options: { role: MuxRole; windowBudget?: WindowBudget } & Partial<MuxConfig>) {
     super();
-    const { role, ...overrides } = options;
+    const { role, windowBudget, ...overrides } = options;
+    this.budget = windowBudget;
     if (role !== 'client' && role !== 'server') throw new MuxError('ECONFIG', `invalid mux role ${String(role)}`);
     const config: MuxConfig = { ...defaultMuxConfig };
     for (const key of Object.keys(defaultMuxConfig) as Array<keyof MuxConfig>) {
@@ -363,6 +368,7 @@ export class MuxSession extends EventEmitter {
   private makeLink(): StreamLink {
     return {
       config: this.config,
+      budget: this.budget,
       rtt: () => this.rtt,
       isOpen: () => !this.isClosed,
       canSend: () => !this.connBlocked,
@@ -374,6 +380,7 @@ export class MuxSession extends EventEmitter {
         this.drainWaiters.delete(stream);
         if (this.streams.get(stream.id) !== stream) return false;
         this.streams.delete(stream.id);
+        stream._releaseBudget();
         const i = this.backlog.indexOf(stream);
         if (i >= 0) this.backlog.splice(i, 1);
         return true;

@@ -3,6 +3,8 @@ import { Flag, FrameType } from './frame.ts';
 import { MuxError } from './errors.ts';
 import type { MuxConfig } from './config.ts';
 import type { MuxSession } from './session.ts';
+import type { WindowBudget } from './budget.ts';
+import { INITIAL_STREAM_WINDOW } from './frame.ts';
 
 /**
  * What a stream needs from its session. The session implements it once (not
@@ -10,6 +12,8 @@ import type { MuxSession } from './session.ts';
  */
 export interface StreamLink {
   readonly config: Readonly<MuxConfig>;
+  /** Shared bound on window growth (a relay's, across its sessions); undefined = grow up to maxWindow. */
+  readonly budget: WindowBudget | undefined;
   /** Latest ping round-trip time in ms, or -1 before the first answer. */
   rtt(): number;
   /** False once the session is closing: frames are no longer sent. */
@@ -82,6 +86,7 @@ export class MuxStream extends Duplex {
     this.recvWindow = recvWindow;
     this.recvAvail = recvWindow;
     this._visible = visible;
+    link.budget?._move(INITIAL_STREAM_WINDOW, recvWindow);
   }
 
   /** Send RST and destroy locally. */
@@ -94,6 +99,7 @@ export class MuxStream extends Duplex {
   /** @internal Accepting an inbound stream: ACK it and announce any window above the spec's initial one. */
   _accept(initialWindow: number): void {
     const extra = initialWindow - this.recvWindow;
+    this.link.budget?._move(this.recvWindow, initialWindow);
     this.recvWindow += extra;
     this.recvAvail += extra;
     this._visible = true;
@@ -129,6 +135,12 @@ export class MuxStream extends Duplex {
     this._destroyQuietlyIfHidden(new MuxError('ECONNRESET', `stream ${this.id} reset by peer`));
   }
 
+  /** @internal The session forgot this stream: its window no longer counts against the budget. */
+  _releaseBudget(): void {
+    this.link.budget?._move(this.recvWindow, INITIAL_STREAM_WINDOW);
+    this.recvWindow = INITIAL_STREAM_WINDOW;
+  }
+
   /** @internal Destroy with `err`, or without one if the user never got this stream. */
   _destroyQuietlyIfHidden(err: Error | undefined): void {
     this.destroy(this._visible ? err : undefined);
@@ -153,12 +165,21 @@ export class MuxStream extends Duplex {
     const now = performance.now();
     const rtt = this.link.rtt();
     const max = this.link.config.maxWindow;
-    if (rtt >= 0 && now - this.grantedAt < GROWTH_RTTS * rtt && this.recvWindow < max) {
-      const grown = Math.min(this.recvWindow * 2, max);
+    // A shared budget (the relay's) caps growth; over it, windows shrink back toward 256 KiB.
+    const budget = this.link.budget;
+    const grown = Math.min(this.recvWindow * 2, max);
+    if (rtt >= 0 && now - this.grantedAt < GROWTH_RTTS * rtt && this.recvWindow < max && (budget === undefined || budget.canGrow(grown - this.recvWindow))) {
+      budget?._move(this.recvWindow, grown);
       delta += grown - this.recvWindow;
       this.recvWindow = grown;
+    } else if (budget !== undefined && budget.over && this.recvWindow > INITIAL_STREAM_WINDOW) {
+      const cut = Math.min(this.recvWindow - Math.max(INITIAL_STREAM_WINDOW, Math.floor(this.recvWindow / 2)), delta);
+      budget._move(this.recvWindow, this.recvWindow - cut);
+      this.recvWindow -= cut;
+      delta -= cut;
     }
     this.grantedAt = now;
+    if (delta === 0) return;
     this.recvAvail += delta;
     this.link.writeHeader(FrameType.WindowUpdate, 0, this.id, delta);
   }

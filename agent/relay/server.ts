@@ -1,6 +1,6 @@
 import { TLSSocket, createSecureContext, type SecureContext } from 'node:tls';
 import type { Socket } from 'node:net';
-import { MuxError, MuxSession, type MuxStream } from '../mux/index.ts';
+import { MuxError, MuxSession, WindowBudget, type MuxStream } from '../mux/index.ts';
 import type { Identity } from '../identity/index.ts';
 import type { Logger } from '../util/log.ts';
 import { errorMessage } from '../util/errors.ts';
@@ -25,6 +25,7 @@ import { RelayStats } from './stats.ts';
 import { DEFAULT_RELAY_LIMITS, validateRelayLimits, type RelayLimits } from './config.ts';
 import { Admission, RefusalLog, sourceKey } from './admission.ts';
 import { CallerShares } from './fair-share.ts';
+import { IdleSweeper } from './idle.ts';
 
 /** ms a connection whose hello was refused stays open so the one-line reason reaches the peer. */
 const REFUSAL_LINGER_MS = 1_000;
@@ -62,6 +63,10 @@ export class RelayServer {
   readonly #admission: Admission;
   /** Streams per caller toward each device (pending and open), for the gateway too. */
   readonly shares: CallerShares;
+  /** Relayed streams with no byte either way for --stream-idle-timeout are reset. */
+  readonly #idle: IdleSweeper;
+  /** Receive window all agent sessions' streams may hold beyond 256 KiB each (--stream-buffer-budget). */
+  readonly windowBudget: WindowBudget;
   /** Streams each session opened (connect or control), for --max-streams-per-session. */
   readonly #streamsOf = new WeakMap<AgentSession, number>();
   /** Relay-to-relay sessions other relays opened to this one. */
@@ -78,6 +83,16 @@ export class RelayServer {
     this.refusals = new RefusalLog(this.#log);
     this.#admission = new Admission(this.limits, this.stats, this.refusals);
     this.shares = new CallerShares(this.limits, this.stats, this.refusals);
+    this.windowBudget = new WindowBudget(this.limits.streamBufferBudget, () => {
+      this.stats.count('window_growth_denied');
+      this.refusals.refused('window_budget', `stream window not grown: relayed streams hold ${this.windowBudget.used} bytes of window beyond 256 KiB each (--stream-buffer-budget ${this.limits.streamBufferBudget / 1048576} MiB)`);
+    });
+    this.#idle = new IdleSweeper(this.limits.streamIdleTimeoutMs, (a, b, ms) => {
+      this.stats.count('stream_idle_timeout');
+      this.refusals.refused('stream_idle', `relayed stream reset after ${Math.round(ms / 1000)} s with no byte either way (--stream-idle-timeout)`);
+      a.destroy();
+      b.destroy();
+    });
     this.#context = createSecureContext({ key: options.cert.key, cert: options.cert.cert, minVersion: 'TLSv1.3' });
   }
 
@@ -148,7 +163,7 @@ export class RelayServer {
       return;
     }
     tls.once('close', () => this.#admission.releaseSession(source));
-    const mux = new MuxSession(tls, { role: 'server', keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
+    const mux = new MuxSession(tls, { role: 'server', windowBudget: this.windowBudget, keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
     const session: AgentSession = { address, mux, ports: new Map(), remote, source, connectedAt: Date.now() };
     // Every authenticated session is kept: one that publishes nothing displaces nothing (see SessionSet).
     this.registry.add(session);
@@ -263,6 +278,7 @@ export class RelayServer {
         this.stats.count(counter);
         reply(client, e2e ? { t: 'ok', e2e } : { t: 'ok' });
         splice(client, device);
+        this.#idle.watch(client, device);
       },
       (err) => {
         const code = err instanceof RouteError ? err.reply : 'unavailable';
@@ -290,6 +306,7 @@ export class RelayServer {
 
   /** Closes every session and pending handshake. */
   close(): void {
+    this.#idle.close();
     for (const raw of this.#pending) raw.destroy();
     for (const session of [...this.registry.all()]) session.mux.close();
     for (const peer of [...this.#peers]) peer.close();
