@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // The main job on one machine: a relay, a published sshd and a SOCKS proxy,
 // then the exact ssh line that uses them (tried once here to prove it works).
-// Ctrl-C stops everything it started.
+// Ctrl-C stops everything it started. Everything it writes, the ssh host
+// keys it learns included, stays in .demo/ (DIODE_DEMO_DIR elsewhere);
+// DIODE_DEMO_SSHD=own starts its own sshd even when one answers on port 22.
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync, readFileSync, chmodSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
@@ -10,7 +12,9 @@ import { userInfo } from 'node:os';
 
 const root = resolve(new URL('..', import.meta.url).pathname);
 const bundle = join(root, 'dist', 'diode.cjs');
-const state = join(root, '.demo');
+const state = resolve(process.env.DIODE_DEMO_DIR ?? join(root, '.demo'));
+/** The host keys the demo's ssh line learns: never the user's ~/.ssh/known_hosts. */
+const knownHosts = join(state, 'known_hosts');
 const children = [];
 
 function step(text) {
@@ -50,6 +54,11 @@ function startProcess(name, command, args, pattern) {
   });
 }
 
+/** One word for sh: as is when safe, else single-quoted. */
+function shellWord(word) {
+  return /^[A-Za-z0-9_./:=@%+,-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
 function portOpen(port) {
   return new Promise((done) => {
     const s = connect({ host: '127.0.0.1', port }, () => {
@@ -72,7 +81,7 @@ function freePort() {
 /** Uses the machine's sshd on port 22 if one answers, else starts a private one with its own keys. */
 async function sshTarget() {
   const user = userInfo().username;
-  if (await portOpen(22)) {
+  if (process.env.DIODE_DEMO_SSHD !== 'own' && (await portOpen(22))) {
     return { port: 22, user, keyArgs: '', note: 'the sshd already running on port 22 (log in as you normally do)' };
   }
   const sshd = ['/usr/sbin/sshd', '/usr/bin/sshd'].find(existsSync);
@@ -92,7 +101,7 @@ async function sshTarget() {
       `PidFile ${join(dir, 'sshd.pid')}`, 'PasswordAuthentication no', 'PermitRootLogin prohibit-password', 'StrictModes no', 'UsePAM no'].join('\n') + '\n',
   );
   await startProcess('sshd', sshd, ['-D', '-e', '-f', join(dir, 'sshd_config')], /Server listening/);
-  return { port, user, keyArgs: `-i ${join(dir, 'client_ed25519')} -o IdentitiesOnly=yes `, note: `a demo sshd on 127.0.0.1:${port} with its own keys in ${dir}` };
+  return { port, user, keyArgs: `-i ${shellWord(join(dir, 'client_ed25519'))} -o IdentitiesOnly=yes `, note: `a demo sshd on 127.0.0.1:${port} with its own keys in ${dir}` };
 }
 
 mkdirSync(state, { recursive: true });
@@ -113,11 +122,11 @@ try {
   const socks = await startProcess('socksd', node, [bundle, 'socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relayPort}`, '--home', join(state, 'client')], /listening on 127\.0\.0\.1:(\d+)/);
   const socksPort = socks[1];
   step(`socksd listening on 127.0.0.1:${socksPort}`);
-  const line = `ssh ${ssh.keyArgs}-o StrictHostKeyChecking=accept-new -o "ProxyCommand=nc -X 5 -x 127.0.0.1:${socksPort} %h %p" ${ssh.user}@${address.toLowerCase()}.diode`;
+  const line = `ssh ${ssh.keyArgs}-o ${shellWord(`UserKnownHostsFile=${knownHosts}`)} -o StrictHostKeyChecking=accept-new -o "ProxyCommand=nc -X 5 -x 127.0.0.1:${socksPort} %h %p" ${ssh.user}@${address.toLowerCase()}.diode`;
   if (ssh.keyArgs) {
     await new Promise((r) => setTimeout(r, 500));
     try {
-      const out = execFileSync('sh', ['-c', `${line.replace('accept-new', 'no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR')} echo tunnel-ok`], { timeout: 20_000 }).toString().trim();
+      const out = execFileSync('sh', ['-c', `${line.replace('ssh ', 'ssh -o BatchMode=yes -o LogLevel=ERROR ')} echo tunnel-ok`], { timeout: 20_000 }).toString().trim();
       step(`checked: the line below ran "echo" on the device and got "${out}"`);
     } catch (err) {
       step(`warning: trying the ssh line failed: ${String(err.stderr ?? err.message).trim()}`);
