@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { RelayLink } from '../link/relay-link.ts';
 import type { Identity } from '../identity/index.ts';
-import type { HostPort } from '../util/hostport.ts';
+import type { RelayEntry } from '../config/relay-entry.ts';
 import type { Logger } from '../util/log.ts';
 import { dialThroughRelay } from './dial.ts';
 import type { DiodeTarget } from './hostname.ts';
@@ -11,7 +11,7 @@ export class ClientSession {
   readonly link: RelayLink;
   readonly identity: Identity;
 
-  constructor(relays: HostPort[], identity: Identity, log: Logger) {
+  constructor(relays: RelayEntry[], identity: Identity, log: Logger) {
     this.identity = identity;
     this.link = new RelayLink({ relays, identity, log });
     this.link.start();

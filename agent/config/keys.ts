@@ -1,5 +1,5 @@
 import { parseAddress } from '../identity/address.ts';
-import { parseHostPort, formatHostPort } from '../util/hostport.ts';
+import { parseRelayList, formatRelayEntry } from './relay-entry.ts';
 import { UsageError } from '../util/errors.ts';
 
 /** One config key: what it means and how a value is checked and normalised. */
@@ -9,12 +9,12 @@ export interface ConfigKeySpec {
   parse(value: string): string;
 }
 
-export const DEFAULT_RELAY_PORT = 41046;
+export { DEFAULT_RELAY_PORT } from './relay-entry.ts';
 
-function parseRelayList(value: string): string {
-  const items = value.split(',').map((s) => s.trim()).filter(Boolean);
-  if (items.length === 0) throw new UsageError(`relays: "${value}" is empty; give host:port[,host:port...]`);
-  return items.map((item) => formatHostPort(parseHostPort(item.includes(':') ? item : `${item}:${DEFAULT_RELAY_PORT}`, `relays item "${item}"`))).join(',');
+function parseRelays(value: string): string {
+  const items = parseRelayList(value);
+  if (items.length === 0) throw new UsageError(`relays: "${value}" is empty; give host:port[,host:port...] (or 0x<relay address>@host:port to pin each)`);
+  return items.map(formatRelayEntry).join(',');
 }
 
 function parseRpcUrl(value: string): string {
@@ -40,7 +40,7 @@ function parseSeconds(key: string) {
 }
 
 export const CONFIG_KEYS: Readonly<Record<string, ConfigKeySpec>> = Object.freeze({
-  relays: { description: 'comma-separated relay host:port list, tried in order', parse: parseRelayList },
+  relays: { description: 'comma-separated relay host:port list, tried in order', parse: parseRelays },
   fleet: { description: 'fleet contract address for -protected ports', parse: (v) => parseAddress(v, 'fleet') },
   rpc: { description: 'JSON-RPC URL of the chain that holds the fleet contract', parse: parseRpcUrl },
   'fleet-ttl': { description: 'seconds a fleet membership answer is cached (default 60)', parse: parseSeconds('fleet-ttl') },

@@ -51,7 +51,7 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
           socket.off('error', fail);
           if (expectRelay && relayAddress !== expectRelay) {
             socket.destroy();
-            reject(new DiodeError('EAUTH', `relay proved address ${relayAddress}, expected ${expectRelay}`));
+            reject(new DiodeError('EPINNED', `relay proved address ${relayAddress}, but it is pinned to ${expectRelay}; refused`));
             return;
           }
           resolve({ socket, relayAddress });

@@ -2,19 +2,21 @@ import { EventEmitter } from 'node:events';
 import { MuxSession, type MuxStream } from '../mux/index.ts';
 import type { Identity } from '../identity/index.ts';
 import type { Logger } from '../util/log.ts';
-import { formatHostPort, type HostPort } from '../util/hostport.ts';
+import { formatHostPort } from '../util/hostport.ts';
 import { errorMessage, DiodeError } from '../util/errors.ts';
 import { readFrame, writeFrame } from '../protocol/frames.ts';
 import { parseReply, type PublishedPort } from '../protocol/messages.ts';
 import { KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../protocol/limits.ts';
 import { backoffDelay, defaultBackoff, type BackoffConfig } from './backoff.ts';
 import { dialRelay } from './dial-relay.ts';
+import type { RelayEntry } from '../config/relay-entry.ts';
 
 /** ms a session must last before a later loss restarts the backoff from the bottom. */
 const STABLE_SESSION_MS = 10_000;
 
 export interface RelayLinkOptions {
-  relays: HostPort[];
+  /** Tried in order; an entry's `pin` is the address that relay must prove. */
+  relays: RelayEntry[];
   identity: Identity;
   log: Logger;
   /** Ports to publish on every (re)connect; omit for a pure client. */
@@ -22,7 +24,7 @@ export interface RelayLinkOptions {
   /** Inbound streams (device role). Without it inbound streams are reset. */
   onStream?: (stream: MuxStream, relayAddress: string) => void;
   backoff?: BackoffConfig;
-  /** Pin the relay's proven address. */
+  /** Pin every relay without a pin of its own to this address. */
   expectRelay?: string;
 }
 
@@ -42,6 +44,8 @@ export class RelayLink extends EventEmitter {
   #stopped: Promise<void> | undefined;
   #wake: (() => void) | undefined;
   #lastProblem = '';
+  /** Unpinned relays already logged as such (once each). */
+  readonly #unpinnedLogged = new Set<string>();
 
   constructor(options: RelayLinkOptions) {
     super();
@@ -120,8 +124,14 @@ export class RelayLink extends EventEmitter {
   }
 
   /** Runs one session to its end; throws if it could not be set up. */
-  async #connectOnce(target: HostPort): Promise<void> {
-    const { socket, relayAddress } = await dialRelay(target, this.#options.identity, this.#options.expectRelay);
+  async #connectOnce(target: RelayEntry): Promise<void> {
+    const pin = target.pin ?? this.#options.expectRelay;
+    const { socket, relayAddress } = await dialRelay(target, this.#options.identity, pin);
+    const endpoint = formatHostPort(target);
+    if (!pin && !this.#unpinnedLogged.has(endpoint)) {
+      this.#unpinnedLogged.add(endpoint);
+      this.#log.info(`relay ${endpoint} is not pinned: it proved ${relayAddress}, taken on trust; pin it with --relay ${relayAddress}@${endpoint}`);
+    }
     if (!this.#running) {
       socket.destroy();
       return;

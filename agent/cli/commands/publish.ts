@@ -7,7 +7,7 @@ import { IncomingHandler, defaultAccessCheck, type AccessCheck } from '../../dev
 import { RelayLink } from '../../link/relay-link.ts';
 import { describeMappings, sshLine, warnUnreachableTargets } from '../../device/preflight.ts';
 import { resolveRelays } from '../relays.ts';
-import { formatHostPort } from '../../util/hostport.ts';
+import { formatRelayEntry } from '../../config/relay-entry.ts';
 import { UsageError } from '../../util/errors.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
@@ -32,7 +32,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const handler = new IncomingHandler(mappings, log, { identity, check });
   const published = toPublished(mappings);
   const link = new RelayLink({ relays, identity, log, publish: published, onStream: (s) => handler.handle(s) });
-  process.stdout.write(`publishing ${describeMappings(mappings)} as ${identity.address} via ${relays.map(formatHostPort).join(', ')}\n`);
+  process.stdout.write(`publishing ${describeMappings(mappings)} as ${identity.address} via ${relays.map(formatRelayEntry).join(', ')}\n`);
   const ssh = sshLine(mappings, identity.address);
   if (ssh) process.stdout.write(`from another machine running diode socksd: ${ssh}\n`);
   if (settings) log.info(`protected ports admit members of fleet ${settings.fleet} (via ${settings.rpc}, answers cached ${settings.ttlSeconds} s)`);

@@ -19,6 +19,10 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const log = createLogger('relay');
   const relay = await startRelay({ listen, home: ctx.home, identity, log, limits, cluster });
   process.stdout.write(`relay ${identity.address} listening on ${formatHostPort({ host: listen.host, port: relay.port })}\n`);
+  // What devices and clients should be given: the pinned form refuses any other relay at that host:port.
+  const wildcard = listen.host === '0.0.0.0' || listen.host === '::';
+  const pinned = `${identity.address}@${formatHostPort({ host: wildcard ? 'HOST' : listen.host, port: relay.port })}`;
+  process.stdout.write(`pinned form for devices: --relay ${pinned}${wildcard ? " (HOST: this relay's public name or IP)" : ''}\n`);
   if (cluster) {
     process.stdout.write(
       `cluster ${describeRedisTarget(cluster.redis)}: advertised as ${formatHostPort(cluster.advertise)}, ${cluster.allow.size} relay address${cluster.allow.size === 1 ? '' : 'es'} allowed\n`,
