@@ -8,7 +8,7 @@ import { Rep } from '../socks/protocol.ts';
 import type { GatewayConfig } from './config.ts';
 import { listenOn } from '../util/listen.ts';
 import { ConnectionLimiter, sourceKey, type Refusal } from './limiter.ts';
-import { GatewayHttpRouter } from './http.ts';
+import { GatewayHttpRouter, REINJECTED } from './http.ts';
 import { gatewayConnector, type GatewayRelay } from './route.ts';
 
 /** Connections over the caps that may wait for their refusal at once; past it they are dropped unanswered. */
@@ -123,6 +123,7 @@ export async function startGateway(relay: GatewayRelay, config: GatewayConfig, l
       server.timeout = limits.idleTimeoutMs;
       // Runs before the server's own listener: admission precedes any parsing (and any TLS handshake).
       server.prependListener('connection', (socket: Socket) => {
+        if (REINJECTED.has(socket)) return; // handed back after a declined upgrade: admitted already
         const refusal = admit(socket, name);
         if (refusal === undefined || refusal === 'dropped') return;
         const k = key(socket);

@@ -1,5 +1,6 @@
 import { request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { MuxStream } from '../mux/index.ts';
 import type { RouteError } from '../relay/router.ts';
@@ -14,6 +15,28 @@ import { GATEWAY_ANSWER, dialPublic, gatewayTarget, type GatewayRelay } from './
 
 /** Port a bare `<address>.<domain>` host reaches. */
 export const DEFAULT_HTTP_PORT = 80;
+
+/**
+ * Requests one connection may have waiting behind the one being served.
+ * Node parses and emits every pipelined request at once; the gateway serves
+ * them one at a time, in order (one device stream at a time), and refuses a
+ * connection that pipelines more than this with 429 and a close.
+ */
+export const MAX_PIPELINED_REQUESTS = 8;
+
+/**
+ * Sockets handed back to the HTTP server after an Upgrade the device did not
+ * accept (the connection goes on as ordinary HTTP); the gateway's admission
+ * has already counted them.
+ */
+export const REINJECTED = new WeakSet<Socket>();
+
+/** Per connection: whether a request is being served, and the ones waiting behind it. */
+interface Pipeline {
+  busy: boolean;
+  waiting: Array<() => void>;
+  refused: boolean;
+}
 
 /** Hop-by-hop request headers (RFC 9110 §7.6.1) plus what the gateway sets itself; the rest is forwarded as sent. */
 const REQUEST_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'upgrade', 'expect', 'x-forwarded-proto', 'x-forwarded-host']);
@@ -59,6 +82,13 @@ function forwardedHeaders(req: IncomingMessage, proto: Proto, keepHopByHop: bool
   return out;
 }
 
+/** How many times a header occurs (Node keeps only the first Host in req.headers). */
+function countHeader(req: IncomingMessage, name: string): number {
+  let n = 0;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i].toLowerCase() === name) n++;
+  return n;
+}
+
 function responseHeaders(raw: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i + 1 < raw.length; i += 2) {
@@ -85,6 +115,8 @@ export class GatewayHttpRouter {
   readonly #o: HttpRouterOptions;
   /** Requests in flight per connection: an idle timeout then is an abuse event, not a keep-alive expiry. */
   readonly #inFlight = new WeakMap<Socket, number>();
+  /** One request at a time per connection (see MAX_PIPELINED_REQUESTS). */
+  readonly #pipelines = new WeakMap<Socket, Pipeline>();
 
   constructor(options: HttpRouterOptions) {
     this.#o = options;
@@ -93,7 +125,7 @@ export class GatewayHttpRouter {
   /** Wires the router into an http or https server (created by the gateway with the limits applied). */
   attach(server: Server, proto: Proto): void {
     server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res, proto));
-    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket as Socket, head, proto));
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(server, req, socket as Socket, head, proto));
     server.on('connect', (req: IncomingMessage, socket: Duplex) => {
       this.#count('gateway_http_bad_request');
       writeRawErrorPage(socket, 405, 'Not a proxy', 'This gateway routes by Host name; CONNECT is not supported (use the SOCKS gateway).', req.headers.accept);
@@ -132,6 +164,9 @@ export class GatewayHttpRouter {
     if (!req.url?.startsWith('/')) {
       return { error: [400, 'Bad request', 'this gateway is not a forward proxy: send origin-form requests (GET /path) with a Host header'] };
     }
+    if (countHeader(req, 'host') > 1) {
+      return { error: [400, 'Bad request', 'the request has more than one Host header'] };
+    }
     const name = hostName(req);
     const target = name ? gatewayTarget(name, DEFAULT_HTTP_PORT, this.#o.domain) : undefined;
     if (!target) {
@@ -148,6 +183,40 @@ export class GatewayHttpRouter {
     res.once('close', () => this.#inFlight.set(socket, Math.max(0, (this.#inFlight.get(socket) ?? 1) - 1)));
     const cap = this.#capRefusal(socket);
     if (cap) return this.#refuse(req, res, cap.status, cap.title, cap.detail, true);
+    // Pipelined requests wait their turn: one device stream per connection at a time.
+    let line = this.#pipelines.get(socket);
+    if (!line) this.#pipelines.set(socket, (line = { busy: false, waiting: [], refused: false }));
+    const pipeline = line;
+    // Past the bound: the 429 (with Connection: close) ends the connection after the earlier answers; these are never served.
+    if (pipeline.refused) return;
+    const serve = () => {
+      pipeline.busy = true;
+      res.once('close', () => {
+        pipeline.busy = false;
+        const next = pipeline.waiting.shift();
+        if (next) next();
+        else if (socket.isPaused()) socket.resume();
+      });
+      this.#serve(req, res, proto);
+    };
+    if (!pipeline.busy) return serve();
+    if (pipeline.waiting.length >= MAX_PIPELINED_REQUESTS) {
+      pipeline.refused = true;
+      this.#count('gateway_http_pipeline_refused');
+      this.#o.log.info(`http ${clientIp(socket)}: more than ${MAX_PIPELINED_REQUESTS} pipelined requests waiting; answered 429 and closing`);
+      sendErrorPage(req, res, 429, 'Too many pipelined requests', `at most ${MAX_PIPELINED_REQUESTS} requests may wait on one connection`, true);
+      return;
+    }
+    // Stop reading more requests until this one's turn comes (its body, if any, is complete: the next head followed it).
+    this.#count('gateway_http_pipelined');
+    socket.pause();
+    pipeline.waiting.push(serve);
+  }
+
+  /** Routes one request to its device (its turn on the connection has come). */
+  #serve(req: IncomingMessage, res: ServerResponse, proto: Proto): void {
+    const socket = req.socket;
+    if (res.destroyed || req.destroyed) return;
     const { target, error } = this.#target(req);
     if (error) return this.#refuse(req, res, ...error);
     dialPublic(this.#o.relay, `${clientIp(socket)}:${socket.remotePort}`, target, 'http').then(
@@ -192,15 +261,16 @@ export class GatewayHttpRouter {
     req.pipe(upstream);
   }
 
-  #onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer, proto: Proto): void {
+  #onUpgrade(server: Server, req: IncomingMessage, socket: Socket, head: Buffer, proto: Proto): void {
     this.#count('gateway_http_upgrade');
     socket.on('error', () => {});
     // The HTTP server let go of the socket: the idle timeout is ours now.
-    socket.setTimeout(this.#o.limits.idleTimeoutMs, () => {
+    const onIdle = () => {
       this.#count('gateway_idle_timeout');
       this.#o.log.info(`http ${clientIp(socket)}: upgraded connection closed after ${this.#o.limits.idleTimeoutMs / 1000} s idle`);
       socket.destroy();
-    });
+    };
+    socket.setTimeout(this.#o.limits.idleTimeoutMs, onIdle);
     const refuse = (status: number, title: string, detail: string) => {
       this.#count(`gateway_http_${status}`);
       this.#o.log.info(`http ${clientIp(socket)} upgrade ${req.headers.host ?? '-'}${req.url}: ${status} ${detail}`);
@@ -210,24 +280,87 @@ export class GatewayHttpRouter {
     if (cap) return refuse(cap.status, cap.title, cap.detail);
     const { target, error } = this.#target(req);
     if (error) return refuse(...error);
+    // Nothing more is read from the client until the device has answered the upgrade.
+    socket.pause();
     dialPublic(this.#o.relay, `${clientIp(socket)}:${socket.remotePort}`, target, 'http').then(
       (stream) => {
         if (socket.destroyed) {
           stream.destroy();
           return;
         }
-        const raw = forwardedHeaders(req, proto, true);
-        let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`;
-        for (let i = 0; i + 1 < raw.length; i += 2) text += `${raw[i]}: ${raw[i + 1]}\r\n`;
-        stream.write(text + '\r\n');
-        if (head.length > 0) stream.write(head);
-        splice(socket, stream);
+        this.#upgrade(server, req, socket, head, proto, stream, onIdle);
       },
       (err: RouteError) => {
         const answer = GATEWAY_ANSWER[err.reply];
         refuse(answer.status, answer.title, err.message);
       },
     );
+  }
+
+  /**
+   * Sends the upgrade request to the device and splices the connection
+   * through only once the device answered 101. Any other answer is passed
+   * on as an ordinary response (hop-by-hop headers dropped), and the
+   * connection goes back to the HTTP server, so later requests get the
+   * usual routing and header rewriting.
+   */
+  #upgrade(server: Server, req: IncomingMessage, socket: Socket, head: Buffer, proto: Proto, stream: MuxStream, onIdle: () => void): void {
+    const upstream = httpRequest({
+      method: req.method,
+      path: req.url,
+      headers: forwardedHeaders(req, proto, true),
+      setHost: false,
+      createConnection: () => stream as unknown as Socket,
+    });
+    const fail = (err: Error) => {
+      this.#count('gateway_http_upstream_error');
+      stream.destroy();
+      writeRawErrorPage(socket, 502, 'Bad gateway', `the device's HTTP server failed: ${errorMessage(err)}`, req.headers.accept);
+    };
+    upstream.on('error', fail);
+    upstream.on('upgrade', (answer: IncomingMessage, upSocket: Duplex, upHead: Buffer) => {
+      upstream.off('error', fail);
+      let text = `HTTP/1.1 101 ${answer.statusMessage || 'Switching Protocols'}\r\n`;
+      const raw = answer.rawHeaders;
+      for (let i = 0; i + 1 < raw.length; i += 2) text += `${raw[i]}: ${raw[i + 1]}\r\n`;
+      socket.write(text + '\r\n');
+      if (upHead.length > 0) socket.write(upHead);
+      if (head.length > 0) upSocket.write(head);
+      splice(socket, upSocket);
+    });
+    upstream.on('response', (answer: IncomingMessage) => {
+      // Not upgraded: an ordinary response, framed by us, then HTTP again on this connection.
+      this.#count('gateway_http_upgrade_declined');
+      const headers = responseHeaders(answer.rawHeaders);
+      const noBody = req.method === 'HEAD' || answer.statusCode === 204 || answer.statusCode === 304;
+      const length = answer.headers['content-length'];
+      const chunked = !noBody && length === undefined;
+      let text = `HTTP/1.1 ${answer.statusCode ?? 502} ${answer.statusMessage ?? ''}\r\n`;
+      for (let i = 0; i + 1 < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
+      if (chunked) text += 'Transfer-Encoding: chunked\r\n';
+      socket.write(text + '\r\n');
+      answer.on('data', (chunk: Buffer) => {
+        if (noBody) return;
+        if (!(chunked ? socket.write(`${chunk.length.toString(16)}\r\n`) && socket.write(chunk) && socket.write('\r\n') : socket.write(chunk))) {
+          answer.pause();
+          socket.once('drain', () => answer.resume());
+        }
+      });
+      answer.once('error', () => socket.destroy());
+      answer.once('end', () => {
+        if (chunked) socket.write('0\r\n\r\n');
+        stream.destroy();
+        if (socket.destroyed) return;
+        // Back to the HTTP server: bytes the client sent after the upgrade request are its next request.
+        socket.setTimeout(0);
+        socket.off('timeout', onIdle);
+        if (head.length > 0) socket.unshift(head);
+        REINJECTED.add(socket);
+        server.emit(socket instanceof TLSSocket ? 'secureConnection' : 'connection', socket);
+        socket.resume();
+      });
+    });
+    upstream.end();
   }
 
   #onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
