@@ -106,6 +106,14 @@ export class RelayLink extends EventEmitter {
         await this.#connectOnce(target);
         if (Date.now() - started >= STABLE_SESSION_MS) attempt = 0;
       } catch (err) {
+        if (err instanceof DiodeError && err.code === 'EPUBLISH') {
+          // A refused publish set is not retried: the same set would be refused again, forever.
+          const fatal = new DiodeError('EPUBLISH', `relay ${formatHostPort(target)}: ${errorMessage(err)}; not retrying (fix the published ports and start again)`);
+          if (this.listenerCount('fatal') === 0) this.#log.error(fatal.message);
+          this.#running = false;
+          this.emit('fatal', fatal);
+          break;
+        }
         const text = errorMessage(err);
         this.#problem(text.startsWith(formatHostPort(target)) ? text : `relay ${formatHostPort(target)}: ${text}`);
         index++;
@@ -166,7 +174,7 @@ export class RelayLink extends EventEmitter {
     control.on('error', () => {});
     writeFrame(control, { t: 'publish', ports });
     const reply = parseReply(await readFrame(control, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS));
-    if (reply.t === 'error') throw new DiodeError('EPUBLISH', `relay refused the publish set: ${reply.message}`);
+    if (reply.t === 'error') throw new DiodeError('EPUBLISH', `relay refused the publish set: ${reply.message || reply.code}`);
     // The control stream stays open for the session's life; the relay drops the set when it closes.
   }
 

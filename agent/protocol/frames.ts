@@ -32,7 +32,32 @@ export function writeFrame(stream: Duplex, message: object): boolean {
  * the body, a frame that does not arrive within timeoutMs, and a stream that
  * ends first.
  */
-export function readFrame<T = Record<string, unknown>>(stream: Duplex, maxBytes: number, timeoutMs: number): Promise<T> {
+/**
+ * A larger limit for frames of one kind (the `t` field), chosen before the
+ * body is buffered: the kind is read from the first bytes of the body, which
+ * must then begin exactly `{"t":"<kind>"` (JSON.stringify's order, no
+ * spaces). Anything else keeps the base limit.
+ */
+export interface LargeFrameKind {
+  kind: string;
+  maxBytes: number;
+}
+
+/** bytes of a body read to tell its kind: `{"t":"` plus the longest kind name and its closing quote. */
+const KIND_PREFIX_BYTES = 32;
+
+/**
+ * The limit that applies to a frame of `length` whose body starts with
+ * `prefix` (undefined: too few bytes yet to tell).
+ */
+function limitFor(length: number, prefix: Buffer, maxBytes: number, large: LargeFrameKind | undefined): number | undefined {
+  if (length <= maxBytes || !large || length > large.maxBytes) return maxBytes;
+  const marker = `{"t":${JSON.stringify(large.kind)}`;
+  if (prefix.length < Math.min(length, marker.length)) return undefined;
+  return prefix.subarray(0, marker.length).toString('latin1') === marker ? large.maxBytes : maxBytes;
+}
+
+export function readFrame<T = Record<string, unknown>>(stream: Duplex, maxBytes: number, timeoutMs: number, large?: LargeFrameKind): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     let buffered: Buffer = Buffer.alloc(0);
     let done = false;
@@ -55,8 +80,11 @@ export function readFrame<T = Record<string, unknown>>(stream: Duplex, maxBytes:
         buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
         if (buffered.length < LENGTH_BYTES) continue;
         const length = buffered.readUInt32BE(0);
-        if (length > maxBytes) {
-          finish(new FrameError('EFRAMESIZE', `frame of ${length} bytes exceeds the ${maxBytes}-byte limit`));
+        const limit = limitFor(length, buffered.subarray(LENGTH_BYTES, LENGTH_BYTES + KIND_PREFIX_BYTES), maxBytes, large);
+        if (limit === undefined) continue;
+        if (length > limit) {
+          const why = large && length <= large.maxBytes ? ` (only a ${large.kind}, whose body starts {"t":"${large.kind}", may have up to ${large.maxBytes})` : '';
+          finish(new FrameError('EFRAMESIZE', `frame of ${length} bytes exceeds the ${limit}-byte limit${why}`));
           return;
         }
         if (buffered.length < LENGTH_BYTES + length) continue;

@@ -125,7 +125,10 @@ export function parseHello(m: Record<string, unknown>): Hello {
 
 export function parsePublish(m: Record<string, unknown>): Publish {
   if (m.t !== 'publish') fail('expected publish');
-  if (!Array.isArray(m.ports) || m.ports.length > MAX_PUBLISHED_PORTS) fail('publish.ports');
+  if (!Array.isArray(m.ports)) fail('publish.ports');
+  if (m.ports.length > MAX_PUBLISHED_PORTS) {
+    throw new FrameError('ELIMIT', `publish set refused: ${m.ports.length} ports, at most ${MAX_PUBLISHED_PORTS} may be published`);
+  }
   const seen = new Set<number>();
   const ports = m.ports.map((p: unknown, i): PublishedPort => {
     if (p === null || typeof p !== 'object') fail(`publish.ports[${i}]`);
@@ -135,7 +138,10 @@ export function parsePublish(m: Record<string, unknown>): Publish {
     if (!ACCESS_MODES.includes(entry.mode as AccessMode)) fail(`publish.ports[${i}].mode`);
     const out: PublishedPort = { port: entry.port, mode: entry.mode as AccessMode };
     if (entry.allow !== undefined) {
-      if (!Array.isArray(entry.allow) || entry.allow.length > MAX_ALLOWED_ADDRESSES) fail(`publish.ports[${i}].allow`);
+      if (!Array.isArray(entry.allow)) fail(`publish.ports[${i}].allow`);
+      if (entry.allow.length > MAX_ALLOWED_ADDRESSES) {
+        throw new FrameError('ELIMIT', `publish set refused: port ${entry.port} lists ${entry.allow.length} addresses, at most ${MAX_ALLOWED_ADDRESSES} per port`);
+      }
       out.allow = entry.allow.map((a, j) => checkedAddress(a, `publish.ports[${i}].allow[${j}]`));
     }
     return out;

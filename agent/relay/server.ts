@@ -214,7 +214,8 @@ export class RelayServer {
     }
     this.#streamsOf.set(session, open + 1);
     stream.once('close', () => this.#streamsOf.set(session, (this.#streamsOf.get(session) ?? 1) - 1));
-    readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS).then(
+    // The frame's kind picks its limit, not the stream's order: a publish set may be up to MAX_CONTROL_BYTES.
+    readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS, { kind: 'publish', maxBytes: MAX_CONTROL_BYTES }).then(
       (first) => {
         if (first.t === 'publish') this.#onControl(session, stream, first);
         else if (first.t === 'connect') this.#onConnect(session, stream, first);

@@ -8,7 +8,10 @@ import { RelayLink } from '../../link/relay-link.ts';
 import { describeMappings, sshLine, warnUnreachableTargets } from '../../device/preflight.ts';
 import { resolveRelays } from '../relays.ts';
 import { formatRelayEntry } from '../../config/relay-entry.ts';
-import { UsageError } from '../../util/errors.ts';
+import { DiodeError, UsageError } from '../../util/errors.ts';
+import { encodeFrame } from '../../protocol/frames.ts';
+import { MAX_ALLOWED_ADDRESSES, MAX_CONTROL_BYTES, MAX_PUBLISHED_PORTS } from '../../protocol/limits.ts';
+import type { PublishedPort } from '../../protocol/messages.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   // Parse everything before touching the network: a bad flag never half-starts.
@@ -36,13 +39,34 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const ssh = sshLine(mappings, identity.address);
   if (ssh) process.stdout.write(`from another machine running diode socksd: ${ssh}\n`);
   if (settings) log.info(`protected ports admit members of fleet ${settings.fleet} (via ${settings.rpc}, answers cached ${settings.ttlSeconds} s)`);
+  // The relay's limits, checked here first: a set it would refuse is a start-up error (exit 2), not a retry loop.
+  checkPublishSet(published);
+  const fatal = new Promise<DiodeError>((resolve) => link.once('fatal', resolve));
   link.start();
   // Checks that warn, never stop: a Pi's services and network may come up after the agent.
   void warnUnreachableTargets(mappings, (line) => log.warn(line));
   if (settings) void fleet!.warnUnreachableRpc(settings.rpc, (line) => log.warn(line));
-  const signal = await ctx.stopSignal;
-  log.info(`${signal}: shutting down`);
+  const outcome = await Promise.race([ctx.stopSignal, fatal]);
+  if (outcome instanceof DiodeError) {
+    // A relay refused the set (a relay with smaller limits than ours): logged once, exit 1.
+    await link.stop();
+    await membership?.close();
+    throw outcome;
+  }
+  log.info(`${outcome}: shutting down`);
   await link.stop();
   await membership?.close();
   return 0;
+}
+
+/** The limits of docs/PROTOCOL.md §5, checked before anything connects. */
+export function checkPublishSet(ports: PublishedPort[]): void {
+  if (ports.length > MAX_PUBLISHED_PORTS) throw new UsageError(`publish: ${ports.length} ports; at most ${MAX_PUBLISHED_PORTS} may be published`);
+  for (const p of ports) {
+    if ((p.allow?.length ?? 0) > MAX_ALLOWED_ADDRESSES) {
+      throw new UsageError(`publish: port ${p.port} lists ${p.allow!.length} addresses; at most ${MAX_ALLOWED_ADDRESSES} per port`);
+    }
+  }
+  const bytes = encodeFrame({ t: 'publish', ports }).length - 4;
+  if (bytes > MAX_CONTROL_BYTES) throw new UsageError(`publish: the publish set is ${bytes} bytes of JSON; at most ${MAX_CONTROL_BYTES} (fewer allow-list addresses in all)`);
 }
