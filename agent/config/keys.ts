@@ -1,3 +1,4 @@
+import { rpcUrlProblem } from '../fleet/rpc-url.ts';
 import { parseAddress } from '../identity/address.ts';
 import { parseRelayList, formatRelayEntry } from './relay-entry.ts';
 import { UsageError } from '../util/errors.ts';
@@ -18,15 +19,8 @@ function parseRelays(value: string): string {
 }
 
 function parseRpcUrl(value: string): string {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new UsageError(`rpc: "${value}" is not a URL; give a JSON-RPC endpoint such as http://127.0.0.1:8545`);
-  }
-  if (!['http:', 'https:', 'ws:', 'wss:'].includes(url.protocol)) {
-    throw new UsageError(`rpc: "${value}" must be an http(s):// or ws(s):// JSON-RPC URL`);
-  }
+  const problem = rpcUrlProblem(value, 'rpc');
+  if (problem) throw new UsageError(problem);
   return value;
 }
 

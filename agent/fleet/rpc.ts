@@ -3,6 +3,7 @@
 // Standard methods only (eth_chainId, eth_call, eth_getLogs, ...).
 import { FetchRequest, JsonRpcProvider, Network, WebSocketProvider } from 'ethers';
 import { FleetError } from './errors.ts';
+import { rpcUrlProblem } from './rpc-url.ts';
 
 /**
  * Admin default deadline for reaching the RPC endpoint and for each request,
@@ -25,17 +26,14 @@ export function isWebSocketUrl(rpc: string): boolean {
   return /^wss?:\/\//i.test(rpc);
 }
 
-/** Checks that `rpc` is an http(s) or ws(s) URL; throws ERPC naming it otherwise. */
-export function checkRpcUrl(rpc: string): void {
-  let url: URL;
-  try {
-    url = new URL(rpc);
-  } catch {
-    throw new FleetError('ERPC', `RPC URL "${rpc}" is not a URL; give one like http://127.0.0.1:8545 or wss://host/path`);
-  }
-  if (!['http:', 'https:', 'ws:', 'wss:'].includes(url.protocol)) {
-    throw new FleetError('ERPC', `RPC URL "${rpc}" must start with http://, https://, ws:// or wss://`);
-  }
+/**
+ * Checks that `rpc` is an https:// or wss:// URL, or http:// / ws:// to a
+ * loopback host (the RPC is trusted: see docs/FLEET.md); throws ERPC naming
+ * the setting otherwise.
+ */
+export function checkRpcUrl(rpc: string, setting = 'rpc (config key rpc, or --rpc)'): void {
+  const problem = rpcUrlProblem(rpc, setting);
+  if (problem) throw new FleetError('ERPC', problem);
 }
 
 /** Rejects with `onTimeout()` when `promise` takes longer than `ms`. */
