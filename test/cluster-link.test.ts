@@ -40,10 +40,15 @@ test('--cluster needs --advertise and --cluster-allow; without --cluster neither
   t.deepEqual(config.advertise, { host: 'h', port: 41046 });
 });
 
-/** The relay closes the connection after the hellos (the dial may or may not have seen its hello first). */
-async function refused(dial: ReturnType<typeof dialRelay>): Promise<void> {
-  const connection = await dial.catch(() => undefined);
-  if (connection && !connection.socket.destroyed) await new Promise((resolve) => connection.socket.once('close', resolve));
+/** The relay refuses the link inside the hello exchange: the dialler reads the one-line reason. */
+async function refused(dial: ReturnType<typeof dialRelay>): Promise<string> {
+  try {
+    const connection = await dial;
+    connection.socket.destroy();
+  } catch (err) {
+    return (err as Error).message;
+  }
+  throw new Error('the relay link was admitted');
 }
 
 async function clusterRelay(t: ExecutionContext, redisUrl: string, allow: string[], identity = Identity.random()) {
@@ -66,8 +71,8 @@ test('a cluster relay links with a relay on its --cluster-allow list only, and n
   const target = { host: '127.0.0.1', port };
   const ok = await dialRelay(target, friend, relay.server.address, { role: 'relay' });
   ok.socket.destroy();
-  await refused(dialRelay(target, Identity.random(), undefined, { role: 'relay' }));
-  await refused(dialRelay(target, identity, undefined, { role: 'relay' }));
+  t.regex(await refused(dialRelay(target, Identity.random(), undefined, { role: 'relay' })), /hello refused: relay 0x[0-9a-fA-F]{40} is not on the --cluster-allow list/);
+  t.regex(await refused(dialRelay(target, identity, undefined, { role: 'relay' })), /is this relay itself/);
   t.is(relay.server.stats.get('peer_rejected'), 2);
   t.is(relay.server.stats.get('peer_session_opened'), 1);
 });
@@ -75,7 +80,7 @@ test('a cluster relay links with a relay on its --cluster-allow list only, and n
 test('a relay on its own refuses any relay-to-relay link', async (t) => {
   const relay = await startRelay({ listen: { host: '127.0.0.1', port: 0 }, home: tempDir(t), identity: Identity.random(), log: silentLogger });
   t.teardown(() => relay.close());
-  await refused(dialRelay({ host: '127.0.0.1', port: relay.port }, Identity.random(), undefined, { role: 'relay' }));
+  t.regex(await refused(dialRelay({ host: '127.0.0.1', port: relay.port }, Identity.random(), undefined, { role: 'relay' })), /this relay is not in a cluster/);
   t.is(relay.server.stats.get('peer_rejected'), 1);
 });
 

@@ -26,8 +26,8 @@ export type Location =
 export interface Directory {
   /** undefined: no relay holds the address (offline). fresh: skip any cache (a retry after a stale entry). */
   locate(address: string, fresh?: boolean): Promise<Location | undefined>;
-  /** Whether a peer that proved `address` in a hello with the role `relay` may link to this relay. */
-  admitsRelay(address: string): boolean;
+  /** Why a peer that proved `address` in a hello with the role `relay` may not link to this relay; undefined: it may. */
+  refusesRelay(address: string): string | undefined;
   /** A peer relay forwarded a stream for an address this relay does not hold: whatever says it does is stale. */
   notHeld(address: string): void;
   start(): Promise<void>;
@@ -47,8 +47,8 @@ export class LocalDirectory implements Directory {
     return session ? { kind: 'local', session } : undefined;
   }
 
-  admitsRelay(): boolean {
-    return false;
+  refusesRelay(address: string): string | undefined {
+    return `relay ${address}: this relay is not in a cluster (no --cluster)`;
   }
 
   notHeld(): void {}

@@ -134,9 +134,9 @@ export class RelayServer {
     tls.once('secure', () => {
       // A relay-to-relay link is refused inside the hello exchange, so the peer reads why.
       const admitPeer = ({ address, role }: PeerProof) => {
-        if (role !== 'relay' || this.directory.admitsRelay(address)) return undefined;
-        this.stats.count('peer_rejected');
-        return `relay ${address} is not on the --cluster-allow list of relay ${this.address}`;
+        const refusal = role === 'relay' ? this.directory.refusesRelay(address) : undefined;
+        if (refusal) this.stats.count('peer_rejected');
+        return refusal;
       };
       exchangeHelloAccepting(tls, this.identity, 'relay', ['agent', 'relay'], HANDSHAKE_TIMEOUT_MS, admitPeer).then(
         ({ address, role }) => {

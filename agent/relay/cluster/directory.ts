@@ -79,8 +79,11 @@ export class ClusterDirectory implements Directory {
     await this.store.close();
   }
 
-  admitsRelay(address: string): boolean {
-    return address !== this.#self && this.#allow.has(address);
+  refusesRelay(address: string): string | undefined {
+    // Both ends of a relay link sign the same text: a peer reflecting our own hello proves our address.
+    if (address === this.#self) return `relay ${address} is this relay itself (a reflected hello?)`;
+    if (!this.#allow.has(address)) return `relay ${address} is not on the --cluster-allow list of relay ${this.#self}`;
+    return undefined;
   }
 
   notHeld(address: string): void {
