@@ -193,7 +193,7 @@ async function main(): Promise<void> {
     const line = (name: string, f: ClusterResult['sameRelay']) =>
       `  ${name.padEnd(12)} set-up p50 ${f.setupP50ms} ms p99 ${f.setupP99ms} ms | RTT p50 ${f.rttP50us} µs p99 ${f.rttP99us} µs | single stream ${f.singleStreamMBps.join(' / ')} MB/s`;
     process.stdout.write(
-      `\ncluster: ${c.relays} relays × ${c.devicesPerRelay} simulated devices on one Redis (${c.admitted} admitted, ${c.failed} failed, ${c.admitPerSec}/s; ${c.mapEntries} map entries)\n` +
+      `\ncluster: ${c.relays} relays × ${c.devicesPerRelay} simulated devices on one Redis (${c.admitted} admitted, ${c.failed} failed${c.firstError ? ` (first: ${c.firstError})` : ''}, ${c.admitPerSec}/s; ${c.mapEntries} map entries)\n` +
         `${line('same relay', c.sameRelay)}\n${line('cross relay', c.crossRelay)}\n` +
         `  at rest (${c.rest.windowS} s): ${c.rest.evalshaPerDevicePerMin} script calls and ${c.rest.commandsPerDevicePerMin} Redis commands per device per minute\n`,
     );

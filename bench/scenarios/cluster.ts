@@ -31,6 +31,7 @@ export interface ClusterResult {
   devicesPerRelay: number;
   admitted: number;
   failed: number;
+  firstError?: string;
   /** ms until every simulated device of all relays had its publish acknowledged (all relays admitting at once). */
   admitMs: number;
   admitPerSec: number;
@@ -62,10 +63,10 @@ function commandCalls(port: number): Map<string, number> {
   return out;
 }
 
-function waitMessage(proc: BenchProcess, t: string): Promise<{ admitted?: number; failed?: number }> {
+function waitMessage(proc: BenchProcess, t: string): Promise<{ admitted?: number; failed?: number; firstError?: string }> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${proc.name}: no "${t}" within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
-    const onMessage = (m: { t: string; admitted?: number; failed?: number }) => {
+    const onMessage = (m: { t: string; admitted?: number; failed?: number; firstError?: string }) => {
       if (m.t !== t) return;
       clearTimeout(timer);
       proc.child.off('message', onMessage);
@@ -159,6 +160,7 @@ export async function clusterScale(bundle: string, sinkPort: number, sizes: Clus
     const admitMs = performance.now() - start;
     const admitted = results.reduce((n, r) => n + (r.admitted ?? 0), 0);
     const failed = results.reduce((n, r) => n + (r.failed ?? 0), 0);
+    const firstError = results.map((r) => r.firstError).find((e) => e);
     await sleep(SETTLE_MS);
     const mapEntries = Number(redisCli(redisPort, 'dbsize'));
     log(`cluster: ${admitted} admitted in ${round(admitMs)} ms, ${mapEntries} map entries; resting ${REST_WINDOW_MS / 1000} s`);
@@ -180,6 +182,7 @@ export async function clusterScale(bundle: string, sinkPort: number, sizes: Clus
       devicesPerRelay: sizes.devicesPerRelay,
       admitted,
       failed,
+      ...(firstError ? { firstError } : {}),
       admitMs: round(admitMs),
       admitPerSec: round(admitted / (admitMs / 1000)),
       mapEntries,
