@@ -135,7 +135,7 @@ test.serial('a Redis restart breaks no open stream; relays re-register their dev
   t.regex((await ssh(sshd, local.port, device.address, 'echo local-while-down')).stdout, /local-while-down/);
 
   await redis.restart();
-  t.is(await redis.cli('dbsize'), '0');
+  // The restarted server starts empty (no persistence); the relays may already be writing again.
   const back = await within('the device is in the map again', 10_000, async () => (await redis.cli('get', `diode:dev:${device.address.toLowerCase()}`)).includes(r2.address));
   t.log(`entry rewritten ${back} ms after Redis came back`);
   await echo('three-after-restart');

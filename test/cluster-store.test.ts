@@ -114,7 +114,7 @@ test('entries come back after a Redis restart, and releases made while Redis was
   await t.throwsAsync(() => y.lookup(kept)); // fails fast, no queueing
   x.drop(leaving);
   await redis.restart();
-  t.is(await redis.cli('dbsize'), '0');
+  // The restarted server starts empty (no persistence); the relays may already be writing again.
   await eventually('re-registered', () => y.lookup(kept), 10_000);
   t.is(await y.lookup(leaving), undefined);
   await eventually('y resynced', () => (resyncs > 0 ? true : undefined));
