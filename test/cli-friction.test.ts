@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
 import { DIODE_BUNDLE, start, tempDir } from './helpers/diode.ts';
 import { listenError } from '../agent/util/listen.ts';
 
@@ -154,4 +155,14 @@ test('17.5 input checks: bad hosts, stray words, protocol suffixes, addresses wi
   ]);
   const { parseBindSpecs } = await import('../agent/client/target.ts');
   t.is(parseBindSpecs([`127.0.0.1:2224:${ADDRESS}.diode:22:tcp`])[0].localPort, 2224);
+});
+
+test('17.1 audit: a certificate that is not PEM is one line before anything listens, not an OpenSSL stack', async (t) => {
+  const dir = tempDir(t);
+  const notPem = join(dir, 'cert.txt');
+  writeFileSync(notPem, 'hello\n');
+  const r = await diode(['relay', '--listen', '127.0.0.1:0', '--gateway-https', '127.0.0.1:0', '--gateway-cert', notPem, '--gateway-key', notPem, '--home', dir]);
+  t.is(r.code, 2);
+  t.is(r.stderr, `diode: --gateway-cert ${notPem} / --gateway-key ${notPem}: not PEM (expected -----BEGIN ...-----)\n`);
+  t.is(r.stdout, '');
 });

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { parseHostPort, type HostPort } from '../util/hostport.ts';
 import { UsageError } from '../util/errors.ts';
 
@@ -105,6 +106,18 @@ function readPem(path: string, flag: string): string {
   }
 }
 
+/** Refuses a certificate or key that TLS cannot use, before anything listens (was an OpenSSL stack at start). */
+function checkTlsPair(pair: { cert: string; key: string }, certPath: string, keyPath: string): { cert: string; key: string } {
+  try {
+    createSecureContext(pair);
+  } catch (err) {
+    const reason = (err as Error & { reason?: string }).reason ?? (err as Error).message;
+    const hint = /no start line/i.test(reason) ? 'not PEM (expected -----BEGIN ...-----)' : /key values mismatch/i.test(reason) ? 'the key does not belong to the certificate' : reason;
+    throw new UsageError(`--gateway-cert ${certPath} / --gateway-key ${keyPath}: ${hint}`);
+  }
+  return pair;
+}
+
 /** Builds and validates the gateway config from `diode relay` flags. */
 export function gatewayConfigFromFlags(flags: GatewayFlags): GatewayConfig {
   const listen = (flag: keyof GatewayFlags) => {
@@ -120,7 +133,7 @@ export function gatewayConfigFromFlags(flags: GatewayFlags): GatewayConfig {
     socks: listen('gateway-socks'),
     http: listen('gateway-http'),
     https: listen('gateway-https'),
-    tls: certPath && keyPath ? { cert: readPem(certPath, '--gateway-cert'), key: readPem(keyPath, '--gateway-key') } : undefined,
+    tls: certPath && keyPath ? checkTlsPair({ cert: readPem(certPath, '--gateway-cert'), key: readPem(keyPath, '--gateway-key') }, certPath, keyPath) : undefined,
     domain: flags['gateway-domain']?.toLowerCase().replace(/^\.|\.$/g, ''),
     limits: {
       ...DEFAULT_GATEWAY_LIMITS,
