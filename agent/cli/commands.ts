@@ -21,11 +21,19 @@ export interface CommandSpec {
   details?: () => Promise<string>;
   /** Loaded lazily so `diode publish` never loads the fleet admin code. */
   load: () => Promise<CommandModule>;
+  /**
+   * The command parses its own arguments (`service install` takes another
+   * command's flags): it gets them as positionals, unparsed; `flags` is only
+   * for --help.
+   */
+  rawArgs?: boolean;
 }
 
 const home: FlagSpec = { name: 'home', type: 'string', placeholder: 'DIR', description: 'state directory (key, config); env DIODE_HOME; default ~/.config/diode, /var/lib/diode for root' };
 const help: FlagSpec = { name: 'help', type: 'boolean', description: 'show this help' };
 const logLevel: FlagSpec = { name: 'log-level', type: 'string', placeholder: 'LEVEL', description: 'stderr log level: debug, info, warn or error; env DIODE_LOG; default info' };
+const metrics: FlagSpec = { name: 'metrics', type: 'string', placeholder: 'HOST:PORT', description: 'serve Prometheus metrics on http://HOST:PORT/metrics and /healthz (e.g. 127.0.0.1:9464)' };
+const logFormat: FlagSpec = { name: 'log-format', type: 'string', placeholder: 'text|json', description: 'log line format on stderr; env DIODE_LOG_FORMAT (default text)' };
 const relay: FlagSpec = { name: 'relay', type: 'string', multiple: true, placeholder: 'HOST:PORT', description: 'relay to use (comma-separated list allowed); overrides the "relays" config key' };
 
 export const COMMANDS: readonly CommandSpec[] = [
@@ -38,6 +46,8 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'private', type: 'string', multiple: true, placeholder: '[HOST:]LOCAL[:REMOTE],0xADDR[,0xADDR...]', description: 'publish to the listed client addresses only' },
       { name: 'protected', type: 'string', multiple: true, placeholder: '[HOST:]LOCAL[:REMOTE][,...]', description: 'publish to members of the fleet contract (config keys fleet, rpc)' },
       relay,
+      metrics,
+      logFormat,
       home,
       logLevel,
       help,
@@ -53,6 +63,8 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'allow-remote', type: 'boolean', description: 'allow --listen on a non-loopback address: anyone who reaches it then acts with this machine\'s key' },
       { name: 'fallback', type: 'string', placeholder: 'direct|refuse', defaultValue: 'refuse', description: 'names that are not <address>.diode: refuse them, or connect directly (DNS lookup and TCP from this machine; for a browser\'s system proxy)' },
       relay,
+      metrics,
+      logFormat,
       home,
       logLevel,
       help,
@@ -63,7 +75,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     name: 'proxy',
     summary: "connect stdin/stdout to a device port (ssh's ProxyCommand)",
     usage: 'diode proxy <address>.diode <port> [--relay host:port]   (in ~/.ssh/config: ProxyCommand diode proxy %h %p)',
-    flags: [relay, home, logLevel, help],
+    flags: [relay, logFormat, home, logLevel, help],
     load: () => import('./commands/proxy.ts'),
   },
   {
@@ -86,6 +98,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     flags: [
       { name: 'bind', type: 'string', multiple: true, placeholder: 'LOCAL:ADDRESS.diode:REMOTE[,...]', description: 'same as a positional spec (as the Diode client\'s -bind)' },
       relay,
+      logFormat,
       home,
       logLevel,
       help,
@@ -111,11 +124,20 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'gateway-max-conns-per-ip', type: 'string', placeholder: 'N', defaultValue: String(DEFAULT_GATEWAY_LIMITS.maxConnsPerIp), description: 'concurrent gateway connections per IPv4 address / IPv6 /64; over it: SOCKS general failure, HTTP 429' },
       { name: 'gateway-idle-timeout', type: 'string', placeholder: 'SECONDS', defaultValue: String(DEFAULT_GATEWAY_LIMITS.idleTimeoutMs / 1000), description: 'close a gateway connection after this long with no byte either way' },
       ...RELAY_LIMIT_FLAGS.map((f): FlagSpec => ({ ...f, type: 'string' })),
+      metrics,
+      logFormat,
       home,
       logLevel,
       help,
     ],
     load: () => import('./commands/relay.ts'),
+  },
+  {
+    name: 'status',
+    summary: 'show the agents running with this state directory: relay, ports, streams, last error',
+    usage: 'diode status [--json]   (exit 0: connected, 1: running but not connected, 3: nothing runs)',
+    flags: [{ name: 'json', type: 'boolean', description: 'print a JSON array, one object per agent, for scripts' }, home, help],
+    load: () => import('./commands/status.ts'),
   },
   {
     name: 'address',

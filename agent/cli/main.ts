@@ -1,7 +1,7 @@
 import { COMMANDS, GLOBAL_FLAGS, findCommand, type CommandContext, type CommandSpec } from './commands.ts';
-import { parseArgs, flagHelp } from './args.ts';
+import { parseArgs, flagHelp, type ParsedArgs } from './args.ts';
 import { DiodeError, UsageError } from '../util/errors.ts';
-import { parseLogLevel, setLogLevel } from '../util/log.ts';
+import { parseLogFormat, parseLogLevel, setLogFormat, setLogLevel } from '../util/log.ts';
 import { resolveHome } from '../identity/home.ts';
 import { versionString } from './version.ts';
 import { tuneGcForStreaming } from './gc-tuning.ts';
@@ -74,6 +74,12 @@ function waitForSignal(): Promise<string> {
   });
 }
 
+/** For a command that parses its own arguments: only a leading --help is taken here. */
+function rawArgs(rest: string[]): ParsedArgs {
+  if (rest[0] === '--help' || rest[0] === '-h' || rest[0] === '-help') return { flags: { help: true }, positionals: [] };
+  return { flags: {}, positionals: rest };
+}
+
 async function main(argv: string[]): Promise<number> {
   const { globals, name, rest } = splitGlobalFlags(argv);
   if (!name || HELP_WORDS.has(name)) {
@@ -98,7 +104,9 @@ async function main(argv: string[]): Promise<number> {
     if (!spec.flags.some((f) => f.name === flag)) throw new UsageError(`--${flag} does not apply to diode ${name}`);
     if (!globals[i].includes('=')) i++;
   }
-  const args = parseArgs([...globals, ...rest], spec.flags, name);
+  const args = spec.rawArgs ? rawArgs(rest) : parseArgs([...globals, ...rest], spec.flags, name);
+  if (args.flags['log-format'] !== undefined) setLogFormat(parseLogFormat(String(args.flags['log-format']), '--log-format'));
+  else if (process.env.DIODE_LOG_FORMAT !== undefined) setLogFormat(parseLogFormat(process.env.DIODE_LOG_FORMAT, 'DIODE_LOG_FORMAT'));
   if (args.flags.help) {
     process.stdout.write(await commandHelp(spec));
     return 0;

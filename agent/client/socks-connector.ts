@@ -68,13 +68,13 @@ export function diodeConnector(link: RelayLink, identity: Identity, fallback: So
     if (!target) {
       // A malformed diode name is never looked up in DNS, whatever the fallback.
       if (fallback === 'direct' && !DIODE_SUFFIX.test(request.host)) return connectDirect(request.host, request.port);
-      if (request.addressType !== 'domain') throw new SocksRefusal(Rep.addressTypeNotSupported, `${request.host} is an IP address; use <address>.diode (or socksd --fallback direct)`);
-      throw new SocksRefusal(Rep.hostUnreachable, `${request.host} is not a <address>.diode name (socksd --fallback direct connects such names directly)`);
+      if (request.addressType !== 'domain') throw new SocksRefusal(Rep.addressTypeNotSupported, `${request.host} is an IP address; use <address>.diode (or socksd --fallback direct)`, 'not-a-device');
+      throw new SocksRefusal(Rep.hostUnreachable, `${request.host} is not a <address>.diode name (socksd --fallback direct connects such names directly)`, 'not-a-device');
     }
     try {
       return await dialThroughRelay(link, identity, target.address, target.port);
     } catch (err) {
-      if (err instanceof DialError) throw new SocksRefusal(REPLY_FOR[err.reply], err.message);
+      if (err instanceof DialError) throw new SocksRefusal(REPLY_FOR[err.reply], err.message, err.reply);
       throw err;
     }
   };

@@ -10,6 +10,7 @@ import { parseIncoming, errorReply, type AccessMode, type Reply, type Incoming }
 import { MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../protocol/limits.ts';
 import { acceptE2E, sendVerdict } from '../e2e/index.ts';
 import type { PortMapping } from './port-spec.ts';
+import type { StreamStats } from '../ops/stream-stats.ts';
 
 /** ms to reach the local target port before answering "refused". */
 const LOCAL_CONNECT_TIMEOUT_MS = 5_000;
@@ -40,6 +41,8 @@ export interface IncomingHandlerOptions {
   /** The device's key: proves the device to clients inside the end-to-end layer. */
   identity: Identity;
   check?: AccessCheck;
+  /** Counts accepted and refused streams and their bytes (diode status, --metrics). */
+  stats?: StreamStats;
 }
 
 /** The device side of a data stream: header, (end-to-end layer,) access check, local connect, then the pump. */
@@ -48,36 +51,61 @@ export class IncomingHandler {
   readonly #log: Logger;
   readonly #identity: Identity;
   readonly #check: AccessCheck;
+  readonly #stats: StreamStats | undefined;
 
   constructor(mappings: PortMapping[], log: Logger, options: IncomingHandlerOptions) {
     this.#ports = new Map(mappings.map((m) => [m.remotePort, m]));
     this.#log = log;
     this.#identity = options.identity;
     this.#check = options.check ?? defaultAccessCheck;
+    this.#stats = options.stats;
   }
 
   handle(stream: MuxStream): void {
     stream.on('error', () => {});
     this.#handle(stream).catch((err) => {
+      this.#stats?.fail('bad-request', `incoming stream dropped: ${errorMessage(err)}`);
       this.#log.info(`incoming stream dropped: ${errorMessage(err)}`);
       stream.destroy();
     });
+  }
+
+  /**
+   * The one line per stream an operator reads (info): who, proven how, to
+   * which port, and the verdict. `client` is the end-to-end proven address
+   * for private and protected ports, the relay's proven one for public ports.
+   */
+  #verdict(result: 'accepted' | 'denied' | 'no-such-port' | 'refused' | 'no-e2e', client: string, port: number, mode: string, via: string, detail?: string): void {
+    const e2e = E2E_MODES.has(mode as AccessMode);
+    const proof = e2e ? 'proven end to end' : `proven to relay ${via}`;
+    const text =
+      result === 'no-e2e'
+        ? `refused a stream to port ${port} (${mode}; relay says from ${client}): ${detail}`
+        : `${result} ${client} → port ${port}${mode ? ` (${mode})` : ''}, ${proof}${detail ? `: ${detail}` : ''}`;
+    if (result !== 'accepted') this.#stats?.fail(result, text);
+    this.#log.info(text, { event: 'stream', result, client, port, mode: mode || undefined, via, proof: result === 'no-e2e' ? 'none' : e2e ? 'e2e' : 'relay' });
   }
 
   async #handle(stream: MuxStream): Promise<void> {
     const incoming = parseIncoming(await readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS));
     const mapping = this.#ports.get(incoming.port);
     if (!mapping) {
-      this.#log.info(`refused ${incoming.from} → port ${incoming.port}: not published`);
+      this.#verdict('no-such-port', incoming.from, incoming.port, '', incoming.via, 'not published');
       return answer(stream, errorReply('no-such-port', `port ${incoming.port} is not published`), true);
     }
     if (incoming.e2e || E2E_MODES.has(mapping.mode)) return this.#handleE2E(stream, mapping, incoming);
     if (!(await this.#check(mapping, incoming.from))) {
-      this.#log.warn(`denied ${incoming.from} → port ${incoming.port} (${mapping.mode})`);
+      this.#verdict('denied', incoming.from, incoming.port, mapping.mode, incoming.via);
       return answer(stream, errorReply('denied', `${incoming.from} may not use port ${incoming.port}`), true);
     }
-    const local = await this.#connectLocal(mapping, incoming).catch(() => undefined);
-    if (!local) return answer(stream, errorReply('refused', `the device cannot reach its local port ${mapping.localPort}`), true);
+    let why = '';
+    const local = await this.#connectLocal(mapping).catch((err) => void (why = errorMessage(err)));
+    if (!local) {
+      this.#verdict('refused', incoming.from, incoming.port, mapping.mode, incoming.via, `cannot reach ${mapping.host}:${mapping.localPort}: ${why}`);
+      return answer(stream, errorReply('refused', `the device cannot reach its local port ${mapping.localPort}`), true);
+    }
+    this.#verdict('accepted', incoming.from, incoming.port, mapping.mode, incoming.via);
+    this.#stats?.track(local);
     answer(stream, { t: 'ok' }, false);
     splice(stream, local);
   }
@@ -94,7 +122,7 @@ export class IncomingHandler {
     try {
       session = await acceptE2E(stream, this.#identity);
     } catch (err) {
-      this.#log.warn(`refused a stream to port ${incoming.port} (${mapping.mode}; relay says from ${incoming.from}): no end-to-end proof: ${errorMessage(err)}`);
+      this.#verdict('no-e2e', incoming.from, incoming.port, mapping.mode, incoming.via, `no end-to-end proof: ${errorMessage(err)}`);
       // A refused hello was answered inside TLS and ended (the TLS socket frees the stream when it closes).
       if (!stream.writableEnded) stream.destroy();
       return;
@@ -102,27 +130,30 @@ export class IncomingHandler {
     const client = session.peer;
     if (client !== incoming.from) this.#log.warn(`port ${incoming.port}: the relay ${incoming.via} claimed ${incoming.from}, the client proved ${client}`);
     if (!(await this.#check(mapping, client))) {
-      this.#log.warn(`denied ${client} → port ${incoming.port} (${mapping.mode})`);
+      this.#verdict('denied', client, incoming.port, mapping.mode, incoming.via);
       return sendVerdict(session, errorReply('denied', `${client} may not use port ${incoming.port}`));
     }
-    const local = await this.#connectLocal(mapping, incoming).catch(() => undefined);
-    if (!local) return sendVerdict(session, errorReply('refused', `the device cannot reach its local port ${mapping.localPort}`));
+    let why = '';
+    const local = await this.#connectLocal(mapping).catch((err) => void (why = errorMessage(err)));
+    if (!local) {
+      this.#verdict('refused', client, incoming.port, mapping.mode, incoming.via, `cannot reach ${mapping.host}:${mapping.localPort}: ${why}`);
+      return sendVerdict(session, errorReply('refused', `the device cannot reach its local port ${mapping.localPort}`));
+    }
     if (session.socket.destroyed) {
       local.destroy();
       return;
     }
+    this.#verdict('accepted', client, incoming.port, mapping.mode, incoming.via);
+    this.#stats?.track(local);
     sendVerdict(session, { t: 'ok' });
     splice(session.socket, local);
   }
 
-  #connectLocal(mapping: PortMapping, incoming: Incoming): Promise<Socket> {
+  #connectLocal(mapping: PortMapping): Promise<Socket> {
     return new Promise((resolve, reject) => {
       const local = connect({ host: mapping.host, port: mapping.localPort, allowHalfOpen: true, noDelay: true, timeout: LOCAL_CONNECT_TIMEOUT_MS });
       local.once('timeout', () => local.destroy(new Error(`no answer within ${LOCAL_CONNECT_TIMEOUT_MS} ms`)));
-      local.once('error', (err) => {
-        this.#log.warn(`port ${incoming.port}: cannot reach ${mapping.host}:${mapping.localPort}: ${errorMessage(err)}`);
-        reject(err);
-      });
+      local.once('error', reject);
       local.once('connect', () => {
         local.setTimeout(0);
         local.removeAllListeners('error');

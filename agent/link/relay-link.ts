@@ -10,6 +10,8 @@ import { KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, MAX_STREAM_HEADER_BYTES, S
 import { backoffDelay, defaultBackoff, type BackoffConfig } from './backoff.ts';
 import { dialRelay } from './dial-relay.ts';
 import type { RelayEntry } from '../config/relay-entry.ts';
+import type { LinkStatus } from '../ops/status.ts';
+import type { LastError } from '../ops/stream-stats.ts';
 
 /** ms a session must last before a later loss restarts the backoff from the bottom. */
 const STABLE_SESSION_MS = 10_000;
@@ -46,6 +48,10 @@ export class RelayLink extends EventEmitter {
   #lastProblem = '';
   /** Unpinned relays already logged as such (once each). */
   readonly #unpinnedLogged = new Set<string>();
+  /** For `diode status`: the relay being dialled or in use, since when, and the last failure (kept after recovery). */
+  #target: RelayEntry | undefined;
+  #since: number | undefined;
+  #lastError: LastError | undefined;
 
   constructor(options: RelayLinkOptions) {
     super();
@@ -65,6 +71,18 @@ export class RelayLink extends EventEmitter {
   /** "host:port" of the relay of the current (or last) session. */
   get relayEndpoint(): string | undefined {
     return this.#relayEndpoint;
+  }
+
+  status(): LinkStatus {
+    const connected = this.#session !== undefined && !this.#session.closed;
+    return {
+      connected,
+      ...(this.#target ? { relay: formatHostPort(this.#target) } : {}),
+      ...(connected && this.#relayAddress ? { relayAddress: this.#relayAddress } : {}),
+      pinned: (this.#target?.pin ?? this.#options.expectRelay) !== undefined,
+      ...(connected && this.#since !== undefined ? { since: this.#since } : {}),
+      ...(this.#lastError ? { lastError: this.#lastError } : {}),
+    };
   }
 
   start(): void {
@@ -102,6 +120,7 @@ export class RelayLink extends EventEmitter {
     while (this.#running) {
       const target = this.#options.relays[index % this.#options.relays.length];
       const started = Date.now();
+      this.#target = target;
       try {
         await this.#connectOnce(target);
         if (Date.now() - started >= STABLE_SESSION_MS) attempt = 0;
@@ -160,13 +179,19 @@ export class RelayLink extends EventEmitter {
     this.#relayAddress = relayAddress;
     this.#relayEndpoint = formatHostPort(target);
     this.#lastProblem = '';
+    this.#since = Date.now();
     const what = this.#options.publish ? `; published ${describePorts(this.#options.publish)}` : '';
     this.#log.info(`connected to relay ${formatHostPort(target)} (${relayAddress}) as ${this.#options.identity.address}${what}`);
     this.emit('up', session);
     const err = await closed;
     this.#session = undefined;
+    this.#since = undefined;
     this.emit('down');
-    if (this.#running) this.#log.warn(`lost relay ${formatHostPort(target)}${err ? `: ${errorMessage(err)}` : ''}; reconnecting`);
+    if (this.#running) {
+      const text = `lost relay ${formatHostPort(target)}${err ? `: ${errorMessage(err)}` : ''}`;
+      this.#lastError = { at: Date.now(), message: text };
+      this.#log.warn(`${text}; reconnecting`);
+    }
   }
 
   async #publish(session: MuxSession, ports: PublishedPort[]): Promise<void> {
@@ -179,6 +204,7 @@ export class RelayLink extends EventEmitter {
   }
 
   #problem(text: string): void {
+    this.#lastError = { at: Date.now(), message: text };
     if (text !== this.#lastProblem) this.#log.warn(`${text}; retrying with backoff (up to ${Math.round((this.#options.backoff ?? defaultBackoff).maxMs / 1000)} s)`);
     this.#lastProblem = text;
   }

@@ -26,6 +26,7 @@ import { DEFAULT_RELAY_LIMITS, validateRelayLimits, type RelayLimits } from './c
 import { Admission, RefusalLog, sourceKey } from './admission.ts';
 import { CallerShares } from './fair-share.ts';
 import { IdleSweeper } from './idle.ts';
+import { ByteMeter } from '../ops/stream-stats.ts';
 
 /** ms a connection whose hello was refused stays open so the one-line reason reaches the peer. */
 const REFUSAL_LINGER_MS = 1_000;
@@ -54,6 +55,9 @@ export class RelayServer {
   readonly registry: SessionSet;
   readonly directory: Directory;
   readonly stats: RelayStats;
+  /** Wire bytes of authenticated sessions (rx: from agents, tx: to them). */
+  readonly traffic = new ByteMeter();
+  #streamsOpen = 0;
   readonly identity: Identity;
   readonly #log: Logger;
   readonly #context: SecureContext;
@@ -100,6 +104,11 @@ export class RelayServer {
     return this.identity.address;
   }
 
+  /** Agent streams spliced to a device right now. */
+  get streamsOpen(): number {
+    return this.#streamsOpen;
+  }
+
   /** Takes over an accepted TCP connection. */
   handleSocket(raw: Socket): void {
     const remote = `${raw.remoteAddress}:${raw.remotePort}`;
@@ -109,6 +118,7 @@ export class RelayServer {
       raw.resetAndDestroy();
       return;
     }
+    const accepted = performance.now();
     this.#pending.add(raw);
     raw.setNoDelay(true);
     raw.setKeepAlive(true, TCP_KEEPALIVE_MS);
@@ -143,7 +153,11 @@ export class RelayServer {
           cleanup();
           raw.off('close', cleanup);
           if (role === 'relay') this.#admitPeer(tls, address, remote);
-          else this.#admit(tls, address, remote, source);
+          else {
+            this.stats.observe('admission', (performance.now() - accepted) / 1000);
+            this.traffic.add(raw);
+            this.#admit(tls, address, remote, source);
+          }
         },
         (err) => {
           this.stats.count('hello_rejected');
@@ -247,8 +261,9 @@ export class RelayServer {
   #onConnect(session: AgentSession, client: MuxStream, first: Record<string, unknown>): void {
     const connect = parseConnect(first);
     const caller: Caller = { kind: 'agent', address: session.address, source: session.source };
+    const started = performance.now();
     const route = routeToDevice(this.directory, this.address, caller, connect.to, connect.port, connect.e2e === true, this.shares);
-    this.#answer(client, route, session.address, `${connect.to}:${connect.port}`, 'stream_routed');
+    this.#answer(client, route, session.address, `${connect.to}:${connect.port}`, 'stream_routed', started);
   }
 
   /** A stream another relay forwards for a caller it authenticated: only to a device this relay holds (one hop at most). */
@@ -269,16 +284,18 @@ export class RelayServer {
         return routeLocal(where.session, this.address, caller, forward.to, forward.port, forward.e2e === true, this.shares);
       });
     }
-    this.#answer(stream, route, `${forward.from} via relay ${peer}`, `${forward.to}:${forward.port}`, 'forward_routed');
+    this.#answer(stream, route, `${forward.from} via relay ${peer}`, `${forward.to}:${forward.port}`, 'forward_routed', performance.now());
   }
 
   /** Passes the route's answer back to the caller's stream, then splices the two. */
-  #answer(client: MuxStream, route: Promise<Routed>, who: string, target: string, counter: string): void {
+  #answer(client: MuxStream, route: Promise<Routed>, who: string, target: string, counter: string, started: number): void {
     route.then(
       ({ stream: device, e2e }) => {
         this.stats.count(counter);
+        this.stats.observe('stream_setup', (performance.now() - started) / 1000);
         reply(client, e2e ? { t: 'ok', e2e } : { t: 'ok' });
-        splice(client, device);
+        this.#streamsOpen++;
+        splice(client, device, () => this.#streamsOpen--);
         this.#idle.watch(client, device);
       },
       (err) => {

@@ -30,10 +30,13 @@ export const SOCKS_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** A refusal with the SOCKS5 reply code it maps to. */
 export class SocksRefusal extends Error {
   readonly rep: RepCode;
-  constructor(rep: RepCode, message: string) {
+  /** A short word for counters (a dial reply code such as "offline"), when the connector knows one. */
+  readonly reason: string | undefined;
+  constructor(rep: RepCode, message: string, reason?: string) {
     super(message);
     this.name = 'SocksRefusal';
     this.rep = rep;
+    this.reason = reason;
   }
 }
 
@@ -46,6 +49,8 @@ export interface SocksServerOptions {
   handshakeTimeoutMs?: number;
   /** Called when a connection is refused or fails, with a short reason (for counters). */
   onRefused?: (reason: string) => void;
+  /** Called with the client's socket when its tunnel opened (for stream and byte counters). */
+  onOpen?: (socket: Socket) => void;
 }
 
 /**
@@ -126,6 +131,7 @@ export function handleSocksConnection(socket: Socket, options: SocksServerOption
         }
         socket.write(request.version === 5 ? socks5Reply(Rep.succeeded) : socks4Reply(true));
         log.debug(`socks ${remote}: CONNECT ${request.host}:${request.port} open`);
+        options.onOpen?.(socket);
         splice(socket, tunnel);
       },
       (err) => refuse(request, err instanceof SocksRefusal ? err.rep : Rep.generalFailure, errorMessage(err)),

@@ -28,11 +28,23 @@ export function logLevelChosen(): boolean {
   return chosenLevel !== undefined || Boolean(process.env.DIODE_LOG);
 }
 
+/**
+ * `text`: `<ISO time> <level> [<component>] <message>`.
+ * `json`: one object per line, `{"time","level","component","msg",...fields}`,
+ * for journald/Loki/Elastic; the fields repeat what the message says
+ * (addresses, ports, reasons), never key material.
+ */
+export type LogFormat = 'text' | 'json';
+export const LOG_FORMATS: readonly LogFormat[] = ['text', 'json'];
+
+/** Structured detail of a line: shown as JSON fields in the json format, dropped in text (the message says it). */
+export type LogFields = Record<string, string | number | boolean | undefined>;
+
 export interface Logger {
-  debug(msg: string): void;
-  info(msg: string): void;
-  warn(msg: string): void;
-  error(msg: string): void;
+  debug(msg: string, fields?: LogFields): void;
+  info(msg: string, fields?: LogFields): void;
+  warn(msg: string, fields?: LogFields): void;
+  error(msg: string, fields?: LogFields): void;
   child(component: string): Logger;
 }
 
@@ -41,17 +53,38 @@ function threshold(): number {
   return LEVELS[level] ?? LEVELS.info;
 }
 
+/** Checks a --log-format / DIODE_LOG_FORMAT value. */
+export function parseLogFormat(value: string, what: string): LogFormat {
+  if ((LOG_FORMATS as readonly string[]).includes(value)) return value as LogFormat;
+  throw new UsageError(`${what}: "${value}" is not a log format; use ${LOG_FORMATS.join(' or ')}`);
+}
+
+let format: LogFormat | undefined;
+
+/** Sets the line format for loggers created afterwards (the CLI's --log-format; else $DIODE_LOG_FORMAT; else text). */
+export function setLogFormat(value: LogFormat): void {
+  format = value;
+}
+
+function currentFormat(): LogFormat {
+  if (format) return format;
+  return process.env.DIODE_LOG_FORMAT === 'json' ? 'json' : 'text';
+}
+
 export function createLogger(component: string, sink: (line: string) => void = (l) => process.stderr.write(l + '\n')): Logger {
   const min = threshold();
-  const emit = (level: LogLevel, msg: string) => {
+  const json = currentFormat() === 'json';
+  const emit = (level: LogLevel, msg: string, fields?: LogFields) => {
     if (LEVELS[level] < min) return;
-    sink(`${new Date().toISOString()} ${level.padEnd(5)} [${component}] ${msg}`);
+    const time = new Date().toISOString();
+    if (json) sink(JSON.stringify({ time, level, component, msg, ...fields }));
+    else sink(`${time} ${level.padEnd(5)} [${component}] ${msg}`);
   };
   return {
-    debug: (m) => emit('debug', m),
-    info: (m) => emit('info', m),
-    warn: (m) => emit('warn', m),
-    error: (m) => emit('error', m),
+    debug: (m, f) => emit('debug', m, f),
+    info: (m, f) => emit('info', m, f),
+    warn: (m, f) => emit('warn', m, f),
+    error: (m, f) => emit('error', m, f),
     child: (c) => createLogger(`${component}/${c}`, sink),
   };
 }

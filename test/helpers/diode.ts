@@ -85,10 +85,10 @@ export function start(t: ExecutionContext, args: string[], options: { command?: 
 }
 
 /** A relay, a publishing device and a socksd, each with its own state directory, all on loopback. */
-export async function startRelay(t: ExecutionContext, extra: string[] = []): Promise<{ port: number; address: string; proc: Running }> {
-  const proc = start(t, ['relay', '--listen', '127.0.0.1:0', '--home', tempDir(t), ...extra]);
+export async function startRelay(t: ExecutionContext, extra: string[] = [], home = tempDir(t)): Promise<{ port: number; address: string; home: string; proc: Running }> {
+  const proc = start(t, ['relay', '--listen', '127.0.0.1:0', '--home', home, ...extra]);
   const m = await proc.waitFor(/relay (0x[0-9a-fA-F]{40}) listening on 127\.0\.0\.1:(\d+)/);
-  return { address: m[1], port: Number(m[2]), proc };
+  return { address: m[1], port: Number(m[2]), home, proc };
 }
 
 export async function startPublish(t: ExecutionContext, relayPort: number, flags: string[], home = tempDir(t)): Promise<{ address: string; home: string; proc: Running }> {

@@ -9,6 +9,9 @@ import { splice } from '../../util/pump.ts';
 import { parseBindSpecs, type BindSpec } from '../../client/target.ts';
 import { ClientSession } from '../../client/session.ts';
 import { resolveRelays } from '../relays.ts';
+import { StreamStats } from '../../ops/stream-stats.ts';
+import { baseStatus, startOps } from '../../ops/run.ts';
+import { DialError } from '../../client/dial.ts';
 
 /** Only loopback: a bind is this machine's shortcut to a device port, never a service for the LAN. */
 const BIND_HOST = '127.0.0.1';
@@ -21,17 +24,38 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const client = new ClientSession(relays, identity, log);
   const sockets = new Set<Socket>();
   const servers: Server[] = [];
+  const stats = new StreamStats();
+  const listening: string[] = [];
+  let ops;
   try {
     for (const spec of specs) {
-      const server = await listen(spec, client, log, sockets);
+      const server = await listen(spec, client, log, sockets, stats);
       servers.push(server);
       const address = server.address();
       const port = typeof address === 'object' && address ? address.port : spec.localPort;
+      listening.push(`${BIND_HOST}:${port} → ${spec.target.address}.diode:${spec.target.port}`);
       process.stdout.write(`bind ${BIND_HOST}:${port} → ${spec.target.address}.diode:${spec.target.port}\n`);
     }
+    ops = await startOps({
+      home: ctx.home,
+      role: 'bind',
+      log,
+      status: () => {
+        const linkStatus = client.link.status();
+        return {
+          ...baseStatus('bind', identity.address),
+          connected: linkStatus.connected,
+          link: linkStatus,
+          listening,
+          streams: stats.snapshot(),
+          ...(stats.lastError ? { lastError: stats.lastError } : {}),
+        };
+      },
+    });
     const signal = await ctx.stopSignal;
     log.info(`${signal}: shutting down`);
   } finally {
+    await ops?.close();
     for (const s of sockets) s.destroy();
     await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
     await client.stop();
@@ -39,7 +63,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   return 0;
 }
 
-function listen(spec: BindSpec, client: ClientSession, log: Logger, sockets: Set<Socket>): Promise<Server> {
+function listen(spec: BindSpec, client: ClientSession, log: Logger, sockets: Set<Socket>, stats: StreamStats): Promise<Server> {
   const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
@@ -47,11 +71,14 @@ function listen(spec: BindSpec, client: ClientSession, log: Logger, sockets: Set
     client.dial(spec.target).then(
       (tunnel) => {
         if (socket.destroyed) return void tunnel.destroy();
+        stats.track(socket);
         splice(socket, tunnel);
         socket.resume();
       },
       (err) => {
-        log.warn(`${BIND_HOST}:${spec.localPort} → ${spec.target.address}.diode:${spec.target.port}: ${errorMessage(err)}`);
+        const text = `${BIND_HOST}:${spec.localPort} → ${spec.target.address}.diode:${spec.target.port}: ${errorMessage(err)}`;
+        stats.fail(err instanceof DialError ? err.reply : 'error', text);
+        log.warn(text);
         socket.destroy();
       },
     );

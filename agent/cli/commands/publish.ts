@@ -12,6 +12,9 @@ import { DiodeError, UsageError } from '../../util/errors.ts';
 import { encodeFrame } from '../../protocol/frames.ts';
 import { MAX_ALLOWED_ADDRESSES, MAX_CONTROL_BYTES, MAX_PUBLISHED_PORTS } from '../../protocol/limits.ts';
 import type { PublishedPort } from '../../protocol/messages.ts';
+import { StreamStats } from '../../ops/stream-stats.ts';
+import { baseStatus, parseMetricsFlag, startOps } from '../../ops/run.ts';
+import { formatHostPort } from '../../util/hostport.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   // Parse everything before touching the network: a bad flag never half-starts.
@@ -24,6 +27,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
     protected: args.flags.protected as string[] | undefined,
   });
   const relays = resolveRelays(args.flags.relay as string[] | undefined, ctx.home);
+  const metrics = parseMetricsFlag(args.flags.metrics);
   // Protected ports: the fleet settings are checked before anything starts.
   const fleet = mappings.some((m) => m.mode === 'protected') ? await import('../../fleet/device.ts') : undefined;
   const settings = fleet?.fleetSettings(ctx.home);
@@ -32,7 +36,8 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const membership = settings && fleet!.openFleetMembership(settings, (line) => log.warn(line));
   const check: AccessCheck = (mapping, client) =>
     mapping.mode === 'protected' ? (membership?.isMember(client) ?? false) : defaultAccessCheck(mapping, client);
-  const handler = new IncomingHandler(mappings, log, { identity, check });
+  const stats = new StreamStats();
+  const handler = new IncomingHandler(mappings, log, { identity, check, stats });
   const published = toPublished(mappings);
   const link = new RelayLink({ relays, identity, log, publish: published, onStream: (s) => handler.handle(s) });
   process.stdout.write(`publishing ${describeMappings(mappings)} as ${identity.address} via ${relays.map(formatRelayEntry).join(', ')}\n`);
@@ -42,6 +47,28 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   // The relay's limits, checked here first: a set it would refuse is a start-up error (exit 2), not a retry loop.
   checkPublishSet(published);
   const fatal = new Promise<DiodeError>((resolve) => link.once('fatal', resolve));
+  const ops = await startOps({
+    home: ctx.home,
+    role: 'publish',
+    log,
+    metrics,
+    status: () => {
+      const linkStatus = link.status();
+      return {
+        ...baseStatus('publish', identity.address),
+        connected: linkStatus.connected,
+        link: linkStatus,
+        ports: mappings.map((m) => ({
+          port: m.remotePort,
+          mode: m.mode,
+          local: formatHostPort({ host: m.host, port: m.localPort }),
+          ...(m.mode === 'private' ? { allowed: m.allow.length } : {}),
+        })),
+        streams: stats.snapshot(),
+        ...(stats.lastError ? { lastError: stats.lastError } : {}),
+      };
+    },
+  });
   link.start();
   // Checks that warn, never stop: a Pi's services and network may come up after the agent.
   void warnUnreachableTargets(mappings, (line) => log.warn(line));
@@ -49,11 +76,13 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const outcome = await Promise.race([ctx.stopSignal, fatal]);
   if (outcome instanceof DiodeError) {
     // A relay refused the set (a relay with smaller limits than ours): logged once, exit 1.
+    await ops.close();
     await link.stop();
     await membership?.close();
     throw outcome;
   }
   log.info(`${outcome}: shutting down`);
+  await ops.close();
   await link.stop();
   await membership?.close();
   return 0;

@@ -6,6 +6,7 @@ import { createLogger } from '../../util/log.ts';
 import { UsageError } from '../../util/errors.ts';
 import { startRelay } from '../../relay/listen.ts';
 import { relayLimitsFromFlags, type RelayLimitFlags } from '../../relay/config.ts';
+import { baseStatus, parseMetricsFlag, startOps } from '../../ops/run.ts';
 import { gatewayConfigFromFlags, gatewayEnabled, type GatewayFlags } from '../../gateway/config.ts';
 import { clusterConfigFromFlags, describeRedisTarget, type ClusterFlags } from '../../relay/cluster/config.ts';
 
@@ -15,9 +16,11 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const gatewayConfig = gatewayConfigFromFlags(args.flags as GatewayFlags);
   const limits = relayLimitsFromFlags(args.flags as RelayLimitFlags);
   const cluster = clusterConfigFromFlags(args.flags as ClusterFlags);
+  const metrics = parseMetricsFlag(args.flags.metrics);
   const { identity } = loadOrCreateIdentity(ctx.home);
   const log = createLogger('relay');
   const relay = await startRelay({ listen, home: ctx.home, identity, log, limits, cluster });
+  const listening = [`agents ${formatHostPort({ host: listen.host, port: relay.port })}`];
   process.stdout.write(`relay ${identity.address} listening on ${formatHostPort({ host: listen.host, port: relay.port })}\n`);
   // What devices and clients should be given: the pinned form refuses any other relay at that host:port.
   const wildcard = listen.host === '0.0.0.0' || listen.host === '::';
@@ -33,9 +36,33 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
     // Loaded only when asked for: a plain relay does not carry the HTTP gateway.
     const { startGateway } = await import('../../gateway/gateway.ts');
     gateway = await startGateway(relay.server, gatewayConfig, log.child('gateway'));
-    for (const [name, at] of Object.entries(gateway.listening)) process.stdout.write(`gateway ${name} listening on ${formatHostPort(at)}\n`);
+    for (const [name, at] of Object.entries(gateway.listening)) {
+      listening.push(`gateway ${name} ${formatHostPort(at)}`);
+      process.stdout.write(`gateway ${name} listening on ${formatHostPort(at)}\n`);
+    }
   }
+  const server = relay.server;
+  const ops = await startOps({
+    home: ctx.home,
+    role: 'relay',
+    log,
+    metrics,
+    relayStats: server.stats,
+    status: () => {
+      const counters = server.stats.snapshot();
+      const failed = Object.fromEntries(Object.entries(counters).filter(([k]) => k.startsWith('route_')).map(([k, v]) => [k.slice('route_'.length), v]));
+      return {
+        ...baseStatus('relay', identity.address),
+        connected: relay.listener.listening,
+        listening,
+        sessions: server.registry.size,
+        streams: { opened: server.stats.get('stream_routed'), open: server.streamsOpen, failed, bytes: server.traffic.totals() },
+        counters,
+      };
+    },
+  });
   const signal = await ctx.stopSignal;
+  await ops.close();
   log.info(`${signal}: shutting down; counters ${JSON.stringify(relay.server.stats.snapshot())}`);
   await gateway?.close();
   await relay.close();

@@ -3,9 +3,11 @@ import type { CommandContext } from '../commands.ts';
 import { loadOrCreateIdentity } from '../../identity/index.ts';
 import { createLogger } from '../../util/log.ts';
 import { parseHostPort, formatHostPort, isLoopbackHost } from '../../util/hostport.ts';
-import { UsageError } from '../../util/errors.ts';
+import { UsageError, errorMessage } from '../../util/errors.ts';
 import { RelayLink } from '../../link/relay-link.ts';
-import { startSocksServer } from '../../socks/server.ts';
+import { startSocksServer, SocksRefusal, type SocksConnector } from '../../socks/server.ts';
+import { StreamStats } from '../../ops/stream-stats.ts';
+import { baseStatus, parseMetricsFlag, startOps } from '../../ops/run.ts';
 import { diodeConnector, parseFallback } from '../../client/socks-connector.ts';
 import { resolveRelays } from '../relays.ts';
 
@@ -20,17 +22,44 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   }
   const fallback = parseFallback(args.flags.fallback as string);
   const relays = resolveRelays(args.flags.relay as string[] | undefined, ctx.home);
+  const metrics = parseMetricsFlag(args.flags.metrics);
   const { identity } = loadOrCreateIdentity(ctx.home);
   const log = createLogger('socksd');
   const link = new RelayLink({ relays, identity, log });
+  const stats = new StreamStats();
+  const dial = diodeConnector(link, identity, fallback);
+  const connector: SocksConnector = (request, from) =>
+    dial(request, from).catch((err: unknown) => {
+      stats.fail(err instanceof SocksRefusal && err.reason ? err.reason : 'error', `${request.host}:${request.port}: ${errorMessage(err)}`);
+      throw err;
+    });
   // Listen first: a taken port is one line and exit 1 before any relay connection.
-  const socks = await startSocksServer(listen, { connector: diodeConnector(link, identity, fallback), log });
+  const socks = await startSocksServer(listen, { connector, log, onOpen: (socket) => stats.track(socket) });
   link.start();
-  process.stdout.write(`socksd ${identity.address} listening on ${formatHostPort({ host: listen.host, port: socks.port })}\n`);
+  const listening = formatHostPort({ host: listen.host, port: socks.port });
+  process.stdout.write(`socksd ${identity.address} listening on ${listening}\n`);
   if (remote) log.warn(`listening beyond loopback (--allow-remote): anyone who can reach ${formatHostPort(listen)} connects with this machine's key ${identity.address}`);
   if (fallback === 'direct') log.info('--fallback direct: names that are not <address>.diode are connected directly from this machine (DNS lookups included)');
+  const ops = await startOps({
+    home: ctx.home,
+    role: 'socksd',
+    log,
+    metrics,
+    status: () => {
+      const linkStatus = link.status();
+      return {
+        ...baseStatus('socksd', identity.address),
+        connected: linkStatus.connected,
+        link: linkStatus,
+        listening: [`socks ${listening}`],
+        streams: stats.snapshot(),
+        ...(stats.lastError ? { lastError: stats.lastError } : {}),
+      };
+    },
+  });
   const signal = await ctx.stopSignal;
   log.info(`${signal}: shutting down`);
+  await ops.close();
   await socks.close();
   await link.stop();
   return 0;

@@ -1,0 +1,173 @@
+import { createServer, connect, type Server } from 'node:net';
+import { chmodSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from '../util/log.ts';
+import { errorMessage } from '../util/errors.ts';
+import { AGENT_ROLES, type AgentRole, type AgentStatus } from './status.ts';
+
+// Each running agent serves its status on a Unix socket in the state
+// directory: <home>/run/<role>-<pid>.sock, mode 0600 in a 0700 directory, so
+// only the owner (and root) may connect. The protocol is one JSON line: the
+// server writes its AgentStatus on connect and ends; it reads nothing.
+
+export const CONTROL_DIR = 'run';
+/** bytes: largest status a reader accepts (a relay with many counters stays far below). */
+export const MAX_STATUS_BYTES = 1024 * 1024;
+/** ms a reader waits for an agent's answer before treating its socket as dead. */
+export const STATUS_TIMEOUT_MS = 2_000;
+const SOCKET_NAME = /^([a-z]+)-(\d+)\.sock$/;
+
+export function controlDir(home: string): string {
+  return join(home, CONTROL_DIR);
+}
+
+export function controlSocketPath(home: string, role: AgentRole, pid = process.pid): string {
+  return join(controlDir(home), `${role}-${pid}.sock`);
+}
+
+export interface ControlSocket {
+  path: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Serves `report()` on this agent's control socket. Failing to create it
+ * (a read-only home, a path over the 107-byte limit of Unix sockets) is
+ * logged and never stops the agent.
+ */
+export async function startControlSocket(home: string, role: AgentRole, report: () => AgentStatus, log: Logger): Promise<ControlSocket | undefined> {
+  const dir = controlDir(home);
+  const path = controlSocketPath(home, role);
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
+    removeStaleSockets(home);
+    try {
+      unlinkSync(path); // a previous process with our pid (after a reboot) left it
+    } catch {}
+  } catch (err) {
+    log.warn(`no control socket (diode status will not see this ${role}): ${errorMessage(err)}`);
+    return undefined;
+  }
+  const server: Server = createServer((socket) => {
+    socket.on('error', () => {});
+    let body: string;
+    try {
+      body = JSON.stringify(report());
+    } catch (err) {
+      body = JSON.stringify({ error: errorMessage(err) });
+    }
+    socket.end(body + '\n');
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    chmodSync(path, 0o600);
+  } catch (err) {
+    server.close();
+    log.warn(`no control socket at ${path} (diode status will not see this ${role}): ${errorMessage(err)}`);
+    return undefined;
+  }
+  server.unref();
+  let closed: Promise<void> | undefined;
+  return {
+    path,
+    close: () =>
+      (closed ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        try {
+          unlinkSync(path);
+        } catch {}
+      })),
+  };
+}
+
+/** Control sockets of processes that no longer exist (killed with SIGKILL, power cut): removed. */
+export function removeStaleSockets(home: string): void {
+  for (const { path, pid } of listSockets(home)) {
+    if (!processExists(pid)) {
+      try {
+        unlinkSync(path);
+      } catch {}
+    }
+  }
+}
+
+function listSockets(home: string): { path: string; role: AgentRole; pid: number }[] {
+  let names: string[];
+  try {
+    names = readdirSync(controlDir(home));
+  } catch {
+    return [];
+  }
+  const out: { path: string; role: AgentRole; pid: number }[] = [];
+  for (const name of names) {
+    const m = SOCKET_NAME.exec(name);
+    if (!m || !AGENT_ROLES.includes(m[1] as AgentRole)) continue;
+    out.push({ path: join(controlDir(home), name), role: m[1] as AgentRole, pid: Number(m[2]) });
+  }
+  return out.sort((a, b) => AGENT_ROLES.indexOf(a.role) - AGENT_ROLES.indexOf(b.role) || a.pid - b.pid);
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists, under another user.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Asks one control socket for its status; undefined when nobody answers (a stale socket). */
+export function readStatus(path: string, timeoutMs = STATUS_TIMEOUT_MS): Promise<AgentStatus | undefined> {
+  return new Promise((resolve) => {
+    const socket = connect(path);
+    let text = '';
+    const timer = setTimeout(() => finish(undefined), timeoutMs);
+    const finish = (value: AgentStatus | undefined) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(value);
+    };
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+      if (text.length > MAX_STATUS_BYTES) finish(undefined);
+    });
+    socket.once('end', () => {
+      try {
+        const parsed = JSON.parse(text) as AgentStatus;
+        finish(parsed && typeof parsed === 'object' && typeof parsed.role === 'string' ? parsed : undefined);
+      } catch {
+        finish(undefined);
+      }
+    });
+    socket.once('error', () => finish(undefined));
+  });
+}
+
+/**
+ * The status of every agent running with this home. A socket whose process
+ * is gone, or that refuses connections, is removed on the way.
+ */
+export async function readAllStatuses(home: string): Promise<AgentStatus[]> {
+  const sockets = listSockets(home);
+  const results = await Promise.all(
+    sockets.map(async (s) => {
+      const status = await readStatus(s.path);
+      if (!status && !processExists(s.pid)) {
+        try {
+          unlinkSync(s.path);
+        } catch {}
+      }
+      return status;
+    }),
+  );
+  return results.filter((s): s is AgentStatus => s !== undefined);
+}

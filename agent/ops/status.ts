@@ -1,0 +1,54 @@
+import type { LastError, StreamCounters } from './stream-stats.ts';
+
+/** The long-running commands that serve a control socket. */
+export type AgentRole = 'publish' | 'socksd' | 'bind' | 'relay';
+export const AGENT_ROLES: readonly AgentRole[] = ['publish', 'socksd', 'bind', 'relay'];
+
+/** Where an agent's relay link stands. */
+export interface LinkStatus {
+  connected: boolean;
+  /** The relay dialled (host:port) for the current session, or the one being tried. */
+  relay?: string;
+  /** The relay's proven address once connected. */
+  relayAddress?: string;
+  /** Whether the relay's address is pinned (the session is refused if it differs). */
+  pinned: boolean;
+  /** ms since the epoch: when the current session came up. */
+  since?: number;
+  lastError?: LastError;
+}
+
+/** One published port as the device runs it. */
+export interface PortStatus {
+  port: number;
+  mode: string;
+  /** host:port the device connects to */
+  local: string;
+  /** private ports: how many addresses the allow list holds */
+  allowed?: number;
+}
+
+/**
+ * What one running agent reports on its control socket (and `diode status
+ * --json` prints, in a list). Fields a role does not have are absent.
+ */
+export interface AgentStatus {
+  role: AgentRole;
+  pid: number;
+  version: string;
+  address: string;
+  /** ms since the epoch */
+  startedAt: number;
+  /** Connected to a relay (publish, socksd, bind), or listening (relay). */
+  connected: boolean;
+  link?: LinkStatus;
+  ports?: PortStatus[];
+  /** What this agent listens on (socksd, bind, relay, its gateway). */
+  listening?: string[];
+  streams: StreamCounters;
+  /** relay: agent sessions now */
+  sessions?: number;
+  /** relay: its named counters (the ones it prints on shutdown) */
+  counters?: Record<string, number>;
+  lastError?: LastError;
+}
