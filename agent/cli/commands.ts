@@ -140,6 +140,25 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: () => import('./commands/status.ts'),
   },
   {
+    name: 'service',
+    summary: 'install | uninstall | status: run publish, socksd, bind or relay as a systemd service',
+    usage: [
+      'diode service install [--user] [--print] <publish|socksd|bind|relay> [its flags]',
+      '  e.g. sudo diode service install publish -public 22:22 --relay 0xRELAY@relay.example.org:41046',
+      '  writes /etc/systemd/system/diode-<command>.service (--user: ~/.config/systemd/user/), enables and starts it;',
+      '  --print only prints the unit',
+      'diode service uninstall [--user] <command>     stops, disables and removes the unit (the key stays)',
+      'diode service status [--user] [<command>]      systemctl status of the diode units',
+    ].join('\n'),
+    flags: [
+      { name: 'user', type: 'boolean', description: 'a user unit (systemctl --user) instead of a system one' },
+      { name: 'print', type: 'boolean', description: 'install: print the unit, change nothing' },
+      help,
+    ],
+    rawArgs: true,
+    load: () => import('./commands/service.ts'),
+  },
+  {
     name: 'address',
     summary: "print this machine's client address (creates the key on first run)",
     usage: 'diode address [--qr]',
