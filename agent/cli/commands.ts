@@ -133,6 +133,21 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: () => import('./commands/relay.ts'),
   },
   {
+    name: 'query',
+    summary: 'ask the relay whether a device is online and which of its ports you may use; --ping times the round trip',
+    usage: 'diode query 0x<address> [--ping [--count N]] [--json] [--relay host:port]   (exit 0: online, 1: offline)',
+    flags: [
+      { name: 'ping', type: 'boolean', description: 'also measure round trips to the device through the relay' },
+      { name: 'count', type: 'string', placeholder: 'N', description: 'round trips for --ping (default 3)' },
+      { name: 'json', type: 'boolean', description: 'print one JSON object' },
+      relay,
+      home,
+      logLevel,
+      help,
+    ],
+    load: () => import('./commands/query.ts'),
+  },
+  {
     name: 'status',
     summary: 'show the agents running with this state directory: relay, ports, streams, last error',
     usage: 'diode status [--json]   (exit 0: connected, 1: running but not connected, 3: nothing runs)',

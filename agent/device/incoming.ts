@@ -6,7 +6,7 @@ import type { Logger } from '../util/log.ts';
 import { errorMessage } from '../util/errors.ts';
 import { splice } from '../util/pump.ts';
 import { readFrame, writeFrame } from '../protocol/frames.ts';
-import { parseIncoming, errorReply, type AccessMode, type Reply, type Incoming } from '../protocol/messages.ts';
+import { parseIncoming, parsePing, errorReply, type AccessMode, type Reply, type Incoming } from '../protocol/messages.ts';
 import { MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../protocol/limits.ts';
 import { acceptE2E, sendVerdict } from '../e2e/index.ts';
 import type { PortMapping } from './port-spec.ts';
@@ -87,7 +87,14 @@ export class IncomingHandler {
   }
 
   async #handle(stream: MuxStream): Promise<void> {
-    const incoming = parseIncoming(await readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS));
+    const first = await readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS);
+    if (first.t === 'ping') {
+      // `diode query --ping`: answered at once, no port involved.
+      const ping = parsePing(first, 'device');
+      this.#log.debug(`ping from ${ping.from} via ${ping.via}`);
+      return answer(stream, { t: 'ok' }, true);
+    }
+    const incoming = parseIncoming(first);
     const mapping = this.#ports.get(incoming.port);
     if (!mapping) {
       this.#verdict('no-such-port', incoming.from, incoming.port, '', incoming.via, 'not published');

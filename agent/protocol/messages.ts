@@ -84,6 +84,46 @@ export interface Forward {
   e2e?: true;
 }
 
+/** Data stream, client → relay: is this device connected here, and which of its ports may I see? */
+export interface Query {
+  t: 'query';
+  address: string;
+}
+
+/** A port as a query answer names it (no allow list: that is the device's business). */
+export interface PortInfo {
+  port: number;
+  mode: AccessMode;
+}
+
+/**
+ * The relay's answer to a query. `ports`: the public ports, and the private
+ * ports whose allow list holds the caller; protected ports are never named
+ * (the relay cannot check the fleet contract). `since`: ms since the epoch
+ * when the device's active session started publishing.
+ */
+export interface DeviceInfo {
+  t: 'info';
+  address: string;
+  online: boolean;
+  since?: number;
+  /** In a cluster: the device is held by this other relay, which alone knows its ports (`ports` is then empty). */
+  relay?: string;
+  ports: PortInfo[];
+}
+
+/**
+ * Data stream: client → relay `{"t":"ping","to":"0x…"}`; the relay opens a
+ * stream to the device with `{"t":"ping","from":"0x…","via":"0x…"}`; the
+ * device answers ok and ends the stream; the relay passes the answer back.
+ */
+export interface Ping {
+  t: 'ping';
+  to?: string;
+  from?: string;
+  via?: string;
+}
+
 export type ReplyCode = 'offline' | 'no-such-port' | 'denied' | 'refused' | 'bad-request' | 'unavailable';
 export const REPLY_CODES: readonly ReplyCode[] = ['offline', 'no-such-port', 'denied', 'refused', 'bad-request', 'unavailable'];
 
@@ -180,6 +220,38 @@ export function parseForward(m: Record<string, unknown>): Forward {
     ...(m.gateway === true ? { gateway: true as const } : {}),
     ...(m.e2e === true ? { e2e: true as const } : {}),
   };
+}
+
+export function parseQuery(m: Record<string, unknown>): Query {
+  if (m.t !== 'query') fail('expected query');
+  return { t: 'query', address: checkedAddress(m.address, 'query.address') };
+}
+
+export function parseDeviceInfo(m: Record<string, unknown>): DeviceInfo {
+  if (m.t !== 'info') fail('expected info');
+  if (typeof m.online !== 'boolean') fail('info.online');
+  if (m.since !== undefined && (typeof m.since !== 'number' || !Number.isFinite(m.since))) fail('info.since');
+  if (!Array.isArray(m.ports) || m.ports.length > MAX_PUBLISHED_PORTS) fail('info.ports');
+  const ports = m.ports.map((p: unknown, i): PortInfo => {
+    const entry = (p ?? {}) as Record<string, unknown>;
+    if (!isPort(entry.port) || !ACCESS_MODES.includes(entry.mode as AccessMode)) fail(`info.ports[${i}]`);
+    return { port: entry.port, mode: entry.mode as AccessMode };
+  });
+  return {
+    t: 'info',
+    address: checkedAddress(m.address, 'info.address'),
+    online: m.online,
+    ...(m.since !== undefined ? { since: m.since as number } : {}),
+    ...(m.relay !== undefined ? { relay: checkedAddress(m.relay, 'info.relay') } : {}),
+    ports,
+  };
+}
+
+/** A client's ping names `to`; the relay's ping to a device names `from` and `via`. */
+export function parsePing(m: Record<string, unknown>, side: 'relay' | 'device'): Ping {
+  if (m.t !== 'ping') fail('expected ping');
+  if (side === 'relay') return { t: 'ping', to: checkedAddress(m.to, 'ping.to') };
+  return { t: 'ping', from: checkedAddress(m.from, 'ping.from'), via: checkedAddress(m.via, 'ping.via') };
 }
 
 export function parseReply(m: Record<string, unknown>): Reply {

@@ -7,7 +7,7 @@ import { errorMessage } from '../util/errors.ts';
 import { splice } from '../util/pump.ts';
 import { exchangeHelloAccepting, type PeerProof } from '../protocol/handshake.ts';
 import { readFrame, readFrames, writeFrame } from '../protocol/frames.ts';
-import { parseConnect, parseForward, parsePublish, errorReply, type Reply } from '../protocol/messages.ts';
+import { parseConnect, parseForward, parsePublish, parsePing, parseQuery, errorReply, type Reply } from '../protocol/messages.ts';
 import {
   HANDSHAKE_TIMEOUT_MS,
   KEEPALIVE_INTERVAL_MS,
@@ -20,6 +20,7 @@ import {
 import { Registry, type AgentSession, type PublisherChange, type SessionSet } from './registry.ts';
 import { routeToDevice, routeLocal, RouteError, type Caller, type Routed } from './router.ts';
 import { LocalDirectory, type Directory } from './directory.ts';
+import { describeDevice, pingDevice } from './query.ts';
 import type { RelayCert } from './cert.ts';
 import { RelayStats } from './stats.ts';
 import { DEFAULT_RELAY_LIMITS, validateRelayLimits, type RelayLimits } from './config.ts';
@@ -125,7 +126,7 @@ export class RelayServer {
     // One deadline for TCP → TLS → hello: a peer that stalls anywhere before it is authenticated is dropped.
     const deadline = setTimeout(() => {
       this.stats.count('handshake_timeout');
-      this.#log.info(`dropped ${remote}: no TLS handshake and hello within ${HANDSHAKE_TIMEOUT_MS} ms`);
+      this.refusals.refused('handshake_timeout', `${remote}: no TLS handshake and hello within ${HANDSHAKE_TIMEOUT_MS} ms`);
       raw.destroy();
     }, HANDSHAKE_TIMEOUT_MS);
     const tls = new TLSSocket(raw, { isServer: true, secureContext: this.#context });
@@ -161,7 +162,7 @@ export class RelayServer {
         },
         (err) => {
           this.stats.count('hello_rejected');
-          this.#log.info(`rejected ${remote}: ${errorMessage(err)}`);
+          this.refusals.refused('hello_rejected', `${remote}: hello rejected: ${errorMessage(err)}`);
           // A refused hello was answered with its reason and an end: give that a moment to reach the peer.
           if (tls.writableEnded) setTimeout(() => tls.destroy(), REFUSAL_LINGER_MS).unref();
           else tls.destroy();
@@ -233,11 +234,13 @@ export class RelayServer {
       (first) => {
         if (first.t === 'publish') this.#onControl(session, stream, first);
         else if (first.t === 'connect') this.#onConnect(session, stream, first);
+        else if (first.t === 'query') this.#onQuery(session, stream, first);
+        else if (first.t === 'ping') this.#onPing(session, stream, first);
         else throw new Error(`unexpected first message "${String(first.t)}"`);
       },
     ).catch((err) => {
       this.stats.count('bad_stream');
-      this.#log.info(`stream from ${session.address} closed: ${errorMessage(err)}`);
+      this.refusals.refused('bad_stream', `stream from ${session.address}: ${errorMessage(err)}`);
       reply(stream, errorReply('bad-request', errorMessage(err)));
       stream.end();
     });
@@ -301,9 +304,42 @@ export class RelayServer {
       (err) => {
         const code = err instanceof RouteError ? err.reply : 'unavailable';
         this.stats.count(`route_${code}`);
-        this.#log.info(`${who} → ${target}: ${errorMessage(err)}`);
+        this.refusals.refused(`route_${code}`, `${who} → ${target}: ${errorMessage(err)}`);
         reply(client, errorReply(code, errorMessage(err)));
         client.end();
+      },
+    );
+  }
+
+  /** `diode query`: answered from the session set, never reaching the device. */
+  #onQuery(session: AgentSession, stream: MuxStream, first: Record<string, unknown>): void {
+    const query = parseQuery(first);
+    this.stats.count('query');
+    describeDevice(this.registry, this.directory, session.address, query.address).then(
+      (info) => {
+        if (stream.writable) writeFrame(stream, info);
+        stream.end();
+      },
+      (err) => {
+        reply(stream, errorReply('unavailable', errorMessage(err)));
+        stream.end();
+      },
+    );
+  }
+
+  /** `diode query --ping`: one round trip to the device and back. */
+  #onPing(session: AgentSession, stream: MuxStream, first: Record<string, unknown>): void {
+    const ping = parsePing(first, 'relay');
+    this.stats.count('ping');
+    pingDevice(this.registry, this.address, session.address, ping.to!).then(
+      () => {
+        reply(stream, { t: 'ok' });
+        stream.end();
+      },
+      (err) => {
+        const code = err instanceof RouteError ? err.reply : 'unavailable';
+        reply(stream, errorReply(code, errorMessage(err)));
+        stream.end();
       },
     );
   }

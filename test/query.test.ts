@@ -1,0 +1,63 @@
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { DIODE_BUNDLE, startPublish, startRelay, tempDir } from './helpers/diode.ts';
+
+const exec = promisify(execFile);
+
+async function diode(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await exec(process.execPath, [DIODE_BUNDLE, ...args]);
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+async function addressOf(home: string): Promise<string> {
+  return (await diode(['address', '--home', home])).stdout.trim();
+}
+
+test('diode query: online with the ports this key may see, --ping round trips, offline exit 1', async (t) => {
+  const relay = await startRelay(t);
+  const aliceHome = tempDir(t);
+  const bobHome = tempDir(t);
+  const alice = await addressOf(aliceHome);
+  await addressOf(bobHome);
+  // A protected port (its fleet is never asked: nobody connects) must not be named to anyone.
+  const deviceHome = tempDir(t);
+  const set = await diode(['config', '--home', deviceHome, '-set', `fleet=0x${'11'.repeat(20)}`, '-set', 'rpc=http://127.0.0.1:9']);
+  t.is(set.code, 0, set.stderr);
+  const device = await startPublish(t, relay.port, ['-public', '80:80', '-private', `22:22,${alice}`, '-protected', '2222:2222'], deviceHome);
+  const at = `127.0.0.1:${relay.port}`;
+
+  const asAlice = await diode(['query', device.address, '--relay', at, '--home', aliceHome, '--json']);
+  t.is(asAlice.code, 0, asAlice.stderr);
+  const info = JSON.parse(asAlice.stdout);
+  t.is(info.online, true);
+  t.is(info.address, device.address);
+  t.is(info.relayAddress, relay.address);
+  t.deepEqual(info.ports, [{ port: 22, mode: 'private' }, { port: 80, mode: 'public' }]);
+  t.true(info.since <= Date.now());
+
+  // Bob is not on port 22's allow list: he learns only of the public port.
+  const asBob = await diode(['query', `${device.address.toLowerCase()}.diode`, '--relay', at, '--home', bobHome]);
+  t.is(asBob.code, 0, asBob.stderr);
+  t.regex(asBob.stdout, new RegExp(`^${device.address} online since \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ \\(via relay ${at}\\)\\nports: 80 public\\n$`));
+
+  const ping = await diode(['query', device.address, '--ping', '--count', '5', '--relay', at, '--home', bobHome]);
+  t.is(ping.code, 0, ping.stderr);
+  const m = /ping: 5 round trips through the relay, min\/avg\/max ([\d.]+)\/([\d.]+)\/([\d.]+) ms/.exec(ping.stdout);
+  t.truthy(m, ping.stdout);
+  t.true(Number(m![1]) > 0 && Number(m![1]) <= Number(m![3]));
+  t.log(`ping through a loopback relay: ${m![0]}`);
+
+  const offline = await diode(['query', '0x' + '00'.repeat(19) + 'ba', '--ping', '--relay', at, '--home', bobHome]);
+  t.is(offline.code, 1);
+  t.regex(offline.stdout, /^0x0+[bB][aA] offline \(via relay 127\.0\.0\.1:\d+\)\n$/);
+  t.notRegex(offline.stdout, /ping/);
+
+  const bad = await diode(['query', 'pi.example.org', '--relay', at, '--home', bobHome]);
+  t.is(bad.code, 2);
+});
