@@ -5,6 +5,7 @@ import type { Identity } from '../identity/index.ts';
 import { connectE2E } from '../e2e/index.ts';
 import type { Connect, ReplyCode } from '../protocol/messages.ts';
 import { requestStream, HeaderRefused } from '../protocol/request.ts';
+import { CLIENT_ANSWER_TIMEOUT_MS } from '../protocol/limits.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 
 /** ms a dial waits for a relay session when the link is (re)connecting. */
@@ -50,7 +51,7 @@ export async function dialThroughRelay(link: RelayLink, identity: Identity, addr
   const header: Connect = { t: 'connect', to: address, port, e2e: true };
   let reply;
   try {
-    reply = await requestStream(stream, header);
+    reply = await requestStream(stream, header, CLIENT_ANSWER_TIMEOUT_MS);
   } catch (err) {
     const refused = err instanceof HeaderRefused ? err.reply : undefined;
     if (refused) throw new DialError(refused.code, refused.message || refused.code);

@@ -14,7 +14,8 @@ const REPLY_FOR: Record<DialError['reply'], RepCode> = {
   refused: Rep.connectionRefused,
   denied: Rep.notAllowed,
   'bad-request': Rep.generalFailure,
-  unavailable: Rep.generalFailure,
+  // The same reply the gateway gives: the device did not answer (the relay's deadline passed).
+  unavailable: Rep.hostUnreachable,
   'no-relay': Rep.networkUnreachable,
   'no-e2e': Rep.generalFailure,
 };

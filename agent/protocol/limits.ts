@@ -2,8 +2,14 @@
 
 /** ms: a peer must finish TLS and its hello within this, or it is dropped (slowloris guard). */
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
-/** ms: a data stream's header answer (ok/error) must arrive within this. */
+/** ms: a data stream's header answer (ok/error) must arrive within this (the relay waiting for a device, a device for its header). */
 export const STREAM_HEADER_TIMEOUT_MS = 10_000;
+/**
+ * ms: a client waits this long for the relay's answer to its connect:
+ * longer than the relay waits for the device, so the relay's `unavailable`
+ * (with its reason) always arrives before the client gives up on its own.
+ */
+export const CLIENT_ANSWER_TIMEOUT_MS = 15_000;
 /**
  * ms: a relay that forwarded a stream to the relay holding the device waits
  * this long for its answer: longer than that relay waits for the device, so
