@@ -7,7 +7,12 @@ import { promisify } from 'node:util';
 import { startRelay, startPublish, startSocksd, tempDir, DIODE_BUNDLE } from './helpers/diode.ts';
 import { startSshd, sshOptions } from './helpers/sshd.ts';
 
-const run = promisify(execFile);
+const exec = promisify(execFile);
+/** execFile that puts the command's stderr into the error (ssh says why it failed there). */
+const run = (file: string, args: string[], options: { timeout: number }) =>
+  exec(file, args, options).catch((err: Error & { stderr?: string }) => {
+    throw new Error(`${file} ${args.slice(-2).join(' ')}: ${err.message}\nstderr: ${err.stderr ?? ''}`);
+  });
 
 /**
  * One key, many sessions (issue 13 item 4), with real OpenSSH: the laptop's
@@ -20,7 +25,7 @@ test('socksd, two concurrent ssh through diode proxy and a 16 MiB scp with one k
   const sshd = await startSshd(t);
   const relay = await startRelay(t);
   const laptop = tempDir(t);
-  const laptopAddress = (await run(process.execPath, [DIODE_BUNDLE, 'address', '--home', laptop])).stdout.trim();
+  const laptopAddress = (await run(process.execPath, [DIODE_BUNDLE, 'address', '--home', laptop], { timeout: 30_000 })).stdout.trim();
   const device = await startPublish(t, relay.port, ['-private', `${sshd.port}:22,${laptopAddress}`, '-public', `${sshd.port}:2222`]);
   const socks = await startSocksd(t, relay.port, laptop);
   const host = `${sshd.user}@${device.address.toLowerCase()}.diode`;
@@ -39,7 +44,7 @@ test('socksd, two concurrent ssh through diode proxy and a 16 MiB scp with one k
       '  UserKnownHostsFile /dev/null',
       '  BatchMode yes',
       '  LogLevel ERROR',
-      '  ConnectTimeout 10',
+      '  ConnectTimeout 30',
       '',
     ].join('\n'),
   );
