@@ -29,6 +29,7 @@ test('relay kill -9: the SOCKS client leg and the device leg to its local port a
   const accepted: Socket[] = [];
   const service = createServer({ allowHalfOpen: true }, (s) => {
     accepted.push(s);
+    s.on('error', () => {});
     s.on('data', (d) => s.write(d));
   });
   service.listen(0, '127.0.0.1');
@@ -46,7 +47,7 @@ test('relay kill -9: the SOCKS client leg and the device leg to its local port a
   client.write('ping');
   client.resume();
   await once(client, 'data');
-  const deviceLeg = accepted[0];
+  const deviceLeg = accepted[accepted.length - 1]; // publish may have probed the port at start
   const clientEnd = howItEnds(client);
   const deviceEnd = howItEnds(deviceLeg);
 
@@ -73,6 +74,7 @@ test('relay kill -9: the SOCKS client leg and the device leg to its local port a
 
 test('an orderly end of the remote side still arrives as a FIN through the tunnel (half-close kept)', async (t) => {
   const service = createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
     s.end('bye'); // the device's service closes its side first
     s.resume();
   });
