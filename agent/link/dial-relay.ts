@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { connect, type TLSSocket } from 'node:tls';
 import type { Identity } from '../identity/index.ts';
 import { exchangeHelloAccepting } from '../protocol/handshake.ts';
-import { HANDSHAKE_TIMEOUT_MS, TCP_KEEPALIVE_MS } from '../protocol/limits.ts';
+import { HANDSHAKE_TIMEOUT_MS, RELAY_CONNECT_TIMEOUT_MS, TCP_KEEPALIVE_MS } from '../protocol/limits.ts';
 import { formatHostPort, type HostPort } from '../util/hostport.ts';
 import { DiodeError } from '../util/errors.ts';
 
@@ -36,8 +36,14 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
       ciphers: tls13Ciphers(),
     });
     const timer = setTimeout(() => fail(new DiodeError('ETIMEDOUT', `no TLS handshake and hello within ${timeoutMs} ms`)), timeoutMs);
+    // A path that drops packets answers no SYN: give up on this try early (SYN retries back off
+    // 1, 2, 4 s, so a path that came back would wait for the next one) and let the caller retry.
+    const connectMs = Math.min(RELAY_CONNECT_TIMEOUT_MS, timeoutMs);
+    const connectTimer = setTimeout(() => fail(new DiodeError('ETIMEDOUT', `${formatHostPort(target)}: no TCP connection within ${connectMs} ms`)), connectMs);
+    socket.once('connect', () => clearTimeout(connectTimer));
     const fail = (err: Error) => {
       clearTimeout(timer);
+      clearTimeout(connectTimer);
       socket.destroy();
       reject(err);
     };

@@ -8,16 +8,30 @@ import { readFrame, writeFrame } from '../protocol/frames.ts';
 import { parseReply, type PublishedPort } from '../protocol/messages.ts';
 import { KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../protocol/limits.ts';
 import { backoffDelay, defaultBackoff, type BackoffConfig } from './backoff.ts';
-import { dialRelay } from './dial-relay.ts';
+import { performance } from 'node:perf_hooks';
+import { dialRelay, type RelayConnection } from './dial-relay.ts';
+import { watchNetwork } from './network-watch.ts';
 import type { RelayEntry } from '../config/relay-entry.ts';
 import type { LinkStatus } from '../ops/status.ts';
 import type { LastError } from '../ops/stream-stats.ts';
 
 /** ms a session must last before a later loss restarts the backoff from the bottom. */
 const STABLE_SESSION_MS = 10_000;
+/**
+ * ms the preferred relays get before the next one in the list is dialled as
+ * well (happy eyeballs): a relay that drops packets must not hold us for a
+ * whole connect timeout, a relay that answers at once keeps its place.
+ */
+const FAILOVER_HEAD_START_MS = 1_000;
+/** ms between tries of the relays before the current one in the list (full jitter over half of it). */
+const PREFERRED_PROBE_MS = 5_000;
+/** ms a session we moved away from may keep serving its open streams (after go-away) before it is closed. */
+const RETIRE_MAX_MS = 10 * 60_000;
+/** ms a ping after a network change may take before the session is taken as dead. */
+const NETWORK_CHANGE_PING_MS = 3_000;
 
 export interface RelayLinkOptions {
-  /** Tried in order; an entry's `pin` is the address that relay must prove. */
+  /** An order of preference; an entry's `pin` is the address that relay must prove. */
   relays: RelayEntry[];
   identity: Identity;
   log: Logger;
@@ -28,13 +42,28 @@ export interface RelayLinkOptions {
   backoff?: BackoffConfig;
   /** Pin every relay without a pin of its own to this address. */
   expectRelay?: string;
+  /** Watch the machine's addresses and retry at once when they change (default true). */
+  watchNetwork?: boolean;
+}
+
+/** A dialled relay, with its place in the list (0 = most preferred). */
+interface Dialled extends RelayConnection {
+  target: RelayEntry;
+  index: number;
 }
 
 /**
  * Keeps one authenticated mux session to a relay, forever: starts even when
  * no relay is reachable (a Pi boots before its network), reconnects after any
- * loss with capped exponential backoff and jitter, walks the relay list, and
- * logs a line per state change rather than per attempt.
+ * loss with short capped backoff and jitter, and logs a line per state
+ * change rather than per attempt.
+ *
+ * `relays` is an order of preference: every (re)connect tries them in order
+ * (each after a short head start of the ones before), a link on a later
+ * relay keeps trying the earlier ones and moves back as soon as one answers
+ * (the session it leaves says go-away and serves its open streams to their
+ * end). A change of the machine's addresses resets the backoff and retries
+ * at once, and checks a live session with a ping.
  */
 export class RelayLink extends EventEmitter {
   readonly #options: RelayLinkOptions;
@@ -46,6 +75,9 @@ export class RelayLink extends EventEmitter {
   #stopped: Promise<void> | undefined;
   #wake: (() => void) | undefined;
   #lastProblem = '';
+  #attempt = 0;
+  #stopWatch: (() => void) | undefined;
+  readonly #retiring = new Set<MuxSession>();
   /** Unpinned relays already logged as such (once each). */
   readonly #unpinnedLogged = new Set<string>();
   /** For `diode status`: the relay being dialled or in use, since when, and the last failure (kept after recovery). */
@@ -88,13 +120,16 @@ export class RelayLink extends EventEmitter {
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    if (this.#options.watchNetwork !== false) this.#stopWatch = watchNetwork(this.#onNetworkChange);
     this.#stopped = this.#run();
   }
 
   async stop(): Promise<void> {
     this.#running = false;
+    this.#stopWatch?.();
     this.#wake?.();
     this.#session?.close();
+    for (const s of this.#retiring) s.close();
     await this.#stopped;
   }
 
@@ -114,54 +149,134 @@ export class RelayLink extends EventEmitter {
     });
   }
 
+  readonly #onNetworkChange = (): void => {
+    this.#attempt = 0;
+    const session = this.#session;
+    if (session === undefined) {
+      this.#log.info('network changed; retrying the relays now');
+      this.#wake?.();
+      return;
+    }
+    // The path may have moved under a live session: one ping tells.
+    const timer = setTimeout(() => {
+      this.#log.warn('network changed and the relay does not answer; reconnecting');
+      session.close(new DiodeError('ETIMEDOUT', `no ping answer within ${NETWORK_CHANGE_PING_MS} ms after a network change`));
+    }, NETWORK_CHANGE_PING_MS).unref();
+    session.ping().then(
+      () => clearTimeout(timer),
+      () => clearTimeout(timer),
+    );
+  };
+
   async #run(): Promise<void> {
-    let attempt = 0;
-    let index = 0;
+    let next: Dialled | undefined;
     while (this.#running) {
-      const target = this.#options.relays[index % this.#options.relays.length];
-      const started = Date.now();
-      this.#target = target;
-      try {
-        await this.#connectOnce(target);
-        if (Date.now() - started >= STABLE_SESSION_MS) attempt = 0;
-      } catch (err) {
-        if (err instanceof DiodeError && err.code === 'EPUBLISH') {
-          // A refused publish set is not retried: the same set would be refused again, forever.
-          const fatal = new DiodeError('EPUBLISH', `relay ${formatHostPort(target)}: ${errorMessage(err)}; not retrying (fix the published ports and start again)`);
-          if (this.listenerCount('fatal') === 0) this.#log.error(fatal.message);
-          this.#running = false;
-          this.emit('fatal', fatal);
-          break;
+      let dialled = next;
+      next = undefined;
+      const started = performance.now();
+      if (dialled === undefined) {
+        if (this.#session === undefined) this.#target = this.#options.relays[0];
+        try {
+          dialled = await this.#dialInOrder(this.#options.relays.length);
+        } catch (err) {
+          this.#problem(errorMessage(err));
         }
-        const text = errorMessage(err);
-        this.#problem(text.startsWith(formatHostPort(target)) ? text : `relay ${formatHostPort(target)}: ${text}`);
-        index++;
+      }
+      if (dialled !== undefined && this.#running) {
+        const sessionStart = performance.now();
+        try {
+          next = await this.#serve(dialled);
+          if (performance.now() - sessionStart >= STABLE_SESSION_MS) this.#attempt = 0;
+        } catch (err) {
+          if (err instanceof DiodeError && err.code === 'EPUBLISH') {
+            // A refused publish set is not retried: the same set would be refused again, forever.
+            const fatal = new DiodeError('EPUBLISH', `relay ${formatHostPort(dialled.target)}: ${errorMessage(err)}; not retrying (fix the published ports and start again)`);
+            if (this.listenerCount('fatal') === 0) this.#log.error(fatal.message);
+            this.#running = false;
+            this.emit('fatal', fatal);
+            break;
+          }
+          const text = errorMessage(err);
+          this.#problem(text.startsWith(formatHostPort(dialled.target)) ? text : `relay ${formatHostPort(dialled.target)}: ${text}`);
+        }
+        if (next !== undefined) continue;
+      } else if (dialled !== undefined) {
+        dialled.socket.destroy();
       }
       if (!this.#running) break;
-      const delay = backoffDelay(attempt++, this.#options.backoff ?? defaultBackoff);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, delay);
-        this.#wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.#wake = undefined;
+      // Time spent failing to connect (a timeout) counts toward the wait.
+      const delay = backoffDelay(this.#attempt++, this.#options.backoff ?? defaultBackoff) - (performance.now() - started);
+      if (delay > 0) await this.#sleep(delay);
     }
   }
 
-  /** Runs one session to its end; throws if it could not be set up. */
-  async #connectOnce(target: RelayEntry): Promise<void> {
-    const pin = target.pin ?? this.#options.expectRelay;
-    const { socket, relayAddress } = await dialRelay(target, this.#options.identity, pin);
+  #sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wake = done;
+    }).finally(() => (this.#wake = undefined));
+  }
+
+  /**
+   * Dials relays[0..limit) in order of preference, each FAILOVER_HEAD_START_MS
+   * after the one before (or at once when it failed); the first to finish its
+   * hello wins and the others are dropped.
+   */
+  #dialInOrder(limit: number): Promise<Dialled> {
+    const { relays, identity, expectRelay } = this.#options;
+    return new Promise((resolve, reject) => {
+      let next = 0;
+      let pending = 0;
+      let done = false;
+      let timer: NodeJS.Timeout | undefined;
+      const errors: string[] = [];
+      const launch = (): void => {
+        clearTimeout(timer);
+        if (done || next >= limit) return;
+        const index = next++;
+        const target = relays[index];
+        pending++;
+        dialRelay(target, identity, target.pin ?? expectRelay).then(
+          (conn) => {
+            pending--;
+            if (done) return void conn.socket.destroy();
+            done = true;
+            clearTimeout(timer);
+            resolve({ ...conn, target, index });
+          },
+          (err) => {
+            pending--;
+            const text = errorMessage(err);
+            errors.push(text.startsWith(formatHostPort(target)) ? text : `relay ${formatHostPort(target)}: ${text}`);
+            if (done) return;
+            if (next < limit) launch();
+            else if (pending === 0) {
+              done = true;
+              reject(new DiodeError('ENORELAY', errors.join('; ')));
+            }
+          },
+        );
+        if (next < limit) timer = setTimeout(launch, FAILOVER_HEAD_START_MS);
+      };
+      launch();
+    });
+  }
+
+  /**
+   * Runs one session to its end. Resolves with a more preferred relay's
+   * connection when the link moves there (the session is then retiring), or
+   * undefined when the session ended; throws if it could not be set up.
+   */
+  async #serve(dialled: Dialled): Promise<Dialled | undefined> {
+    const { socket, relayAddress, target, index } = dialled;
     const endpoint = formatHostPort(target);
-    if (!pin && !this.#unpinnedLogged.has(endpoint)) {
+    if (!(target.pin ?? this.#options.expectRelay) && !this.#unpinnedLogged.has(endpoint)) {
       this.#unpinnedLogged.add(endpoint);
       this.#log.info(`relay ${endpoint} is not pinned: it proved ${relayAddress}, taken on trust; pin it with --relay ${relayAddress}@${endpoint}`);
-    }
-    if (!this.#running) {
-      socket.destroy();
-      return;
     }
     const session = new MuxSession(socket, { role: 'client', keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
     const closed = new Promise<Error | undefined>((resolve) => session.once('close', resolve));
@@ -175,23 +290,71 @@ export class RelayLink extends EventEmitter {
       session.close();
       throw err;
     }
+    const previous = this.#session;
     this.#session = session;
     this.#relayAddress = relayAddress;
     this.#relayEndpoint = formatHostPort(target);
     this.#lastProblem = '';
+    this.#target = target;
     this.#since = Date.now();
     const what = this.#options.publish ? `; published ${describePorts(this.#options.publish)}` : '';
-    this.#log.info(`connected to relay ${formatHostPort(target)} (${relayAddress}) as ${this.#options.identity.address}${what}`);
+    const place = this.#options.relays.length > 1 ? ` [relay ${index + 1} of ${this.#options.relays.length}]` : '';
+    this.#log.info(`connected to relay ${formatHostPort(target)} (${relayAddress})${place} as ${this.#options.identity.address}${what}`);
     this.emit('up', session);
-    const err = await closed;
-    this.#session = undefined;
-    this.#since = undefined;
-    this.emit('down');
+    if (previous !== undefined && previous !== session) this.#retire(previous);
+
+    // On a fallback relay: keep trying the preferred ones.
+    let moveTo: Dialled | undefined;
+    let probeTimer: NodeJS.Timeout | undefined;
+    const moved = new Promise<void>((resolve) => {
+      if (index === 0) return;
+      const probe = (): void => {
+        probeTimer = setTimeout(() => {
+          if (!this.#running || session.closed) return resolve();
+          this.#dialInOrder(index).then(
+            (better) => {
+              if (!this.#running || session.closed) {
+                better.socket.destroy();
+                return resolve();
+              }
+              this.#log.info(`relay ${formatHostPort(better.target)} is reachable again; moving back to it from ${formatHostPort(target)}`);
+              moveTo = better;
+              resolve();
+            },
+            () => probe(),
+          );
+        }, PREFERRED_PROBE_MS * (0.5 + 0.5 * Math.random()));
+      };
+      probe();
+    });
+    const err = await Promise.race([closed, moved.then(() => undefined)]);
+    clearTimeout(probeTimer);
+    if (moveTo !== undefined && !session.closed) return moveTo; // #serve(moveTo) retires this session once the new one is up
+    if (this.#session === session) {
+      this.#session = undefined;
+      this.#since = undefined;
+      this.emit('down');
+    }
     if (this.#running) {
       const text = `lost relay ${formatHostPort(target)}${err ? `: ${errorMessage(err)}` : ''}`;
       this.#lastError = { at: Date.now(), message: text };
       this.#log.warn(`${text}; reconnecting`);
     }
+    return undefined;
+  }
+
+  /** Go-away on a session we moved from: no new streams; closed when only its control stream is left. */
+  #retire(session: MuxSession): void {
+    this.#retiring.add(session);
+    session.goAway();
+    const started = performance.now();
+    const check = setInterval(() => {
+      if (session.closed || session.streamCount <= 1 || performance.now() - started > RETIRE_MAX_MS) {
+        clearInterval(check);
+        this.#retiring.delete(session);
+        session.close();
+      }
+    }, 1_000).unref();
   }
 
   async #publish(session: MuxSession, ports: PublishedPort[]): Promise<void> {
@@ -205,7 +368,7 @@ export class RelayLink extends EventEmitter {
 
   #problem(text: string): void {
     this.#lastError = { at: Date.now(), message: text };
-    if (text !== this.#lastProblem) this.#log.warn(`${text}; retrying with backoff (up to ${Math.round((this.#options.backoff ?? defaultBackoff).maxMs / 1000)} s)`);
+    if (text !== this.#lastProblem) this.#log.warn(`${text}; retrying with backoff (up to ${(this.#options.backoff ?? defaultBackoff).maxMs / 1000} s)`);
     this.#lastProblem = text;
   }
 }

@@ -36,6 +36,8 @@ export const MAX_ALLOWED_ADDRESSES = 1024;
  */
 export const KEEPALIVE_INTERVAL_MS = 10_000;
 export const KEEPALIVE_TIMEOUT_MS = 25_000;
+/** ms: an agent's TCP connect to a relay; past it the try is abandoned and retried (SYN retries back off to 4 s and more). */
+export const RELAY_CONNECT_TIMEOUT_MS = 3_000;
 /** ms: TCP keep-alive idle time on relay ↔ agent sockets (keeps NAT state; the kernel's own backstop). */
 export const TCP_KEEPALIVE_MS = 10_000;
 /** ms: the end-to-end layer inside a data stream (TLS, both hellos, the device's verdict) must finish within this. */
