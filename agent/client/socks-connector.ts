@@ -5,7 +5,8 @@ import { Rep, type RepCode, type SocksRequest } from '../socks/protocol.ts';
 import { SocksRefusal, type SocksConnector } from '../socks/server.ts';
 import { UsageError, errorMessage } from '../util/errors.ts';
 import { parseDiodeHost } from './hostname.ts';
-import { dialThroughRelay, DialError } from './dial.ts';
+import { DialError } from './dial.ts';
+import { dialAnyRelay } from './lookup.ts';
 
 /** How socksd answers each dial failure (issue #2: offline and unpublished are "connection refused"). */
 const REPLY_FOR: Record<DialError['reply'], RepCode> = {
@@ -63,7 +64,7 @@ function connectDirect(host: string, port: number): Promise<Socket> {
  * leaks, unless fallback is 'direct': then they are connected from this
  * machine as any proxy would (a browser's system proxy).
  */
-export function diodeConnector(link: RelayLink, identity: Identity, fallback: SocksFallback = 'refuse'): SocksConnector {
+export function diodeConnector(links: RelayLink[], identity: Identity, fallback: SocksFallback = 'refuse'): SocksConnector {
   return async (request: SocksRequest) => {
     const target = request.addressType === 'domain' ? parseDiodeHost(request.host, request.port) : undefined;
     if (!target) {
@@ -73,7 +74,7 @@ export function diodeConnector(link: RelayLink, identity: Identity, fallback: So
       throw new SocksRefusal(Rep.hostUnreachable, `${request.host} is not a <address>.diode name (socksd --fallback direct connects such names directly)`, 'not-a-device');
     }
     try {
-      return await dialThroughRelay(link, identity, target.address, target.port);
+      return await dialAnyRelay(links, identity, target.address, target.port);
     } catch (err) {
       if (err instanceof DialError) throw new SocksRefusal(REPLY_FOR[err.reply], err.message, err.reply);
       throw err;

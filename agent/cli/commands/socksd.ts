@@ -4,11 +4,11 @@ import { loadOrCreateIdentity } from '../../identity/index.ts';
 import { createLogger } from '../../util/log.ts';
 import { parseHostPort, formatHostPort, isLoopbackHost } from '../../util/hostport.ts';
 import { UsageError, errorMessage } from '../../util/errors.ts';
-import { RelayLink } from '../../link/relay-link.ts';
 import { startSocksServer, SocksRefusal, type SocksConnector } from '../../socks/server.ts';
 import { StreamStats } from '../../ops/stream-stats.ts';
 import { baseStatus, parseMetricsFlag, startOps } from '../../ops/run.ts';
 import { diodeConnector, parseFallback } from '../../client/socks-connector.ts';
+import { clientLinks, currentLink } from '../../client/lookup.ts';
 import { resolveRelays } from '../relays.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
@@ -25,9 +25,9 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const metrics = parseMetricsFlag(args.flags.metrics);
   const { identity } = loadOrCreateIdentity(ctx.home);
   const log = createLogger('socksd');
-  const link = new RelayLink({ relays, identity, log });
+  const links = clientLinks(relays, identity, log);
   const stats = new StreamStats();
-  const dial = diodeConnector(link, identity, fallback);
+  const dial = diodeConnector(links, identity, fallback);
   const connector: SocksConnector = (request, from) =>
     dial(request, from).catch((err: unknown) => {
       stats.fail(err instanceof SocksRefusal && err.reason ? err.reason : 'error', `${request.host}:${request.port}: ${errorMessage(err)}`);
@@ -35,7 +35,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
     });
   // Listen first: a taken port is one line and exit 1 before any relay connection.
   const socks = await startSocksServer(listen, { connector, log, onOpen: (socket) => stats.track(socket) });
-  link.start();
+  for (const link of links) link.start();
   const listening = formatHostPort({ host: listen.host, port: socks.port });
   process.stdout.write(`socksd ${identity.address} listening on ${listening}\n`);
   if (remote) log.warn(`listening beyond loopback (--allow-remote): anyone who can reach ${formatHostPort(listen)} connects with this machine's key ${identity.address}`);
@@ -46,7 +46,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
     log,
     metrics,
     status: () => {
-      const linkStatus = link.status();
+      const linkStatus = currentLink(links).status();
       return {
         ...baseStatus('socksd', identity.address),
         connected: linkStatus.connected,
@@ -61,6 +61,6 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   log.info(`${signal}: shutting down`);
   await ops.close();
   await socks.close();
-  await link.stop();
+  await Promise.all(links.map((l) => l.stop()));
   return 0;
 }
