@@ -19,12 +19,8 @@ export function currentLink(links: readonly RelayLink[]): RelayLink {
   return links.find((l) => l.session !== undefined && !l.session.closed) ?? links[0];
 }
 
-/** Which refusal to report when no relay had the device: the most specific one. */
-const REFUSAL_RANK: Readonly<Record<DialError['reply'], number>> = Object.freeze({
-  denied: 0,
-  'no-such-port': 0,
-  refused: 0,
-  'bad-request': 0,
+/** Which refusal to report when no relay had the device: the most specific one (a device's own answer ranks 0). */
+const REFUSAL_RANK: Readonly<Partial<Record<DialError['reply'], number>>> = Object.freeze({
   unavailable: 1,
   offline: 2,
   'no-relay': 3,
@@ -56,7 +52,7 @@ export function dialAnyRelay(links: readonly RelayLink[], identity: Identity, ad
         (err: unknown) => {
           refusals.push(err);
           if (--pending > 0 || won) return;
-          const rank = (e: unknown) => (e instanceof DialError ? REFUSAL_RANK[e.reply] : 4);
+          const rank = (e: unknown) => (e instanceof DialError ? REFUSAL_RANK[e.reply] ?? 0 : 4);
           reject(refusals.reduce((best, e) => (rank(e) < rank(best) ? e : best)));
         },
       );
