@@ -11,7 +11,10 @@ import { freePort } from './helpers/sshd.ts';
 // Issue 19, items 3 and 4: coming back within 5 s, and an ordered list of relays.
 
 async function echoService(t: ExecutionContext): Promise<number> {
-  const server = createServer((s: Socket) => s.pipe(s));
+  const server = createServer((s: Socket) => {
+    s.on('error', () => {}); // a tunnel that dies resets this leg
+    s.pipe(s);
+  });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   t.teardown(() => server.close());
