@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { RelayLink } from '../link/relay-link.ts';
 import type { Identity } from '../identity/index.ts';
-import type { HostPort } from '../util/hostport.ts';
+import type { RelayEntry } from '../config/relay-entry.ts';
 import type { Logger } from '../util/log.ts';
 import { dialThroughRelay, DialError } from './dial.ts';
 
@@ -10,7 +10,7 @@ import { dialThroughRelay, DialError } from './dial.ts';
  * its own relay: a device may be on any of them). Until relays share a
  * registry (the cluster), a device is found by asking all of them.
  */
-export function clientLinks(relays: HostPort[], identity: Identity, log: Logger): RelayLink[] {
+export function clientLinks(relays: RelayEntry[], identity: Identity, log: Logger): RelayLink[] {
   return relays.map((relay) => new RelayLink({ relays: [relay], identity, log }));
 }
 
