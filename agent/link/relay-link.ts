@@ -80,6 +80,8 @@ export class RelayLink extends EventEmitter {
   readonly #retiring = new Set<MuxSession>();
   /** Unpinned relays already logged as such (once each). */
   readonly #unpinnedLogged = new Set<string>();
+  /** Pin refusals already logged (once each). */
+  readonly #pinRefusalsLogged = new Set<string>();
   /** For `diode status`: the relay being dialled or in use, since when, and the last failure (kept after recovery). */
   #target: RelayEntry | undefined;
   #since: number | undefined;
@@ -251,7 +253,13 @@ export class RelayLink extends EventEmitter {
           (err) => {
             pending--;
             const text = errorMessage(err);
-            errors.push(text.startsWith(formatHostPort(target)) ? text : `relay ${formatHostPort(target)}: ${text}`);
+            const line = text.startsWith(formatHostPort(target)) ? text : `relay ${formatHostPort(target)}: ${text}`;
+            errors.push(line);
+            // A relay that is not who it is pinned as is worth its own line (once), even when the next one serves us.
+            if (err instanceof DiodeError && err.code === 'EPINNED' && !this.#pinRefusalsLogged.has(line)) {
+              this.#pinRefusalsLogged.add(line);
+              this.#log.warn(line);
+            }
             if (done) return;
             if (next < limit) launch();
             else if (pending === 0) {
