@@ -47,7 +47,8 @@ test('relay kill -9: the SOCKS client leg and the device leg to its local port a
   client.write('ping');
   client.resume();
   await once(client, 'data');
-  const deviceLeg = accepted[accepted.length - 1]; // publish may have probed the port at start
+  // The leg that carried the ping (publish's start-up check of the local port is an earlier, empty connection).
+  const deviceLeg = accepted.find((s) => s.bytesRead > 0)!;
   const clientEnd = howItEnds(client);
   const deviceEnd = howItEnds(deviceLeg);
 

@@ -52,7 +52,17 @@ export function probeLocalTarget(host: string, port: number, timeoutMs = LOCAL_P
       resolve(problem);
     };
     const timer = setTimeout(() => done(`does not answer within ${timeoutMs} ms`), timeoutMs);
-    socket.once('connect', () => done(undefined));
+    // Close as a polite client does: read what the service says and half-close, so it sees an
+    // orderly end (FIN), never a reset from a destroy with its greeting still unread.
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      socket.on('error', () => {});
+      socket.resume();
+      socket.end();
+      socket.once('close', () => resolve(undefined));
+      setTimeout(() => socket.destroy(), timeoutMs).unref();
+    });
     socket.once('error', (err: NodeJS.ErrnoException) =>
       done(err.code === 'ECONNREFUSED' ? 'refuses connections (nothing listens there)' : err.code === 'ENOTFOUND' ? 'cannot be resolved' : errorMessage(err)),
     );
