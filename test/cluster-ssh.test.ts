@@ -73,7 +73,10 @@ test.serial('three relays on one Redis: ssh and scp across relays, same-relay an
   t.regex((await ssh(sshd, s3.port, d1.address, 'echo r3-to-r2')).stdout, /^r3-to-r2$/m);
   // A key not on the private device's list is refused by the device's relay (r3) for a stream forwarded from r2.
   await t.throwsAsync(() => ssh(sshd, s2.port, d2.address, 'true', 15_000));
-  t.regex(r3.proc.output(), new RegExp(`${s2.address} via relay ${r2.address} → ${d2.address}:22: ${s2.address} is not on the allow list`));
+  // The relay logs the refusal when the device's answer passes through, which can come after ssh gave up: wait for it.
+  const refusalLine = new RegExp(`${s2.address} via relay 0x[0-9a-fA-F]{40} → ${d2.address}:22: ${s2.address} is not on the allow list`);
+  for (let waited = 0; waited < 5_000 && !refusalLine.test(r3.proc.output()); waited += 100) await new Promise((r) => setTimeout(r, 100));
+  t.regex(r3.proc.output(), refusalLine);
   // The public gateway on r1 reaches the public device on r2.
   const viaGateway = await run('ssh', [...sshOptions(sshd, gatewayPort), `${sshd.user}@${d1.address.toLowerCase()}.diode`, 'echo gateway-to-r2'], { timeout: 30_000 });
   t.regex(viaGateway.stdout, /^gateway-to-r2$/m);
