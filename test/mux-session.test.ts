@@ -278,6 +278,58 @@ const bodies: Array<[string, Body]> = [
     await until(() => a.streamCount === 0 && b.streamCount === 0, 'reset streams to be forgotten');
   }],
 
+  ['destroy() after end() is a close, not an abort: the peer reads all, sees our FIN, gets no RST, and the stream goes once it ends too', async (t, tr, sw) => {
+    // What TLS over a stream does (the end-to-end layer): its socket closes, and destroys the
+    // stream under it, once it has read the peer's close_notify and sent its own, which can
+    // be before the peer's FIN frame arrives. A RST then threw away the peer's unread reply.
+    const { a, b } = await sessions(t, tr, sw);
+    const inbound = nextStream(b);
+    const s = a.open();
+    s.write('question');
+    const r = await inbound;
+    r.once('data', () => {
+      r.end('answer');
+      r.once('finish', () => r.destroy());
+    });
+    let error: Error | undefined;
+    s.on('error', (e) => (error = e));
+    const got = await readAll(s).catch((e: Error) => Buffer.from(`error ${e.message}`));
+    await sleep(50); // a RST, if any, arrives right behind the FIN
+    t.is(got.toString(), 'answer');
+    t.is(error, undefined);
+    t.is(b.streamCount, 1, 'the closed stream waits for the peer FIN (as TCP after close)');
+    s.end();
+    await until(() => a.streamCount === 0 && b.streamCount === 0, 'the peer FIN to release both ends');
+  }],
+
+  ['a closed stream whose peer never ends is reset after lingerTimeout; reset() still aborts at once', async (t, tr, sw) => {
+    const { a, b } = await sessions(t, tr, sw, {}, { lingerTimeout: 300 });
+    const inbound = nextStream(b);
+    const s = a.open();
+    s.write('x');
+    const r = await inbound;
+    const err = errorOf(s);
+    r.end('y');
+    await once(r, 'finish');
+    r.destroy();
+    const started = Date.now();
+    t.is(((await err) as MuxError).code, 'ECONNRESET');
+    t.true(Date.now() - started >= 250, 'not before the linger time');
+    await until(() => a.streamCount === 0 && b.streamCount === 0, 'the reset streams to be forgotten');
+    // reset() after end() is an abort, not a close.
+    const inbound2 = nextStream(b);
+    const s2 = a.open();
+    s2.write('x');
+    const r2 = await inbound2;
+    const err2 = errorOf(s2);
+    r2.end('y');
+    await once(r2, 'finish');
+    const started2 = Date.now();
+    r2.reset();
+    t.is(((await err2) as MuxError).code, 'ECONNRESET');
+    t.true(Date.now() - started2 < 250, 'reset() does not linger');
+  }],
+
   ['after a go-away neither side opens new streams but existing streams continue', async (t, tr, sw) => {
     const { a, b } = await sessions(t, tr, sw);
     b.on('stream', (s: MuxStream) => s.pipe(s));

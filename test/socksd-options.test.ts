@@ -13,6 +13,7 @@ function ncThrough(socksPort: number, host: string, port: number, input: string)
     nc.stdout.on('data', (d) => (out += d));
     nc.stderr.on('data', (d) => (out += d));
     nc.once('exit', (code) => resolve({ code, out }));
+    nc.stdin.on('error', () => {}); // nc refused by the proxy exits before reading its input (EPIPE)
     nc.stdin.end(input);
   });
 }

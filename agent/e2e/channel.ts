@@ -141,9 +141,14 @@ export function sendVerdict(session: E2ESession, verdict: Reply): void {
 }
 
 function handshake(stream: Duplex, socket: TLSSocket, event: 'secure' | 'secureConnect', hellos: () => Promise<E2ESession>): Promise<E2ESession> {
-  // Tearing down the TLS socket early must also free the stream under it.
+  // Tearing down the TLS socket early must also free the stream under it, as an abort (RST).
+  // A clean close (both close_notify alerts passed) is left to Node, which destroys the stream
+  // after ending it: a mux stream then lingers for the peer's FIN instead of resetting it.
   socket.once('close', () => {
-    if (!stream.writableEnded) stream.destroy();
+    if (socket.readableEnded && socket.writableFinished && !socket.errored) return;
+    const under = stream as Duplex & { reset?: () => void };
+    if (typeof under.reset === 'function') under.reset();
+    else if (!stream.writableEnded) stream.destroy();
   });
   return new Promise<E2ESession>((resolve, reject) => {
     const timer = setTimeout(() => fail(new E2EError('EE2E_PROTO', `no end-to-end handshake within ${E2E_HANDSHAKE_TIMEOUT_MS} ms`)), E2E_HANDSHAKE_TIMEOUT_MS);

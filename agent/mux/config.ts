@@ -41,6 +41,13 @@ export interface MuxConfig {
   controlStallTimeout: number;
   /** Bytes: largest data payload we put in one frame (keeps one stream from hogging the connection). */
   maxFrameData: number;
+  /**
+   * Milliseconds a stream destroyed after its own FIN (closed, not aborted)
+   * waits for the peer's FIN before it is reset: it keeps its slot that long,
+   * as a TCP socket in FIN_WAIT does, instead of throwing the peer's unread
+   * bytes away with an immediate RST.
+   */
+  lingerTimeout: number;
 }
 
 export const defaultMuxConfig: Readonly<MuxConfig> = Object.freeze({
@@ -54,6 +61,7 @@ export const defaultMuxConfig: Readonly<MuxConfig> = Object.freeze({
   maxControlQueue: 1024,
   controlStallTimeout: 10_000,
   maxFrameData: 64 * 1024,
+  lingerTimeout: 10_000,
 });
 
 function check(ok: boolean, what: string): void {
@@ -75,5 +83,6 @@ export function validateMuxConfig(c: MuxConfig): MuxConfig {
   check(isInt(c.maxControlQueue) && c.maxControlQueue >= 1, 'maxControlQueue must be an integer >= 1 (frames)');
   check(isInt(c.controlStallTimeout) && c.controlStallTimeout >= 1, 'controlStallTimeout must be an integer >= 1 (ms)');
   check(isInt(c.maxFrameData) && c.maxFrameData >= 1 && c.maxFrameData <= MAX_UINT32, 'maxFrameData must be an integer in [1, 2^32-1]');
+  check(isInt(c.lingerTimeout) && c.lingerTimeout >= 1, 'lingerTimeout must be an integer >= 1 (ms)');
   return c;
 }

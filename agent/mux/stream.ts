@@ -60,6 +60,10 @@ export class MuxStream extends Duplex {
 
   private localFin = false;
   private remoteFin = false;
+  /** reset() was called: destroy is an abort even after our FIN. */
+  private aborting = false;
+  /** Set while a closed stream waits for the peer's FIN (see lingerTimeout). */
+  private lingerTimer: NodeJS.Timeout | undefined;
   /**
    * @internal False while an inbound stream waits in the accept backlog: nobody
    * holds it yet, so it is destroyed without an error (an unheard 'error' event
@@ -89,9 +93,18 @@ export class MuxStream extends Duplex {
     link.budget?._move(INITIAL_STREAM_WINDOW, recvWindow);
   }
 
-  /** Send RST and destroy locally. */
+  /** Send RST and destroy locally: an abort, also after end() (a closed stream still lingering is reset now). */
   reset(): void {
+    this.aborting = true;
+    if (this.lingerTimer !== undefined) return this._endLinger(true);
     this.destroy(); // _destroy sends the RST because the stream is not fully closed
+  }
+
+  /** @internal The linger is over: the peer's FIN came (false) or did not in time (true: RST). */
+  _endLinger(sendRst: boolean): void {
+    clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
+    if (this.link.release(this) && sendRst && this.link.isOpen()) this.link.writeHeader(FrameType.WindowUpdate, Flag.RST, this.id, 0);
   }
 
   // ---- frames from the session ------------------------------------------------
@@ -110,8 +123,9 @@ export class MuxStream extends Duplex {
   _onData(payload: Buffer): boolean {
     if (payload.length > this.recvAvail) return false;
     this.recvAvail -= payload.length;
-    // After the peer's FIN the readable side is over; late bytes are dropped.
-    if (payload.length > 0 && !this.remoteFin) this.push(payload);
+    // After the peer's FIN the readable side is over, and a closed (lingering) stream reads
+    // nothing more; late bytes are dropped.
+    if (payload.length > 0 && !this.remoteFin && !this.destroyed) this.push(payload);
     return true;
   }
 
@@ -125,12 +139,14 @@ export class MuxStream extends Duplex {
   _onFin(): void {
     if (this.remoteFin) return;
     this.remoteFin = true;
-    this.push(null);
+    if (this.lingerTimer !== undefined) return this._endLinger(false);
+    if (!this.destroyed) this.push(null);
     if (this.localFin) this.link.release(this);
   }
 
   /** @internal The peer reset the stream. */
   _onRst(): void {
+    if (this.lingerTimer !== undefined) return this._endLinger(false);
     this.link.release(this);
     this._destroyQuietlyIfHidden(new MuxError('ECONNRESET', `stream ${this.id} reset by peer`));
   }
@@ -143,6 +159,7 @@ export class MuxStream extends Duplex {
 
   /** @internal Destroy with `err`, or without one if the user never got this stream. */
   _destroyQuietlyIfHidden(err: Error | undefined): void {
+    if (this.lingerTimer !== undefined) return this._endLinger(false); // already closed by its user
     this.destroy(this._visible ? err : undefined);
   }
 
@@ -260,12 +277,22 @@ export class MuxStream extends Duplex {
     cb();
   }
 
-  /** Destroyed before both sides finished: tell the peer with RST. */
+  /**
+   * Destroyed before both sides finished: tell the peer with RST. Except a
+   * close after our FIN (no error, not reset()): as a TCP close after
+   * shutdown, everything we sent stays readable for the peer, and the stream
+   * lingers until the peer's FIN (or lingerTimeout, then RST). TLS over a
+   * stream closes it so once both close_notify alerts passed, which can be
+   * before the peer's FIN frame arrives.
+   */
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     const pending = this.pendCb;
     this.pendList = null;
     this.pendCb = null;
-    if (this.link.release(this) && this.link.isOpen()) {
+    if (!err && !this.aborting && this.localFin && !this.remoteFin && this.link.isOpen()) {
+      this.lingerTimer = setTimeout(() => this._endLinger(true), this.link.config.lingerTimeout);
+      this.lingerTimer.unref();
+    } else if (this.link.release(this) && this.link.isOpen()) {
       this.link.writeHeader(FrameType.WindowUpdate, Flag.RST, this.id, 0);
     }
     if (pending !== null) pending(err ?? new MuxError('ECONNRESET', `stream ${this.id} destroyed`));

@@ -7,11 +7,14 @@ const noop = (): void => {};
 /**
  * Tears `s` down as an abort: a plain TCP socket is reset (RST), so the
  * program on its other end (nc, ssh, a browser) sees the failure at once
- * instead of an orderly FIN it would wait behind; anything else (a mux
- * stream: destroy sends RST; a TLS socket over one) is destroyed.
+ * instead of an orderly FIN it would wait behind; a mux stream is reset
+ * (RST); anything else (a TLS socket over a stream) is destroyed.
  */
 export function abort(s: Duplex): void {
   s.on('error', noop);
+  // A mux stream: reset() is the abort (its destroy() after end() is a graceful close).
+  const resettable = s as Duplex & { reset?: () => void };
+  if (typeof resettable.reset === 'function') return resettable.reset();
   if (s instanceof Socket && !s.destroyed) {
     try {
       s.resetAndDestroy(); // throws for a socket without a TCP handle (TLS over a mux stream)

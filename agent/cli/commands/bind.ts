@@ -72,7 +72,9 @@ function listen(spec: BindSpec, client: ClientSession, log: Logger, sockets: Set
       (tunnel) => {
         if (socket.destroyed) return void tunnel.destroy();
         stats.track(socket);
-        splice(socket, tunnel);
+        splice(socket, tunnel, (err) => {
+          if (err) log.debug(`${BIND_HOST}:${spec.localPort} → ${spec.target.address}.diode:${spec.target.port}: tunnel ended by an error: ${errorMessage(err)}`);
+        });
         socket.resume();
       },
       (err) => {
