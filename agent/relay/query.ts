@@ -1,10 +1,9 @@
-import type { MuxStream } from '../mux/index.ts';
 import type { DeviceInfo, Ping, PortInfo } from '../protocol/messages.ts';
 import { requestStream, HeaderRefused } from '../protocol/request.ts';
 import { errorMessage } from '../util/errors.ts';
 import type { SessionSet } from './registry.ts';
 import type { Directory } from './directory.ts';
-import { RouteError } from './router.ts';
+import { RouteError, openDeviceStream } from './router.ts';
 
 /**
  * What a query names: whether `address` publishes on this relay, since when,
@@ -33,13 +32,7 @@ export async function describeDevice(registry: SessionSet, directory: Directory,
 export async function pingDevice(registry: SessionSet, relayAddress: string, caller: string, to: string): Promise<void> {
   const device = registry.publisher(to);
   if (!device) throw new RouteError('offline', `device ${to} is not connected`);
-  let stream: MuxStream;
-  try {
-    stream = device.mux.open();
-  } catch (err) {
-    throw new RouteError('offline', `device ${to} is going away: ${errorMessage(err)}`);
-  }
-  stream.on('error', () => {});
+  const stream = openDeviceStream(device, to);
   const header: Ping = { t: 'ping', from: caller, via: relayAddress };
   try {
     await requestStream(stream, header);

@@ -107,7 +107,8 @@ export async function routeLocal(device: AgentSession, relayAddress: string, cal
   return withShare(shares, caller, to, () => openLocal(device, relayAddress, caller, to, port, e2e));
 }
 
-async function openLocal(device: AgentSession, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean): Promise<Routed> {
+/** A new stream to a device's session; `offline` if the session no longer takes streams (going away). */
+export function openDeviceStream(device: AgentSession, to: string): MuxStream {
   let stream: MuxStream;
   try {
     stream = device.mux.open();
@@ -115,6 +116,11 @@ async function openLocal(device: AgentSession, relayAddress: string, caller: Cal
     throw new RouteError('offline', `device ${to} is going away: ${errorMessage(err)}`);
   }
   stream.on('error', () => {});
+  return stream;
+}
+
+async function openLocal(device: AgentSession, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean): Promise<Routed> {
+  const stream = openDeviceStream(device, to);
   const from = caller.kind === 'agent' ? caller.address : ZERO_ADDRESS;
   const header: Incoming = { t: 'incoming', from, port, via: caller.via ?? relayAddress, ...(e2e && caller.kind === 'agent' ? { e2e: true as const } : {}) };
   let reply;
