@@ -92,8 +92,16 @@ export class MuxSession extends EventEmitter {
   /** Chunks received so far; the tick compares it with the last value it saw (no clock read per chunk). */
   private rxChunks = 0;
   private rxSeen = 0;
-  /** performance.now() when the tick last saw new received bytes. */
+  /**
+   * When the last received bytes arrived, as the tick sees it: the tick before the one that saw
+   * them (they came after it), but never more than one tick's period back (a tick that ran late
+   * on a busy event loop adds no silence of its own). So the path is declared dead
+   * keepAliveTimeout plus at most one tick after its last byte, not two.
+   */
   private rxAt = performance.now();
+  /** performance.now() of the last tick, and the tick's period (ms). */
+  private lastTickAt = this.rxAt;
+  private tickMs = 1;
   /** Bytes handed to conn.write() so far; minus conn.writableLength = bytes the transport took. */
   private txQueued = 0;
   private txTaken = 0;
@@ -134,8 +142,8 @@ export class MuxSession extends EventEmitter {
     // One ping at start measures the RTT that adaptive window growth needs.
     this.ping().then(noop, noop);
     const { keepAliveInterval, writeTimeout, controlStallTimeout } = this.config;
-    const tickMs = Math.max(1, Math.floor(Math.min(keepAliveInterval || Infinity, writeTimeout || Infinity, controlStallTimeout) / TICKS_PER_INTERVAL));
-    this.livenessTimer = setInterval(this.onTick, tickMs).unref();
+    this.tickMs = Math.max(1, Math.floor(Math.min(keepAliveInterval || Infinity, writeTimeout || Infinity, controlStallTimeout) / TICKS_PER_INTERVAL));
+    this.livenessTimer = setInterval(this.onTick, this.tickMs).unref();
   }
 
   get closed(): boolean {
@@ -410,8 +418,9 @@ export class MuxSession extends EventEmitter {
     const c = this.config;
     if (this.rxChunks !== this.rxSeen) {
       this.rxSeen = this.rxChunks;
-      this.rxAt = now;
+      this.rxAt = Math.max(this.lastTickAt, now - this.tickMs);
     }
+    this.lastTickAt = now;
     const taken = this.txQueued - this.conn.writableLength;
     if (taken !== this.txTaken || this.conn.writableLength === 0) {
       this.txTaken = taken;
