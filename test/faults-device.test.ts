@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { performance } from 'node:perf_hooks';
 import type { Running } from './helpers/diode.ts';
-import { Net, count, netnsRefusal, openSsh, publishIn, relayIn, socksdIn, sshWorksWithin, sshdIn, until, type Host, type SshSession } from './helpers/netns.ts';
+import { Net, count, netnsRefusal, openSsh, publishIn, relayIn, socksdIn, sshBaseline, sshWorksWithin, sshdIn, until, type Host, type SshSession } from './helpers/netns.ts';
 import type { Sshd } from './helpers/sshd.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -83,6 +83,7 @@ async function silentDeath(t: ExecutionContext, row: Row, sessions: SshSession[]
   const relaySaw = new RegExp(`closed the session of ${row.address} `, 'i');
   const closedBefore = count(row.relayProc, relaySaw);
   const connected = count(row.publish, /connected to relay/);
+  const baseline = await sshBaseline(row.client, row.sshd, row.address);
   const lost = performance.now();
   await cut();
   const [deviceMs, relayMs] = await Promise.all([
@@ -91,11 +92,14 @@ async function silentDeath(t: ExecutionContext, row: Row, sessions: SshSession[]
   ]);
   const ends = await Promise.all(sessions.map((s) => Promise.race([s.exited, new Promise<{ at: number; code: null }>((r) => setTimeout(() => r({ at: Infinity, code: null }), 10_000))])));
   await restore();
-  const reconnectMs = await until('the device to reconnect', () => count(row.publish, /connected to relay/) > connected, 30_000).catch(() => Infinity);
-  const sshMs = await sshWorksWithin(row.client, row.sshd, row.address, 30_000).catch(() => Infinity);
+  // Both measured from the path's return, concurrently.
+  const [reconnectMs, sshMs] = await Promise.all([
+    until('the device to reconnect', () => count(row.publish, /connected to relay/) > connected, 30_000).catch(() => Infinity),
+    sshWorksWithin(row.client, row.sshd, row.address, 30_000).catch(() => Infinity),
+  ]);
   t.log(`device noticed after ${secs(deviceMs)}, relay after ${secs(relayMs)} (target <= ${secs(NOTICE_MS)})`);
   t.log(`open ssh sessions ended after ${ends.map((e) => `${secs(e.at - lost)} (exit ${e.code})`).join(', ')}`);
-  t.log(`after the path returned: device reconnected in ${secs(reconnectMs)}, new ssh worked in ${secs(sshMs)} (target <= ${secs(BACK_MS)})`);
+  t.log(`after the path returned: device reconnected in ${secs(reconnectMs)} (target <= ${secs(BACK_MS)}), a new ssh worked in ${secs(sshMs)} (target <= ${secs(BACK_MS)} + one ssh's own set-up, ${secs(baseline)} before the cut)`);
   t.true(deviceMs <= NOTICE_MS, 'the device notices within 30 s');
   t.true(relayMs <= NOTICE_MS, 'the relay notices within 30 s');
   for (const e of ends) {
@@ -103,7 +107,7 @@ async function silentDeath(t: ExecutionContext, row: Row, sessions: SshSession[]
     t.not(e.code, 0, 'an error, not a clean exit');
   }
   t.true(reconnectMs <= BACK_MS, 'the device is back within 5 s of the path');
-  t.true(sshMs <= BACK_MS, 'a new ssh works within 5 s of the path');
+  t.true(sshMs <= BACK_MS + baseline, 'a new ssh works within 5 s of the path (plus its own set-up)');
 }
 
 const nstest = refusal ? test.skip : test;
@@ -134,6 +138,7 @@ nstest('device kill -9: the open ssh sessions end within 5 s; the restarted devi
   const row = await device(t, 'kill');
   const busy = await openSsh(t, row.client, row.sshd, row.address, BUSY);
   const idle = await openSsh(t, row.client, row.sshd, row.address, IDLE);
+  const baseline = await sshBaseline(row.client, row.sshd, row.address);
   const killed = performance.now();
   row.publish.child.kill('SIGKILL');
   const timeout = new Promise<{ at: number; code: null }>((r) => setTimeout(() => r({ at: Infinity, code: null }), END_MS * 4));
@@ -143,12 +148,13 @@ nstest('device kill -9: the open ssh sessions end within 5 s; the restarted devi
   const again = await publishIn(t, row.device, row.endpoint, row.home);
   const upMs = performance.now() - restarted;
   const sshMs = await sshWorksWithin(row.client, row.sshd, again.address, 30_000).catch(() => Infinity);
-  t.log(`restarted device connected ${secs(upMs)} after its start; a new ssh worked ${secs(sshMs)} after that (target <= ${secs(BACK_MS)})`);
+  t.log(`restarted device connected ${secs(upMs)} after its start; a new ssh worked ${secs(sshMs)} after that (target <= ${secs(BACK_MS)} + one ssh's own set-up, ${secs(baseline)} before the kill)`);
   for (const e of ends) {
     t.true(e.at - killed <= END_MS, 'the open session ended within 5 s');
     t.not(e.code, 0);
   }
-  t.true(sshMs <= BACK_MS);
+  t.true(upMs <= BACK_MS, 'the restarted device connects within 5 s');
+  t.true(sshMs <= BACK_MS + baseline, 'and a new ssh works within 5 s (plus its own set-up)');
 });
 
 nstest('a slow but live uplink (tc tbf 64 kbit/s) under an ssh download is never declared dead', async (t) => {

@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { performance } from 'node:perf_hooks';
 import { tempDir, type Running } from './helpers/diode.ts';
-import { Net, count, netnsRefusal, openSsh, publishIn, relayIn, socksdIn, sshWorksWithin, sshdIn, until, type Host, type SshSession } from './helpers/netns.ts';
+import { Net, count, netnsRefusal, openSsh, publishIn, relayIn, socksdIn, sshBaseline, sshWorksWithin, sshdIn, until, type Host, type SshSession } from './helpers/netns.ts';
 import type { Sshd } from './helpers/sshd.ts';
 
 // Issue 19 item 6: a relay lost under a device and a client, with real OpenSSH
@@ -68,6 +68,7 @@ function ended(list: SshSession[], ms: number) {
 /** Kills relay 0 with SIGKILL, restarts it (same home) after `downMs`, and checks the sessions and the return. */
 async function relayOutage(t: ExecutionContext, w: World, downMs: number) {
   const open = await sessions(t, w);
+  const baseline = await sshBaseline(w.client, w.sshd, w.address);
   const relay = w.relays[0];
   const devConnected = count(w.publish, /connected to relay/);
   const socksConnected = count(w.socksd, /connected to relay/);
@@ -87,7 +88,7 @@ async function relayOutage(t: ExecutionContext, w: World, downMs: number) {
   ]);
   t.log(
     `relay down ${secs(restarting - lost)}, listening again ${secs(back - restarting)} after its restart; then: device back in ${secs(devMs)}, ` +
-      `socksd in ${secs(socksMs)}, a new ssh worked in ${secs(sshMs)} (target <= ${secs(BACK_MS)})`,
+      `socksd in ${secs(socksMs)} (target <= ${secs(BACK_MS)}), a new ssh worked in ${secs(sshMs)} (target <= ${secs(BACK_MS)} + one ssh's own set-up, ${secs(baseline)} before the kill)`,
   );
   for (const e of ends) {
     t.true(e.at - lost <= END_MS, 'the open session ended within 5 s');
@@ -95,7 +96,7 @@ async function relayOutage(t: ExecutionContext, w: World, downMs: number) {
   }
   t.true(devMs <= BACK_MS, 'the device is back within 5 s');
   t.true(socksMs <= BACK_MS, 'socksd is back within 5 s');
-  t.true(sshMs <= BACK_MS, 'a new ssh works within 5 s');
+  t.true(sshMs <= BACK_MS + baseline, 'a new ssh works within 5 s (plus its own set-up)');
 }
 
 nstest('relay kill -9, restarted after 1 s: open ssh sessions end within 5 s, a new ssh works within 5 s', async (t) => {
@@ -114,6 +115,7 @@ nstest('relay down 20 s (the backoff has long reached its 3 s cap: the same as 6
 nstest("two relays, the device's and socksd's relay killed: open sessions end within 5 s, a new ssh works through the other within 5 s", async (t) => {
   const w = await world(t, 'two', 2);
   const open = await sessions(t, w);
+  const baseline = await sshBaseline(w.client, w.sshd, w.address);
   const [first, second] = w.relays;
   const lost = performance.now();
   first.proc.child.kill('SIGKILL');
@@ -124,10 +126,11 @@ nstest("two relays, the device's and socksd's relay killed: open sessions end wi
     sshWorksWithin(w.client, w.sshd, w.address, 30_000).catch(() => Infinity),
   ]);
   t.log(`open ssh sessions (busy, idle) ended ${ends.map((e) => `${secs(e.at - lost)} (exit ${e.code})`).join(', ')} after the kill (target <= ${secs(END_MS)})`);
-  t.log(`device on the other relay after ${secs(devMs)}, socksd after ${secs(socksMs)}, a new ssh worked after ${secs(sshMs)} (target <= ${secs(BACK_MS)})`);
+  t.log(`device on the other relay after ${secs(devMs)}, socksd after ${secs(socksMs)}, a new ssh worked after ${secs(sshMs)} (target <= ${secs(BACK_MS)} + one ssh's own set-up, ${secs(baseline)} before the kill)`);
   for (const e of ends) {
     t.true(e.at - lost <= END_MS, 'the open session ended within 5 s');
     t.not(e.code, 0, 'with an error');
   }
-  t.true(sshMs <= BACK_MS, 'a new ssh works through the other relay within 5 s');
+  t.true(devMs <= BACK_MS, 'the device is on the other relay within 5 s');
+  t.true(sshMs <= BACK_MS + baseline, 'a new ssh works through the other relay within 5 s (plus its own set-up)');
 });

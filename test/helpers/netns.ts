@@ -303,3 +303,15 @@ export async function sshWorksWithin(client: Host, sshd: Sshd, device: string, m
     await new Promise((r) => setTimeout(r, 200));
   }
 }
+
+/**
+ * ms one healthy ssh (`echo ok`) takes right now through the tunnel: the ssh's
+ * own set-up (key exchange, auth, the end-to-end layer), which a "new ssh works
+ * within 5 s of the path" figure includes on top of the path's return. Measured
+ * before a fault, on the same loaded machine.
+ */
+export async function sshBaseline(client: Host, sshd: Sshd, device: string): Promise<number> {
+  const started = performance.now();
+  if (!(await sshOnce(client, sshd, device))) throw new Error('ssh through the tunnel does not work before the fault');
+  return performance.now() - started;
+}
