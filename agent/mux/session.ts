@@ -6,7 +6,7 @@ import { defaultMuxConfig, validateMuxConfig, type MuxConfig } from './config.ts
 import { FrameDecoder } from './decoder.ts';
 import { MuxError } from './errors.ts';
 import { MuxStream, type StreamLink } from './stream.ts';
-import { turnCorker } from '../util/cork.ts';
+import { turnCorker, type TurnCork } from '../util/cork.ts';
 import type { WindowBudget } from './budget.ts';
 
 /**
@@ -76,7 +76,7 @@ export class MuxSession extends EventEmitter {
   /** performance.now() when reading was paused because controlQueue hit its bound; -1 = reading. */
   private readPausedAt = -1;
   /** Batches this turn's frames into one writev (see turnCorker). */
-  private readonly cork: () => void;
+  private readonly cork: TurnCork;
 
   // Session state.
   private isClosed = false;
@@ -125,7 +125,7 @@ export class MuxSession extends EventEmitter {
     }
     this.config = Object.freeze(validateMuxConfig(config));
     this.conn = conn;
-    this.cork = turnCorker(conn);
+    this.cork = turnCorker(conn, 'connection');
     this.role = role;
     this.nextStreamId = role === 'client' ? 1 : 2;
     this.decoder = new FrameDecoder(this.config.maxWindow, this.onFrame);
@@ -383,6 +383,7 @@ export class MuxSession extends EventEmitter {
       writeHeader: (type, flags, id, length) => this.writeHeader(type, flags, id, length),
       writeDataHeader: (id, length) => this.writeDataHeader(id, length),
       writeBody: (buf) => this.writeBody(buf),
+      deferFlush: () => this.cork(true),
       waitForDrain: (stream) => void this.drainWaiters.add(stream),
       release: (stream) => {
         this.drainWaiters.delete(stream);

@@ -26,6 +26,8 @@ export interface StreamLink {
   writeDataHeader(streamId: number, length: number): void;
   /** Queue payload bytes (a view, never copied) right after the header. */
   writeBody(buf: Buffer): void;
+  /** Hold this turn's frames one more round of immediates, once (TurnCork's `late`). */
+  deferFlush(): void;
   /** Call `stream._flush()` when the connection drains. */
   waitForDrain(stream: MuxStream): void;
   /** Forget the stream (map, backlog, drain waiters); true if it was still registered. */
@@ -79,6 +81,15 @@ export class MuxStream extends Duplex {
   private pendCb: WriteCallback | null = null;
   /** Reused by _write so a single chunk needs no array allocation. */
   private readonly one: Buffer[] = [];
+  /**
+   * While set, frames this stream sends wait one more round of immediates
+   * before the connection's write: the end-to-end layer sets it during its
+   * handshake, so that TLS records Node hands over one immediate apart (the
+   * tickets and the hello, the hello and the verdict) leave together.
+   */
+  lateFlush = false;
+  /** Takes inbound bytes before the readable side does (tapPrefix). */
+  private prefixTap: ((chunk: Buffer) => Buffer | undefined) | undefined;
 
   /** @internal Created by MuxSession only. */
   constructor(id: number, session: MuxSession, link: StreamLink, sendWindow: number, recvWindow: number, visible: boolean) {
@@ -107,6 +118,18 @@ export class MuxStream extends Duplex {
     if (this.link.release(this) && sendRst && this.link.isOpen()) this.link.writeHeader(FrameType.WindowUpdate, Flag.RST, this.id, 0);
   }
 
+  /**
+   * Takes the first inbound bytes off before the readable side sees them:
+   * each payload goes to `tap` until it returns the bytes that follow the
+   * prefix it wanted (maybe none), which are then read as usual. A client
+   * that starts its end-to-end TLS handshake right behind its `connect` reads
+   * the relay's answer this way while the TLS socket reads from the first
+   * byte after it. End, reset and close reach the readable side as always.
+   */
+  tapPrefix(tap: (chunk: Buffer) => Buffer | undefined): void {
+    this.prefixTap = tap;
+  }
+
   // ---- frames from the session ------------------------------------------------
 
   /** @internal Accepting an inbound stream: ACK it and announce any window above the spec's initial one. */
@@ -125,7 +148,16 @@ export class MuxStream extends Duplex {
     this.recvAvail -= payload.length;
     // After the peer's FIN the readable side is over, and a closed (lingering) stream reads
     // nothing more; late bytes are dropped.
-    if (payload.length > 0 && !this.remoteFin && !this.destroyed) this.push(payload);
+    if (payload.length === 0 || this.remoteFin || this.destroyed) return true;
+    const tap = this.prefixTap;
+    if (tap !== undefined) {
+      const rest = tap(payload);
+      if (rest === undefined) return true;
+      this.prefixTap = undefined;
+      if (rest.length === 0) return true;
+      payload = rest;
+    }
+    this.push(payload);
     return true;
   }
 
@@ -262,6 +294,7 @@ export class MuxStream extends Duplex {
         }
       }
     }
+    if (this.lateFlush) link.deferFlush();
     const cb = this.pendCb!;
     this.pendList = null;
     this.pendCb = null;
