@@ -6,12 +6,24 @@ import { bytesToHex } from '@noble/hashes/utils';
 
 const HEX40 = /^0x[0-9a-fA-F]{40}$/;
 
+/**
+ * Addresses checksummed lately (lower-case hex → EIP-55): every stream header
+ * names one or two addresses, and a JavaScript keccak per header was ≈ 0.1 ms
+ * of each process's set-up cost. Oldest entry out first.
+ */
+const CHECKSUM_CACHE_MAX = 4096;
+const checksummed = new Map<string, string>();
+
 /** EIP-55 checksummed form of a 0x + 40 hex address (any case in). */
 export function toChecksumAddress(address: string): string {
   const lower = address.slice(2).toLowerCase();
+  const known = checksummed.get(lower);
+  if (known !== undefined) return known;
   const hash = bytesToHex(keccak_256(new TextEncoder().encode(lower)));
   let out = '0x';
   for (let i = 0; i < 40; i++) out += parseInt(hash[i], 16) >= 8 ? lower[i].toUpperCase() : lower[i];
+  if (checksummed.size >= CHECKSUM_CACHE_MAX) checksummed.delete(checksummed.keys().next().value as string);
+  checksummed.set(lower, out);
   return out;
 }
 
