@@ -18,11 +18,12 @@ import { start, tempDir } from './helpers/diode.ts';
  * `connect` with a bare `{"t":"ok"}`, as if the device had taken a plain
  * stream, and records whatever the client sends after that.
  */
-async function bareOkRelay(t: ExecutionContext): Promise<{ port: number; address: string; received: () => Buffer; connects: () => number }> {
+async function bareOkRelay(t: ExecutionContext): Promise<{ port: number; address: string; received: () => Buffer[]; connects: () => number }> {
   const identity = Identity.random();
   const cert = await loadOrCreateRelayCert(tempDir(t));
   const context = createSecureContext({ key: cert.key, cert: cert.cert, minVersion: 'TLSv1.3' });
-  const chunks: Buffer[] = [];
+  /** Per connect stream: what the client sent after the connect. */
+  const streams: Buffer[][] = [];
   let connects = 0;
   const sockets = new Set<Socket>();
   const server = createServer((raw) => {
@@ -39,6 +40,8 @@ async function bareOkRelay(t: ExecutionContext): Promise<{ port: number; address
             if (header.t !== 'connect') return;
             connects++;
             writeFrame(stream, { t: 'ok' });
+            const chunks: Buffer[] = [];
+            streams.push(chunks);
             stream.on('data', (c: Buffer) => chunks.push(c));
           }, () => {});
         });
@@ -50,7 +53,7 @@ async function bareOkRelay(t: ExecutionContext): Promise<{ port: number; address
     for (const s of sockets) s.destroy();
     server.close();
   });
-  return { port: (server.address() as { port: number }).port, address: identity.address, received: () => Buffer.concat(chunks), connects: () => connects };
+  return { port: (server.address() as { port: number }).port, address: identity.address, received: () => streams.map((c) => Buffer.concat(c)), connects: () => connects };
 }
 
 /** SOCKS5 CONNECT, then (if granted) the secret; resolves with the reply code. */
@@ -80,6 +83,21 @@ function socksConnectAndSend(socksPort: number, host: string, port: number, secr
 
 const DEVICE = '0x63115a27c3d1b549011198c69f4120ca4ea12ee9';
 
+/**
+ * What a relay may see of a client that asked for the end-to-end layer:
+ * nothing, or the TLS ClientHello the client sends right behind its
+ * connect (one handshake record holding a ClientHello: random, key share,
+ * cipher list; its certificate and hello only follow inside TLS). Returns
+ * why not, or undefined.
+ */
+function notJustClientHello(bytes: Buffer): string | undefined {
+  if (bytes.length === 0) return undefined;
+  if (bytes.length < 9 || bytes[0] !== 0x16 || bytes[1] !== 0x03) return 'not a TLS handshake record';
+  if (bytes.length !== 5 + bytes.readUInt16BE(3)) return `${bytes.length} bytes: more than one TLS record`;
+  if (bytes[5] !== 0x01) return `handshake message ${bytes[5]}, not a ClientHello`;
+  return undefined;
+}
+
 test('a relay answering connect with a bare ok gets no plaintext: socksd answers 0x01 naming the relay, diode proxy exits 1', async (t) => {
   const relay = await bareOkRelay(t);
   const home = tempDir(t);
@@ -90,7 +108,10 @@ test('a relay answering connect with a bare ok gets no plaintext: socksd answers
   t.is(rep, 0x01, 'SOCKS5 general failure');
   t.is(relay.connects(), 1);
   await new Promise((r) => setTimeout(r, 200));
-  t.is(relay.received().length, 0, `the relay received ${JSON.stringify(relay.received().toString('latin1'))}`);
+  for (const bytes of relay.received()) {
+    t.is(notJustClientHello(bytes), undefined, `the relay received ${JSON.stringify(bytes.toString('latin1'))}`);
+    t.false(bytes.includes('Authorization'));
+  }
   const line = await socksd.waitFor(new RegExp(`relay ${relay.address} at 127\\.0\\.0\\.1:${relay.port} answered the connect to ${DEVICE}:22 without the end-to-end layer`, 'i'));
   t.truthy(line);
 
@@ -101,7 +122,8 @@ test('a relay answering connect with a bare ok gets no plaintext: socksd answers
   const lines = proxy.output().trim().split('\n');
   t.is(lines.length, 1, proxy.output());
   t.regex(lines[0], new RegExp(`relay ${relay.address}.*without the end-to-end layer`, 'i'));
-  t.is(relay.received().length, 0);
+  t.is(relay.received().length, 2);
+  for (const bytes of relay.received()) t.is(notJustClientHello(bytes), undefined, `the relay received ${JSON.stringify(bytes.toString('latin1'))}`);
 });
 
 test('a hello of another protocol version is answered with a readable one-line reason before the close', async (t) => {

@@ -4,7 +4,7 @@ import type { RelayLink } from '../link/relay-link.ts';
 import type { Identity } from '../identity/index.ts';
 import { connectE2E } from '../e2e/index.ts';
 import type { Connect, ReplyCode } from '../protocol/messages.ts';
-import { requestStream, HeaderRefused } from '../protocol/request.ts';
+import { requestStreamAhead, HeaderRefused } from '../protocol/request.ts';
 import { CLIENT_ANSWER_TIMEOUT_MS } from '../protocol/limits.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 
@@ -14,7 +14,8 @@ export const RELAY_WAIT_MS = 5_000;
 /**
  * Why a dial failed: the relay's or device's reply code, `no-relay` (no
  * session), or `no-e2e` (the relay answered without the end-to-end layer:
- * a relay that would read or forge the stream; nothing was sent).
+ * a relay that would read or forge the stream; nothing of the caller's
+ * was sent, only the TLS ClientHello).
  */
 export type DialFailure = ReplyCode | 'no-relay' | 'no-e2e';
 
@@ -49,10 +50,17 @@ export async function dialThroughRelay(link: RelayLink, identity: Identity, addr
   }
   stream.on('error', () => {});
   const header: Connect = { t: 'connect', to: address, port, e2e: true };
+  // The end-to-end TLS handshake starts right behind the connect (its ClientHello holds nothing of
+  // the caller's), so the device can answer the relay's incoming with its TLS server flight: one
+  // round trip less. The relay's answer is taken off in front of the TLS socket.
+  const answer = requestStreamAhead(stream, header, CLIENT_ANSWER_TIMEOUT_MS);
+  const e2e = connectE2E(stream, identity, address, answer);
+  e2e.catch(() => {}); // settled below, after the answer
   let reply;
   try {
-    reply = await requestStream(stream, header, CLIENT_ANSWER_TIMEOUT_MS);
+    reply = await answer;
   } catch (err) {
+    stream.destroy();
     const refused = err instanceof HeaderRefused ? err.reply : undefined;
     if (refused) throw new DialError(refused.code, refused.message || refused.code);
     throw new DialError('unavailable', `no answer from the relay for ${address}:${port}: ${errorMessage(err)}`);
@@ -60,11 +68,11 @@ export async function dialThroughRelay(link: RelayLink, identity: Identity, addr
   if (!reply.e2e) {
     stream.destroy();
     const relay = `${link.relayAddress ?? 'unknown address'}${link.relayEndpoint ? ` at ${link.relayEndpoint}` : ''}`;
-    throw new DialError('no-e2e', `relay ${relay} answered the connect to ${address}:${port} without the end-to-end layer; refused (nothing was sent): this relay could read or pose as the device`);
+    throw new DialError('no-e2e', `relay ${relay} answered the connect to ${address}:${port} without the end-to-end layer; refused (nothing of the caller's was sent): this relay could read or pose as the device`);
   }
   let result;
   try {
-    result = await connectE2E(stream, identity, address);
+    result = await e2e;
   } catch (err) {
     stream.destroy();
     // The peer is not the device we dialled, or the layer failed: nothing was sent to it.

@@ -1,4 +1,4 @@
-import { connect, type Socket } from 'node:net';
+import { connect, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { MuxStream } from '../mux/index.ts';
 import type { Identity } from '../identity/index.ts';
@@ -125,10 +125,16 @@ export class IncomingHandler {
    */
   async #handleE2E(stream: MuxStream, mapping: PortMapping, incoming: Incoming): Promise<void> {
     answer(stream, { t: 'ok', e2e: true }, false);
+    // A public port admits every proven client, so its local connection is opened while the
+    // handshake runs (the verdict can then leave with our hello); no byte reaches it before the
+    // verdict, and it is closed unused if the client proves nothing. Other modes connect after the check.
+    const early = mapping.mode === 'public' ? this.#connectLocal(mapping).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))) : undefined;
+    const dropEarly = () => void early?.then((s) => s instanceof Socket && s.destroy());
     let session;
     try {
       session = await acceptE2E(stream, this.#identity);
     } catch (err) {
+      dropEarly();
       this.#verdict('no-e2e', incoming.from, incoming.port, mapping.mode, incoming.via, `no end-to-end proof: ${errorMessage(err)}`);
       // A refused hello was answered inside TLS and ended (the TLS socket frees the stream when it closes).
       if (!stream.writableEnded) stream.destroy();
@@ -137,12 +143,15 @@ export class IncomingHandler {
     const client = session.peer;
     if (client !== incoming.from) this.#log.warn(`port ${incoming.port}: the relay ${incoming.via} claimed ${incoming.from}, the client proved ${client}`);
     if (!(await this.#check(mapping, client))) {
+      dropEarly();
       this.#verdict('denied', client, incoming.port, mapping.mode, incoming.via);
       return sendVerdict(session, errorReply('denied', `${client} may not use port ${incoming.port}`));
     }
     let why = '';
-    const local = await this.#connectLocal(mapping).catch((err) => void (why = errorMessage(err)));
+    const connected = early ? await early : await this.#connectLocal(mapping).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
+    const local = connected instanceof Socket ? connected : undefined;
     if (!local) {
+      why = errorMessage(connected);
       this.#verdict('refused', client, incoming.port, mapping.mode, incoming.via, `cannot reach ${mapping.host}:${mapping.localPort}: ${why}`);
       return sendVerdict(session, errorReply('refused', `the device cannot reach its local port ${mapping.localPort}`));
     }

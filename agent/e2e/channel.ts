@@ -40,6 +40,8 @@ export interface E2ESession {
   socket: TLSSocket;
   /** The peer's address, proven inside this session. */
   peer: string;
+  /** The stream the session runs over. */
+  stream: Duplex;
 }
 
 type E2ERole = 'client' | 'device';
@@ -76,8 +78,20 @@ function verifyPeer(socket: TLSSocket, hello: Hello, expectRole: E2ERole): strin
   return address;
 }
 
+/**
+ * During the handshake the stream's frames wait one more round of
+ * immediates (MuxStream.lateFlush): Node writes each TLS record after the
+ * previous one in an immediate of its own, and the records of one flight
+ * (tickets and hello, hello and verdict) should leave in one write.
+ */
+function holdFlights(stream: Duplex, on: boolean): void {
+  const mux = stream as Duplex & { lateFlush?: boolean };
+  if (typeof mux.lateFlush === 'boolean') mux.lateFlush = on;
+}
+
 /** Device side: TLS server over the stream, then the hellos. The caller decides and sends the verdict. */
 export function acceptE2E(stream: Duplex, identity: Identity): Promise<E2ESession> {
+  holdFlights(stream, true);
   const socket = new TLSSocket(stream, { isServer: true, secureContext: e2eCredentials().server, requestCert: true, rejectUnauthorized: false });
   // A client that says nothing is dropped fast: it holds one of the device's stream slots.
   const silent = setTimeout(
@@ -87,7 +101,8 @@ export function acceptE2E(stream: Duplex, identity: Identity): Promise<E2ESessio
   const heard = () => clearTimeout(silent);
   stream.once('data', heard);
   socket.once('close', heard);
-  return handshake(stream, socket, 'secure', async () => {
+  socket.once('close', () => holdFlights(stream, false));
+  return handshake(stream, socket, 'secure', undefined, async () => {
     writeFrame(socket, ownHello(identity, 'device'));
     let peer: string;
     try {
@@ -100,7 +115,7 @@ export function acceptE2E(stream: Duplex, identity: Identity): Promise<E2ESessio
       }
       throw err;
     }
-    return { socket, peer };
+    return { socket, peer, stream };
   });
 }
 
@@ -110,18 +125,21 @@ export function acceptE2E(stream: Duplex, identity: Identity): Promise<E2ESessio
  * Throws E2EError if the peer is not `expectDevice`, and returns the
  * device's refusal as `{ refused }` so the caller can map its code.
  */
-export async function connectE2E(stream: Duplex, identity: Identity, expectDevice: string): Promise<{ socket: TLSSocket } | { refused: Extract<Reply, { t: 'error' }> }> {
+export async function connectE2E(stream: Duplex, identity: Identity, expectDevice: string, answered?: Promise<unknown>): Promise<{ socket: TLSSocket } | { refused: Extract<Reply, { t: 'error' }> }> {
+  holdFlights(stream, true);
   const socket = connect({ socket: stream, secureContext: e2eCredentials().client, rejectUnauthorized: false });
-  const session = await handshake(stream, socket, 'secureConnect', async () => {
+  socket.once('close', () => holdFlights(stream, false));
+  const session = await handshake(stream, socket, 'secureConnect', answered, async () => {
     writeFrame(socket, ownHello(identity, 'client'));
     const peer = verifyPeer(socket, parseHello(await readFrame(socket, MAX_HELLO_BYTES, E2E_HANDSHAKE_TIMEOUT_MS)), 'device');
-    return { socket, peer };
+    return { socket, peer, stream };
   });
   try {
     if (session.peer !== expectDevice) {
       throw new E2EError('EE2E_AUTH', `end-to-end check failed: the peer proved address ${session.peer}, not the dialled ${expectDevice} (a relay in the middle?)`);
     }
     const verdict = parseReply(await readFrame(socket, MAX_STREAM_HEADER_BYTES, E2E_HANDSHAKE_TIMEOUT_MS));
+    holdFlights(stream, false);
     if (verdict.t === 'error') {
       socket.destroy();
       return { refused: verdict };
@@ -137,10 +155,17 @@ export async function connectE2E(stream: Duplex, identity: Identity, expectDevic
 export function sendVerdict(session: E2ESession, verdict: Reply): void {
   if (session.socket.destroyed) return;
   writeFrame(session.socket, verdict);
+  // The verdict still joins the hello's write; what follows goes out at the end of each turn again.
+  setImmediate(() => holdFlights(session.stream, false));
   if (verdict.t === 'error') session.socket.end();
 }
 
-function handshake(stream: Duplex, socket: TLSSocket, event: 'secure' | 'secureConnect', hellos: () => Promise<E2ESession>): Promise<E2ESession> {
+/**
+ * The TLS handshake and the hellos, within E2E_HANDSHAKE_TIMEOUT_MS of
+ * `armed` (the relay's answer, when the client started its handshake right
+ * behind its `connect`) or of now.
+ */
+function handshake(stream: Duplex, socket: TLSSocket, event: 'secure' | 'secureConnect', armed: Promise<unknown> | undefined, hellos: () => Promise<E2ESession>): Promise<E2ESession> {
   // Tearing down the TLS socket early must also free the stream under it, as an abort (RST).
   // A clean close (both close_notify alerts passed) is left to Node, which destroys the stream
   // after ending it: a mux stream then lingers for the peer's FIN instead of resetting it.
@@ -151,8 +176,15 @@ function handshake(stream: Duplex, socket: TLSSocket, event: 'secure' | 'secureC
     else if (!stream.writableEnded) stream.destroy();
   });
   return new Promise<E2ESession>((resolve, reject) => {
-    const timer = setTimeout(() => fail(new E2EError('EE2E_PROTO', `no end-to-end handshake within ${E2E_HANDSHAKE_TIMEOUT_MS} ms`)), E2E_HANDSHAKE_TIMEOUT_MS);
+    let timer: NodeJS.Timeout | undefined;
+    let over = false;
+    const arm = () => {
+      if (!over) timer = setTimeout(() => fail(new E2EError('EE2E_PROTO', `no end-to-end handshake within ${E2E_HANDSHAKE_TIMEOUT_MS} ms`)), E2E_HANDSHAKE_TIMEOUT_MS);
+    };
+    if (armed) armed.then(arm, () => {});
+    else arm();
     const fail = (err: Error) => {
+      over = true;
       clearTimeout(timer);
       if (!socket.writableEnded) socket.destroy();
       reject(err instanceof DiodeError ? err : new E2EError('EE2E_PROTO', `end-to-end TLS: ${errorMessage(err)}`));
@@ -161,6 +193,7 @@ function handshake(stream: Duplex, socket: TLSSocket, event: 'secure' | 'secureC
     socket.once(event, () => {
       hellos().then(
         (session) => {
+          over = true;
           clearTimeout(timer);
           socket.off('error', fail);
           socket.on('error', () => {});

@@ -115,6 +115,40 @@ export function readFrame<T = Record<string, unknown>>(stream: Duplex, maxBytes:
 }
 
 /**
+ * The push-side twin of readFrame, for bytes handed over as they arrive
+ * (MuxStream.tapPrefix): feed it chunks; once one whole frame (at most
+ * maxBytes) is in, `done` gets it and the call returns the bytes after it.
+ * Returns undefined while the frame is incomplete. A frame over the limit or
+ * not a JSON object ends it with an error (and returns no further bytes).
+ */
+export function frameTaker<T = Record<string, unknown>>(maxBytes: number, done: (err: Error | undefined, value?: T) => void): (chunk: Buffer) => Buffer | undefined {
+  let buffered: Buffer = Buffer.alloc(0);
+  return (chunk) => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+    if (buffered.length < LENGTH_BYTES) return undefined;
+    const length = buffered.readUInt32BE(0);
+    if (length > maxBytes) {
+      done(new FrameError('EFRAMESIZE', `frame of ${length} bytes exceeds the ${maxBytes}-byte limit`));
+      return Buffer.alloc(0);
+    }
+    if (buffered.length < LENGTH_BYTES + length) return undefined;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(buffered.subarray(LENGTH_BYTES, LENGTH_BYTES + length).toString('utf8'));
+    } catch {
+      done(new FrameError('EFRAMEJSON', 'frame is not valid JSON'));
+      return Buffer.alloc(0);
+    }
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+      done(new FrameError('EFRAMEJSON', 'frame is not a JSON object'));
+      return Buffer.alloc(0);
+    }
+    done(undefined, parsed as T);
+    return buffered.subarray(LENGTH_BYTES + length);
+  };
+}
+
+/**
  * Reads frames one after another for the life of a control stream. Each is
  * handed to onMessage; a bad frame ends the loop with its error.
  */

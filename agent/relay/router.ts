@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import type { MuxStream } from '../mux/index.ts';
 import type { Forward, Incoming, ReplyCode } from '../protocol/messages.ts';
 import { requestStream, HeaderRefused } from '../protocol/request.ts';
@@ -52,13 +53,13 @@ export interface Routed {
  * `offline`) makes its entry stale, and the device is looked up once more.
  * The fair share toward the device is counted here in both cases.
  */
-export async function routeToDevice(directory: Directory, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, shares?: CallerShares): Promise<Routed> {
+export async function routeToDevice(directory: Directory, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, shares?: CallerShares, early?: Readable): Promise<Routed> {
   let where = await directory.locate(to);
   for (let attempt = 0; ; attempt++) {
     if (!where) throw new RouteError('offline', `device ${to} is not connected`);
-    if (where.kind === 'local') return routeLocal(where.session, relayAddress, caller, to, port, e2e, shares);
+    if (where.kind === 'local') return routeLocal(where.session, relayAddress, caller, to, port, e2e, shares, early);
     try {
-      return await withShare(shares, caller, to, () => forwardTo(where as Extract<Location, { kind: 'relay' }>, caller, to, port, e2e));
+      return await withShare(shares, caller, to, () => forwardTo(where as Extract<Location, { kind: 'relay' }>, caller, to, port, e2e, early));
     } catch (err) {
       if (!(err instanceof StaleRoute)) throw err;
       where.stale();
@@ -94,7 +95,7 @@ async function withShare(shares: CallerShares | undefined, caller: Caller, to: s
 }
 
 /** Routes to a session of this relay: the relay's own checks, then `incoming` to the device. */
-export async function routeLocal(device: AgentSession, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, shares?: CallerShares): Promise<Routed> {
+export async function routeLocal(device: AgentSession, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, shares?: CallerShares, early?: Readable): Promise<Routed> {
   const published = device.ports.get(port);
   if (!published) throw new RouteError('no-such-port', `device ${to} does not publish port ${port}`);
   if (caller.kind === 'gateway' && published.mode !== 'public') {
@@ -104,7 +105,21 @@ export async function routeLocal(device: AgentSession, relayAddress: string, cal
     throw new RouteError('denied', `${caller.address} is not on the allow list of port ${port} of ${to}`);
   }
   // Fair share of the device's stream slots: counted until the stream closes.
-  return withShare(shares, caller, to, () => openLocal(device, relayAddress, caller, to, port, e2e));
+  return withShare(shares, caller, to, () => openLocal(device, relayAddress, caller, to, port, e2e, early));
+}
+
+/**
+ * What the caller already sent behind its header (the client's end-to-end
+ * TLS ClientHello, sent without waiting for our answer) goes on right behind
+ * the header we send: the device's answer can then carry its TLS reply, a
+ * round trip earlier. The device reads these bytes only after it decided; the
+ * rest of the caller's bytes follow once the streams are spliced.
+ */
+function passEarly(early: Readable | undefined, next: MuxStream): Buffer | null {
+  if (!early || early.readableLength === 0 || early.destroyed) return null;
+  const bytes = early.read() as Buffer | null;
+  if (bytes !== null && bytes.length > 0) next.write(bytes);
+  return bytes;
 }
 
 /** A new stream to a device's session; `offline` if the session no longer takes streams (going away). */
@@ -119,13 +134,15 @@ export function openDeviceStream(device: AgentSession, to: string): MuxStream {
   return stream;
 }
 
-async function openLocal(device: AgentSession, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean): Promise<Routed> {
+async function openLocal(device: AgentSession, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, early?: Readable): Promise<Routed> {
   const stream = openDeviceStream(device, to);
   const from = caller.kind === 'agent' ? caller.address : ZERO_ADDRESS;
   const header: Incoming = { t: 'incoming', from, port, via: caller.via ?? relayAddress, ...(e2e && caller.kind === 'agent' ? { e2e: true as const } : {}) };
   let reply;
   try {
-    reply = await requestStream(stream, header);
+    const answer = requestStream(stream, header);
+    passEarly(early, stream);
+    reply = await answer;
   } catch (err) {
     const refused = err instanceof HeaderRefused ? err.reply : undefined;
     if (refused) throw new RouteError(refused.code, refused.message || `device refused: ${refused.code}`);
@@ -149,7 +166,7 @@ class StaleRoute extends Error {
 }
 
 /** One extra hop: `forward` to the relay holding the device, which routes it as its own caller's and answers for the device. */
-async function forwardTo(where: Extract<Location, { kind: 'relay' }>, caller: Caller, to: string, port: number, e2e: boolean): Promise<Routed> {
+async function forwardTo(where: Extract<Location, { kind: 'relay' }>, caller: Caller, to: string, port: number, e2e: boolean, early?: Readable): Promise<Routed> {
   let stream: MuxStream;
   try {
     stream = await where.open();
@@ -162,10 +179,15 @@ async function forwardTo(where: Extract<Location, { kind: 'relay' }>, caller: Ca
       ? { t: 'forward', to, port, from: caller.address, ...(e2e ? { e2e: true as const } : {}) }
       : { t: 'forward', to, port, from: ZERO_ADDRESS, gateway: true };
   let reply;
+  let passed: Buffer | null = null;
   try {
-    reply = await requestStream(stream, header, FORWARD_ANSWER_TIMEOUT_MS);
+    const answer = requestStream(stream, header, FORWARD_ANSWER_TIMEOUT_MS);
+    passed = passEarly(early, stream);
+    reply = await answer;
   } catch (err) {
     const refused = err instanceof HeaderRefused ? err.reply : undefined;
+    // Tried again elsewhere: the caller's early bytes go there.
+    if (refused?.code === 'offline' && passed && early && !early.destroyed) early.unshift(passed);
     if (refused?.code === 'offline') throw new StaleRoute(new RouteError('offline', refused.message || `device ${to} is not connected`));
     if (refused) throw new RouteError(refused.code, refused.message || `relay ${where.relay} refused: ${refused.code}`);
     throw new RouteError('unavailable', `relay ${where.relay} did not answer for ${to}:${port}: ${errorMessage(err)}`);

@@ -265,7 +265,7 @@ export class RelayServer {
     const connect = parseConnect(first);
     const caller: Caller = { kind: 'agent', address: session.address, source: session.source };
     const started = performance.now();
-    const route = routeToDevice(this.directory, this.address, caller, connect.to, connect.port, connect.e2e === true, this.shares);
+    const route = routeToDevice(this.directory, this.address, caller, connect.to, connect.port, connect.e2e === true, this.shares, client);
     this.#answer(client, route, session.address, `${connect.to}:${connect.port}`, 'stream_routed', started);
   }
 
@@ -284,7 +284,7 @@ export class RelayServer {
       // Held here, unless a newer session of the device is on another relay (the directory knows).
       route = this.directory.locate(forward.to).then((where) => {
         if (where?.kind !== 'local') throw offline();
-        return routeLocal(where.session, this.address, caller, forward.to, forward.port, forward.e2e === true, this.shares);
+        return routeLocal(where.session, this.address, caller, forward.to, forward.port, forward.e2e === true, this.shares, stream);
       });
     }
     this.#answer(stream, route, `${forward.from} via relay ${peer}`, `${forward.to}:${forward.port}`, 'forward_routed', performance.now());
