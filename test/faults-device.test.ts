@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { performance } from 'node:perf_hooks';
 import type { Running } from './helpers/diode.ts';
-import { Net, count, netnsRefusal, openSsh, publishIn, relayIn, socksdIn, sshBaseline, sshWorksWithin, sshdIn, until, type Host, type SshSession } from './helpers/netns.ts';
+import { Net, count, within, netnsRefusal, openSsh, outputs, track, publishIn, relayIn, socksdIn, sshBaseline, sshWorksWithin, sshdIn, until, type Host, type SshSession } from './helpers/netns.ts';
 import type { Sshd } from './helpers/sshd.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -64,6 +64,10 @@ async function device(t: ExecutionContext, name: string): Promise<Row> {
   const host = await s.net.host(name);
   const sshd = await sshdIn(t, host);
   const p = await publishIn(t, host, s.endpoint);
+  track(t, 'relay (shared)', s.relayProc);
+  track(t, 'socksd (shared)', s.socksd);
+  track(t, 'publish', p.proc);
+  track(t, 'sshd', sshd.proc);
   return { net: s.net, device: host, client: s.client, sshd, publish: p.proc, address: p.address, home: p.home, relayProc: s.relayProc, endpoint: s.endpoint };
 }
 
@@ -90,7 +94,7 @@ async function silentDeath(t: ExecutionContext, row: Row, sessions: SshSession[]
     until('the device to notice', () => count(row.publish, /lost relay/) > lostRelay, NOTICE_MS + 10_000).catch(() => Infinity),
     until('the relay to notice', () => count(row.relayProc, relaySaw) > closedBefore, NOTICE_MS + 10_000).catch(() => Infinity),
   ]);
-  const ends = await Promise.all(sessions.map((s) => Promise.race([s.exited, new Promise<{ at: number; code: null }>((r) => setTimeout(() => r({ at: Infinity, code: null }), 10_000))])));
+  const ends = await Promise.all(sessions.map((s) => within<{ at: number; code: number | null }>(s.exited, 10_000, () => ({ at: Infinity, code: null }))));
   await restore();
   // Both measured from the path's return, concurrently.
   const [reconnectMs, sshMs] = await Promise.all([
@@ -112,6 +116,9 @@ async function silentDeath(t: ExecutionContext, row: Row, sessions: SshSession[]
 
 const nstest = refusal ? test.skip : test;
 if (refusal) test.skip(`network fault tests skipped: ${refusal}`, () => {});
+test.afterEach.always((t) => {
+  if (!t.passed) console.error(`${t.title}: the processes' last lines\n${outputs(t.title)}`);
+});
 
 nstest('packets dropped silently (iptables DROP), idle: both ends notice within 30 s, the open session ends, back within 5 s of the path', async (t) => {
   const row = await device(t, 'idle');
@@ -141,11 +148,11 @@ nstest('device kill -9: the open ssh sessions end within 5 s; the restarted devi
   const baseline = await sshBaseline(row.client, row.sshd, row.address);
   const killed = performance.now();
   row.publish.child.kill('SIGKILL');
-  const timeout = new Promise<{ at: number; code: null }>((r) => setTimeout(() => r({ at: Infinity, code: null }), END_MS * 4));
-  const ends = await Promise.all([busy, idle].map((s) => Promise.race([s.exited, timeout])));
+  const ends = await Promise.all([busy, idle].map((s) => within<{ at: number; code: number | null }>(s.exited, END_MS * 4, () => ({ at: Infinity, code: null }))));
   t.log(`open ssh sessions (busy, idle) ended after ${ends.map((e) => `${secs(e.at - killed)} (exit ${e.code})`).join(', ')} (target <= ${secs(END_MS)})`);
   const restarted = performance.now();
   const again = await publishIn(t, row.device, row.endpoint, row.home);
+  track(t, 'publish (restarted)', again.proc);
   const upMs = performance.now() - restarted;
   const sshMs = await sshWorksWithin(row.client, row.sshd, again.address, 30_000).catch(() => Infinity);
   t.log(`restarted device connected ${secs(upMs)} after its start; a new ssh worked ${secs(sshMs)} after that (target <= ${secs(BACK_MS)} + one ssh's own set-up, ${secs(baseline)} before the kill)`);
@@ -166,7 +173,7 @@ nstest('a slow but live uplink (tc tbf 64 kbit/s) under an ssh download is never
   const started = performance.now();
   const download = await openSsh(t, row.client, row.sshd, row.address, `head -c ${size} /dev/urandom`);
   // At 8 KB/s this takes about 37 s; a session declared dead leaves ssh hanging: give up after 120 s.
-  const { at, code } = await Promise.race([download.exited, new Promise<{ at: number; code: null }>((r) => setTimeout(() => r({ at: performance.now(), code: null }), 120_000))]);
+  const { at, code } = await within<{ at: number; code: number | null }>(download.exited, 120_000, () => ({ at: performance.now(), code: null }));
   const ms = at - started;
   const lost = count(row.publish, /lost relay/) - lostBefore;
   const dropped = count(row.relayProc, relaySaw);

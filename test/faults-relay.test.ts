@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { performance } from 'node:perf_hooks';
 import { tempDir, type Running } from './helpers/diode.ts';
-import { Net, count, netnsRefusal, openSsh, publishIn, relayIn, socksdIn, sshBaseline, sshWorksWithin, sshdIn, until, type Host, type SshSession } from './helpers/netns.ts';
+import { Net, count, within, netnsRefusal, openSsh, outputs, track, publishIn, relayIn, socksdIn, sshBaseline, sshWorksWithin, sshdIn, until, type Host, type SshSession } from './helpers/netns.ts';
 import type { Sshd } from './helpers/sshd.ts';
 
 // Issue 19 item 6: a relay lost under a device and a client, with real OpenSSH
@@ -20,6 +20,9 @@ const BACK_MS = 5_000;
 const refusal = await netnsRefusal();
 const nstest = refusal ? test.skip : test;
 if (refusal) test.skip(`network fault tests skipped: ${refusal}`, () => {});
+test.afterEach.always((t) => {
+  if (!t.passed) console.error(`${t.title}: the processes' last lines\n${outputs(t.title)}`);
+});
 
 const BUSY = 'while :; do head -c 65536 /dev/zero; sleep 0.25; done';
 const IDLE = 'sleep 600';
@@ -43,12 +46,16 @@ async function world(t: ExecutionContext, tag: string, relayCount: number): Prom
     const host = await net.host(`relay${i}`);
     const home = tempDir(t);
     const r = await relayIn(t, host, home);
+    track(t, `relay${i}`, r.proc);
     relays.push({ host, home, proc: r.proc, endpoint: r.endpoint });
   }
   const list = relays.map((r) => r.endpoint).join(',');
   const [device, client] = [await net.host('device'), await net.host('client')];
   const sshd = await sshdIn(t, device);
   const [p, socksd] = await Promise.all([publishIn(t, device, list), socksdIn(t, client, list)]);
+  track(t, 'publish', p.proc);
+  track(t, 'socksd', socksd);
+  track(t, 'sshd', sshd.proc);
   return { net, relays, device, client, sshd, publish: p.proc, address: p.address, socksd };
 }
 
@@ -61,8 +68,7 @@ async function sessions(t: ExecutionContext, w: World): Promise<SshSession[]> {
 }
 
 function ended(list: SshSession[], ms: number) {
-  const timeout = new Promise<{ at: number; code: null }>((r) => setTimeout(() => r({ at: Infinity, code: null }), ms));
-  return Promise.all(list.map((s) => Promise.race([s.exited, timeout])));
+  return Promise.all(list.map((s) => within<{ at: number; code: number | null }>(s.exited, ms, () => ({ at: Infinity, code: null }))));
 }
 
 /** Kills relay 0 with SIGKILL, restarts it (same home) after `downMs`, and checks the sessions and the return. */
@@ -79,7 +85,7 @@ async function relayOutage(t: ExecutionContext, w: World, downMs: number) {
   await new Promise((r) => setTimeout(r, Math.max(0, downMs - (performance.now() - lost))));
   const restarting = performance.now();
   const again = await relayIn(t, relay.host, relay.home);
-  relay.proc = again.proc;
+  relay.proc = track(t, 'relay0 (restarted)', again.proc);
   const back = performance.now();
   const [devMs, socksMs, sshMs] = await Promise.all([
     until('the device to reconnect', () => count(w.publish, /connected to relay/) > devConnected, 30_000).catch(() => Infinity),

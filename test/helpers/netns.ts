@@ -265,6 +265,7 @@ export async function openSsh(t: ExecutionContext, client: Host, sshd: Sshd, dev
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<{ at: number; code: number | null }>((resolve) => child.once('exit', (code) => resolve({ at: performance.now(), code })));
+  const started = performance.now();
   await new Promise<void>((resolve, reject) => {
     const onData = (d: Buffer) => {
       bytes += d.length;
@@ -275,7 +276,7 @@ export async function openSsh(t: ExecutionContext, client: Host, sshd: Sshd, dev
       }
     };
     child.stdout!.on('data', onData);
-    void exited.then(({ code }) => reject(new Error(`ssh exited (${code}) before the session was up: ${err}`)));
+    void exited.then(({ code, at }) => reject(new Error(`ssh exited (${code}) ${Math.round(at - started)} ms after its start, before the session was up: ${err}`)));
   });
   return { child, bytes: () => bytes, exited, stderr: () => err };
 }
@@ -314,4 +315,27 @@ export async function sshBaseline(client: Host, sshd: Sshd, device: string): Pro
   const started = performance.now();
   if (!(await sshOnce(client, sshd, device))) throw new Error('ssh through the tunnel does not work before the fault');
   return performance.now() - started;
+}
+
+/** The processes of each test by title, for the output dump of a failed row. */
+const tracked = new Map<string, Array<{ name: string; proc: Running }>>();
+
+/** Remembers a process's output under the test's title (see dumpOutputs). */
+export function track(t: ExecutionContext, name: string, proc: Running): Running {
+  const list = tracked.get(t.title) ?? [];
+  list.push({ name, proc });
+  tracked.set(t.title, list);
+  return proc;
+}
+
+/** The last lines of every tracked process of a test (call from test.afterEach.always when !t.passed). */
+export function outputs(title: string, lines = 40): string {
+  return (tracked.get(title) ?? []).map(({ name, proc }) => `--- ${name}:\n${proc.output().split('\n').slice(-lines).join('\n')}`).join('\n');
+}
+
+/** `p`, or `fallback()` once `ms` passed; the timer is cleared either way (a pending one would hold the test worker open). */
+export function within<T>(p: Promise<T>, ms: number, fallback: () => T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<T>((resolve) => (timer = setTimeout(() => resolve(fallback()), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
