@@ -49,6 +49,12 @@ export function start(t: ExecutionContext, args: string[], options: { command?: 
     }
   };
   t.teardown(stop);
+  // A failed test shows what each of its processes said last (CI keeps only this log).
+  t.teardown(() => {
+    if (t.passed || output === '') return;
+    const tail = output.trimEnd().split('\n').slice(-30).join('\n  ');
+    process.stderr.write(`\n[${t.title}] output of ${[command === process.execPath ? 'diode' : command, ...args.slice(0, 1)].join(' ')} (pid ${child.pid}), last lines:\n  ${tail}\n`);
+  });
   return {
     child,
     output: () => output,
