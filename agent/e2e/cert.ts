@@ -1,5 +1,6 @@
 import { constants, createHash, generateKeyPairSync, randomBytes, sign, type KeyObject, type X509Certificate } from 'node:crypto';
-import { createSecureContext, type SecureContext } from 'node:tls';
+import { createSecureContext, DEFAULT_CIPHERS, type SecureContext, type SecureContextOptions } from 'node:tls';
+import { tls13Ciphers } from '../link/dial-relay.ts';
 
 /**
  * The end-to-end layer's TLS credentials: one ephemeral Ed25519 key and a
@@ -35,16 +36,34 @@ export function e2eCredentials(): E2ECredentials {
   const cert = pemOf(der, 'CERTIFICATE');
   const key = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   const common = { key, cert, minVersion: 'TLSv1.3' as const };
+  const ciphers = e2eCipherOptions(tls13Ciphers());
   credentials = {
-    // No session tickets: nobody resumes these sessions, and a TLS 1.3 ticket is the whole session
-    // (the client's certificate included) encoded and encrypted twice per stream (≈ 15 % of the
-    // handshake's CPU, 800 bytes on the wire). With SSL_OP_NO_TICKET OpenSSL sends only short
-    // session ids, which no cache keeps.
-    server: createSecureContext({ ...common, secureOptions: constants.SSL_OP_NO_TICKET }),
-    client: createSecureContext(common),
+    server: createSecureContext({ ...common, ...ciphers.server }),
+    client: createSecureContext({ ...common, ...ciphers.client }),
     certHash: createHash('sha256').update(der).digest(),
   };
   return credentials;
+}
+
+/**
+ * Cipher and ticket options of the two contexts, for this machine's suite
+ * order (tls13Ciphers: ChaCha20-Poly1305 first without AES instructions,
+ * undefined = OpenSSL's default). ChaCha20 whenever either end lacks AES
+ * instructions (a Raspberry Pi up to the Pi 4 does AES-GCM in software,
+ * several times slower): the client offers its own order, the device picks
+ * by its own order but takes ChaCha20 when the client lists it first
+ * (SSL_OP_PRIORITIZE_CHACHA). Two machines with AES keep OpenSSL's default.
+ * No session tickets: nobody resumes these sessions, and a TLS 1.3 ticket is
+ * the whole session (the client's certificate included) encoded and
+ * encrypted twice per stream (≈ 15 % of the handshake's CPU, 800 bytes on
+ * the wire); with SSL_OP_NO_TICKET OpenSSL sends only short session ids,
+ * which no cache keeps.
+ */
+export function e2eCipherOptions(suites: string | undefined): { server: SecureContextOptions; client: SecureContextOptions } {
+  return {
+    server: { ciphers: suites ?? DEFAULT_CIPHERS, honorCipherOrder: true, secureOptions: constants.SSL_OP_NO_TICKET | constants.SSL_OP_PRIORITIZE_CHACHA },
+    client: suites ? { ciphers: suites } : {},
+  };
 }
 
 /** sha256 of a peer's certificate (DER), as its hello signs it. */
