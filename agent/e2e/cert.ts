@@ -93,9 +93,20 @@ function utcTime(ms: number): Buffer {
   return der(0x17, Buffer.from(text, 'ascii'));
 }
 
-function selfSignedEd25519(publicKey: KeyObject, privateKey: KeyObject): Buffer {
-  const serial = randomBytes(8);
-  serial[0] &= 0x7f; // a positive INTEGER
+/**
+ * A certificate serial as DER wants it: positive (top bit clear) and minimal
+ * (no leading zero byte). Clearing only the top bit left 1 process in 256
+ * with a serial starting 00 0x, which OpenSSL refuses as "illegal padding":
+ * every end-to-end stream of that process failed.
+ */
+export function certSerial(random: Buffer = randomBytes(8)): Buffer {
+  const serial = Buffer.from(random);
+  serial[0] = (serial[0] & 0x7f) | 0x40;
+  return serial;
+}
+
+/** @internal Exported for tests: the DER of a self-signed certificate for an Ed25519 key. */
+export function selfSignedEd25519(publicKey: KeyObject, privateKey: KeyObject, serial: Buffer = certSerial()): Buffer {
   const name = der(SEQUENCE, der(SET, der(SEQUENCE, CN_OID, der(0x0c, Buffer.from('diode-e2e')))));
   const now = Date.now();
   const tbs = der(
