@@ -63,7 +63,9 @@ export function targets(paths: Paths, scale: RelayScaleResult[], soak: SoakResul
   const agentIdle = paths.diode ? Math.max(paths.diode.processes.publish.rssIdleMB, paths.diode.processes.socksd.rssIdleMB) : undefined;
   add('agent RSS idle <= 60 MB (publish, socksd)', agentIdle, (v) => v <= 60, ' MB');
   const drift = soak ? Math.max(...Object.values(soak.processes).map((p) => p.driftPct)) : undefined;
-  add(`memory flat (+-10 %) over ${soak?.minutes ?? 10} min sustained transfer`, drift, (v) => v <= 10, ' % max drift');
+  add(`memory flat (+-10 %) over ${soak?.minutes ?? 10} min sustained transfer and churn`, drift, (v) => v <= 10, ' % max drift');
+  add('churn >= 20 streams/s during the soak', soak?.churn.streamsPerSec, (v) => v >= 20, '/s');
+  add('churn: 0 checksummed bytes lost', soak?.churn.bytesLost, (v) => v === 0, ' bytes');
   return out;
 }
 
@@ -132,7 +134,12 @@ export function printReport(report: Report): void {
     const s = report.soak;
     w();
     w(`soak ${s.minutes} min: bulk ${s.bulkMBps} MB/s (${round(s.bulkBytes / 2 ** 30)} GiB); slow reader at ${s.slowReader.rateBps / 1024} KiB/s: writer at most ${s.slowReader.maxAheadMB} MB ahead`);
+    const c = s.churn;
+    w(`churn: ${c.streams} streams (${c.streamsPerSec}/s, set-up p50 ${c.setupP50ms} ms), ${c.failed} failed${c.firstError ? ` (first: ${c.firstError})` : ''}; ${c.bytesLost} of ${c.bytesSent} checksummed bytes lost; flapping device restarted ${c.flap.restarts}x every ${c.flap.everyS} s, reachable again p50 ${c.flap.reachableP50ms} ms, max ${c.flap.reachableMaxms} ms, ${c.flap.failed} failed`);
     w(table([['process', 'baseline MB', 'end MB', 'max MB', 'max drift %', 'last/first minute %', 'flat'], ...Object.entries(s.processes).map(([n, x]) => [n, String(x.baselineMB), String(x.endMB), String(x.maxMB), String(x.driftPct), String(x.trendPct), x.flat ? 'yes' : 'NO'])]));
+    const names = Object.keys(s.processes);
+    const minutes = Math.max(...names.map((n) => s.processes[n].perMinuteMB.length));
+    w(table([['RSS MB, minute', ...names], ...Array.from({ length: minutes }, (_, i) => [String(i + 1), ...names.map((n) => String(s.processes[n].perMinuteMB[i] ?? '-'))])]));
   }
   if (report.profile) {
     for (const proc of report.profile.processes) {

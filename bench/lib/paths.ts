@@ -22,6 +22,8 @@ export interface Path {
   processes: BenchProcess[];
   /** Facts about the set-up worth keeping in the JSON (cipher, versions). */
   info: Record<string, string>;
+  /** The diode path's ports, for scenarios that add devices to it (the soak's flapping device). */
+  diode?: { relayPort: number; socksPort: number; sinkPort: number; node: (role: string, args: string[]) => BenchProcess };
 }
 
 const scratchDirs: string[] = [];
@@ -82,7 +84,7 @@ export async function diodePath(sinkPort: number, options: DiodeOptions): Promis
   const connector = () => socks5Connect(socksPort, `${address}.diode`, DIODE_REMOTE_PORT);
   // publish and socksd print their address before the relay session is up: wait until a stream goes through.
   await untilOpen(connector, 'diode path');
-  return { name: 'diode', connector, processes: [socksd, relay, publish], info: { device: address } };
+  return { name: 'diode', connector, processes: [socksd, relay, publish], info: { device: address }, diode: { relayPort, socksPort, sinkPort, node } };
 }
 
 /**
@@ -118,7 +120,7 @@ export async function sshPath(sinkPort: number): Promise<Path> {
 }
 
 /** Retries until the connector reaches the sink's echo (or, with echo=false, just connects). */
-async function untilOpen(connector: Connector, what: string, echo = true): Promise<void> {
+export async function untilOpen(connector: Connector, what: string, echo = true): Promise<void> {
   const deadline = Date.now() + FORWARD_READY_MS;
   let last: unknown;
   while (Date.now() < deadline) {
