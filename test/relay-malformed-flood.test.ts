@@ -88,14 +88,19 @@ async function flood(port: number, total: number): Promise<Record<Kind, number>>
 }
 
 /**
- * The full 10,000-connection run takes 100-170 s on a shared 2-core machine
- * (5,000 of them finish TLS), longer than ava's 3-minute idle timeout allows
- * in the suite: it runs with DIODE_FLOOD_TEST=1. The suite runs the same
- * attack with 1,000 connections.
+ * Connections of the warm-up before the baseline. V8 compiles the relay's
+ * handshake paths on its compiler threads, whose malloc arenas grow to
+ * ≈ 2 MB each while it does (4 threads): memory for code, not kept by the
+ * attack. 400 left most of that growth inside the measured flood.
  */
-const FULL = process.env.DIODE_FLOOD_TEST === '1';
+const WARMUP = 2_000;
+/** ms the relay rests after the warm-up before the baseline: its heap watch gives a burst's memory back after ≈ 10 s of quiet (agent/cli/gc-tuning.ts). */
+const SETTLE_MS = 12_000;
+/** ms the relay may take to come back within 10 % of the baseline after the flood. */
+const COME_BACK_MS = 30_000;
 
-async function floodScenario(t: import('ava').ExecutionContext, total: number, assertRss: boolean): Promise<void> {
+test('10,000 malformed connections (random bytes, half TLS, garbage hellos, oversize lengths) leave an honest ssh working and the relay RSS within 10 % of where it started', async (t) => {
+  t.timeout(240_000);
   const sshd = await startSshd(t);
   const relay = await startRelay(t);
   const device = await startPublish(t, relay.port, ['-public', `${sshd.port}:22`]);
@@ -108,38 +113,29 @@ async function floodScenario(t: import('ava').ExecutionContext, total: number, a
     const { stdout } = await run('ssh', [...opts, host, 'echo still-here'], { timeout: 30_000 });
     t.is(stdout, 'still-here\n');
   };
-  // Warm up: the relay's code paths for every kind are compiled before the baseline.
+  // Warm up: the relay's code paths for every kind are compiled before the baseline, and the relay is at rest.
   await sshWorks();
-  await flood(relay.port, 400);
-  await new Promise((r) => setTimeout(r, 2000));
+  await flood(relay.port, WARMUP);
+  await new Promise((r) => setTimeout(r, SETTLE_MS));
   const before = rss(pid);
 
   const started = Date.now();
-  const counts = await flood(relay.port, total);
+  const counts = await flood(relay.port, TOTAL);
   const floodMs = Date.now() - started;
   let peak = rss(pid);
 
-  // RSS settles (sockets closed, garbage collected) within a few seconds.
+  // RSS comes back (sockets closed, garbage collected, young generation shrunk) within a bounded time.
   let after = peak;
-  const end = Date.now() + (assertRss ? 30_000 : 3_000);
+  const end = Date.now() + COME_BACK_MS;
   while (Date.now() < end) {
     await new Promise((r) => setTimeout(r, 1000));
     after = rss(pid);
     peak = Math.max(peak, after);
     if (after <= before * 1.1) break;
   }
-  t.log(`${JSON.stringify(counts)} in ${floodMs} ms; relay RSS ${(before / 2 ** 20).toFixed(1)} MiB before, peak ${(peak / 2 ** 20).toFixed(1)} MiB, ${(after / 2 ** 20).toFixed(1)} MiB after`);
+  const cameBackMs = Date.now() - started - floodMs;
+  t.log(`${JSON.stringify(counts)} in ${floodMs} ms; relay RSS ${(before / 2 ** 20).toFixed(1)} MiB before, peak ${(peak / 2 ** 20).toFixed(1)} MiB, ${(after / 2 ** 20).toFixed(1)} MiB ${(cameBackMs / 1000).toFixed(1)} s after (${(((after - before) / before) * 100).toFixed(1)} %)`);
   t.is(relay.proc.child.exitCode, null, 'the relay is alive');
   await sshWorks();
-  if (assertRss) t.true(after <= before * 1.1, `relay RSS ${after} bytes after, ${before} before`);
-}
-
-(FULL ? test : test.skip)('10,000 malformed connections (random bytes, half TLS, garbage hellos, oversize lengths) leave an honest ssh working and the relay RSS within 10 % of where it started', async (t) => {
-  t.timeout(290_000);
-  await floodScenario(t, TOTAL, true);
-});
-
-test('1,000 malformed connections (random bytes, half TLS, garbage hellos, oversize lengths) leave the relay alive and an honest ssh working', async (t) => {
-  t.timeout(120_000);
-  await floodScenario(t, TOTAL / 10, false);
+  t.true(after <= before * 1.1, `relay RSS ${after} bytes ${COME_BACK_MS / 1000} s after, ${before} before`);
 });

@@ -1,14 +1,142 @@
-import { setFlagsFromString } from 'node:v8';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
+import { performance } from 'node:perf_hooks';
 import { runInNewContext } from 'node:vm';
 
-/** Bytes of ArrayBuffer memory (socket and TLS chunks) above which the watch below runs a full collection. */
-const EXTERNAL_MEMORY_LIMIT = 32 * 1024 * 1024;
-/** How often the watch looks, in ms. A full collection of these small heaps takes a few ms. */
-const EXTERNAL_MEMORY_CHECK_MS = 1_000;
+/** How often the heap watch looks, in ms. A full collection of these small heaps takes a few ms. */
+export const HEAP_WATCH_MS = 1_000;
+
+export interface HeapWatchLimits {
+  /** Bytes of external memory (ArrayBuffers: socket and TLS chunks) allocated since the last full collection after which the next runs. */
+  externalBytes: number;
+  /** Bytes the heap may grow above its size after the last full collection, busy or not, before the next. */
+  busySlackBytes: number;
+  /** Bytes it may grow while the process is quiet (see quietUtilization) before a collection gives them back. */
+  quietSlackBytes: number;
+  /** Event-loop utilization (0..1) over one look below which the process counts as quiet. */
+  quietUtilization: number;
+  /** Quiet looks in a row before a quiet collection (a lull between two bursts is not the end of one). */
+  quietLooks: number;
+  /** Quiet looks after a quiet collection before the one follow-up that lets V8 shrink its young generation. */
+  settleLooks: number;
+}
+
+export const DEFAULT_HEAP_WATCH_LIMITS: Readonly<HeapWatchLimits> = Object.freeze({
+  externalBytes: 8 * 1024 * 1024,
+  busySlackBytes: 16 * 1024 * 1024,
+  quietSlackBytes: 4 * 1024 * 1024,
+  quietUtilization: 0.05,
+  quietLooks: 3,
+  settleLooks: 6,
+});
+
+export interface HeapProbe {
+  /**
+   * V8's total heap size and external memory now (v8.getHeapStatistics: no
+   * file descriptor, cannot throw EMFILE). V8 adds to its external-memory
+   * count as buffers are allocated and takes off only at a full collection.
+   */
+  heap(): { total: number; external: number };
+  /** Event-loop utilization since the previous call (0..1). */
+  utilization(): number;
+  /** A full, synchronous collection. */
+  collect(): void;
+}
+
+export type CollectReason = 'external' | 'busy' | 'quiet' | 'settle';
+
+/**
+ * Decides, once per look, whether to run a full collection. V8 itself,
+ * with incremental marking off (see tuneGcForStreaming), collects the old
+ * generation only when it reaches its limit, which it sets from the heap
+ * size and the mutator's speed: garbage of a busy tunnel, and of an attack
+ * burst, stayed in RSS long after the live heap was back to its 10 MB.
+ *
+ * - external: `externalBytes` of ArrayBuffers (socket and TLS chunks,
+ *   64 KiB each behind a JS object of a few dozen bytes) were allocated
+ *   since the last full collection. The young generation fills only after
+ *   gigabytes of such chunks, so dead ones piled up in malloc's arena
+ *   (tens of MB), and every new high-water mark stayed in RSS; promoted
+ *   ones (data that waited for a slow reader) are freed only by a full
+ *   collection. A scavenge instead would promote the chunks still in
+ *   flight: measured, it made it worse.
+ * - busy: the heap grew `busySlackBytes` above its size after the last full
+ *   collection: bounds the garbage kept under sustained churn.
+ * - quiet: after `quietLooks` looks with the event loop almost idle, any
+ *   growth above `quietSlackBytes` over the heap's size when it was last at
+ *   rest (not after the last busy collection: a burst's collections run with
+ *   the young generation at its maximum) is collected.
+ * - settle: V8 shrinks the young generation (a burst grows it to its
+ *   16 MB semi-spaces) only in a full collection that finds the allocation
+ *   rate since the previous one low, which the first quiet collection after
+ *   a burst cannot (the burst is in its sample). So one more follows after
+ *   `settleLooks` quiet looks; the young generation is back to ≈ 1 MB and
+ *   its pages go back to the OS: memory comes back ≈ 10 s after a burst.
+ *
+ * At most one full collection per look (a few ms for these heaps, up to
+ * ≈ 50 ms on a loaded 2-core machine).
+ */
+export class HeapWatch {
+  readonly #probe: HeapProbe;
+  readonly #limits: HeapWatchLimits;
+  /** Heap size right after the last full collection we ran (or at start). */
+  #floor: number;
+  /** Heap size right after the last collection made while quiet (or at start): the size at rest. */
+  #restFloor: number;
+  #quiet = 0;
+  /** The previous look collected: its own pause is in this look's utilization, which then says nothing. */
+  #collected = false;
+  /** External memory right after the last full collection we ran (or at start). */
+  #externalFloor: number;
+  /** Looks since the last quiet collection, while a settle collection is owed (undefined: none owed). */
+  #settling: number | undefined;
+  readonly counts: Record<CollectReason, number> = { external: 0, busy: 0, quiet: 0, settle: 0 };
+
+  constructor(probe: HeapProbe, limits: HeapWatchLimits = DEFAULT_HEAP_WATCH_LIMITS) {
+    this.#probe = probe;
+    this.#limits = limits;
+    const { total, external } = probe.heap();
+    this.#floor = total;
+    this.#restFloor = total;
+    this.#externalFloor = external;
+  }
+
+  /** One look; returns why it collected, if it did. */
+  look(): CollectReason | undefined {
+    const { total, external } = this.#probe.heap();
+    const utilization = this.#probe.utilization();
+    if (!this.#collected) {
+      const quiet = utilization < this.#limits.quietUtilization;
+      this.#quiet = quiet ? this.#quiet + 1 : 0;
+      if (!quiet) this.#settling = undefined;
+    }
+    if (this.#settling !== undefined) this.#settling++;
+    this.#collected = false;
+    // A heap that shrank by itself (V8 collected) lowers the floor: growth is measured from there.
+    if (total < this.#floor) this.#floor = total;
+    if (total < this.#restFloor) this.#restFloor = total;
+    if (external < this.#externalFloor) this.#externalFloor = external;
+    let reason: CollectReason | undefined;
+    if (external > this.#externalFloor + this.#limits.externalBytes) reason = 'external';
+    else if (total > this.#floor + this.#limits.busySlackBytes) reason = 'busy';
+    else if (this.#quiet >= this.#limits.quietLooks && total > this.#restFloor + this.#limits.quietSlackBytes) reason = 'quiet';
+    else if (this.#settling !== undefined && this.#settling >= this.#limits.settleLooks) reason = 'settle';
+    if (reason === undefined) return undefined;
+    this.#probe.collect();
+    this.#collected = true;
+    this.counts[reason]++;
+    this.#settling = reason === 'quiet' ? 0 : undefined;
+    const after = this.#probe.heap();
+    this.#floor = after.total;
+    if (reason === 'quiet' || reason === 'settle') this.#restFloor = after.total;
+    this.#externalFloor = after.external;
+    return reason;
+  }
+}
 
 /**
  * Turns V8's incremental marking off for this process, measured on the
- * tunnel's hot path (bench/README.md, "What the tuning found").
+ * tunnel's hot path (bench/README.md, "What the tuning found"), and starts
+ * the heap watch above in its place.
  *
  * Why: a tunnel allocates fast and keeps little (buffers die young), so its
  * old generation stays small, around 10-15 MB. Once a burst of streams has
@@ -20,26 +148,39 @@ const EXTERNAL_MEMORY_CHECK_MS = 1_000;
  * a full collection runs only when the old generation has really grown to
  * its limit; with heaps this small it is a pause of a few milliseconds.
  * The young generation's size cannot be capped at run time (and a
- * single-file executable has no command line for V8), this flag can.
+ * single-file executable has no command line for V8); keeping it from
+ * growing at all (--semi-space-growth-factor=1 can be set at run time),
+ * with incremental marking back on, cost 35-55 % more CPU per GiB in the
+ * bench's A/B runs. --no-incremental-marking can be set at run time.
  *
- * Incremental marking was also what reacted to external memory: socket
- * chunks that lived long enough to be promoted (data waiting for a slow
- * reader) are freed only by a full collection. A cheap watch takes that
- * role: once a second, if ArrayBuffer memory is above 32 MiB, collect.
+ * Incremental marking was also what reacted to external memory and what
+ * gave memory back when a process went quiet (V8's memory reducer); the
+ * heap watch takes both roles, at most one full collection per second.
  */
 export function tuneGcForStreaming(): void {
   setFlagsFromString('--no-incremental-marking');
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
+  let elu = performance.eventLoopUtilization();
+  const watch = new HeapWatch({
+    heap: () => {
+      const s = getHeapStatistics();
+      return { total: s.total_heap_size, external: s.external_memory };
+    },
+    utilization: () => {
+      const now = performance.eventLoopUtilization();
+      const delta = performance.eventLoopUtilization(now, elu);
+      elu = now;
+      return delta.utilization;
+    },
+    collect: gc,
+  });
+  // Nothing in a timer may throw (a relay at its open-files limit must keep running): the probes read no files.
   setInterval(() => {
-    // memoryUsage() reads /proc/self/stat for the RSS: at the open-files limit it throws EMFILE,
-    // and nothing in a timer may throw. Skip this look; the next one may find a free descriptor.
-    let arrayBuffers: number;
     try {
-      arrayBuffers = process.memoryUsage().arrayBuffers;
+      watch.look();
     } catch {
-      return;
+      // skip this look
     }
-    if (arrayBuffers > EXTERNAL_MEMORY_LIMIT) gc();
-  }, EXTERNAL_MEMORY_CHECK_MS).unref();
+  }, HEAP_WATCH_MS).unref();
 }
