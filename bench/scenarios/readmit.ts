@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { cpuSeconds, startProcess, type BenchProcess } from '../lib/procs.ts';
 import { scratch } from '../lib/paths.ts';
+import { ask as askWorker } from '../lib/ipc.ts';
 import { quantile, round, sleep } from '../lib/stats.ts';
 import { SSHD_BINARY, makeSshdKeys, writeSshdConfig } from '../../test/helpers/sshd-files.ts';
 
@@ -56,25 +57,7 @@ function freePort(): Promise<number> {
   });
 }
 
-function ask<T extends { t: string }>(proc: BenchProcess, t: string, send?: object): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${proc.name}: no "${t}" within ${PHASE_TIMEOUT_MS} ms:\n${proc.output()}`)), PHASE_TIMEOUT_MS);
-    const onMessage = (m: T) => {
-      if (m.t !== t) return;
-      clearTimeout(timer);
-      proc.child.off('message', onMessage);
-      proc.child.off('exit', onExit);
-      resolve(m);
-    };
-    const onExit = () => {
-      clearTimeout(timer);
-      reject(new Error(`${proc.name} exited:\n${proc.output()}`));
-    };
-    proc.child.on('message', onMessage);
-    proc.child.once('exit', onExit);
-    if (send) proc.child.send(send);
-  });
-}
+const ask = <T extends { t: string }>(proc: BenchProcess, t: string, send?: object) => askWorker<T>(proc, t, PHASE_TIMEOUT_MS, send);
 
 export async function readmit(bundle: string, devices: number, log: (line: string) => void): Promise<ReadmitResult> {
   if (!SSHD_BINARY) throw new Error('sshd not found: apt-get install openssh-server');

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpuSeconds, rssBytes, startProcess, type BenchProcess } from '../lib/procs.ts';
 import { scratch } from '../lib/paths.ts';
+import { ask } from '../lib/ipc.ts';
 import { MiB, round, sleep } from '../lib/stats.ts';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -36,24 +37,7 @@ interface WorkerMessage {
   firstError?: string;
 }
 
-function message(proc: BenchProcess, t: WorkerMessage['t']): Promise<WorkerMessage> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`devices worker: no "${t}" within ${READY_TIMEOUT_MS} ms:\n${proc.output()}`)), READY_TIMEOUT_MS);
-    const onMessage = (m: WorkerMessage) => {
-      if (m.t !== t) return;
-      clearTimeout(timer);
-      proc.child.off('message', onMessage);
-      proc.child.off('exit', onExit);
-      resolve(m);
-    };
-    const onExit = () => {
-      clearTimeout(timer);
-      reject(new Error(`devices worker exited:\n${proc.output()}`));
-    };
-    proc.child.on('message', onMessage);
-    proc.child.once('exit', onExit);
-  });
-}
+const message = (proc: BenchProcess, t: WorkerMessage['t']) => ask<WorkerMessage>(proc, t, READY_TIMEOUT_MS);
 
 /** One relay, N simulated devices (real TLS sessions, real hellos) in worker processes. */
 export async function relayScale(bundle: string, devices: number, log: (line: string) => void, nodeArgs: string[] = []): Promise<RelayScaleResult> {
