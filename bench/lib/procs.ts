@@ -72,10 +72,11 @@ export function startProcess(name: string, command: string, args: string[], opti
         const done = () => {
           clearTimeout(timer);
           listeners.delete(check);
-          child.off('exit', onExit);
+          child.off('close', onExit);
         };
         listeners.add(check);
-        child.once('exit', onExit);
+        // 'close', not 'exit': the process can exit before its last output has been read from the pipe.
+        child.once('close', onExit);
         check();
       });
     },

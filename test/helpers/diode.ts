@@ -80,10 +80,11 @@ export function start(t: ExecutionContext, args: string[], options: { command?: 
         const done = () => {
           clearTimeout(timer);
           listeners.delete(check);
-          child.off('exit', onExit);
+          child.off('close', onExit);
         };
         listeners.add(check);
-        child.once('exit', onExit);
+        // 'close', not 'exit': the process can exit before its last output has been read from the pipe.
+        child.once('close', onExit);
         check();
       });
     },

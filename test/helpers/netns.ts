@@ -304,7 +304,8 @@ export function sshOnce(client: Host, sshd: Sshd, device: string, timeoutMs = 15
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('exit', () => {
+    child.once('close', () => {
+      // 'close', not 'exit': ssh can exit before its "ok" has been read from the pipe.
       clearTimeout(timer);
       resolve(out.trim() === 'ok');
     });
