@@ -100,17 +100,20 @@ const SETTLE_MS = 12_000;
 const COME_BACK_MS = 30_000;
 
 /**
- * Opt-in (DIODE_FLOOD_TEST=1): alone it passes with margin (+5.7 %, +6.6 % after 9 s), but beside the whole
- * suite on 2 cores the relay once stayed at +10.6 % after 30 s (malloc arenas keep what V8 gave back), and a
- * memory figure that depends on the neighbours' load would make CI fail at random.
+ * A memory figure is only worth asserting on a quiet machine: beside the whole suite on 2 cores the relay once
+ * stayed at +10.6 % after 30 s (alone: +5 to +7 %), so it would fail at random. `npm test` therefore runs this
+ * file a second time on its own after the suite (`npm run test:quiet`, DIODE_QUIET_PHASE=1), and the 10,000 case
+ * runs only there; the 1,000 case runs in the suite. DIODE_FLOOD_TEST=1 runs it anywhere, by hand.
  */
-const floodTest = process.env.DIODE_FLOOD_TEST === '1' ? test : test.skip;
+const quietPhase = process.env.DIODE_QUIET_PHASE === '1';
+const floodTest = quietPhase || process.env.DIODE_FLOOD_TEST === '1' ? test : test.skip;
+const suiteTest = quietPhase ? test.skip : test;
 
-floodTest('10,000 malformed connections (random bytes, half TLS, garbage hellos, oversize lengths) leave an honest ssh working and the relay RSS within 10 % of where it started (opt-in: DIODE_FLOOD_TEST=1, on a quiet machine)', (t) =>
+floodTest('10,000 malformed connections (random bytes, half TLS, garbage hellos, oversize lengths) leave an honest ssh working and the relay RSS within 10 % of where it started (runs in npm test\'s quiet phase)', (t) =>
   floodCase(t, TOTAL, true));
 
 // Always: the same mix at a tenth of the size; the relay survives it and serves an honest ssh (no memory figure).
-test('1,000 malformed connections (random bytes, half TLS, garbage hellos, oversize lengths) leave the relay alive and an honest ssh working', (t) => floodCase(t, TOTAL / 10, false));
+suiteTest('1,000 malformed connections (random bytes, half TLS, garbage hellos, oversize lengths) leave the relay alive and an honest ssh working', (t) => floodCase(t, TOTAL / 10, false));
 
 async function floodCase(t: ExecutionContext, total: number, checkRss: boolean): Promise<void> {
   t.timeout(240_000);
