@@ -172,3 +172,42 @@ test('a relay at its open-files limit (EMFILE) stops accepting for a moment, log
   t.is(relay.child.exitCode, null);
 });
 
+
+/** The accept queue the kernel gives a listening socket on 127.0.0.1:port (ss's Send-Q of a LISTEN socket). */
+async function listenBacklog(port: number): Promise<number> {
+  const { execFile } = await import('node:child_process');
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile('ss', ['-Hltn', `sport = :${port}`], (err, stdout) => (err ? reject(err) : resolve(stdout))),
+  );
+  const fields = out.trim().split(/\s+/);
+  return Number(fields[2]);
+}
+
+test('the agent port queues a fleet burst: its accept backlog is 4096 (capped by somaxconn), also after the accept guard listens again', async (t) => {
+  const { readFileSync } = await import('node:fs');
+  const { AGENT_LISTEN_BACKLOG } = await import('../agent/relay/listen.ts');
+  const somaxconn = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8'));
+  const expected = Math.min(AGENT_LISTEN_BACKLOG, somaxconn);
+  t.true(expected > 511, `net.core.somaxconn is ${somaxconn}: the kernel would cap any backlog at that`);
+  const relay = await relayFor(t);
+  // Node's default (511) made the kernel drop SYNs while a busy relay was between two accepts.
+  t.is(await listenBacklog(relay.port), expected);
+
+  const { createServer } = await import('node:net');
+  const held: Socket[] = [];
+  const server = createServer((s) => held.push(s));
+  await new Promise<void>((r) => server.listen({ port: 0, host: '127.0.0.1', backlog: AGENT_LISTEN_BACKLOG }, () => r()));
+  const port = (server.address() as { port: number }).port;
+  const guard = new AcceptGuard({ server, host: '127.0.0.1', port, backlog: AGENT_LISTEN_BACKLOG, pauseMs: 100, stats: new RelayStats(), log: silentLogger, fdLimit: 64 + 4 });
+  t.teardown(() => {
+    guard.stop();
+    held.forEach((s) => s.destroy());
+    server.close();
+  });
+  const clients = await rawFlood(t, port, 4, '127.0.0.1');
+  await until(() => guard.paused);
+  clients.forEach((c) => c.destroy());
+  held.forEach((s) => s.destroy());
+  await until(() => !guard.paused);
+  t.is(await listenBacklog(port), expected);
+});

@@ -100,9 +100,30 @@ export function verifyAuth(role: AuthRole, bytes: Uint8Array, proof: AuthProof, 
   if (!PUBLIC_KEY_HEX.test(proof.pub)) throw new Error('a public key is 65 bytes of hex starting 0x04');
   if (!SIGNATURE_HEX.test(proof.sig)) throw new Error('a signature is 64 bytes of hex');
   const publicKey = Buffer.from(proof.pub.slice(2), 'hex');
-  // The JWK import checks that the point is on the curve.
-  const key = createPublicKey({ key: jwkOf(publicKey), format: 'jwk' });
+  const key = peerKey(publicKey);
   const ok = verify('sha256', Buffer.from(authMessage(role, bytes, purpose)), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(proof.sig.slice(2), 'hex'));
   if (!ok) throw new Error('the signature does not verify');
   return addressOfPublicKey(publicKey);
+}
+
+/** SubjectPublicKeyInfo DER in front of an uncompressed secp256k1 point (id-ecPublicKey, secp256k1, BIT STRING of 65 bytes). */
+const SPKI_SECP256K1_PREFIX = Buffer.from('3056301006072a8648ce3d020106052b8104000a034200', 'hex');
+/** Peer keys imported lately: an agent verifies the same relay, a device the same clients, again and again. */
+const PEER_KEY_CACHE = 256;
+const peerKeys = new Map<string, KeyObject>();
+
+/**
+ * The peer's public key as a KeyObject. The DER import checks that the
+ * point is on the curve (a point off it is "decode error") and costs about
+ * half of the JWK import it replaced; a relay still imports each new
+ * device's key once per connection, an agent its relay's once.
+ */
+function peerKey(publicKey: Buffer): KeyObject {
+  const id = publicKey.toString('hex');
+  const cached = peerKeys.get(id);
+  if (cached) return cached;
+  const key = createPublicKey({ key: Buffer.concat([SPKI_SECP256K1_PREFIX, publicKey]), format: 'der', type: 'spki' });
+  if (peerKeys.size >= PEER_KEY_CACHE) peerKeys.delete(peerKeys.keys().next().value!);
+  peerKeys.set(id, key);
+  return key;
 }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { connect, type TLSSocket } from 'node:tls';
+import { connect as netConnect } from 'node:net';
+import { connect, createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import type { Identity } from '../identity/index.ts';
 import { exchangeHelloAccepting } from '../protocol/handshake.ts';
 import { HANDSHAKE_TIMEOUT_MS, RELAY_CONNECT_TIMEOUT_MS, TCP_KEEPALIVE_MS } from '../protocol/limits.ts';
@@ -27,45 +28,67 @@ export interface DialRelayOptions {
 export function dialRelay(target: HostPort, identity: Identity, expectRelay?: string, options: DialRelayOptions = {}): Promise<RelayConnection> {
   const timeoutMs = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
-    const socket = connect({
-      host: target.host,
-      port: target.port,
-      minVersion: 'TLSv1.3',
-      rejectUnauthorized: false,
-      servername: isIp(target.host) ? undefined : target.host,
-      ciphers: tls13Ciphers(),
-    });
+    // TCP first, TLS only once it is up: a refused, reset or unanswered try costs no TLS state.
+    // (A fleet retrying a relay that is full, or just restarted, makes thousands of those.)
+    const tcp = netConnect({ host: target.host, port: target.port });
+    let socket: TLSSocket | undefined;
     const timer = setTimeout(() => fail(new DiodeError('ETIMEDOUT', `no TLS handshake and hello within ${timeoutMs} ms`)), timeoutMs);
     // A path that drops packets answers no SYN: give up on this try early (SYN retries back off
     // 1, 2, 4 s, so a path that came back would wait for the next one) and let the caller retry.
     const connectMs = Math.min(RELAY_CONNECT_TIMEOUT_MS, timeoutMs);
     const connectTimer = setTimeout(() => fail(new DiodeError('ETIMEDOUT', `${formatHostPort(target)}: no TCP connection within ${connectMs} ms`)), connectMs);
-    socket.once('connect', () => clearTimeout(connectTimer));
     const fail = (err: Error) => {
       clearTimeout(timer);
       clearTimeout(connectTimer);
-      socket.destroy();
+      socket?.destroy();
+      tcp.destroy();
       reject(err);
     };
-    socket.once('error', (err) => fail(tlsError(target, err)));
-    socket.once('secureConnect', () => {
-      socket.setNoDelay(true);
-      socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
-      exchangeHelloAccepting(socket, identity, options.role ?? 'agent', ['relay'], timeoutMs).then(
-        ({ address: relayAddress }) => {
-          clearTimeout(timer);
-          socket.off('error', fail);
-          if (expectRelay && relayAddress !== expectRelay) {
-            socket.destroy();
-            reject(new DiodeError('EPINNED', `relay proved address ${relayAddress}, but it is pinned to ${expectRelay}; refused`));
-            return;
-          }
-          resolve({ socket, relayAddress });
-        },
-        fail,
-      );
+    // Stays on: once TLS wraps the socket its errors surface there, but any left here must not crash the process.
+    tcp.once('error', fail);
+    tcp.once('connect', () => {
+      clearTimeout(connectTimer);
+      tcp.setNoDelay(true);
+      tcp.setKeepAlive(true, TCP_KEEPALIVE_MS);
+      const tls = connect({
+        socket: tcp,
+        secureContext: relayClientContext(),
+        rejectUnauthorized: false,
+        servername: isIp(target.host) ? undefined : target.host,
+      });
+      socket = tls;
+      // Stays on after the hello: an error before the caller's own handlers are on destroys the socket, not the process.
+      tls.once('error', (err) => fail(tlsError(target, err)));
+      tls.once('secureConnect', () => {
+        exchangeHelloAccepting(tls, identity, options.role ?? 'agent', ['relay'], timeoutMs).then(
+          ({ address: relayAddress }) => {
+            clearTimeout(timer);
+            if (expectRelay && relayAddress !== expectRelay) {
+              tls.destroy();
+              reject(new DiodeError('EPINNED', `relay proved address ${relayAddress}, but it is pinned to ${expectRelay}; refused`));
+              return;
+            }
+            resolve({ socket: tls, relayAddress });
+          },
+          fail,
+        );
+      });
     });
   });
+}
+
+let clientContext: SecureContext | undefined;
+
+/**
+ * The TLS client context for relays, made once per process: Node builds a
+ * new OpenSSL context for every tls.connect that is not handed one (≈ 0.1 ms
+ * and an allocation storm each), which a fleet retrying a busy relay paid
+ * on every refused try. The relay's certificate is self-signed (its proof
+ * is the hello), so the context holds only the version and suite order.
+ */
+function relayClientContext(): SecureContext {
+  clientContext ??= createSecureContext({ minVersion: 'TLSv1.3', ciphers: tls13Ciphers() });
+  return clientContext;
 }
 
 /** OpenSSL's reasons when the peer's first bytes are not a TLS record at all (an sshd's banner, an HTTP reply). */

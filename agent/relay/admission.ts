@@ -123,6 +123,7 @@ export class AcceptGuard {
   readonly #host: string;
   readonly #port: number;
   readonly #pauseMs: number;
+  readonly #backlog: number | undefined;
   readonly #stats: RelayStats;
   readonly #log: Logger;
   /** Connections above which we stop accepting (undefined: no known limit, rely on EMFILE). */
@@ -132,11 +133,12 @@ export class AcceptGuard {
   #stopped = false;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(options: { server: Server; host: string; port: number; pauseMs: number; stats: RelayStats; log: Logger; fdLimit?: number }) {
+  constructor(options: { server: Server; host: string; port: number; backlog?: number; pauseMs: number; stats: RelayStats; log: Logger; fdLimit?: number }) {
     this.#server = options.server;
     this.#host = options.host;
     this.#port = options.port;
     this.#pauseMs = options.pauseMs;
+    this.#backlog = options.backlog;
     this.#stats = options.stats;
     this.#log = options.log;
     const limit = options.fdLimit ?? openFilesLimit();
@@ -185,7 +187,7 @@ export class AcceptGuard {
       return;
     }
     try {
-      this.#server.listen(this.#port, this.#host, () => {
+      this.#server.listen({ port: this.#port, host: this.#host, ...(this.#backlog === undefined ? {} : { backlog: this.#backlog }) }, () => {
         this.#paused = false;
         this.#log.info(`accepting agent connections again (${this.#open} open)`);
       });

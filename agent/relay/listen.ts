@@ -12,6 +12,15 @@ import { RelayStats } from './stats.ts';
 import type { Directory } from './directory.ts';
 import type { ClusterConfig } from './cluster/config.ts';
 
+/**
+ * The agent port's accept queue. A relay busy with a fleet's handshakes can
+ * spend a second or more between two accepts; with Node's default of 511 the
+ * kernel then dropped SYNs, and each such device waited out its 3 s connect
+ * timeout before trying again (seen: 9,560 of those in a 10,000-device
+ * return). The kernel caps it at net.core.somaxconn (4096 by default).
+ */
+export const AGENT_LISTEN_BACKLOG = 4096;
+
 export interface RunningRelay {
   server: RelayServer;
   listener: Server;
@@ -46,13 +55,13 @@ export async function startRelay(options: StartRelayOptions): Promise<RunningRel
   const listener = createServer({ noDelay: true }, (socket) => server.handleSocket(socket));
   let port: number;
   try {
-    port = await listenOn(listener, options.listen);
+    port = await listenOn(listener, options.listen, undefined, AGENT_LISTEN_BACKLOG);
   } catch (err) {
     await server.directory.close();
     throw err;
   }
   // From here on an 'error' (EMFILE at accept) pauses the listener instead of crashing the process.
-  const guard = new AcceptGuard({ server: listener, host: options.listen.host, port, pauseMs: server.limits.acceptPauseMs, stats: server.stats, log: options.log, fdLimit: options.fdLimit });
+  const guard = new AcceptGuard({ server: listener, host: options.listen.host, port, backlog: AGENT_LISTEN_BACKLOG, pauseMs: server.limits.acceptPauseMs, stats: server.stats, log: options.log, fdLimit: options.fdLimit });
   return {
     server,
     listener,

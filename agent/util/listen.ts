@@ -24,12 +24,14 @@ export function listenError(at: HostPort, err: unknown, what?: string): DiodeErr
 /**
  * Listens on host:port (port 0 picks a free one); a failure rejects with
  * listenError's one line, never the raw errno dump. Resolves with the bound port.
+ * `backlog`: the kernel's queue of connections not yet accepted (Node's default 511;
+ * the kernel caps it at net.core.somaxconn).
  */
-export function listenOn(server: Server, at: HostPort, what?: string): Promise<number> {
+export function listenOn(server: Server, at: HostPort, what?: string, backlog?: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(listenError(at, err, what));
     server.once('error', onError);
-    server.listen(at.port, at.host, () => {
+    server.listen({ port: at.port, host: at.host, ...(backlog === undefined ? {} : { backlog }) }, () => {
       server.off('error', onError);
       const address = server.address();
       resolve(typeof address === 'object' && address ? address.port : at.port);
