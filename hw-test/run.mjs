@@ -350,8 +350,9 @@ async function main() {
       'echo "problems=$(cat /run/diode/boot-config.errors 2>/dev/null | tr "\\n" "|")"',
       'echo "cmdline=$(cat /proc/cmdline)"',
       'echo "rootopts=$(findmnt -no OPTIONS /)"',
-      'echo "fsckstamp=$(test -e /run/initramfs/fsck-root && echo yes)"',
-      'echo "fscklog=$(tr "\\n" "|" < /run/initramfs/fsck.log 2>/dev/null)"',
+      // initramfs-tools makes /run/initramfs mode 0700: pi sees neither file without sudo.
+      'echo "fsckstamp=$(sudo -n test -e /run/initramfs/fsck-root && echo yes)"',
+      'echo "fscklog=$(sudo -n cat /run/initramfs/fsck.log 2>/dev/null | tr "\\n" "|")"',
       'echo "journal=$(journalctl -b -q --no-pager -n 1 -u diode-boot-config >/dev/null 2>&1 && journalctl -b -q --no-pager -u diode-boot-config | wc -l)"',
       'echo "tools=$(command -v nano less | tr "\\n" ,)"',
       'echo "pwauth=$(sudo -n sshd -T 2>/dev/null | awk "/^passwordauthentication/ {print \\$2}")"',
@@ -407,8 +408,8 @@ async function main() {
     const tReach2 = Date.now() - boot2.t0;
     log(`  ${boot2.since()}: ssh again (same host key) → ${uname2}`);
     const g = await facts([
-      'echo "fscklog=$(tr "\\n" "|" < /run/initramfs/fsck.log 2>/dev/null)"',
-      'echo "fsckstamp=$(test -e /run/initramfs/fsck-root && echo yes)"',
+      'echo "fscklog=$(sudo -n cat /run/initramfs/fsck.log 2>/dev/null | tr "\\n" "|")"',
+      'echo "fsckstamp=$(sudo -n test -e /run/initramfs/fsck-root && echo yes)"',
       'echo "failed=$(systemctl --failed --plain --no-legend | awk "{print \\$1}" | tr "\\n" ,)"',
       'echo "problems=$(cat /run/diode/boot-config.errors 2>/dev/null | tr "\\n" "|")"',
       'echo "rootkeys=$(sudo -n test -e /root/.ssh/authorized_keys && echo present || echo absent)"',
