@@ -70,7 +70,8 @@ function daemon(name, cmd, args, logFile) {
   const waiters = new Set();
   const onData = (d) => {
     out += d.toString('utf8');
-    if (logFile) appendFileSync(logFile, d);
+    // After cleanup has removed the work directory a killed child may still flush output.
+    if (logFile && !LOGS_CLOSED) appendFileSync(logFile, d);
     for (const w of waiters) w();
   };
   child.stdout.on('data', onData);
@@ -98,6 +99,7 @@ function daemon(name, cmd, args, logFile) {
 }
 
 const CHILDREN = [];
+let LOGS_CLOSED = false;
 function killAll() {
   for (const c of CHILDREN) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 }
@@ -185,7 +187,10 @@ async function main() {
   const work = mkdtempSync(join(ROOT, '.cache/hw-test', `${opts.arch}-`));
   const log = (s) => console.log(s);
   log(`hw-test ${opts.arch}: work dir ${relative(ROOT, work)}`);
-  const cleanup = () => { killAll(); if (!opts.keep) rmSync(work, { recursive: true, force: true }); };
+  const cleanup = () => {
+    killAll();
+    if (!opts.keep) { LOGS_CLOSED = true; rmSync(work, { recursive: true, force: true }); }
+  };
   const checks = [];
   const check = (what, ok, detail = '') => { checks.push([what, ok, detail]); log(`  ${ok ? 'ok  ' : 'FAIL'} ${what}${detail ? `: ${detail}` : ''}`); };
 
