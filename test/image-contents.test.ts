@@ -5,7 +5,7 @@
 import test from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DIODE_BUNDLE, tempDir } from './helpers/diode.ts';
 
@@ -156,7 +156,21 @@ test('Imager network-config becomes a wpa_supplicant file, a networkd file and a
   t.regex(net, /^Name=wlan0$/m);
   t.regex(net, /^DHCP=ipv4$/m);
   t.regex(net, /^RequiredForOnline=no$/m);
-  t.is(readlinkSync(join(c.root, 'etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service')), '/lib/systemd/system/wpa_supplicant@.service');
+  // Wanted by the interface, not by the boot: no job waits 5 min for a wlan0 that is not there.
+  t.is(readlinkSync(join(c.root, 'etc/systemd/system/sys-subsystem-net-devices-wlan0.device.wants/wpa_supplicant@wlan0.service')), '/lib/systemd/system/wpa_supplicant@.service');
+  t.false(existsSync(join(c.root, 'etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service')));
+});
+
+test('a card configured by an older image: its multi-user wpa_supplicant@wlan0 link is replaced by the device one', (t) => {
+  const c = card(t, { 'network-config': IMAGER_NETWORK_CONFIG });
+  t.is(bootConfig(c).errors, '');
+  const old = join(c.root, 'etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service');
+  mkdirSync(dirname(old), { recursive: true });
+  symlinkSync('/lib/systemd/system/wpa_supplicant@.service', old);
+  writeFileSync(join(c.boot, 'network-config'), IMAGER_NETWORK_CONFIG + '\n');
+  t.is(bootConfig(c).errors, '');
+  t.throws(() => lstatSync(old), { code: 'ENOENT' }, 'the old boot-time link is gone');
+  t.is(readlinkSync(join(c.root, 'etc/systemd/system/sys-subsystem-net-devices-wlan0.device.wants/wpa_supplicant@wlan0.service')), '/lib/systemd/system/wpa_supplicant@.service');
 });
 
 test('netplan forms beyond Imager: top-level network:, ethernets with static addresses, open and quoted Wi-Fi', (t) => {
