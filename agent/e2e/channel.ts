@@ -6,6 +6,7 @@ import { parseHello, parseReply, PROTOCOL_VERSION, type Hello, type Reply } from
 import { E2E_HANDSHAKE_TIMEOUT_MS, E2E_SILENT_CLIENT_TIMEOUT_MS, MAX_HELLO_BYTES, MAX_STREAM_HEADER_BYTES } from '../protocol/limits.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 import { certHash, e2eCredentials } from './cert.ts';
+import { setBounded } from '../util/bounded-map.ts';
 
 /**
  * The end-to-end layer of a data stream (every stream between two agents).
@@ -73,8 +74,7 @@ function verifyPeer(socket: TLSSocket, hello: Hello, expectRole: E2ERole): strin
   } catch (err) {
     throw new E2EError('EE2E_AUTH', `peer hello does not prove its key for this TLS session: ${errorMessage(err)}`);
   }
-  if (verified.size >= VERIFIED_HELLOS_MAX) verified.delete(verified.keys().next().value as string);
-  verified.set(key, address);
+  setBounded(verified, key, address, VERIFIED_HELLOS_MAX);
   return address;
 }
 

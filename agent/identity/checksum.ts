@@ -1,5 +1,6 @@
 import { keccak_256 } from '@noble/hashes/sha3';
 import { bytesToHex } from '@noble/hashes/utils';
+import { setBounded } from '../util/bounded-map.ts';
 
 // EIP-55 addresses with @noble/hashes directly: the device agent never loads
 // ethers (≈ 17 MB of RSS), which only the fleet admin code needs.
@@ -22,8 +23,7 @@ export function toChecksumAddress(address: string): string {
   const hash = bytesToHex(keccak_256(new TextEncoder().encode(lower)));
   let out = '0x';
   for (let i = 0; i < 40; i++) out += parseInt(hash[i], 16) >= 8 ? lower[i].toUpperCase() : lower[i];
-  if (checksummed.size >= CHECKSUM_CACHE_MAX) checksummed.delete(checksummed.keys().next().value as string);
-  checksummed.set(lower, out);
+  setBounded(checksummed, lower, out, CHECKSUM_CACHE_MAX);
   return out;
 }
 

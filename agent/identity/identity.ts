@@ -1,5 +1,6 @@
 import { createECDH, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import { addressOfPublicKey } from './checksum.ts';
+import { setBounded } from '../util/bounded-map.ts';
 
 // secp256k1 through node:crypto (OpenSSL): key checks, signing and
 // verification are native. A JavaScript curve library made every agent
@@ -123,7 +124,6 @@ function peerKey(publicKey: Buffer): KeyObject {
   const cached = peerKeys.get(id);
   if (cached) return cached;
   const key = createPublicKey({ key: Buffer.concat([SPKI_SECP256K1_PREFIX, publicKey]), format: 'der', type: 'spki' });
-  if (peerKeys.size >= PEER_KEY_CACHE) peerKeys.delete(peerKeys.keys().next().value!);
-  peerKeys.set(id, key);
+  setBounded(peerKeys, id, key, PEER_KEY_CACHE);
   return key;
 }

@@ -187,7 +187,7 @@ export class AcceptGuard {
       return;
     }
     try {
-      this.#server.listen({ port: this.#port, host: this.#host, ...(this.#backlog === undefined ? {} : { backlog: this.#backlog }) }, () => {
+      this.#server.listen({ port: this.#port, host: this.#host, backlog: this.#backlog }, () => {
         this.#paused = false;
         this.#log.info(`accepting agent connections again (${this.#open} open)`);
       });

@@ -31,7 +31,7 @@ export function listenOn(server: Server, at: HostPort, what?: string, backlog?: 
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(listenError(at, err, what));
     server.once('error', onError);
-    server.listen({ port: at.port, host: at.host, ...(backlog === undefined ? {} : { backlog }) }, () => {
+    server.listen({ port: at.port, host: at.host, backlog }, () => {
       server.off('error', onError);
       const address = server.address();
       resolve(typeof address === 'object' && address ? address.port : at.port);

@@ -7,6 +7,7 @@ import type { RelayStats } from '../stats.ts';
 import type { ClusterConfig } from './config.ts';
 import { RedisStore, type MapEntry } from './redis-store.ts';
 import { PeerLinks } from './peers.ts';
+import { setBounded } from '../../util/bounded-map.ts';
 
 /** Entries of other relays' devices kept in memory (from lookups and announcements); the oldest go first beyond it. */
 export const MAX_CACHED_ENTRIES = 100_000;
@@ -135,9 +136,7 @@ export class ClusterDirectory implements Directory {
   }
 
   #remember(address: string, entry: MapEntry): void {
-    this.#cache.delete(address);
-    this.#cache.set(address, entry);
-    if (this.#cache.size > MAX_CACHED_ENTRIES) this.#cache.delete(this.#cache.keys().next().value!);
+    setBounded(this.#cache, address, entry, MAX_CACHED_ENTRIES);
   }
 
   #onPublisherChange({ address, active }: PublisherChange): void {
