@@ -1,5 +1,5 @@
 import test from 'ava';
-import { createServer, type Server } from 'node:net';
+import { connect, createServer, type Server } from 'node:net';
 import { start, startRelay, startPublish, tempDir } from './helpers/diode.ts';
 import { socks5Connect } from './helpers/http.ts';
 
@@ -36,8 +36,9 @@ const METRICS_LINE = /metrics on http:\/\/127\.0\.0\.1:(\d+)\/metrics/;
 
 test('--metrics on relay, publish and socksd: scraped during traffic, the numbers move; the relay prints the same counters on shutdown', async (t) => {
   const echo = await echoServer(t);
-  const relay = await startRelay(t, ['--metrics', '127.0.0.1:0']);
+  const relay = await startRelay(t, ['--metrics', '127.0.0.1:0', '--gateway-socks', '127.0.0.1:0']);
   const relayMetrics = Number((await relay.proc.waitFor(METRICS_LINE))[1]);
+  const gatewayPort = Number((await relay.proc.waitFor(/gateway socks listening on 127\.0\.0\.1:(\d+)/))[1]);
   const deviceHome = tempDir(t);
   const device = await startPublish(t, relay.port, ['-public', `${echo}:7`, '--metrics', '127.0.0.1:0'], deviceHome);
   const deviceMetrics = Number((await device.proc.waitFor(METRICS_LINE))[1]);
@@ -68,6 +69,28 @@ test('--metrics on relay, publish and socksd: scraped during traffic, the number
   const refused = await socks5Connect(socksPort, `${device.address}.diode`, 9);
   t.is(refused.rep, 5);
   refused.socket.destroy();
+  // The public gateway refuses the same unpublished port: its own family moves.
+  const viaGateway = await socks5Connect(gatewayPort, `${device.address}.diode`, 9);
+  t.not(viaGateway.rep, 0);
+  viaGateway.socket.destroy();
+  // Two connections to the agent port that never finish TLS: plain text, and a close with no byte.
+  await Promise.all(
+    ['GET / HTTP/1.0\r\n\r\n', ''].map(
+      (text) =>
+        new Promise<void>((resolve) => {
+          const c = connect(relay.port, '127.0.0.1', () => c.end(text));
+          c.on('error', () => {});
+          c.resume();
+          c.once('close', () => resolve());
+        }),
+    ),
+  );
+  let tlsFailures = 0;
+  for (let i = 0; i < 40 && tlsFailures < 2; i++) {
+    tlsFailures = sample(await scrape(relayMetrics), 'diode_relay_handshake_failures_total', { reason: 'tls' }) ?? 0;
+    if (tlsFailures < 2) await new Promise((r) => setTimeout(r, 50));
+  }
+  t.is(tlsFailures, 2, 'TLS handshake failures counted by reason');
 
   const during = { relay: await scrape(relayMetrics), device: await scrape(deviceMetrics), socksd: await scrape(socksMetrics) };
   t.is(sample(during.device, 'diode_streams_open'), 1);
@@ -81,6 +104,9 @@ test('--metrics on relay, publish and socksd: scraped during traffic, the number
   t.is(sample(during.relay, 'diode_relay_refusals_total', { reason: 'route_no-such-port' }), 1);
   t.is(sample(during.relay, 'diode_streams_open', { role: 'relay' }), 1);
   t.is(sample(during.relay, 'diode_relay_stream_setup_seconds_count'), 1);
+  t.is(sample(during.relay, 'diode_relay_gateway_total', { event: 'socks_refused' }), 1);
+  t.is(sample(during.relay, 'diode_relay_gateway_total', { event: 'socks_no_such_port' }), 1);
+  t.is(sample(during.relay, 'diode_relay_handshake_failures_total', { reason: 'tls' }), 2);
   const relayRx = sample(during.relay, 'diode_bytes_total', { direction: 'rx' })!;
   t.true(relayRx - sample(before.relay, 'diode_bytes_total', { direction: 'rx' })! >= 2 * payload.length, 'relay wire bytes moved both legs');
 
@@ -95,6 +121,7 @@ test('--metrics on relay, publish and socksd: scraped during traffic, the number
   const counters = JSON.parse(/counters (\{.*\})/.exec(relay.proc.output())![1]) as Record<string, number>;
   t.is(counters.stream_routed, 1);
   t.is(counters['route_no-such-port'], 1);
+  t.is(counters.handshake_tls, 2);
   t.is(counters.session_opened, sample(during.relay, 'diode_relay_events_total', { event: 'session_opened' }) ?? -1);
 
   // Relay gone: the device's /healthz says so.

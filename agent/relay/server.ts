@@ -123,8 +123,19 @@ export class RelayServer {
     this.#pending.add(raw);
     raw.setNoDelay(true);
     raw.setKeepAlive(true, TCP_KEEPALIVE_MS);
+    // TLS not completed (not TLS, a protocol or cipher it may not use, closed before it finished):
+    // counted once as handshake_tls, logged at debug only (port scanners make most of them).
+    let tlsSettled = false;
+    let timedOut = false;
+    const tlsFailed = (why: string) => {
+      if (tlsSettled || timedOut) return;
+      tlsSettled = true;
+      this.stats.count('handshake_tls');
+      this.#log.debug(`connection ${remote}: ${why}`);
+    };
     // One deadline for TCP → TLS → hello: a peer that stalls anywhere before it is authenticated is dropped.
     const deadline = setTimeout(() => {
+      timedOut = true;
       this.stats.count('handshake_timeout');
       this.refusals.refused('handshake_timeout', `${remote}: no TLS handshake and hello within ${HANDSHAKE_TIMEOUT_MS} ms`);
       raw.destroy();
@@ -138,11 +149,14 @@ export class RelayServer {
       released = true;
     };
     raw.once('close', cleanup);
+    raw.once('close', () => tlsFailed('closed before the TLS handshake finished'));
     tls.on('error', (err) => {
-      this.#log.debug(`connection ${remote}: ${errorMessage(err)}`);
+      if (tlsSettled) this.#log.debug(`connection ${remote}: ${errorMessage(err)}`);
+      else tlsFailed(`TLS handshake failed: ${errorMessage(err)}`);
       tls.destroy();
     });
     tls.once('secure', () => {
+      tlsSettled = true;
       // A relay-to-relay link is refused inside the hello exchange, so the peer reads why.
       const admitPeer = ({ address, role }: PeerProof) => {
         const refusal = role === 'relay' ? this.directory.refusesRelay(address) : undefined;
