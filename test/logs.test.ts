@@ -29,7 +29,7 @@ function keyMaterial(home: string): string[] {
   return [hex, hex.slice(0, 32), hex.slice(32)];
 }
 
-test('--log-format json: the device logs each accepted and denied stream with the proven client and port; the relay logs joins at debug; no line holds key material', async (t) => {
+test('--log-format json: the device logs each accepted and denied stream with the proven client and port; the relay logs joins and leaves at debug; no line holds key material', async (t) => {
   const echo = await echoServer(t);
   const json = ['--log-format', 'json', '--log-level', 'debug'];
   const relayHome = tempDir(t);
@@ -55,6 +55,10 @@ test('--log-format json: the device logs each accepted and denied stream with th
   t.is(denied.rep, 2);
   denied.socket.destroy();
   await device.waitFor(/"result":"denied"/);
+  // A port the device does not publish: the relay refuses it itself (the device never sees it).
+  const unrouted = await socks5Connect(socksPort, `${deviceAddress}.diode`, 9);
+  t.is(unrouted.rep, 5);
+  unrouted.socket.destroy();
 
   const lines = jsonLines(device.output());
   t.true(lines.length > 3);
@@ -65,8 +69,14 @@ test('--log-format json: the device logs each accepted and denied stream with th
   t.is(streams.length, 2, 'one line per stream');
   const relayLines = jsonLines(relay.output());
   t.true(relayLines.some((l) => l.level === 'debug' && String(l.msg).includes(`${deviceAddress} connected from 127.0.0.1:`)));
+  // The refusal, at info (one line per kind and second: relay-caps.test.ts checks the rate limit).
+  t.true(relayLines.some((l) => l.level === 'info' && String(l.msg).startsWith(`refused: ${clientAddress} → ${deviceAddress}:9:`)), 'relay refusal at info');
 
-  await Promise.all([relay.stop(), device.stop(), socksd.stop()]);
+  // The device leaves: the relay logs it at debug, as it logged the join.
+  await device.stop();
+  await relay.waitFor(new RegExp(`${deviceAddress} disconnected`));
+  t.true(jsonLines(relay.output()).some((l) => l.level === 'debug' && String(l.msg).startsWith(`${deviceAddress} disconnected`)));
+  await Promise.all([relay.stop(), socksd.stop()]);
   t.true(relayLines.some((l) => l.level === 'debug'));
   const everything = (relay.output() + device.output() + socksd.output()).toLowerCase();
   for (const home of [relayHome, deviceHome, clientHome]) {
