@@ -2,7 +2,7 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createServer, type Server } from 'node:net';
-import { readdirSync, statSync, existsSync } from 'node:fs';
+import { chmodSync, readdirSync, statSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DIODE_BUNDLE, startPublish, startRelay, startSocksd, tempDir } from './helpers/diode.ts';
 import { socks5Connect } from './helpers/http.ts';
@@ -137,3 +137,33 @@ test('diode status of a relay: sessions, routed streams, wire bytes and its coun
   t.is(s.counters.session_opened, 1);
   t.true(s.streams.bytes.rx > 0);
 });
+
+const ROOT = process.getuid?.() === 0;
+(ROOT ? test : test.skip)(
+  "diode status as another user: 'permission denied' and exit 1, never 'nothing runs' (exit 3)" + (ROOT ? '' : ' (SKIPPED: needs root to run status as another user)'),
+  async (t) => {
+    const relay = await startRelay(t);
+    const device = await startPublish(t, relay.port, ['-public', '22:22']);
+    const nobody = async () => {
+      try {
+        await exec(process.execPath, [DIODE_BUNDLE, 'status', '--home', device.home], { uid: 65534, gid: 65534 });
+        return { code: 0, stderr: '' };
+      } catch (err) {
+        return err as { code: number; stderr: string; stdout: string };
+      }
+    };
+    // The home is 0700 (as /var/lib/diode): its run directory cannot even be listed.
+    const dir = await nobody();
+    t.is(dir.code, 1);
+    t.regex(dir.stderr, new RegExp(`may not read ${device.home.replace(/[/.]/g, '\\$&')}/run \\(permission denied\\): run as the agent's user or root`));
+    t.notRegex(dir.stderr + ('stdout' in dir ? dir.stdout : ''), /no diode agent runs/);
+    // A listable directory: the 0600 socket itself refuses, and it is not taken for a stale one.
+    chmodSync(device.home, 0o755);
+    chmodSync(join(device.home, 'run'), 0o755);
+    const sock = await nobody();
+    t.is(sock.code, 1);
+    t.regex(sock.stderr, /may not read \S+\/run\/publish-\d+\.sock \(permission denied\)/);
+    t.is(readdirSync(join(device.home, 'run')).length, 1);
+    t.is((await status(device.home)).code, 0, 'its owner still reads it');
+  },
+);

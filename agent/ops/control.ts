@@ -98,12 +98,19 @@ export function removeStaleSockets(home: string): void {
   }
 }
 
-function listSockets(home: string): { path: string; role: AgentRole; pid: number }[] {
+/** EACCES, EPERM: this user may not read it (another user's agent: its user or root may). */
+function isDenied(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'EACCES' || code === 'EPERM';
+}
+
+/** The control sockets in home's run directory; `denied` when this user may not list it. */
+function listSockets(home: string): { path: string; role: AgentRole; pid: number }[] & { denied?: boolean } {
   let names: string[];
   try {
     names = readdirSync(controlDir(home));
-  } catch {
-    return [];
+  } catch (err) {
+    return Object.assign([], { denied: isDenied(err) });
   }
   const out: { path: string; role: AgentRole; pid: number }[] = [];
   for (const name of names) {
@@ -124,13 +131,16 @@ function processExists(pid: number): boolean {
   }
 }
 
-/** Asks one control socket for its status; undefined when nobody answers (a stale socket). */
-export function readStatus(path: string, timeoutMs = STATUS_TIMEOUT_MS): Promise<AgentStatus | undefined> {
+/**
+ * Asks one control socket for its status; undefined when nobody answers (a
+ * stale socket), 'denied' when this user may not connect to it.
+ */
+export function readStatus(path: string, timeoutMs = STATUS_TIMEOUT_MS): Promise<AgentStatus | 'denied' | undefined> {
   return new Promise((resolve) => {
     const socket = connect(path);
     let text = '';
     const timer = setTimeout(() => finish(undefined), timeoutMs);
-    const finish = (value: AgentStatus | undefined) => {
+    const finish = (value: AgentStatus | 'denied' | undefined) => {
       clearTimeout(timer);
       socket.destroy();
       resolve(value);
@@ -148,19 +158,31 @@ export function readStatus(path: string, timeoutMs = STATUS_TIMEOUT_MS): Promise
         finish(undefined);
       }
     });
-    socket.once('error', () => finish(undefined));
+    socket.once('error', (err) => finish(isDenied(err) ? 'denied' : undefined));
   });
+}
+
+export interface StatusReport {
+  statuses: AgentStatus[];
+  /** The run directory or sockets this user may not read: agents of another user, state unknown. */
+  denied: string[];
 }
 
 /**
  * The status of every agent running with this home. A socket whose process
  * is gone, or that refuses connections, is removed on the way.
  */
-export async function readAllStatuses(home: string): Promise<AgentStatus[]> {
+export async function readAllStatuses(home: string): Promise<StatusReport> {
   const sockets = listSockets(home);
+  if (sockets.denied) return { statuses: [], denied: [controlDir(home)] };
+  const denied: string[] = [];
   const results = await Promise.all(
     sockets.map(async (s) => {
       const status = await readStatus(s.path);
+      if (status === 'denied') {
+        denied.push(s.path);
+        return undefined;
+      }
       if (!status && !processExists(s.pid)) {
         try {
           unlinkSync(s.path);
@@ -169,5 +191,5 @@ export async function readAllStatuses(home: string): Promise<AgentStatus[]> {
       return status;
     }),
   );
-  return results.filter((s): s is AgentStatus => s !== undefined);
+  return { statuses: results.filter((s): s is AgentStatus => s !== undefined), denied: denied.sort() };
 }
