@@ -14,12 +14,13 @@ import { relayScale, type RelayScaleResult } from './scenarios/relay-scale.ts';
 import { soak, type SoakResult } from './scenarios/soak.ts';
 import { clusterScale, type ClusterResult } from './scenarios/cluster.ts';
 import { readmit, type ReadmitResult } from './scenarios/readmit.ts';
+import { relayPair, type RelayPairResult } from './scenarios/relay-pair.ts';
 import { round, sleep } from './lib/stats.ts';
 import { printReport, targets, ratios } from './report.ts';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 const PATHS = ['direct', 'diode', 'ssh-tunnel'] as const;
-const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'readmit'] as const;
+const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'readmit', 'relay-pair'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 /** Minutes of the soak when it is asked for by name without --soak-minutes (the issue's 10). */
 const DEFAULT_SOAK_MINUTES = 10;
@@ -32,6 +33,8 @@ export interface BenchOptions {
   clusterDevices: number;
   /** Devices (RelayLinks) that return after the relay restart in the readmit scenario. */
   readmitDevices: number;
+  /** Devices of the fleet that one relay and then two relays on this host admit in the relay-pair scenario. */
+  pairDevices: number;
   soakMinutes: number;
   profile: boolean;
   out: string | undefined;
@@ -39,11 +42,11 @@ export interface BenchOptions {
   bundle: string | undefined;
 }
 
-const USAGE = `usage: tsx bench/run.ts [--quick] [--scenario NAME[,NAME]]... [--devices N[,N]] [--cluster-devices N] [--readmit-devices N] [--soak-minutes N] [--profile] [--out FILE] [--bundle dist/diode.cjs]
-  scenarios: ${SCENARIOS.join(', ')} (default: all but soak and cluster; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000)`;
+const USAGE = `usage: tsx bench/run.ts [--quick] [--scenario NAME[,NAME]]... [--devices N[,N]] [--cluster-devices N] [--readmit-devices N] [--pair-devices N] [--soak-minutes N] [--profile] [--out FILE] [--bundle dist/diode.cjs]
+  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000)`;
 
 function parseOptions(argv: string[]): BenchOptions {
-  const options: BenchOptions = { quick: false, scenarios: [], devices: [], clusterDevices: 1000, readmitDevices: 10_000, soakMinutes: 0, profile: false, out: undefined, bundle: undefined };
+  const options: BenchOptions = { quick: false, scenarios: [], devices: [], clusterDevices: 1000, readmitDevices: 10_000, pairDevices: 10_000, soakMinutes: 0, profile: false, out: undefined, bundle: undefined };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -61,6 +64,7 @@ function parseOptions(argv: string[]): BenchOptions {
     } else if (arg === '--devices') options.devices = value().split(',').map(positive(arg));
     else if (arg === '--cluster-devices') options.clusterDevices = positive(arg)(value());
     else if (arg === '--readmit-devices') options.readmitDevices = positive(arg)(value());
+    else if (arg === '--pair-devices') options.pairDevices = positive(arg)(value());
     else if (arg === '--soak-minutes') options.soakMinutes = positive(arg)(value());
     else if (arg === '--out') options.out = resolve(value());
     else if (arg === '--bundle') options.bundle = resolve(value());
@@ -168,6 +172,15 @@ async function main(): Promise<void> {
   }
   let readmitted: ReadmitResult | undefined;
   if (options.scenarios.includes('readmit')) readmitted = await readmit(bundle, options.quick ? Math.min(options.readmitDevices, 500) : options.readmitDevices, log);
+  let paired: RelayPairResult | undefined;
+  if (options.scenarios.includes('relay-pair')) {
+    const sink = await startSink();
+    try {
+      paired = await relayPair(bundle, sink.port, options.quick ? Math.min(options.pairDevices, 200) : options.pairDevices, options.quick ? 64 * 1024 * 1024 : 512 * 1024 * 1024, cpus().length, log);
+    } finally {
+      await sink.proc.stop();
+    }
+  }
   if (profileDir) profiles = summariseProfiles(profileDir, bundle);
 
   const result = {
@@ -188,6 +201,7 @@ async function main(): Promise<void> {
     ...(soaked ? { soak: soaked } : {}),
     ...(cluster ? { cluster } : {}),
     ...(readmitted ? { readmit: readmitted } : {}),
+    ...(paired ? { relayPair: paired } : {}),
     ...(profiles ? { profile: { dir: profileDir, processes: profiles } } : {}),
     targets: targets(paths, scale, soaked),
   };
@@ -211,6 +225,16 @@ async function main(): Promise<void> {
     process.stdout.write(
       `\nreadmit: ${r.devices} devices after a relay kill -9 and ${r.outageMs} ms down: half back ${r.backMs.half} ms, 90 % ${r.backMs.ninety} ms, all ${r.backMs.all ?? `not (${r.upAtEnd} up)`} ms after it listened again (${r.admitPerSec}/s, relay CPU ${r.relayCpuSec} s)\n` +
         `  honest ssh meanwhile: ${s.tries - s.failed} of ${s.tries} tries ok, first ok ${s.firstOkMs} ms after the restart, ok tries p50 ${s.okP50Ms} ms, max ${s.okMaxMs} ms${s.firstError ? ` (a failed try: ${s.firstError})` : ''}\n`,
+    );
+  }
+  if (paired) {
+    const row = (f: RelayPairResult['one']) =>
+      `  ${String(f.relays).padEnd(7)} ${`${f.admitted}/${f.admitted + f.failed}`.padStart(12)} ${String(f.admitMs).padStart(9)} ${String(f.admitPerSec).padStart(8)} ${String(f.relayCpuSec).padStart(10)} ${String(f.busiestRelayUtilization).padStart(10)} ${String(f.hostBusy).padStart(9)} ${String(f.bulkTotalMBps).padStart(10)} ${String(f.bulkRelayCpuSecPerGiB).padStart(9)}\n`;
+    process.stdout.write(
+      `\nrelay-pair: ${paired.devices} devices and 2 bulk streams on ${paired.cores} cores, one relay against two (a cluster on one Redis)\n` +
+        `  relays      admitted  admit ms   per s   relay CPU  busiest    host busy  bulk MB/s  relay s/GiB\n` +
+        row(paired.one) + row(paired.two) +
+        `  two / one: admission ${paired.admitSpeedup}×, bulk ${paired.bulkSpeedup}×\n`,
     );
   }
   process.stdout.write(`\nJSON: ${out}\n`);

@@ -136,7 +136,8 @@ export async function untilOpen(connector: Connector, what: string, echo = true)
   throw new Error(`${what} did not open within ${FORWARD_READY_MS} ms: ${String(last)}`);
 }
 
-async function freePorts(n: number): Promise<number[]> {
+/** `n` loopback ports free right now (the kernel's picks, all held at once so they differ, then released). */
+export async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
     Array.from({ length: n }, () => new Promise<Server>((resolve) => {
       const s = createServer();
@@ -146,4 +147,9 @@ async function freePorts(n: number): Promise<number[]> {
   const ports = servers.map((s) => (s.address() as AddressInfo).port);
   await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
   return ports;
+}
+
+/** One loopback port free right now. */
+export async function freePort(): Promise<number> {
+  return (await freePorts(1))[0];
 }

@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startProcess, type BenchProcess } from '../lib/procs.ts';
-import { scratch, type Path } from '../lib/paths.ts';
+import { startRedis } from '../lib/redis.ts';
+import { freePort, scratch, type Path } from '../lib/paths.ts';
 import { openEcho, sendBulk, socks5Connect } from '../lib/client.ts';
 import { MiB, median, quantile, round, sleep } from '../lib/stats.ts';
 import { measureLatencies, type LatencySizes } from './latency.ts';
@@ -42,16 +42,6 @@ export interface ClusterResult {
   crossRelay: { setupP50ms: number; setupP99ms: number; rttP50us: number; rttP99us: number; singleStreamMBps: number[] };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 function redisCli(port: number, ...args: string[]): string {
   return execFileSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' }).trim();
 }
@@ -87,10 +77,8 @@ function waitMessage(proc: BenchProcess, t: string): Promise<{ admitted?: number
 export async function clusterScale(bundle: string, sinkPort: number, sizes: ClusterSizes, log: (line: string) => void): Promise<ClusterResult> {
   const procs: BenchProcess[] = [];
   try {
-    const redisPort = await freePort();
-    const redis = startProcess('redis', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', scratch('redis')]);
+    const { port: redisPort, proc: redis } = await startRedis();
     procs.push(redis);
-    await redis.waitFor(/Ready to accept connections/);
     const node = (role: string, args: string[]) => {
       const p = startProcess(role, process.execPath, [bundle, ...args], { env: { ...process.env, DIODE_LOG: 'warn' } });
       procs.push(p);

@@ -6,12 +6,11 @@
 // honest user saw: real `ssh` through `nc -X 5` and `diode socksd` to a real
 // sshd published by `diode publish`, tried one after another from the restart on.
 import { execFile } from 'node:child_process';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { cpuSeconds, startProcess, type BenchProcess } from '../lib/procs.ts';
-import { scratch } from '../lib/paths.ts';
+import { freePort, scratch } from '../lib/paths.ts';
 import { ask as askWorker } from '../lib/ipc.ts';
 import { quantile, round, sleep } from '../lib/stats.ts';
 import { SSHD_BINARY, makeSshdKeys, writeSshdConfig } from '../../test/helpers/sshd-files.ts';
@@ -46,15 +45,6 @@ export interface ReadmitResult {
 interface Sample {
   ms: number;
   up: number;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 const ask = <T extends { t: string }>(proc: BenchProcess, t: string, send?: object) => askWorker<T>(proc, t, PHASE_TIMEOUT_MS, send);
