@@ -3,7 +3,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { HostPort } from '../util/hostport.ts';
 import type { Logger } from '../util/log.ts';
 import { formatHostPort } from '../util/hostport.ts';
-import { DiodeError, errorMessage } from '../util/errors.ts';
+import { listenOn } from '../util/listen.ts';
 import type { RelayStats } from '../relay/stats.ts';
 import type { AgentStatus } from './status.ts';
 
@@ -148,15 +148,7 @@ export async function startMetricsServer(listen: HostPort, source: MetricsSource
     }
     res.writeHead(404, { 'Content-Type': 'text/plain' }).end('try /metrics or /healthz\n');
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new DiodeError('EMETRICS', `--metrics ${formatHostPort(listen)}: cannot listen: ${errorMessage(err)}`)));
-    server.listen(listen.port, listen.host, () => {
-      server.removeAllListeners('error');
-      resolve();
-    });
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : listen.port;
+  const port = await listenOn(server, listen, '--metrics');
   log.info(`metrics on http://${formatHostPort({ host: listen.host, port })}/metrics`);
   return {
     port,
