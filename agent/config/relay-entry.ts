@@ -1,5 +1,5 @@
 import { parseAddress } from '../identity/address.ts';
-import { formatHostPort, parseHostPort, type HostPort } from '../util/hostport.ts';
+import { formatHostPort, hostProblem, parseHostPort, type HostPort } from '../util/hostport.ts';
 import { UsageError } from '../util/errors.ts';
 
 export const DEFAULT_RELAY_PORT = 41046;
@@ -59,7 +59,20 @@ export function parseRelayEntry(text: string): RelayEntry {
     rest = host.includes(':') ? `[${host}]:${DEFAULT_RELAY_PORT}` : `${host}:${DEFAULT_RELAY_PORT}`;
   }
   const hp = parseHostPort(rest, what);
+  checkRelayHost(hp.host, what);
   return pin ? { ...hp, pin } : hp;
+}
+
+/**
+ * A host that can never resolve is refused at start, not retried forever on
+ * ENOTFOUND: an IPv6 address without brackets (`::1:41046` reads as a host
+ * with no port), an IPv4 address out of range, a name with other characters.
+ */
+function checkRelayHost(host: string, what: string): void {
+  const problem = hostProblem(host);
+  if (!problem) return;
+  const fix = host.includes(':') ? `an IPv6 relay goes in brackets, its port after them: [::1]:${DEFAULT_RELAY_PORT}` : FORMS;
+  throw new UsageError(`${what}: "${host}" ${problem}; ${fix}`);
 }
 
 /** A comma list of entries (flags repeat and take comma lists). */

@@ -1,5 +1,5 @@
 import { parseAddress } from '../identity/address.ts';
-import { parsePort } from '../util/hostport.ts';
+import { hostProblem, parsePort } from '../util/hostport.ts';
 import { UsageError } from '../util/errors.ts';
 import type { AccessMode, PublishedPort } from '../protocol/messages.ts';
 import { MAX_ALLOWED_ADDRESSES, MAX_PUBLISHED_PORTS } from '../protocol/limits.ts';
@@ -46,12 +46,9 @@ export function parsePortItem(item: string, flag: string): Omit<PortMapping, 'mo
   throw new UsageError(`${what}: write [host:]<local>[:<remote>]`);
 }
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-const HOST_NAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
-
 /** The machine a port is forwarded to: an IPv4 address or a host name, checked before anything starts. */
 function checkTargetHost(host: string, what: string): string {
-  if (/^[\d.]+$/.test(host) ? IPV4.test(host) : HOST_NAME.test(host)) return host;
+  if (!host.includes(':') && !hostProblem(host)) return host;
   throw new UsageError(`${what}: "${host}" is not an IPv4 address or a host name`);
 }
 
@@ -75,6 +72,10 @@ export function parsePortFlag(mode: AccessMode, value: string): PortMapping[] {
       continue;
     }
     if (/^[0-9a-f]{40}$/i.test(token)) throw new UsageError(`${flag} "${value}": "${token}" looks like a client address without its 0x; write 0x${token}`);
+    // Hex longer than any port number is an address too, cut short or mistyped.
+    if (/^[0-9a-f]{6,}$/i.test(token)) {
+      throw new UsageError(`${flag} "${value}": "${token}" is no port number and looks like a client address without its 0x (an address is 0x and 40 hex digits; this has ${token.length})`);
+    }
     out.push({ ...parsePortItem(token, flag), mode, allow: [] });
   }
   if (mode === 'private') {

@@ -1,3 +1,4 @@
+import { isIPv4, isIPv6 } from 'node:net';
 import { UsageError } from './errors.ts';
 
 export interface HostPort {
@@ -45,4 +46,13 @@ export function formatHostPort(hp: HostPort): string {
 export function isLoopbackHost(host: string): boolean {
   const h = host.toLowerCase().replace(/^\[|\]$/g, '');
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || /^::ffff:127\./.test(h);
+}
+
+const HOST_NAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/** What is wrong with a host (IP address or name) that could never be reached, in words; undefined when it is well-formed. */
+export function hostProblem(host: string): string | undefined {
+  if (host.includes(':')) return isIPv6(host) ? undefined : 'is not an IPv6 address';
+  if (/^[\d.]+$/.test(host)) return isIPv4(host) ? undefined : 'is not an IPv4 address';
+  return HOST_NAME.test(host) ? undefined : 'is not a host name (letters, digits, dashes and dots)';
 }

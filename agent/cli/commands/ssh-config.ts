@@ -6,6 +6,7 @@ import type { ParsedArgs } from '../args.ts';
 import type { CommandContext } from '../commands.ts';
 import { UsageError } from '../../util/errors.ts';
 import { installSshConfig, sshConfigBlock } from '../../client/ssh-config.ts';
+import { formatRelayEntry, parseRelayList } from '../../config/relay-entry.ts';
 
 /** True inside a Node single executable (then process.execPath is diode itself). */
 function isSea(): boolean {
@@ -30,7 +31,9 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const command = selfCommand();
   const flags: string[] = [];
   const relay = args.flags.relay as string[] | undefined;
-  if (relay && relay.length > 0) flags.push('--relay', relay.join(','));
+  // Checked now, as every command checks it at start: a bad entry baked into the block would only fail at ssh time.
+  const relays = parseRelayList((relay ?? []).join(','));
+  if (relays.length > 0) flags.push('--relay', relays.map(formatRelayEntry).join(','));
   // A home chosen by flag or by DIODE_HOME is baked in: the shell ssh runs the ProxyCommand from may not have either.
   if (typeof args.flags.home === 'string' || process.env.DIODE_HOME) flags.push('--home', resolve(ctx.home));
   const block = sshConfigBlock(command, flags);
