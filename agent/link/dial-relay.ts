@@ -96,11 +96,17 @@ const NOT_TLS = /wrong version number|packet length too long|unknown protocol|ht
 
 /**
  * A TLS failure before the handshake completes, as one line: a peer that
- * does not talk TLS is named as such, never OpenSSL's dump. Other errors
- * (refused, reset, timeouts) pass through unchanged.
+ * does not talk TLS is named as such, never OpenSSL's dump, nor Node's words for a
+ * peer that hung up on the ClientHello. Other errors (refused, reset later,
+ * timeouts) pass through unchanged.
  */
 export function tlsError(target: HostPort, err: Error): Error {
   const code = (err as NodeJS.ErrnoException).code ?? '';
+  // Node's "Client network socket disconnected before secure TLS connection was established": the peer
+  // closed on our ClientHello, as a service that is not TLS often does (and a relay that is full, by a reset).
+  if (code === 'ECONNRESET' && /before secure TLS connection/i.test(err.message)) {
+    return new DiodeError('ENOTRELAY', `${formatHostPort(target)} closed the connection before TLS was set up (not a diode relay, or a relay that is full or restarting)`);
+  }
   if (!code.startsWith('ERR_SSL_')) return err;
   const reason = (err as Error & { reason?: string }).reason ?? code.replace(/^ERR_SSL_/, '').toLowerCase().replace(/_/g, ' ');
   const what = NOT_TLS.test(reason) || NOT_TLS.test(code.replace(/_/g, ' ')) ? 'no TLS' : `TLS handshake failed: ${reason}`;
