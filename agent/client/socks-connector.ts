@@ -71,7 +71,8 @@ export function diodeConnector(links: RelayLink[], identity: Identity, fallback:
       // A malformed diode name is never looked up in DNS, whatever the fallback.
       if (fallback === 'direct' && !DIODE_SUFFIX.test(request.host)) return connectDirect(request.host, request.port);
       if (request.addressType !== 'domain') throw new SocksRefusal(Rep.addressTypeNotSupported, `${request.host} is an IP address; use <address>.diode (or socksd --fallback direct)`, 'not-a-device');
-      throw new SocksRefusal(Rep.hostUnreachable, `${request.host} is not a <address>.diode name (socksd --fallback direct connects such names directly)`, 'not-a-device');
+      const hint = DIODE_SUFFIX.test(request.host) ? '0x and 40 hex digits before .diode; such a name is never looked up in DNS' : 'socksd --fallback direct connects such names directly';
+      throw new SocksRefusal(Rep.hostUnreachable, `${request.host} is not a <address>.diode name (${hint})`, 'not-a-device');
     }
     try {
       return await dialAnyRelay(links, identity, target.address, target.port);
