@@ -84,6 +84,11 @@ async function main(argv: string[]): Promise<number> {
   const { globals, name, rest } = splitGlobalFlags(argv);
   if (!name || HELP_WORDS.has(name)) {
     const topic = name ? rest.find((a) => !a.startsWith('-')) : undefined;
+    if (topic === 'help' || topic === 'version') {
+      // Listed in the top-level help as commands, so they have help of their own.
+      process.stdout.write(topic === 'help' ? topHelp() + '\n' : 'print the version and the commit it was built from\n\nusage: diode version (also -v, --version)\n');
+      return 0;
+    }
     if (topic) {
       const spec = findCommand(topic);
       if (!spec) throw unknownCommand(topic);

@@ -34,7 +34,7 @@ function parseSeconds(key: string) {
 }
 
 export const CONFIG_KEYS: Readonly<Record<string, ConfigKeySpec>> = Object.freeze({
-  relays: { description: 'comma-separated relay host:port list, tried in order', parse: parseRelays },
+  relays: { description: 'comma-separated relays, tried in order: host:port, or 0x<relay address>@host:port to pin one', parse: parseRelays },
   fleet: { description: 'fleet contract address for -protected ports', parse: (v) => parseAddress(v, 'fleet') },
   rpc: { description: 'JSON-RPC URL of the chain that holds the fleet contract', parse: parseRpcUrl },
   'fleet-ttl': { description: 'seconds a fleet membership answer is cached (default 60)', parse: parseSeconds('fleet-ttl') },

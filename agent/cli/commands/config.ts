@@ -1,7 +1,7 @@
 import type { ParsedArgs } from '../args.ts';
 import type { CommandContext } from '../commands.ts';
 import { ConfigStore, parseAssignment, CONFIG_KEYS } from '../../config/index.ts';
-import { UsageError } from '../../util/errors.ts';
+import { UsageError, errorMessage } from '../../util/errors.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const sets = (args.flags.set as string[] | undefined) ?? [];
@@ -37,6 +37,15 @@ function effectiveRelays(flag: string[] | undefined, store: ConfigStore): string
     return `relays in effect: ${list} (from --relay)`;
   }
   const stored = store.get('relays');
-  if (stored) return `relays in effect: ${stored} (from the "relays" key in ${store.path}; --relay overrides it)`;
+  if (stored) {
+    // A hand-edited file can hold what -set would refuse; the agents refuse it at start, so say so here.
+    let list: string;
+    try {
+      list = CONFIG_KEYS.relays.parse(stored);
+    } catch (err) {
+      return `relays in effect: none; the "relays" key in ${store.path} is refused by every agent (${errorMessage(err)}); fix it with diode config -set relays=host:port`;
+    }
+    return `relays in effect: ${list} (from the "relays" key in ${store.path}; --relay overrides it)`;
+  }
   return 'relays in effect: none; pass --relay host:port or run diode config -set relays=host:port';
 }
