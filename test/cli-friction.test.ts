@@ -11,9 +11,10 @@ import { listenError } from '../agent/util/listen.ts';
 const exec = promisify(execFile);
 const ADDRESS = '0x9f8B043D1CaeE0C61c92a5394DA08D428BF16Fbe';
 
-async function diode(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+/** Runs the bundle; after `timeout` ms it gets SIGTERM (and a long-running command shuts down as on Ctrl-C). */
+async function diode(args: string[], env: NodeJS.ProcessEnv = {}, timeout = 150_000): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await exec(process.execPath, [DIODE_BUNDLE, ...args], { env: { ...process.env, ...env }, timeout: 150_000 });
+    const { stdout, stderr } = await exec(process.execPath, [DIODE_BUNDLE, ...args], { env: { ...process.env, ...env }, timeout });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -40,6 +41,9 @@ test('17.1 a taken port is one clear line and exit 1 for socksd, relay --listen,
     [['relay', '--listen', '127.0.0.1:0', '--gateway-http', at], `diode: --gateway-http: cannot listen on ${at}: address already in use\n`],
     [['bind', `${port}:${ADDRESS}.diode:22`, '--relay', '127.0.0.1:1'], `diode: bind "${port}:${ADDRESS}.diode:22": cannot listen on ${at}: address already in use\n`],
     [['fleet', 'ui', '--listen', at], `diode: fleet ui: cannot listen on ${at}: address already in use\n`],
+    // --metrics said "cannot listen: listen EADDRINUSE: address already in use 127.0.0.1:…" (Node's words).
+    [['relay', '--listen', '127.0.0.1:0', '--metrics', at], `diode: --metrics: cannot listen on ${at}: address already in use\n`],
+    [['socksd', '--listen', '127.0.0.1:0', '--relay', '127.0.0.1:1', '--metrics', at], `diode: --metrics: cannot listen on ${at}: address already in use\n`],
   ];
   for (const [args, line] of cases) {
     const r = await diode([...args, '--home', home, '--log-level', 'error']);
@@ -117,11 +121,63 @@ test('17.7 help per command, -v, version listed, config keys named, config -list
   }
   const config = await diode(['config', '--help']);
   for (const key of ['relays', 'fleet', 'rpc', 'fleet-ttl']) t.regex(config.stdout, new RegExp(`\\n {2}${key} +\\S`), key);
-  t.regex(config.stdout, /relays +comma-separated relay host:port list/);
+  t.regex(config.stdout, /relays +comma-separated relays, tried in order: host:port, or 0x<relay address>@host:port/);
   const home = tempDir(t);
   const empty = await diode(['config', '-list', '--home', home]);
   t.is(empty.code, 0);
   t.is(empty.stdout, `nothing set in ${join(home, 'config.json')}\nrelays in effect: none; pass --relay host:port or run diode config -set relays=host:port\n`);
+  // help and version are listed as commands, so `diode help <them>` answers too (was: unknown command).
+  const helpHelp = await diode(['help', 'help']);
+  t.is(helpHelp.code, 0);
+  t.is(helpHelp.stdout, top.stdout);
+  const helpVersion = await diode(['help', 'version']);
+  t.is(helpVersion.code, 0);
+  t.regex(helpVersion.stdout, /^print the version and the commit it was built from\n\nusage: diode version/);
+  // A hand-edited relays key that every agent refuses is not shown as "in effect".
+  const edited = tempDir(t);
+  writeFileSync(join(edited, 'config.json'), JSON.stringify({ relays: 'http://127.0.0.1:41046' }));
+  const list = await diode(['config', '-list', '--home', edited]);
+  t.is(list.code, 0);
+  t.regex(list.stdout, /\nrelays in effect: none; the "relays" key in \S+config\.json is refused by every agent \(relay "http:\/\/127\.0\.0\.1:41046": a relay is not a http:\/\/ URL; .*\); fix it with diode config -set relays=host:port\n$/);
+});
+
+test('17.3 relay hosts that can never resolve are refused at start, in every place a relay is given', async (t) => {
+  const home = tempDir(t);
+  const cases: Array<[string, string]> = [
+    // Unbracketed IPv6: was read as host "::1:41046" with the default port, and retried forever on ENOTFOUND.
+    ['::1:41046', 'diode: relay "::1:41046": "::1:41046" is not an IPv6 address; an IPv6 relay goes in brackets, its port after them: [::1]:41046\n'],
+    ['999.1.1.1:41046', 'diode: relay "999.1.1.1:41046": "999.1.1.1" is not an IPv4 address; write host:port, 0x<relay address>@host:port or diode://0x<relay address>@host:port\n'],
+    ['relay!.example.org:41046', 'diode: relay "relay!.example.org:41046": "relay!.example.org" is not a host name (letters, digits, dashes and dots); write host:port, 0x<relay address>@host:port or diode://0x<relay address>@host:port\n'],
+  ];
+  for (const [entry, line] of cases) {
+    const r = await diode(['socksd', '--listen', '127.0.0.1:0', '--relay', entry, '--home', home]);
+    t.is(r.stderr, line, entry);
+    t.is(r.code, 2, entry);
+  }
+  const bracketed = await diode(['socksd', '--listen', '127.0.0.1:0', '--relay', '[::1]:1', '--home', home, '--log-level', 'error'], {}, 2000);
+  t.regex(bracketed.stdout, /^socksd 0x[0-9a-fA-F]{40} listening on 127\.0\.0\.1:\d+\n/);
+  t.is(bracketed.stderr, '');
+  // ssh-config baked --relay into the ProxyCommand unchecked: the mistake showed only at ssh time.
+  const ssh = await diode(['ssh-config', '--relay', 'http://127.0.0.1:41046', '--home', home]);
+  t.is(ssh.code, 2);
+  t.is(ssh.stdout, '');
+  t.regex(ssh.stderr, /^diode: relay "http:\/\/127\.0\.0\.1:41046": a relay is not a http:\/\/ URL; /);
+  const pinned = await diode(['ssh-config', '--relay', `${ADDRESS.toLowerCase()}@relay.example.org`, '--home', home]);
+  t.regex(pinned.stdout, new RegExp(` proxy %h %p --relay ${ADDRESS}@relay\\.example\\.org:41046 --home `));
+});
+
+test('17.4 a relay port whose service hangs up on the ClientHello is named as such, not with Node\'s TLS words', async (t) => {
+  const server = createServer((s) => {
+    s.on('error', () => {});
+    s.once('data', () => s.end());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const at = `127.0.0.1:${(server.address() as { port: number }).port}`;
+  const r = await diode(['proxy', `${ADDRESS}.diode`, '22', '--relay', at, '--home', tempDir(t)]);
+  t.is(r.code, 1);
+  t.is(r.stderr, `diode: proxy: cannot reach ${ADDRESS}.diode port 22: not connected to a relay (${at} closed the connection before TLS was set up (not a diode relay, or a relay that is full or restarting))\n`);
+  t.notRegex(r.stderr, /Client network socket|ECONNRESET/);
 });
 
 test('17.5 input checks: bad hosts, stray words, protocol suffixes, addresses without 0x, non-loopback binds, a domain without a gateway', async (t) => {
@@ -132,6 +188,8 @@ test('17.5 input checks: bad hosts, stray words, protocol suffixes, addresses wi
     [publish('-public', 'bad_host:22:22'), 'diode: -public "bad_host:22:22": "bad_host" is not an IPv4 address or a host name\n'],
     [publish('-public', '22:22', 'extra'), 'diode: publish: unexpected "extra"; each port item goes after a flag (-public 22:22 -public 80), several in one comma list (-public 22:22,80)\n'],
     [publish('-private', `22:22,${ADDRESS.slice(2)}`), `diode: -private "22:22,${ADDRESS.slice(2)}": "${ADDRESS.slice(2)}" looks like a client address without its 0x; write 0x${ADDRESS.slice(2)}\n`],
+    // An address cut short (no 0x) said "is not a port number".
+    [publish('-private', `22:22,${ADDRESS.slice(2, 22)}`), `diode: -private "22:22,${ADDRESS.slice(2, 22)}": "${ADDRESS.slice(2, 22)}" is no port number and looks like a client address without its 0x (an address is 0x and 40 hex digits; this has 20)\n`],
     [publish('-public', '22:22:udp'), 'diode: -public "22:22:udp": only tcp is supported (got "udp")\n'],
     [publish('-public', '22:22:tls'), 'diode: -public "22:22:tls": only tcp is supported (got "tls")\n'],
     [
@@ -165,4 +223,16 @@ test('17.1 audit: a certificate that is not PEM is one line before anything list
   t.is(r.code, 2);
   t.is(r.stderr, `diode: --gateway-cert ${notPem} / --gateway-key ${notPem}: not PEM (expected -----BEGIN ...-----)\n`);
   t.is(r.stdout, '');
+});
+
+test('17.10 a malformed .diode name is refused with what a diode name is, never the --fallback direct hint (such names never go direct)', async (t) => {
+  const { diodeConnector } = await import('../agent/client/socks-connector.ts');
+  const { Identity } = await import('../agent/identity/identity.ts');
+  for (const fallback of ['refuse', 'direct'] as const) {
+    const connect = diodeConnector([], Identity.random(), fallback);
+    const err = await t.throwsAsync(connect({ version: 5, command: 1, addressType: 'domain', host: '0x12.diode', port: 22 }, '127.0.0.1:1'));
+    t.is(err!.message, '0x12.diode is not a <address>.diode name (0x and 40 hex digits before .diode; such a name is never looked up in DNS)', fallback);
+  }
+  const other = await t.throwsAsync(diodeConnector([], Identity.random())({ version: 5, command: 1, addressType: 'domain', host: 'example.org', port: 80 }, '127.0.0.1:1'));
+  t.regex(other!.message, /^example\.org is not a <address>\.diode name \(socksd --fallback direct connects such names directly\)$/);
 });
