@@ -11,14 +11,14 @@ import { listenError } from '../agent/util/listen.ts';
 const exec = promisify(execFile);
 const ADDRESS = '0x9f8B043D1CaeE0C61c92a5394DA08D428BF16Fbe';
 
-/** Runs the bundle; after `timeout` ms it gets SIGTERM (and a long-running command shuts down as on Ctrl-C). */
-async function diode(args: string[], env: NodeJS.ProcessEnv = {}, timeout = 150_000): Promise<{ code: number; stdout: string; stderr: string }> {
+/** Runs the bundle; after `timeout` ms it gets `killSignal` (SIGTERM: a long-running command shuts down as on Ctrl-C). */
+async function diode(args: string[], env: NodeJS.ProcessEnv = {}, timeout = 150_000, killSignal: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number; signal?: string; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await exec(process.execPath, [DIODE_BUNDLE, ...args], { env: { ...process.env, ...env }, timeout });
+    const { stdout, stderr } = await exec(process.execPath, [DIODE_BUNDLE, ...args], { env: { ...process.env, ...env }, timeout, killSignal });
     return { code: 0, stdout, stderr };
   } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    const e = err as { code: number; signal?: string | null; stdout: string; stderr: string };
+    return { code: e.code, signal: e.signal ?? undefined, stdout: e.stdout, stderr: e.stderr };
   }
 }
 
@@ -235,4 +235,30 @@ test('17.10 a malformed .diode name is refused with what a diode name is, never 
   }
   const other = await t.throwsAsync(diodeConnector([], Identity.random())({ version: 5, command: 1, addressType: 'domain', host: 'example.org', port: 80 }, '127.0.0.1:1'));
   t.regex(other!.message, /^example\.org is not a <address>\.diode name \(socksd --fallback direct connects such names directly\)$/);
+});
+
+test('17 audit: a state directory that cannot be made is one line and exit 1, never a hang (Node 20 mkdir -p loops on /proc)', async (t) => {
+  // Node 20's mkdirSync(recursive) spun at 100 % CPU on /proc, deaf to SIGTERM: SIGKILL after 10 s.
+  const proc = await diode(['--home', '/proc/nope', 'address'], {}, 10_000, 'SIGKILL');
+  t.is(proc.signal, undefined, 'still running after 10 s');
+  t.is(proc.code, 1);
+  t.is(proc.stderr, 'diode: cannot create the state directory /proc/nope: /proc is a file system where no directory can be created (such as /proc or /sys); pick another with --home DIR or DIODE_HOME\n');
+  const deeper = await diode(['config', '-list', '--home', '/proc/nope/a/b'], {}, 10_000, 'SIGKILL');
+  t.is(deeper.code, 1);
+  t.is(deeper.stderr, 'diode: cannot create the state directory /proc/nope/a/b: /proc is a file system where no directory can be created (such as /proc or /sys); pick another with --home DIR or DIODE_HOME\n');
+  // Under a regular file: was "cannot read the key file …: ENOTDIR …; fix its permissions".
+  const file = join(tempDir(t), 'file');
+  writeFileSync(file, 'x');
+  for (const [home, args] of [[join(file, 'sub', 'home'), ['address']], [file, ['address']], [join(file, 'home'), ['config', '-list']]] as const) {
+    const r = await diode([...args, '--home', home], {}, 10_000, 'SIGKILL');
+    t.is(r.code, 1, home);
+    t.is(r.stderr, `diode: cannot create the state directory ${home}: ${file} is a file, not a directory; pick another with --home DIR or DIODE_HOME\n`, home);
+  }
+  // Missing levels are still made, each 0700.
+  const fresh = join(tempDir(t), 'a', 'b', 'c');
+  const made = await diode(['address', '--home', fresh]);
+  t.is(made.code, 0);
+  const { statSync } = await import('node:fs');
+  t.is(statSync(fresh).mode & 0o777, 0o700);
+  t.is(statSync(join(fresh, '..')).mode & 0o777, 0o700);
 });

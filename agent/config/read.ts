@@ -20,7 +20,9 @@ export function readConfigValue(home: string, key: string): string | undefined {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    // ENOTDIR: the home is a file; creating it (for the key) says so.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw new DiodeError('ECONFIG', `cannot read the config ${path}: ${errorMessage(err)}`);
   }
   let parsed: unknown;

@@ -1,15 +1,15 @@
 import Conf from 'conf';
-import { mkdirSync } from 'node:fs';
 import { configKeySpec, CONFIG_KEYS } from './keys.ts';
 import { DiodeError, UsageError, errorMessage } from '../util/errors.ts';
+import { makeHome } from '../identity/home.ts';
 
 /** The agent's settings, a JSON file in the state directory (written atomically by conf). */
 export class ConfigStore {
   readonly #conf: Conf<Record<string, string>>;
 
   constructor(home: string) {
+    makeHome(home);
     try {
-      mkdirSync(home, { recursive: true, mode: 0o700 });
       this.#conf = new Conf<Record<string, string>>({ cwd: home, configName: 'config', clearInvalidConfig: false });
     } catch (err) {
       throw new DiodeError('ECONFIG', `cannot open the config in ${home}: ${errorMessage(err)}; fix or delete ${home}/config.json`);

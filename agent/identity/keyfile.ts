@@ -1,7 +1,8 @@
-import { mkdirSync, openSync, readFileSync, writeSync, closeSync, chmodSync, statSync } from 'node:fs';
+import { openSync, readFileSync, writeSync, closeSync, chmodSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 import { Identity } from './identity.ts';
+import { makeHome } from './home.ts';
 
 export const KEY_FILE_NAME = 'private.key';
 const KEY_PATTERN = /^(0x)?[0-9a-fA-F]{64}$/;
@@ -27,11 +28,7 @@ export function loadOrCreateIdentity(home: string): { identity: Identity; create
   const path = keyFilePath(home);
   const existing = readKeyFile(path);
   if (existing) return { identity: existing, created: false, path };
-  try {
-    mkdirSync(home, { recursive: true, mode: 0o700 });
-  } catch (err) {
-    throw new IdentityError(`cannot create the state directory ${home}: ${errorMessage(err)}; pick another with --home DIR or DIODE_HOME`);
-  }
+  makeHome(home);
   const fresh = Identity.random();
   let fd: number;
   try {
@@ -58,7 +55,9 @@ function readKeyFile(path: string): Identity | undefined {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    // ENOTDIR: the home (or a parent) is a file; makeHome says so.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw new IdentityError(`cannot read the key file ${path}: ${errorMessage(err)}; fix its permissions (it must stay the same file, or the device gets a new address)`);
   }
   const trimmed = text.trim();

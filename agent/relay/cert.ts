@@ -1,7 +1,8 @@
-import { readFileSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 import { selfSignedP256 } from '../util/self-signed.ts';
+import { makeHome } from '../identity/home.ts';
 
 export interface RelayCert {
   key: string;
@@ -25,7 +26,7 @@ export async function loadOrCreateRelayCert(home: string): Promise<RelayCert> {
     }
   }
   const pems = await selfSignedP256('diode-relay', CERT_LIFETIME_YEARS * 365);
-  mkdirSync(home, { recursive: true, mode: 0o700 });
+  makeHome(home);
   // Key first, then the certificate: a half-written pair is recreated, never half-used.
   writeAtomic(keyPath, pems.key, 0o600);
   writeAtomic(certPath, pems.cert, 0o644);
