@@ -262,3 +262,13 @@ test('17 audit: a state directory that cannot be made is one line and exit 1, ne
   t.is(statSync(fresh).mode & 0o777, 0o700);
   t.is(statSync(join(fresh, '..')).mode & 0o777, 0o700);
 });
+
+test('17 audit: an empty --home is refused, not taken for the default', async (t) => {
+  const line = 'diode: --home is empty; give the state directory (--home DIR), or leave --home out for the default\n';
+  for (const args of [['--home', '', 'address'], ['address', '--home', ''], ['--home=', 'address'], ['config', '-list', '--home', ''], ['service', 'install', '--print', 'publish', '-public', '22', '--relay', '127.0.0.1:1', '--home', '']]) {
+    const r = await diode(args);
+    t.is(r.code, 2, args.join(' '));
+    t.is(r.stderr, line, args.join(' '));
+    t.is(r.stdout, '', args.join(' '));
+  }
+});

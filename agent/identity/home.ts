@@ -1,7 +1,7 @@
 import { mkdirSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { DiodeError, errorMessage } from '../util/errors.ts';
+import { DiodeError, UsageError, errorMessage } from '../util/errors.ts';
 
 /**
  * The state directory holds the identity key, the config and (for a relay)
@@ -9,6 +9,7 @@ import { DiodeError, errorMessage } from '../util/errors.ts';
  * shell agree on one identity.
  */
 export function resolveHome(flag?: string): string {
+  if (flag === '') throw new UsageError('--home is empty; give the state directory (--home DIR), or leave --home out for the default');
   if (flag) return flag;
   if (process.env.DIODE_HOME) return process.env.DIODE_HOME;
   if (typeof process.getuid === 'function' && process.getuid() === 0) return '/var/lib/diode';

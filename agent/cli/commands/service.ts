@@ -7,6 +7,7 @@ import { parseArgs } from '../args.ts';
 import type { CommandContext } from '../commands.ts';
 import { findCommand } from '../commands.ts';
 import { versionString } from '../version.ts';
+import { resolveHome } from '../../identity/home.ts';
 import { DiodeError, UsageError } from '../../util/errors.ts';
 import { SERVICE_ROLES, SERVICE_USER, SYSTEM_STATE_DIR, renderUnit, unitName, type ServiceRole } from '../../ops/unit.ts';
 
@@ -88,7 +89,7 @@ function install(argv: string[]): number {
   if (!user && parsed.flags.home === undefined && process.env.DIODE_HOME) {
     throw new UsageError(`service: DIODE_HOME is set; a system service uses ${SYSTEM_STATE_DIR}: pass --home explicitly to keep another state directory`);
   }
-  const home = typeof parsed.flags.home === 'string' ? resolve(parsed.flags.home) : undefined;
+  const home = typeof parsed.flags.home === 'string' ? resolve(resolveHome(parsed.flags.home)) : undefined;
   const unit = renderUnit({ role: r, args: commandArgs, exec: selfExec(), user, home, version: versionString() });
   if (options.has('print')) {
     process.stdout.write(unit);
