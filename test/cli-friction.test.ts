@@ -272,3 +272,21 @@ test('17 audit: an empty --home is refused, not taken for the default', async (t
     t.is(r.stdout, '', args.join(' '));
   }
 });
+
+test('17 audit: a relays key of the wrong JSON type names the key, the file and the fix (was "no relay configured")', async (t) => {
+  const home = tempDir(t);
+  const path = join(home, 'config.json');
+  writeFileSync(path, JSON.stringify({ relays: 5 }));
+  const line = `the "relays" key in ${path} holds 5, not a string; fix it with diode config -set relays=host:port`;
+  const r = await diode(['proxy', `${ADDRESS}.diode`, '22', '--home', home]);
+  t.is(r.code, 2);
+  t.is(r.stderr, `diode: ${line}\n`);
+  const list = await diode(['config', '-list', '--home', home]);
+  t.is(list.code, 0);
+  t.is(list.stdout, `relays=5\nrelays in effect: none; ${line}\n`);
+  writeFileSync(path, JSON.stringify({ relays: ['127.0.0.1:41046'] }));
+  t.is((await diode(['socksd', '--listen', '127.0.0.1:0', '--home', home])).stderr, `diode: the "relays" key in ${path} holds ["127.0.0.1:41046"], not a string; fix it with diode config -set relays=host:port\n`);
+  // -set still repairs it.
+  t.is((await diode(['config', '-set', 'relays=127.0.0.1:41046', '--home', home])).code, 0);
+  t.regex((await diode(['config', '-list', '--home', home])).stdout, /relays in effect: 127\.0\.0\.1:41046 \(from the "relays" key/);
+});

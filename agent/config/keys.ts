@@ -6,6 +6,8 @@ import { UsageError } from '../util/errors.ts';
 /** One config key: what it means and how a value is checked and normalised. */
 export interface ConfigKeySpec {
   description: string;
+  /** A value to show in a `diode config -set key=<example>` hint. */
+  example: string;
   /** Returns the normalised value to store, or throws UsageError naming the value. */
   parse(value: string): string;
 }
@@ -34,10 +36,10 @@ function parseSeconds(key: string) {
 }
 
 export const CONFIG_KEYS: Readonly<Record<string, ConfigKeySpec>> = Object.freeze({
-  relays: { description: 'comma-separated relays, tried in order: host:port, or 0x<relay address>@host:port to pin one', parse: parseRelays },
-  fleet: { description: 'fleet contract address for -protected ports', parse: (v) => parseAddress(v, 'fleet') },
-  rpc: { description: 'JSON-RPC URL of the chain that holds the fleet contract', parse: parseRpcUrl },
-  'fleet-ttl': { description: 'seconds a fleet membership answer is cached (default 60)', parse: parseSeconds('fleet-ttl') },
+  relays: { description: 'comma-separated relays, tried in order: host:port, or 0x<relay address>@host:port to pin one', example: 'host:port', parse: parseRelays },
+  fleet: { description: 'fleet contract address for -protected ports', example: '0x<contract address>', parse: (v) => parseAddress(v, 'fleet') },
+  rpc: { description: 'JSON-RPC URL of the chain that holds the fleet contract', example: 'URL', parse: parseRpcUrl },
+  'fleet-ttl': { description: 'seconds a fleet membership answer is cached (default 60)', example: '60', parse: parseSeconds('fleet-ttl') },
 });
 
 export function configKeySpec(key: string): ConfigKeySpec {

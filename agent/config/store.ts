@@ -2,6 +2,7 @@ import Conf from 'conf';
 import { configKeySpec, CONFIG_KEYS } from './keys.ts';
 import { DiodeError, UsageError, errorMessage } from '../util/errors.ts';
 import { makeHome } from '../identity/home.ts';
+import { stringValue } from './read.ts';
 
 /** The agent's settings, a JSON file in the state directory (written atomically by conf). */
 export class ConfigStore {
@@ -22,8 +23,7 @@ export class ConfigStore {
 
   get(key: string): string | undefined {
     configKeySpec(key);
-    const value = this.#conf.get(key);
-    return typeof value === 'string' ? value : undefined;
+    return stringValue(this.path, key, this.#conf.get(key));
   }
 
   /** Validates and stores; returns the normalised value. */
@@ -41,9 +41,13 @@ export class ConfigStore {
   }
 
   list(): Array<[string, string]> {
+    // A hand-edited value of another JSON type is shown as written (get() refuses it by name).
     return Object.keys(CONFIG_KEYS)
-      .filter((k) => typeof this.#conf.get(k) === 'string')
-      .map((k) => [k, this.#conf.get(k) as string]);
+      .filter((k) => this.#conf.get(k) !== undefined)
+      .map((k) => {
+        const value: unknown = this.#conf.get(k);
+        return [k, typeof value === 'string' ? value : JSON.stringify(value)];
+      });
   }
 }
 

@@ -36,7 +36,12 @@ function effectiveRelays(flag: string[] | undefined, store: ConfigStore): string
     const list = CONFIG_KEYS.relays.parse(flag.join(','));
     return `relays in effect: ${list} (from --relay)`;
   }
-  const stored = store.get('relays');
+  let stored: string | undefined;
+  try {
+    stored = store.get('relays');
+  } catch (err) {
+    return `relays in effect: none; ${errorMessage(err)}`;
+  }
   if (stored) {
     // A hand-edited file can hold what -set would refuse; the agents refuse it at start, so say so here.
     let list: string;
