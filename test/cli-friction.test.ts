@@ -1,12 +1,14 @@
 // Issue 17: what a new user tripped on. Each test runs the real bundle.
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { DIODE_BUNDLE, start, tempDir } from './helpers/diode.ts';
 import { listenError } from '../agent/util/listen.ts';
+import { selfSignedP256 } from '../agent/util/self-signed.ts';
 
 const exec = promisify(execFile);
 const ADDRESS = '0x9f8B043D1CaeE0C61c92a5394DA08D428BF16Fbe';
@@ -289,4 +291,48 @@ test('17 audit: a relays key of the wrong JSON type names the key, the file and 
   // -set still repairs it.
   t.is((await diode(['config', '-set', 'relays=127.0.0.1:41046', '--home', home])).code, 0);
   t.regex((await diode(['config', '-list', '--home', home])).stdout, /relays in effect: 127\.0\.0\.1:41046 \(from the "relays" key/);
+});
+
+test('17 audit: a relay that resets the connection once TLS is under way is one line, not "read ECONNRESET", and is retried', async (t) => {
+  let connections = 0;
+  const reset = (s: Socket) => {
+    connections++;
+    s.on('error', () => {});
+    s.once('data', () => s.resetAndDestroy());
+  };
+  const plain = createServer(reset);
+  const pems = await selfSignedP256('test', 1);
+  // Completes TLS, then resets before the hello.
+  const tls = createServer((raw) => {
+    raw.on('error', () => {});
+    const secure = new TLSSocket(raw, { isServer: true, key: pems.key, cert: pems.cert });
+    secure.on('error', () => {});
+    secure.once('secure', () => setTimeout(() => raw.resetAndDestroy(), 50));
+  });
+  for (const server of [plain, tls]) {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  }
+  const at = (server: Server) => `127.0.0.1:${(server.address() as { port: number }).port}`;
+  const home = tempDir(t);
+  const cases: Array<[Server, string]> = [
+    [plain, 'closed the connection during the TLS handshake'],
+    [tls, 'closed the connection before the diode hello was done'],
+  ];
+  for (const [server, what] of cases) {
+    const r = await diode(['proxy', `${ADDRESS}.diode`, '22', '--relay', at(server), '--home', home]);
+    t.is(r.code, 1);
+    t.is(r.stderr, `diode: proxy: cannot reach ${ADDRESS}.diode port 22: not connected to a relay (${at(server)} ${what} (not a diode relay, or a relay that is full or restarting))\n`);
+    t.notRegex(r.stderr, /ECONNRESET/);
+  }
+  // publish keeps retrying it like any relay failure.
+  connections = 0;
+  const publish = start(t, ['publish', '-public', '22:22', '--relay', at(plain), '--home', home]);
+  const line = new RegExp(`warn  \\[publish\\] ${at(plain).replace(/\./g, '\\.')} closed the connection during the TLS handshake \\(not a diode relay, or a relay that is full or restarting\\); retrying with backoff`);
+  await publish.waitFor(line);
+  const deadline = Date.now() + 15_000;
+  while (connections < 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+  t.true(connections >= 2, `${connections} tries`);
+  await publish.stop();
+  t.notRegex(publish.output(), /ECONNRESET/);
 });

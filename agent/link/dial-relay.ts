@@ -44,8 +44,10 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
       tcp.destroy();
       reject(err);
     };
-    // Stays on: once TLS wraps the socket its errors surface there, but any left here must not crash the process.
-    tcp.once('error', fail);
+    let secured = false;
+    // Stays on: once TLS wraps the socket its errors surface there (a reset may reach this one first),
+    // but any left here must not crash the process.
+    tcp.once('error', (err) => fail(socket ? tlsError(target, err, secured) : err));
     tcp.once('connect', () => {
       clearTimeout(connectTimer);
       tcp.setNoDelay(true);
@@ -58,8 +60,9 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
       });
       socket = tls;
       // Stays on after the hello: an error before the caller's own handlers are on destroys the socket, not the process.
-      tls.once('error', (err) => fail(tlsError(target, err)));
+      tls.once('error', (err) => fail(tlsError(target, err, secured)));
       tls.once('secureConnect', () => {
+        secured = true;
         exchangeHelloAccepting(tls, identity, options.role ?? 'agent', ['relay'], timeoutMs).then(
           ({ address: relayAddress }) => {
             clearTimeout(timer);
@@ -95,17 +98,23 @@ function relayClientContext(): SecureContext {
 const NOT_TLS = /wrong version number|packet length too long|unknown protocol|http request|record layer failure/i;
 
 /**
- * A TLS failure before the handshake completes, as one line: a peer that
+ * A failure on the TLS socket before the hello is done, as one line: a peer that
  * does not talk TLS is named as such, never OpenSSL's dump, nor Node's words for a
- * peer that hung up on the ClientHello. Other errors (refused, reset later,
- * timeouts) pass through unchanged.
+ * peer that hung up on the ClientHello or reset the connection (`read ECONNRESET`).
+ * `secured`: the TLS handshake had completed. Other errors (timeouts) pass
+ * through unchanged. The caller retries every one of them alike.
  */
-export function tlsError(target: HostPort, err: Error): Error {
+export function tlsError(target: HostPort, err: Error, secured = false): Error {
   const code = (err as NodeJS.ErrnoException).code ?? '';
   // Node's "Client network socket disconnected before secure TLS connection was established": the peer
   // closed on our ClientHello, as a service that is not TLS often does (and a relay that is full, by a reset).
   if (code === 'ECONNRESET' && /before secure TLS connection/i.test(err.message)) {
     return new DiodeError('ENOTRELAY', `${formatHostPort(target)} closed the connection before TLS was set up (not a diode relay, or a relay that is full or restarting)`);
+  }
+  // A reset (or a write into one) once TLS is under way: Node says only "read ECONNRESET" / "write EPIPE".
+  if (code === 'ECONNRESET' || code === 'EPIPE') {
+    const during = secured ? 'before the diode hello was done' : 'during the TLS handshake';
+    return new DiodeError('ENOTRELAY', `${formatHostPort(target)} closed the connection ${during} (not a diode relay, or a relay that is full or restarting)`);
   }
   if (!code.startsWith('ERR_SSL_')) return err;
   const reason = (err as Error & { reason?: string }).reason ?? code.replace(/^ERR_SSL_/, '').toLowerCase().replace(/_/g, ' ');
