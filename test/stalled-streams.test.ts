@@ -7,7 +7,8 @@ import type { MuxStream } from '../agent/mux/index.ts';
 import { readFrame, writeFrame } from '../agent/protocol/frames.ts';
 import { requestStream } from '../agent/protocol/request.ts';
 import { IdleSweeper } from '../agent/relay/idle.ts';
-import type { RelayLimits } from '../agent/relay/config.ts';
+import { DEFAULT_RELAY_LIMITS, relayLimitsFromFlags, type RelayLimits } from '../agent/relay/config.ts';
+import type { MuxConfig } from '../agent/mux/config.ts';
 import { silentLogger } from '../agent/util/log.ts';
 import { tempDir } from './helpers/diode.ts';
 import { PassThrough } from 'node:stream';
@@ -103,6 +104,34 @@ test.serial('fast streams whose reader then stops cannot grow the relay windows 
   for (const s of streams) s.destroy();
   await until(() => relay.server.windowBudget.used === 0);
   t.is(relay.server.windowBudget.used, 0, 'closed streams give their window back');
+});
+
+test('--max-stream-window is whole MiB from 1; the default is 2 MiB', (t) => {
+  t.is(DEFAULT_RELAY_LIMITS.maxStreamWindow, 2 * 1024 * 1024);
+  t.is(relayLimitsFromFlags({ 'max-stream-window': '8' }).maxStreamWindow, 8 * 1024 * 1024);
+  t.throws(() => relayLimitsFromFlags({ 'max-stream-window': '0' }), { message: /max stream window/ });
+  t.throws(() => relayLimitsFromFlags({ 'max-stream-window': '1.5' }), { message: /--max-stream-window: "1.5" is not a whole number/ });
+});
+
+// Issue 19 item 5: what a relay holds for one stream is bounded by the window it grants. With
+// 16 MiB per stream (the mux default), a bulk stream whose far side paused for a moment left
+// tens of MB in the relay's malloc arena, which glibc keeps: relay RSS climbed for minutes.
+test.serial('a relayed stream read as fast as it comes grows its relay window to --max-stream-window at most', async (t) => {
+  const max = 1024 * 1024;
+  const { relay, stall, progress } = await stallSetup(t, { maxStreamWindow: max }, Number.MAX_SAFE_INTEGER);
+  // Every agent session of the relay is made with that bound.
+  const sessions = [...relay.server.registry.all()];
+  t.is(sessions.length, 2);
+  for (const session of sessions) t.is((session.mux as unknown as { config: MuxConfig }).config.maxWindow, max);
+  let peak = 0;
+  const watch = setInterval(() => (peak = Math.max(peak, relay.server.windowBudget.used)), 2);
+  t.teardown(() => clearInterval(watch));
+  const [stream] = await stall(1, 32 * 1024 * 1024);
+  await until(() => progress.read >= 32 * 1024 * 1024, 60_000);
+  t.is(progress.read, 32 * 1024 * 1024, 'the device read everything');
+  t.log(`relay window beyond 256 KiB: peak ${peak} bytes (bound ${max - 256 * 1024})`);
+  t.true(peak <= max - 256 * 1024, `peak ${peak}`);
+  stream.destroy();
 });
 
 test.serial('a relayed stream that keeps moving bytes is not idle', async (t) => {

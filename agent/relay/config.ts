@@ -22,6 +22,12 @@ export interface RelayLimits {
   streamIdleTimeoutMs: number;
   /** Bytes: receive window all relayed streams together may hold above the spec's 256 KiB each (`--stream-buffer-budget`, MiB). */
   streamBufferBudget: number;
+  /**
+   * Bytes: the largest receive window one relayed stream grows to (`--max-stream-window`, MiB).
+   * What a relay holds for a stream whose far side is slower is at most this window: kept small,
+   * the relay's memory stays flat under bulk transfers (glibc keeps every high-water mark).
+   */
+  maxStreamWindow: number;
   /** ms the relay stops accepting agent connections once it is out of file descriptors. */
   acceptPauseMs: number;
 }
@@ -35,6 +41,7 @@ export const DEFAULT_RELAY_LIMITS: Readonly<RelayLimits> = Object.freeze({
   maxPendingPerCaller: 32,
   streamIdleTimeoutMs: 15 * 60_000,
   streamBufferBudget: 256 * 1024 * 1024,
+  maxStreamWindow: 2 * 1024 * 1024,
   acceptPauseMs: 1_000,
 });
 
@@ -55,6 +62,7 @@ export function validateRelayLimits(l: RelayLimits): RelayLimits {
   int(l.maxPendingPerCaller, '--max-pending-per-caller', 1, l.maxStreamsPerCaller);
   int(l.streamIdleTimeoutMs, 'stream idle timeout (ms)', 1, MAX_IDLE_TIMEOUT_S * 1000);
   int(l.streamBufferBudget, 'stream buffer budget (bytes)', 0, 1024 * 1024 * MIB);
+  int(l.maxStreamWindow, 'max stream window (bytes)', MIB, 4095 * MIB);
   int(l.acceptPauseMs, 'accept pause (ms)', 1, 60_000);
   return l;
 }
@@ -69,6 +77,7 @@ export interface RelayLimitFlags {
   'max-pending-per-caller'?: string;
   'stream-idle-timeout'?: string;
   'stream-buffer-budget'?: string;
+  'max-stream-window'?: string;
 }
 
 function intFlag(value: string | undefined, flag: string, fallback: number): number {
@@ -91,6 +100,7 @@ export function relayLimitsFromFlags(flags: RelayLimitFlags): RelayLimits {
     maxPendingPerCaller: f('max-pending-per-caller', d.maxPendingPerCaller),
     streamIdleTimeoutMs: f('stream-idle-timeout', d.streamIdleTimeoutMs / 1000) * 1000,
     streamBufferBudget: f('stream-buffer-budget', d.streamBufferBudget / MIB) * MIB,
+    maxStreamWindow: f('max-stream-window', d.maxStreamWindow / MIB) * MIB,
   });
 }
 
@@ -104,4 +114,5 @@ export const RELAY_LIMIT_FLAGS: ReadonlyArray<{ name: keyof RelayLimitFlags; pla
   { name: 'max-pending-per-caller', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxPendingPerCaller), description: 'of those, streams the device has not answered yet' },
   { name: 'stream-idle-timeout', placeholder: 'SECONDS', defaultValue: String(DEFAULT_RELAY_LIMITS.streamIdleTimeoutMs / 1000), description: 'reset a relayed stream after this long with no byte either way' },
   { name: 'stream-buffer-budget', placeholder: 'MIB', defaultValue: String(DEFAULT_RELAY_LIMITS.streamBufferBudget / MIB), description: 'receive window all relayed streams may hold beyond 256 KiB each; over it windows stop growing and shrink' },
+  { name: 'max-stream-window', placeholder: 'MIB', defaultValue: String(DEFAULT_RELAY_LIMITS.maxStreamWindow / MIB), description: 'the largest receive window one relayed stream grows to (what the relay may hold for it)' },
 ];

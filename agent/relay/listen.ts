@@ -6,7 +6,7 @@ import { loadOrCreateRelayCert } from './cert.ts';
 import { RelayServer } from './server.ts';
 import { listenOn } from '../util/listen.ts';
 import { AcceptGuard } from './admission.ts';
-import type { RelayLimits } from './config.ts';
+import { DEFAULT_RELAY_LIMITS, validateRelayLimits, type RelayLimits } from './config.ts';
 import { Registry } from './registry.ts';
 import { RelayStats } from './stats.ts';
 import type { Directory } from './directory.ts';
@@ -48,7 +48,8 @@ export async function startRelay(options: StartRelayOptions): Promise<RunningRel
   if (options.cluster) {
     // Loaded only for a cluster member: a relay on its own never loads ioredis.
     const { ClusterDirectory } = await import('./cluster/directory.ts');
-    directory = new ClusterDirectory({ sessions: registry, identity: options.identity, config: options.cluster, log: options.log.child('cluster'), stats });
+    const maxWindow = validateRelayLimits({ ...DEFAULT_RELAY_LIMITS, ...options.limits }).maxStreamWindow;
+    directory = new ClusterDirectory({ sessions: registry, identity: options.identity, config: options.cluster, log: options.log.child('cluster'), stats, maxWindow });
   }
   const server = new RelayServer({ identity: options.identity, cert, log: options.log, limits: options.limits, registry, directory, stats });
   await server.directory.start();

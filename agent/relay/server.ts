@@ -192,7 +192,7 @@ export class RelayServer {
       return;
     }
     tls.once('close', () => this.#admission.releaseSession(source));
-    const mux = new MuxSession(tls, { role: 'server', windowBudget: this.windowBudget, keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
+    const mux = new MuxSession(tls, { role: 'server', windowBudget: this.windowBudget, maxWindow: this.limits.maxStreamWindow, keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
     const session: AgentSession = { address, mux, ports: new Map(), remote, source, connectedAt: Date.now() };
     // Every authenticated session is kept: one that publishes nothing displaces nothing (see SessionSet).
     this.registry.add(session);
@@ -211,7 +211,7 @@ export class RelayServer {
 
   /** A relay of the cluster linked to us: its streams are `forward`s for our own devices. */
   #admitPeer(tls: TLSSocket, address: string, remote: string): void {
-    const mux = new MuxSession(tls, { role: 'server', keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
+    const mux = new MuxSession(tls, { role: 'server', maxWindow: this.limits.maxStreamWindow, keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
     this.#peers.add(mux);
     this.stats.count('peer_session_opened');
     this.#log.info(`relay ${address} linked from ${remote}`);

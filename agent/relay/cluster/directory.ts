@@ -37,7 +37,8 @@ export class ClusterDirectory implements Directory {
   readonly #cache = new Map<string, MapEntry>();
   #unsubscribe: (() => void) | undefined;
 
-  constructor(options: { sessions: SessionSet; identity: Identity; config: ClusterConfig; log: Logger; stats: RelayStats }) {
+  /** @param options.maxWindow the largest receive window a stream of a relay link grows to (--max-stream-window) */
+  constructor(options: { sessions: SessionSet; identity: Identity; config: ClusterConfig; log: Logger; stats: RelayStats; maxWindow: number }) {
     const { config, identity, log } = options;
     this.#sessions = options.sessions;
     this.#self = identity.address;
@@ -53,7 +54,7 @@ export class ClusterDirectory implements Directory {
       refreshIntervalMs: config.refreshIntervalMs,
       log,
     });
-    this.peers = new PeerLinks(identity, log, options.stats);
+    this.peers = new PeerLinks(identity, log, options.stats, options.maxWindow);
     this.store.on('move', (address, entry) => {
       if (entry) this.#remember(address, entry);
       else this.#cache.delete(address);

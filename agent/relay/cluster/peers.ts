@@ -23,8 +23,11 @@ export class PeerLinks {
   readonly #dialling = new Map<string, Promise<MuxSession>>();
   #closed = false;
 
-  constructor(identity: Identity, log: Logger, stats: RelayStats) {
+  readonly #maxWindow: number;
+
+  constructor(identity: Identity, log: Logger, stats: RelayStats, maxWindow: number) {
     this.#identity = identity;
+    this.#maxWindow = maxWindow;
     this.#log = log;
     this.#stats = stats;
   }
@@ -65,7 +68,7 @@ export class PeerLinks {
       this.#stats.count('peer_dial_failed');
       throw new Error(`relay link to ${formatHostPort(endpoint)}: ${errorMessage(err)}`);
     }
-    const session = new MuxSession(connection.socket, { role: 'client', keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
+    const session = new MuxSession(connection.socket, { role: 'client', maxWindow: this.#maxWindow, keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
     session.on('stream', (stream: MuxStream) => stream.reset());
     this.#sessions.set(address, session);
     this.#stats.count('peer_link_opened');
