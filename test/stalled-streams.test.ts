@@ -106,8 +106,8 @@ test.serial('fast streams whose reader then stops cannot grow the relay windows 
   t.is(relay.server.windowBudget.used, 0, 'closed streams give their window back');
 });
 
-test('--max-stream-window is whole MiB from 1; the default is 2 MiB', (t) => {
-  t.is(DEFAULT_RELAY_LIMITS.maxStreamWindow, 2 * 1024 * 1024);
+test('--max-stream-window is whole MiB from 1; the default is 4 MiB', (t) => {
+  t.is(DEFAULT_RELAY_LIMITS.maxStreamWindow, 4 * 1024 * 1024);
   t.is(relayLimitsFromFlags({ 'max-stream-window': '8' }).maxStreamWindow, 8 * 1024 * 1024);
   t.throws(() => relayLimitsFromFlags({ 'max-stream-window': '0' }), { message: /max stream window/ });
   t.throws(() => relayLimitsFromFlags({ 'max-stream-window': '1.5' }), { message: /--max-stream-window: "1.5" is not a whole number/ });

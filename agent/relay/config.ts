@@ -41,7 +41,7 @@ export const DEFAULT_RELAY_LIMITS: Readonly<RelayLimits> = Object.freeze({
   maxPendingPerCaller: 32,
   streamIdleTimeoutMs: 15 * 60_000,
   streamBufferBudget: 256 * 1024 * 1024,
-  maxStreamWindow: 2 * 1024 * 1024,
+  maxStreamWindow: 4 * 1024 * 1024,
   acceptPauseMs: 1_000,
 });
 
