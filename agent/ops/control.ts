@@ -89,7 +89,7 @@ export async function startControlSocket(home: string, role: AgentRole, report: 
 
 /** Control sockets of processes that no longer exist (killed with SIGKILL, power cut): removed. */
 export function removeStaleSockets(home: string): void {
-  for (const { path, pid } of listSockets(home)) {
+  for (const { path, pid } of listSockets(home).sockets) {
     if (!processExists(pid)) {
       try {
         unlinkSync(path);
@@ -104,21 +104,23 @@ function isDenied(err: unknown): boolean {
   return code === 'EACCES' || code === 'EPERM';
 }
 
+type SocketFile = { path: string; role: AgentRole; pid: number };
+
 /** The control sockets in home's run directory; `denied` when this user may not list it. */
-function listSockets(home: string): { path: string; role: AgentRole; pid: number }[] & { denied?: boolean } {
+function listSockets(home: string): { sockets: SocketFile[]; denied: boolean } {
   let names: string[];
   try {
     names = readdirSync(controlDir(home));
   } catch (err) {
-    return Object.assign([], { denied: isDenied(err) });
+    return { sockets: [], denied: isDenied(err) };
   }
-  const out: { path: string; role: AgentRole; pid: number }[] = [];
+  const out: SocketFile[] = [];
   for (const name of names) {
     const m = SOCKET_NAME.exec(name);
     if (!m || !AGENT_ROLES.includes(m[1] as AgentRole)) continue;
     out.push({ path: join(controlDir(home), name), role: m[1] as AgentRole, pid: Number(m[2]) });
   }
-  return out.sort((a, b) => AGENT_ROLES.indexOf(a.role) - AGENT_ROLES.indexOf(b.role) || a.pid - b.pid);
+  return { sockets: out.sort((a, b) => AGENT_ROLES.indexOf(a.role) - AGENT_ROLES.indexOf(b.role) || a.pid - b.pid), denied: false };
 }
 
 function processExists(pid: number): boolean {
@@ -173,8 +175,8 @@ export interface StatusReport {
  * is gone, or that refuses connections, is removed on the way.
  */
 export async function readAllStatuses(home: string): Promise<StatusReport> {
-  const sockets = listSockets(home);
-  if (sockets.denied) return { statuses: [], denied: [controlDir(home)] };
+  const { sockets, denied: dirDenied } = listSockets(home);
+  if (dirDenied) return { statuses: [], denied: [controlDir(home)] };
   const denied: string[] = [];
   const results = await Promise.all(
     sockets.map(async (s) => {

@@ -45,13 +45,14 @@ export async function startRelay(options: StartRelayOptions): Promise<RunningRel
   const registry = new Registry();
   const stats = new RelayStats();
   let directory: Directory | undefined;
+  // Resolved here because a cluster's relay links need the window bound before the server exists.
+  const limits = validateRelayLimits({ ...DEFAULT_RELAY_LIMITS, ...options.limits });
   if (options.cluster) {
     // Loaded only for a cluster member: a relay on its own never loads ioredis.
     const { ClusterDirectory } = await import('./cluster/directory.ts');
-    const maxWindow = validateRelayLimits({ ...DEFAULT_RELAY_LIMITS, ...options.limits }).maxStreamWindow;
-    directory = new ClusterDirectory({ sessions: registry, identity: options.identity, config: options.cluster, log: options.log.child('cluster'), stats, maxWindow });
+    directory = new ClusterDirectory({ sessions: registry, identity: options.identity, config: options.cluster, log: options.log.child('cluster'), stats, maxWindow: limits.maxStreamWindow });
   }
-  const server = new RelayServer({ identity: options.identity, cert, log: options.log, limits: options.limits, registry, directory, stats });
+  const server = new RelayServer({ identity: options.identity, cert, log: options.log, limits, registry, directory, stats });
   await server.directory.start();
   const listener = createServer({ noDelay: true }, (socket) => server.handleSocket(socket));
   let port: number;

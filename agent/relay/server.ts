@@ -125,17 +125,17 @@ export class RelayServer {
     raw.setKeepAlive(true, TCP_KEEPALIVE_MS);
     // TLS not completed (not TLS, a protocol or cipher it may not use, closed before it finished):
     // counted once as handshake_tls, logged at debug only (port scanners make most of them).
+    // Settled: the handshake's outcome is counted (secure, failed, or the deadline's timeout).
     let tlsSettled = false;
-    let timedOut = false;
     const tlsFailed = (why: string) => {
-      if (tlsSettled || timedOut) return;
+      if (tlsSettled) return;
       tlsSettled = true;
       this.stats.count('handshake_tls');
       this.#log.debug(`connection ${remote}: ${why}`);
     };
     // One deadline for TCP → TLS → hello: a peer that stalls anywhere before it is authenticated is dropped.
     const deadline = setTimeout(() => {
-      timedOut = true;
+      tlsSettled = true;
       this.stats.count('handshake_timeout');
       this.refusals.refused('handshake_timeout', `${remote}: no TLS handshake and hello within ${HANDSHAKE_TIMEOUT_MS} ms`);
       raw.destroy();
