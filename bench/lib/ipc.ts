@@ -24,3 +24,11 @@ export function ask<T extends { t: string }>(proc: BenchProcess, t: string, time
     if (send) proc.child.send(send);
   });
 }
+
+/** What a bench/devices.ts worker reports: {ready} once its keys exist, {done} after admission. */
+export interface FleetMessage {
+  t: 'ready' | 'done';
+  admitted?: number;
+  failed?: number;
+  firstError?: string;
+}

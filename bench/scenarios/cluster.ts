@@ -3,8 +3,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startProcess, type BenchProcess } from '../lib/procs.ts';
 import { startRedis } from '../lib/redis.ts';
-import { freePort, scratch, type Path } from '../lib/paths.ts';
-import { openEcho, sendBulk, socks5Connect } from '../lib/client.ts';
+import { freePort, scratch, untilOpen, type Path } from '../lib/paths.ts';
+import { ask, type FleetMessage } from '../lib/ipc.ts';
+import { sendBulk, socks5Connect } from '../lib/client.ts';
 import { MiB, median, quantile, round, sleep } from '../lib/stats.ts';
 import { measureLatencies, type LatencySizes } from './latency.ts';
 
@@ -53,19 +54,6 @@ function commandCalls(port: number): Map<string, number> {
   return out;
 }
 
-function waitMessage(proc: BenchProcess, t: string): Promise<{ admitted?: number; failed?: number; firstError?: string }> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${proc.name}: no "${t}" within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
-    const onMessage = (m: { t: string; admitted?: number; failed?: number; firstError?: string }) => {
-      if (m.t !== t) return;
-      clearTimeout(timer);
-      proc.child.off('message', onMessage);
-      resolve(m);
-    };
-    proc.child.on('message', onMessage);
-  });
-}
-
 /**
  * Three relays of one cluster on one Redis (all on this machine), a real
  * device (`diode publish`) on relay B for the sink, a socksd on B
@@ -106,17 +94,7 @@ export async function clusterScale(bundle: string, sinkPort: number, sizes: Clus
       info: { label },
     });
     const paths = [pathOf(samePort, 'same-relay'), pathOf(crossPort, 'cross-relay')];
-    for (const p of paths) {
-      for (let i = 0; ; i++) {
-        try {
-          (await openEcho(p.connector)).destroy();
-          break;
-        } catch (err) {
-          if (i > 100) throw err;
-          await sleep(100);
-        }
-      }
-    }
+    for (const p of paths) await untilOpen(p.connector, `cluster: the ${p.info.label} path`);
     log('cluster: same-relay and cross-relay paths up');
     const latencies = await measureLatencies(paths, sizes, log);
     const throughput: number[][] = [[], []];
@@ -140,11 +118,9 @@ export async function clusterScale(bundle: string, sinkPort: number, sizes: Clus
       procs.push(w);
       return w;
     });
-    await Promise.all(workers.map((w) => waitMessage(w, 'ready')));
+    await Promise.all(workers.map((w) => ask<FleetMessage>(w, 'ready', READY_TIMEOUT_MS)));
     const start = performance.now();
-    const done = workers.map((w) => waitMessage(w, 'done'));
-    for (const w of workers) w.child.send({ t: 'go' });
-    const results = await Promise.all(done);
+    const results = await Promise.all(workers.map((w) => ask<FleetMessage>(w, 'done', READY_TIMEOUT_MS, { t: 'go' })));
     const admitMs = performance.now() - start;
     const admitted = results.reduce((n, r) => n + (r.admitted ?? 0), 0);
     const failed = results.reduce((n, r) => n + (r.failed ?? 0), 0);

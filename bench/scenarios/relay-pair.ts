@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpuSeconds, startProcess, type BenchProcess } from '../lib/procs.ts';
 import { startRedis } from '../lib/redis.ts';
-import { freePort, scratch } from '../lib/paths.ts';
-import { ask } from '../lib/ipc.ts';
-import { sendBulk, socks5Connect, openEcho } from '../lib/client.ts';
+import { freePort, scratch, untilOpen } from '../lib/paths.ts';
+import { ask, type FleetMessage } from '../lib/ipc.ts';
+import { sendBulk, socks5Connect } from '../lib/client.ts';
 import { MiB, median, round, sleep } from '../lib/stats.ts';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -60,13 +60,6 @@ function hostJiffies(): { busy: number; total: number } {
   return { busy: total - idle, total };
 }
 
-interface WorkerMessage {
-  t: 'ready' | 'done';
-  admitted?: number;
-  failed?: number;
-  firstError?: string;
-}
-
 /**
  * One layout: `relays` relay processes (two form a cluster on one Redis, as
  * an operator would run them on one host), `devices` simulated devices
@@ -104,12 +97,12 @@ async function layout(bundle: string, sinkPort: number, relays: 1 | 2, devices: 
       }),
     );
     log(`relay-pair ${relays} relay(s): generating ${devices} device keys`);
-    await Promise.all(workers.map((w) => ask<WorkerMessage>(w, 'ready', READY_TIMEOUT_MS)));
+    await Promise.all(workers.map((w) => ask<FleetMessage>(w, 'ready', READY_TIMEOUT_MS)));
     await sleep(2_000);
     const cpuBefore = relayProcs.map((r) => cpuSeconds(r));
     const hostBefore = hostJiffies();
     const t0 = performance.now();
-    const results = await Promise.all(workers.map((w) => ask<WorkerMessage>(w, 'done', READY_TIMEOUT_MS, { t: 'go' })));
+    const results = await Promise.all(workers.map((w) => ask<FleetMessage>(w, 'done', READY_TIMEOUT_MS, { t: 'go' })));
     const admitMs = performance.now() - t0;
     const hostAfter = hostJiffies();
     const cpu = relayProcs.map((r, i) => cpuSeconds(r) - cpuBefore[i]);
@@ -129,15 +122,8 @@ async function layout(bundle: string, sinkPort: number, relays: 1 | 2, devices: 
         const device = (await publish.waitFor(/ as (0x[0-9a-fA-F]{40})/))[1];
         const socksPort = Number((await socksd.waitFor(/listening on 127\.0\.0\.1:(\d+)/))[1]);
         const connect = () => socks5Connect(socksPort, `${device}.diode`, REMOTE_PORT);
-        for (let i = 0; ; i++) {
-          try {
-            (await openEcho(connect)).destroy();
-            return connect;
-          } catch (err) {
-            if (i > 100) throw err;
-            await sleep(100);
-          }
-        }
+        await untilOpen(connect, `relay-pair ${relays} relay(s): the bulk path`);
+        return connect;
       }),
     );
     await Promise.all(connectors.map(async (c) => sendBulk(await c(), 32 * MiB))); // warm-up

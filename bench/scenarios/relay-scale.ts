@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpuSeconds, rssBytes, startProcess, type BenchProcess } from '../lib/procs.ts';
 import { scratch } from '../lib/paths.ts';
-import { ask } from '../lib/ipc.ts';
+import { ask, type FleetMessage } from '../lib/ipc.ts';
 import { MiB, round, sleep } from '../lib/stats.ts';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -30,14 +30,7 @@ export interface RelayScaleResult {
   relayCpuSecPer1000: number;
 }
 
-interface WorkerMessage {
-  t: 'ready' | 'done';
-  admitted?: number;
-  failed?: number;
-  firstError?: string;
-}
-
-const message = (proc: BenchProcess, t: WorkerMessage['t']) => ask<WorkerMessage>(proc, t, READY_TIMEOUT_MS);
+const message = (proc: BenchProcess, t: FleetMessage['t']) => ask<FleetMessage>(proc, t, READY_TIMEOUT_MS);
 
 /** One relay, N simulated devices (real TLS sessions, real hellos) in worker processes. */
 export async function relayScale(bundle: string, devices: number, log: (line: string) => void, nodeArgs: string[] = []): Promise<RelayScaleResult> {
