@@ -148,11 +148,11 @@ function waitForOutput(child: ChildProcess, re: RegExp, what: string, timeoutMs:
       clearTimeout(timer);
       child.stdout?.off('data', onData);
       child.stderr?.off('data', onData);
-      child.off('exit', onExit);
+      child.off('close', onExit);
     };
     child.stdout?.on('data', onData);
     child.stderr?.on('data', onData);
-    child.on('exit', onExit);
+    child.on('close', onExit); // 'close', not 'exit': the last output may still be in the pipe at exit
   });
 }
 

@@ -24,5 +24,5 @@ test('17.12 npm run demo prints an ssh line whose known-hosts file is in the dem
   t.is(stdout, 'again-ok\n');
   t.false(existsSync(join(home, '.ssh', 'known_hosts')));
   demo.child.kill('SIGINT');
-  await new Promise((resolve) => demo.child.once('exit', resolve));
+  await demo.exited();
 });

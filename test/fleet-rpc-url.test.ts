@@ -34,10 +34,10 @@ test('loopback hosts are 127/8, ::1 and localhost names, nothing that merely loo
 test('diode config refuses a plain-http remote rpc at once, naming the key', async (t) => {
   const home = tempDir(t);
   const bad = start(t, ['config', '--home', home, '-set', 'rpc=http://rpc.example.org:8545']);
-  await new Promise((r) => bad.child.once('exit', r));
+  await bad.exited();
   t.is(bad.child.exitCode, 2);
   t.regex(bad.output(), /rpc: RPC URL "http:\/\/rpc\.example\.org:8545" is plain http to another machine.*use https:\/\//);
   const good = start(t, ['config', '--home', home, '-set', 'rpc=https://rpc.example.org']);
-  await new Promise((r) => good.child.once('exit', r));
+  await good.exited();
   t.is(good.child.exitCode, 0, good.output());
 });

@@ -38,7 +38,7 @@ test('--log-format json: the device logs each accepted and denied stream with th
   // A protected port whose fleet RPC does not answer: the device itself denies (the relay passes protected ports on).
   const deviceHome = tempDir(t);
   const config = start(t, ['config', '--home', deviceHome, '-set', `fleet=0x${'11'.repeat(20)}`, '-set', 'rpc=http://127.0.0.1:9']);
-  await new Promise((r) => config.child.once('exit', r));
+  await config.exited();
   const device = start(t, ['publish', '-public', `${echo}:7`, '-protected', `${echo}:8`, '--relay', `127.0.0.1:${relayPort}`, '--home', deviceHome, ...json]);
   const deviceAddress = (await device.waitFor(/ as (0x[0-9a-fA-F]{40})/))[1];
   await device.waitFor(/connected to relay/);
@@ -87,11 +87,11 @@ test('--log-format json: the device logs each accepted and denied stream with th
 
 test('--log-format and DIODE_LOG_FORMAT are checked with a clear error', async (t) => {
   const bad = start(t, ['publish', '-public', '22', '--relay', '127.0.0.1:9', '--home', tempDir(t), '--log-format', 'xml']);
-  await new Promise((r) => bad.child.once('exit', r));
+  await bad.exited();
   t.is(bad.child.exitCode, 2);
   t.regex(bad.output(), /--log-format: "xml" is not a log format; use text or json/);
   const env = start(t, ['socksd', '--listen', '127.0.0.1:0', '--relay', '127.0.0.1:9', '--home', tempDir(t)], { env: { DIODE_LOG_FORMAT: 'yaml' } });
-  await new Promise((r) => env.child.once('exit', r));
+  await env.exited();
   t.is(env.child.exitCode, 2);
   t.regex(env.output(), /DIODE_LOG_FORMAT: "yaml" is not a log format/);
 });

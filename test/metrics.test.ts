@@ -136,7 +136,7 @@ test('--metrics on relay, publish and socksd: scraped during traffic, the number
 test('--metrics with a bad address is refused before anything starts', async (t) => {
   const relay = await startRelay(t);
   const proc = start(t, ['publish', '-public', '22', '--relay', `127.0.0.1:${relay.port}`, '--home', tempDir(t), '--metrics', 'nonsense']);
-  await new Promise((r) => proc.child.once('exit', r));
+  await proc.exited();
   t.is(proc.child.exitCode, 2);
   t.regex(proc.output(), /--metrics/);
   t.notRegex(proc.output(), /connected to relay/);

@@ -225,7 +225,7 @@ test('publish refuses a bad -private spec before connecting, quoting the bad par
     cases.map(async ([flags, pattern]) => {
       // Port 9 (discard) on loopback: nothing is contacted if parsing fails first.
       const proc = start(t, ['publish', ...flags, '--relay', '127.0.0.1:9', '--home', home]);
-      const code = await new Promise<number | null>((resolve) => proc.child.once('exit', resolve));
+      const code = await proc.exited();
       t.is(code, 2, flags.join(' '));
       t.regex(proc.output(), pattern);
       t.notRegex(proc.output(), /connected|relay 127/);

@@ -47,7 +47,7 @@ test('plain ssh with the printed ssh-config reaches a private sshd through diode
   // Bad name, offline device: one line each, non-zero exit.
   const proxy = (args: string[]) => {
     const proc = start(t, ['proxy', ...args, '--relay', `127.0.0.1:${relay.port}`, '--home', bob.home]);
-    return new Promise<{ code: number | null; out: string }>((resolve) => proc.child.once('exit', (code) => resolve({ code, out: proc.output() })));
+    return proc.exited().then((code) => ({ code, out: proc.output() }));
   };
   const [bad, offline] = await Promise.all([proxy(['example.com', '22']), proxy(['0x0000000000000000000000000000000000000bad.diode', '22'])]);
   t.is(bad.code, 2);

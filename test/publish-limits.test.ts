@@ -80,10 +80,10 @@ test('diode publish refuses a set over the limits at start: one line, exit 2', a
   const home = tempDir(t);
   const ports = Array.from({ length: MAX_PUBLISHED_PORTS + 1 }, (_, i) => String(10_000 + i)).join(',');
   const many = start(t, ['publish', '-public', ports, '--relay', '127.0.0.1:9', '--home', home]);
-  t.is(await new Promise<number | null>((resolve) => many.child.once('exit', resolve)), 2);
+  t.is(await many.exited(), 2);
   t.regex(many.output(), /at most 256 ports/);
   t.is(many.output().trim().split('\n').length, 1, many.output());
   const wide = start(t, ['publish', '-private', `22:22,${addresses(MAX_ALLOWED_ADDRESSES + 1).join(',')}`, '--relay', '127.0.0.1:9', '--home', home]);
-  t.is(await new Promise<number | null>((resolve) => wide.child.once('exit', resolve)), 2);
+  t.is(await wide.exited(), 2);
   t.regex(wide.output(), /1,?024/);
 });

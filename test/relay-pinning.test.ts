@@ -45,18 +45,18 @@ test('diode refuses a bad relay entry at start with one line and exit 2 (flag an
     ['127.0.0.1:70000', /outside 1-65535/],
   ] as const) {
     const proc = start(t, ['socksd', '--listen', '127.0.0.1:0', '--relay', entry, '--home', home]);
-    const code = await new Promise<number | null>((resolve) => proc.child.once('exit', resolve));
+    const code = await proc.exited();
     t.is(code, 2, entry);
     t.is(proc.output().trim().split('\n').length, 1, proc.output());
     t.regex(proc.output(), pattern);
   }
   const set = start(t, ['config', '-set', 'relays=https://relay.example.org', '--home', home]);
-  t.is(await new Promise<number | null>((resolve) => set.child.once('exit', resolve)), 2);
+  t.is(await set.exited(), 2);
   t.regex(set.output(), /not a https:\/\/ URL/);
   const ok = start(t, ['config', '-set', `relays=diode://${A.toLowerCase()}@relay.example.org:41046,relay2.example.org`, '--home', home]);
-  t.is(await new Promise<number | null>((resolve) => ok.child.once('exit', resolve)), 0, ok.output());
+  t.is(await ok.exited(), 0, ok.output());
   const list = start(t, ['config', '-list', '--home', home]);
-  await new Promise((resolve) => list.child.once('exit', resolve));
+  await list.exited();
   t.regex(list.output(), new RegExp(`${A}@relay\\.example\\.org:41046,relay2\\.example\\.org:41046`));
 });
 

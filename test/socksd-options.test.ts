@@ -12,7 +12,7 @@ function ncThrough(socksPort: number, host: string, port: number, input: string)
     let out = '';
     nc.stdout.on('data', (d) => (out += d));
     nc.stderr.on('data', (d) => (out += d));
-    nc.once('exit', (code) => resolve({ code, out }));
+    nc.once('close', (code) => resolve({ code, out })); // 'close': after the last output is read
     nc.stdin.on('error', () => {}); // nc refused by the proxy exits before reading its input (EPIPE)
     nc.stdin.end(input);
   });
@@ -40,7 +40,7 @@ test('17.4 a relay port that is an sshd is named as not speaking the relay proto
   const sshd = await startSshd(t);
   const relay = await startRelay(t);
   const proxy = start(t, ['proxy', `0x${'ab'.repeat(20)}.diode`, '22', '--relay', `127.0.0.1:${sshd.port}`, '--home', tempDir(t)]);
-  await new Promise((resolve) => proxy.child.once('exit', resolve));
+  await proxy.exited();
   t.is(proxy.child.exitCode, 1);
   t.regex(proxy.output(), new RegExp(`127\\.0\\.0\\.1:${sshd.port} does not speak the diode relay protocol \\(no TLS\\)`));
   t.notRegex(proxy.output(), /SSL routines|wrong version number|0A00010B/);
@@ -54,7 +54,7 @@ test('17.10 socksd listens beyond loopback only with --allow-remote, and then wa
   const relay = await startRelay(t);
   const home = tempDir(t);
   const refused = start(t, ['socksd', '--listen', '0.0.0.0:0', '--relay', `127.0.0.1:${relay.port}`, '--home', home]);
-  await new Promise((resolve) => refused.child.once('exit', resolve));
+  await refused.exited();
   t.is(refused.child.exitCode, 2);
   t.regex(refused.output(), /^diode: socksd: --listen 0\.0\.0\.0:0 is beyond loopback: anyone who reaches it would act with this machine's key; add --allow-remote/);
   const allowed = start(t, ['socksd', '--listen', '0.0.0.0:0', '--allow-remote', '--relay', `127.0.0.1:${relay.port}`, '--home', home]);
@@ -84,7 +84,7 @@ test('17.10 --fallback direct connects other names from this machine; the defaul
   t.not(bad.code, 0);
   await direct.waitFor(/CONNECT 0x12\.diode:\d+ refused/);
   const wrong = start(t, ['socksd', '--fallback', 'maybe', '--relay', `127.0.0.1:${relay.port}`, '--home', home]);
-  await new Promise((resolve) => wrong.child.once('exit', resolve));
+  await wrong.exited();
   t.is(wrong.child.exitCode, 2);
   t.regex(wrong.output(), /--fallback: "maybe" must be direct or refuse/);
 });

@@ -114,7 +114,7 @@ test('diode status shows each agent of a home: relay, ports, stream counters, by
 
   // Killed without a chance to clean up: the stale socket is removed and nothing runs (exit 3).
   device.proc.child.kill('SIGKILL');
-  await new Promise((r) => device.proc.child.once('exit', r));
+  await device.proc.exited();
   t.true(existsSync(join(dir, sock)));
   const gone = await status(device.home);
   t.is(gone.code, 3);

@@ -117,7 +117,7 @@ test('a relay answering connect with a bare ok gets no plaintext: socksd answers
 
   // diode proxy: one line, exit 1, nothing of stdin reaches the relay.
   const proxy = start(t, ['proxy', `${DEVICE}.diode`, '22', '--relay', `127.0.0.1:${relay.port}`, '--home', home]);
-  const code = await new Promise<number | null>((resolve) => proxy.child.once('exit', resolve));
+  const code = await proxy.exited();
   t.is(code, 1);
   const lines = proxy.output().trim().split('\n');
   t.is(lines.length, 1, proxy.output());

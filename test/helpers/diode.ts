@@ -18,6 +18,11 @@ export interface Running {
   child: ChildProcess;
   /** Everything written to stdout and stderr so far. */
   output(): string;
+  /**
+   * Resolves with the exit code once the process has exited and its output is all read: 'close', not
+   * 'exit', which can come before the last bytes of stdout and stderr have been read from the pipes.
+   */
+  exited(): Promise<number | null>;
   /** Resolves with the first match of pattern in stdout+stderr. */
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
   stop(): Promise<void>;
@@ -40,6 +45,7 @@ export function start(t: ExecutionContext, args: string[], options: { command?: 
   child.stdout!.on('data', onChunk);
   child.stderr!.on('data', onChunk);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
@@ -58,6 +64,7 @@ export function start(t: ExecutionContext, args: string[], options: { command?: 
   return {
     child,
     output: () => output,
+    exited: () => closed,
     stop,
     waitFor(pattern, timeoutMs = 15_000) {
       return new Promise((resolve, reject) => {
