@@ -1,6 +1,7 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { createServer } from 'node:net';
 import { DIODE_BUNDLE, startPublish, startRelay, tempDir } from './helpers/diode.ts';
 
 const exec = promisify(execFile);
@@ -60,4 +61,18 @@ test('diode query: online with the ports this key may see, --ping round trips, o
 
   const bad = await diode(['query', 'pi.example.org', '--relay', at, '--home', bobHome]);
   t.is(bad.code, 2);
+});
+
+test('diode query cannot tell when no relay answers: exit 3 and one line, never the offline exit 1', async (t) => {
+  // A loopback port that was just free: nothing listens there.
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const port = (probe.address() as { port: number }).port;
+  await new Promise((resolve) => probe.close(resolve));
+  const started = Date.now();
+  const r = await diode(['query', '0x' + '00'.repeat(19) + 'ba', '--relay', `127.0.0.1:${port}`, '--home', tempDir(t)]);
+  t.is(r.code, 3, r.stderr);
+  t.is(r.stdout, '');
+  t.regex(r.stderr, /^diode: query: not connected to a relay \(relay 127\.0\.0\.1:\d+: .*\)\n$/);
+  t.true(Date.now() - started < 15_000, `took ${Date.now() - started} ms`);
 });

@@ -135,7 +135,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'query',
     summary: 'ask the relay whether a device is online and which of its ports you may use; --ping times the round trip',
-    usage: 'diode query 0x<address> [--ping [--count N]] [--json] [--relay host:port]   (exit 0: online, 1: offline)',
+    usage: 'diode query 0x<address> [--ping [--count N]] [--json] [--relay host:port]   (exit 0: online, 1: offline, 3: unknown, no relay answered)',
     flags: [
       { name: 'ping', type: 'boolean', description: 'also measure round trips to the device through the relay' },
       { name: 'count', type: 'string', placeholder: 'N', description: 'round trips for --ping (default 3)' },

@@ -13,7 +13,14 @@ import { resolveRelays } from '../relays.ts';
 export const DEFAULT_PING_COUNT = 3;
 const MAX_PING_COUNT = 100;
 
-/** `diode query 0x<address> [--ping]`: exit 0 online, 1 offline (2 usage, other errors 1 with a line on stderr). */
+/**
+ * Exit status when the answer is unknown: no relay answered, or the query or
+ * a ping failed. Not 1, which says "offline": a script watching a device
+ * must not report it down because its own relay is unreachable.
+ */
+export const QUERY_UNKNOWN_EXIT = 3;
+
+/** `diode query 0x<address> [--ping]`: exit 0 online, 1 offline, 3 unknown (one line on stderr), 2 usage. */
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const [text, ...extra] = args.positionals;
   if (!text || extra.length > 0) throw new UsageError('query: write diode query 0x<address> [--ping]');
@@ -29,7 +36,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
     try {
       info = await queryDevice(link, address);
     } catch (err) {
-      throw new DiodeError('EQUERY', `query: ${errorMessage(err)}`);
+      throw new DiodeError('EQUERY', `query: ${errorMessage(err)}`, QUERY_UNKNOWN_EXIT);
     }
     const rtts: number[] = [];
     if (args.flags.ping && info.online) {
@@ -37,7 +44,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
         try {
           rtts.push(await pingDevice(link, address));
         } catch (err) {
-          throw new DiodeError('EQUERY', `query: ping: ${errorMessage(err)}`);
+          throw new DiodeError('EQUERY', `query: ping: ${errorMessage(err)}`, QUERY_UNKNOWN_EXIT);
         }
       }
     }
