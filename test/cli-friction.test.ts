@@ -1,28 +1,14 @@
 // Issue 17: what a new user tripped on. Each test runs the real bundle.
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import { createServer, type Server, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { DIODE_BUNDLE, start, tempDir } from './helpers/diode.ts';
+import { runDiode as diode, start, tempDir } from './helpers/diode.ts';
 import { listenError } from '../agent/util/listen.ts';
 import { selfSignedP256 } from '../agent/util/self-signed.ts';
 
-const exec = promisify(execFile);
 const ADDRESS = '0x9f8B043D1CaeE0C61c92a5394DA08D428BF16Fbe';
-
-/** Runs the bundle; after `timeout` ms it gets `killSignal` (SIGTERM: a long-running command shuts down as on Ctrl-C). */
-async function diode(args: string[], env: NodeJS.ProcessEnv = {}, timeout = 150_000, killSignal: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number; signal?: string; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [DIODE_BUNDLE, ...args], { env: { ...process.env, ...env }, timeout, killSignal });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; signal?: string | null; stdout: string; stderr: string };
-    return { code: e.code, signal: e.signal ?? undefined, stdout: e.stdout, stderr: e.stderr };
-  }
-}
 
 /** A port some other program holds on 127.0.0.1. */
 async function takenPort(t: import('ava').ExecutionContext): Promise<number> {

@@ -1,21 +1,7 @@
 import test from 'ava';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { statSync, writeFileSync, readFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
-import { DIODE_BUNDLE, tempDir } from './helpers/diode.ts';
-
-const exec = promisify(execFile);
-
-async function diode(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [DIODE_BUNDLE, ...args], { env: { ...process.env, ...env } });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+import { runDiode as diode, tempDir } from './helpers/diode.ts';
 
 test('--help lists the subcommands and <cmd> --help their flags', async (t) => {
   const top = await diode(['--help']);

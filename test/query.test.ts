@@ -1,20 +1,6 @@
 import test from 'ava';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { createServer } from 'node:net';
-import { DIODE_BUNDLE, startPublish, startRelay, tempDir } from './helpers/diode.ts';
-
-const exec = promisify(execFile);
-
-async function diode(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [DIODE_BUNDLE, ...args]);
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+import { runDiode as diode, startPublish, startRelay, tempDir } from './helpers/diode.ts';
 
 async function addressOf(home: string): Promise<string> {
   return (await diode(['address', '--home', home])).stdout.trim();

@@ -1,21 +1,8 @@
 import test from 'ava';
-import { execFile, spawnSync } from 'node:child_process';
-import { promisify } from 'node:util';
+import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DIODE_BUNDLE, tempDir } from './helpers/diode.ts';
-
-const exec = promisify(execFile);
-
-async function diode(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [DIODE_BUNDLE, ...args], { env: { ...process.env, ...env } });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+import { runDiode as diode, DIODE_BUNDLE, tempDir } from './helpers/diode.ts';
 
 const ANALYZE = spawnSync('systemd-analyze', ['--version'], { stdio: 'ignore' }).status === 0;
 /** systemd as PID 1 (what `service install` needs); containers and CI runners often have none. */

@@ -1,11 +1,38 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import type { ExecutionContext } from 'ava';
 
 export const DIODE_BUNDLE = fileURLToPath(new URL('../../dist/diode.cjs', import.meta.url));
+
+const execFileAsync = promisify(execFile);
+/** ms a one-shot command may take on a loaded machine before it is stopped. */
+const COMMAND_TIMEOUT_MS = 150_000;
+
+/** A one-shot command's end: exit status (and the signal that stopped it, if any) and its output. */
+export interface Ran {
+  code: number;
+  signal?: string;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `node dist/diode.cjs ...args` to its end; returns its exit status and output instead of throwing.
+ * After `timeoutMs` it gets `killSignal` (SIGTERM: a long-running command shuts down as on Ctrl-C).
+ */
+export async function runDiode(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = COMMAND_TIMEOUT_MS, killSignal: NodeJS.Signals = 'SIGTERM'): Promise<Ran> {
+  try {
+    const { stdout, stderr } = await execFileAsync(process.execPath, [DIODE_BUNDLE, ...args], { env: { ...process.env, ...env }, timeout: timeoutMs, killSignal });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; signal?: string | null; stdout: string; stderr: string };
+    return { code: e.code, signal: e.signal ?? undefined, stdout: e.stdout, stderr: e.stderr };
+  }
+}
 
 /** A temporary directory removed when the test ends. */
 export function tempDir(t: ExecutionContext, prefix = 'diode-test-'): string {
