@@ -1,6 +1,7 @@
 import { COMMANDS, GLOBAL_FLAGS, findCommand, type CommandContext, type CommandSpec } from './commands.ts';
 import { parseArgs, flagHelp, type ParsedArgs } from './args.ts';
 import { DiodeError, UsageError } from '../util/errors.ts';
+import { escapeText } from '../util/escape.ts';
 import { parseLogFormat, parseLogLevel, setLogFormat, setLogLevel } from '../util/log.ts';
 import { resolveHome } from '../identity/home.ts';
 import { versionString } from './version.ts';
@@ -130,7 +131,8 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     if (err instanceof DiodeError) {
-      process.stderr.write(`diode: ${err.message}\n`);
+      // Messages may quote a relay's or device's text: no control character reaches the terminal (lines we wrote stay lines).
+      process.stderr.write(`diode: ${err.message.split('\n').map(escapeText).join('\n')}\n`);
       process.exit(err.exitCode);
     }
     process.stderr.write(`diode: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

@@ -24,6 +24,8 @@ export const MAX_HELLO_BYTES = 1024;
 export const MAX_STREAM_HEADER_BYTES = 4096;
 /** bytes: largest control message (a publish set with its allow lists). */
 export const MAX_CONTROL_BYTES = 256 * 1024;
+/** chars: the longest message an error reply keeps (control characters escaped; it may reach a terminal). */
+export const MAX_REPLY_MESSAGE_CHARS = 300;
 /** Ports one agent may publish. */
 export const MAX_PUBLISHED_PORTS = 256;
 /** Addresses one private port may list. */

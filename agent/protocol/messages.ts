@@ -1,7 +1,8 @@
 import { toChecksumAddress as getAddress } from '../identity/checksum.ts';
 import { PUBLIC_KEY_HEX, SIGNATURE_HEX } from '../identity/identity.ts';
 import { FrameError } from './frames.ts';
-import { MAX_ALLOWED_ADDRESSES, MAX_PUBLISHED_PORTS } from './limits.ts';
+import { MAX_ALLOWED_ADDRESSES, MAX_PUBLISHED_PORTS, MAX_REPLY_MESSAGE_CHARS } from './limits.ts';
+import { peerText } from '../util/escape.ts';
 
 // Every message arrives from the network, so each has a parser that checks
 // every field before anything uses it. See docs/PROTOCOL.md for the layout.
@@ -264,7 +265,8 @@ export function parseReply(m: Record<string, unknown>): Reply {
   }
   if (m.t !== 'error') fail('expected ok or error');
   if (!REPLY_CODES.includes(m.code as ReplyCode)) fail('error.code');
-  const message = typeof m.message === 'string' ? m.message.slice(0, 512) : '';
+  // Printable text of bounded length: `diode proxy` prints it on ssh's terminal.
+  const message = typeof m.message === 'string' ? peerText(m.message, MAX_REPLY_MESSAGE_CHARS) : '';
   return { t: 'error', code: m.code as ReplyCode, message };
 }
 

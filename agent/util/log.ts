@@ -1,6 +1,7 @@
 // One line per event, to stderr, so stdout stays free for what a command prints
 // (an address, a port) and for ProxyCommand use.
 import { UsageError } from './errors.ts';
+import { escapeText } from './escape.ts';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -77,8 +78,10 @@ export function createLogger(component: string, sink: (line: string) => void = (
   const emit = (level: LogLevel, msg: string, fields?: LogFields) => {
     if (LEVELS[level] < min) return;
     const time = new Date().toISOString();
-    if (json) sink(JSON.stringify({ time, level, component, msg, ...fields }));
-    else sink(`${time} ${level.padEnd(5)} [${component}] ${msg}`);
+    // Messages quote what peers sent (names, reasons, frame kinds): escaped, one event stays one line.
+    const text = escapeText(msg);
+    if (json) sink(JSON.stringify({ time, level, component, msg: text, ...escapeFields(fields) }));
+    else sink(`${time} ${level.padEnd(5)} [${component}] ${text}`);
   };
   return {
     debug: (m, f) => emit('debug', m, f),
@@ -87,6 +90,13 @@ export function createLogger(component: string, sink: (line: string) => void = (
     error: (m, f) => emit('error', m, f),
     child: (c) => createLogger(`${component}/${c}`, sink),
   };
+}
+
+function escapeFields(fields: LogFields | undefined): LogFields | undefined {
+  if (!fields) return fields;
+  const out: LogFields = {};
+  for (const [key, value] of Object.entries(fields)) out[key] = typeof value === 'string' ? escapeText(value) : value;
+  return out;
 }
 
 /** A logger that drops everything: for library use in tests. */

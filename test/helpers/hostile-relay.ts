@@ -1,0 +1,63 @@
+// A relay that speaks the protocol (TLS 1.3, hello, yamux) and then answers
+// every stream's first frame as the test says: the hostile relay of the
+// attack tests (refuses every publish, answers connects with escape codes).
+import { createServer, type Socket } from 'node:net';
+import { TLSSocket, createSecureContext } from 'node:tls';
+import type { ExecutionContext } from 'ava';
+import { Identity } from '../../agent/identity/index.ts';
+import { loadOrCreateRelayCert } from '../../agent/relay/cert.ts';
+import { exchangeHelloAccepting } from '../../agent/protocol/handshake.ts';
+import { readFrame, writeFrame } from '../../agent/protocol/frames.ts';
+import { MuxSession, type MuxStream } from '../../agent/mux/index.ts';
+import { tempDir } from './diode.ts';
+
+export interface HostileRelay {
+  port: number;
+  address: string;
+  /** First frames received, in order. */
+  frames: Record<string, unknown>[];
+}
+
+/** Listens on 127.0.0.1; `answer` gives the reply frame to a stream's first frame (the stream is then ended). */
+export async function startHostileRelay(t: ExecutionContext, answer: (first: Record<string, unknown>) => object): Promise<HostileRelay> {
+  const identity = Identity.random();
+  const cert = await loadOrCreateRelayCert(tempDir(t));
+  const context = createSecureContext({ key: cert.key, cert: cert.cert, minVersion: 'TLSv1.3' });
+  const frames: Record<string, unknown>[] = [];
+  const sockets = new Set<Socket>();
+  const server = createServer((raw) => {
+    sockets.add(raw);
+    raw.once('close', () => sockets.delete(raw));
+    raw.on('error', () => {});
+    const tls = new TLSSocket(raw, { isServer: true, secureContext: context });
+    tls.on('error', () => {});
+    tls.once('secure', () => {
+      exchangeHelloAccepting(tls, identity, 'relay', ['agent'], 10_000).then(
+        () => {
+          const mux = new MuxSession(tls, { role: 'server' });
+          mux.on('stream', (stream: MuxStream) => {
+            stream.on('error', () => {});
+            readFrame(stream, 256 * 1024, 10_000).then(
+              (first) => {
+                frames.push(first);
+                writeFrame(stream, answer(first));
+                stream.end();
+              },
+              () => stream.destroy(),
+            );
+          });
+        },
+        () => tls.destroy(),
+      );
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  );
+  return { port: (server.address() as { port: number }).port, address: identity.address, frames };
+}
