@@ -29,6 +29,14 @@ const PREFERRED_PROBE_MS = 5_000;
 const RETIRE_MAX_MS = 10 * 60_000;
 /** ms a ping after a network change may take before the session is taken as dead. */
 const NETWORK_CHANGE_PING_MS = 3_000;
+/**
+ * ms a relay that refused our publish set is passed over (the other relays of
+ * the list are dialled instead), doubled at each further refusal up to
+ * REFUSED_HOLD_MAX_MS. A refusal is that relay failing (smaller limits, a
+ * hostile or broken relay), not ours: our own set was checked at start.
+ */
+const REFUSED_HOLD_MS = 15_000;
+const REFUSED_HOLD_MAX_MS = 10 * 60_000;
 
 export interface RelayLinkOptions {
   /** An order of preference; an entry's `pin` is the address that relay must prove. */
@@ -50,6 +58,18 @@ export interface RelayLinkOptions {
 interface Dialled extends RelayConnection {
   target: RelayEntry;
   index: number;
+}
+
+/** A dialled relay whose session is up and took our publish set. */
+interface Opened extends Dialled {
+  session: MuxSession;
+  closed: Promise<Error | undefined>;
+}
+
+/** A relay that refused our publish set: passed over until `until` (performance.now() ms). */
+interface Hold {
+  until: number;
+  refusals: number;
 }
 
 /**
@@ -86,6 +106,8 @@ export class RelayLink extends EventEmitter {
   #target: RelayEntry | undefined;
   #since: number | undefined;
   #lastError: LastError | undefined;
+  /** Relays (by place in the list) that refused our publish set, and until when they are passed over. */
+  readonly #held = new Map<number, Hold>();
 
   constructor(options: RelayLinkOptions) {
     super();
@@ -171,39 +193,34 @@ export class RelayLink extends EventEmitter {
   };
 
   async #run(): Promise<void> {
-    let next: Dialled | undefined;
+    let next: Opened | undefined;
     while (this.#running) {
-      let dialled = next;
+      let opened = next;
       next = undefined;
       const started = performance.now();
-      if (dialled === undefined) {
+      if (opened === undefined) {
         if (this.#session === undefined) this.#target = this.#options.relays[0];
+        // Every relay refused our publish set: the first hold to end is the backoff.
+        const heldFor = this.#heldFor();
+        if (heldFor > 0) await this.#sleep(heldFor);
+        if (!this.#running) break;
+        let dialled: Dialled | undefined;
         try {
           dialled = await this.#dialInOrder(this.#options.relays.length);
+          if (this.#running) opened = await this.#open(dialled);
+          else dialled.socket.destroy();
         } catch (err) {
-          this.#problem(errorMessage(err));
+          const text = errorMessage(err);
+          this.#problem(!dialled || text.startsWith(formatHostPort(dialled.target)) ? text : `relay ${formatHostPort(dialled.target)}: ${text}`);
         }
       }
-      if (dialled !== undefined && this.#running) {
+      if (opened !== undefined && this.#running) {
         const sessionStart = performance.now();
-        try {
-          next = await this.#serve(dialled);
-          if (performance.now() - sessionStart >= STABLE_SESSION_MS) this.#attempt = 0;
-        } catch (err) {
-          if (err instanceof DiodeError && err.code === 'EPUBLISH') {
-            // A refused publish set is not retried: the same set would be refused again, forever.
-            const fatal = new DiodeError('EPUBLISH', `relay ${formatHostPort(dialled.target)}: ${errorMessage(err)}; not retrying (fix the published ports and start again)`);
-            if (this.listenerCount('fatal') === 0) this.#log.error(fatal.message);
-            this.#running = false;
-            this.emit('fatal', fatal);
-            break;
-          }
-          const text = errorMessage(err);
-          this.#problem(text.startsWith(formatHostPort(dialled.target)) ? text : `relay ${formatHostPort(dialled.target)}: ${text}`);
-        }
+        next = await this.#serve(opened);
+        if (performance.now() - sessionStart >= STABLE_SESSION_MS) this.#attempt = 0;
         if (next !== undefined) continue;
-      } else if (dialled !== undefined) {
-        dialled.socket.destroy();
+      } else if (opened !== undefined) {
+        opened.session.close();
       }
       if (!this.#running) break;
       // Time spent failing to connect (a timeout) counts toward the wait.
@@ -230,6 +247,11 @@ export class RelayLink extends EventEmitter {
    */
   #dialInOrder(limit: number): Promise<Dialled> {
     const { relays, identity, expectRelay } = this.#options;
+    // Relays that refused our publish set wait their hold out, unless every one of them is held.
+    const now = performance.now();
+    const order = Array.from({ length: limit }, (_, i) => i).filter((i) => (this.#held.get(i)?.until ?? 0) <= now);
+    if (order.length === 0) return Promise.reject(new DiodeError('ENORELAY', 'every relay we would try refused our publish set recently'));
+    limit = order.length;
     return new Promise((resolve, reject) => {
       let next = 0;
       let pending = 0;
@@ -239,7 +261,7 @@ export class RelayLink extends EventEmitter {
       const launch = (): void => {
         clearTimeout(timer);
         if (done || next >= limit) return;
-        const index = next++;
+        const index = order[next++];
         const target = relays[index];
         pending++;
         dialRelay(target, identity, target.pin ?? expectRelay).then(
@@ -279,7 +301,12 @@ export class RelayLink extends EventEmitter {
    * connection when the link moves there (the session is then retiring), or
    * undefined when the session ended; throws if it could not be set up.
    */
-  async #serve(dialled: Dialled): Promise<Dialled | undefined> {
+  /**
+   * Starts a session on a dialled relay and publishes our set there; throws
+   * if that fails. A relay that refuses the set is passed over for a while
+   * (REFUSED_HOLD_MS, doubling), so the next relay of the list serves us.
+   */
+  async #open(dialled: Dialled): Promise<Opened> {
     const { socket, relayAddress, target, index } = dialled;
     const endpoint = formatHostPort(target);
     if (!(target.pin ?? this.#options.expectRelay) && !this.#unpinnedLogged.has(endpoint)) {
@@ -296,8 +323,32 @@ export class RelayLink extends EventEmitter {
       if (this.#options.publish) await this.#publish(session, this.#options.publish);
     } catch (err) {
       session.close();
+      if (err instanceof DiodeError && err.code === 'EPUBLISH') throw this.#hold(index, endpoint, err);
       throw err;
     }
+    this.#held.delete(index);
+    return { ...dialled, session, closed };
+  }
+
+  /** ms until the first relay of the list is no longer held (0: one is free now). */
+  #heldFor(): number {
+    const now = performance.now();
+    let first = Infinity;
+    for (let i = 0; i < this.#options.relays.length; i++) first = Math.min(first, (this.#held.get(i)?.until ?? 0) - now);
+    return Math.max(0, first);
+  }
+
+  /** Passes relay `index` over for a while after it refused our publish set; returns the error to report. */
+  #hold(index: number, endpoint: string, err: DiodeError): DiodeError {
+    const refusals = (this.#held.get(index)?.refusals ?? 0) + 1;
+    const ms = Math.min(REFUSED_HOLD_MAX_MS, REFUSED_HOLD_MS * 2 ** (refusals - 1));
+    this.#held.set(index, { until: performance.now() + ms, refusals });
+    const others = this.#options.relays.length > 1 ? 'trying the other relays' : 'retrying';
+    return new DiodeError('EPUBLISH', `relay ${endpoint}: ${errorMessage(err)}; passed over for ${Math.round(ms / 1000)} s, ${others}`);
+  }
+
+  async #serve(opened: Opened): Promise<Opened | undefined> {
+    const { relayAddress, target, index, session, closed } = opened;
     const previous = this.#session;
     this.#session = session;
     this.#relayAddress = relayAddress;
@@ -312,24 +363,28 @@ export class RelayLink extends EventEmitter {
     if (previous !== undefined && previous !== session) this.#retire(previous);
 
     // On a fallback relay: keep trying the preferred ones.
-    let moveTo: Dialled | undefined;
+    let moveTo: Opened | undefined;
     let probeTimer: NodeJS.Timeout | undefined;
     const moved = new Promise<void>((resolve) => {
       if (index === 0) return;
       const probe = (): void => {
         probeTimer = setTimeout(() => {
           if (!this.#running || session.closed) return resolve();
-          this.#dialInOrder(index).then(
+          // A preferred relay counts as back once it took our publish set (one that refuses it is passed over).
+          this.#dialInOrder(index).then((better) => this.#open(better)).then(
             (better) => {
               if (!this.#running || session.closed) {
-                better.socket.destroy();
+                better.session.close();
                 return resolve();
               }
               this.#log.info(`relay ${formatHostPort(better.target)} is reachable again; moving back to it from ${formatHostPort(target)}`);
               moveTo = better;
               resolve();
             },
-            () => probe(),
+            (err) => {
+              if (err instanceof DiodeError && err.code === 'EPUBLISH') this.#problem(errorMessage(err));
+              probe();
+            },
           );
         }, PREFERRED_PROBE_MS * (0.5 + 0.5 * Math.random()));
       };
@@ -338,6 +393,7 @@ export class RelayLink extends EventEmitter {
     const err = await Promise.race([closed, moved.then(() => undefined)]);
     clearTimeout(probeTimer);
     if (moveTo !== undefined && !session.closed) return moveTo; // #serve(moveTo) retires this session once the new one is up
+    moveTo?.session.close();
     if (this.#session === session) {
       this.#session = undefined;
       this.#since = undefined;

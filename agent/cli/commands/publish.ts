@@ -8,7 +8,7 @@ import { RelayLink } from '../../link/relay-link.ts';
 import { describeMappings, sshLine, warnUnreachableTargets } from '../../device/preflight.ts';
 import { resolveRelays } from '../relays.ts';
 import { formatRelayEntry } from '../../config/relay-entry.ts';
-import { DiodeError, UsageError } from '../../util/errors.ts';
+import { UsageError } from '../../util/errors.ts';
 import { encodeFrame } from '../../protocol/frames.ts';
 import { MAX_ALLOWED_ADDRESSES, MAX_CONTROL_BYTES, MAX_PUBLISHED_PORTS } from '../../protocol/limits.ts';
 import type { PublishedPort } from '../../protocol/messages.ts';
@@ -46,7 +46,6 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   if (settings) log.info(`protected ports admit members of fleet ${settings.fleet} (via ${settings.rpc}, answers cached ${settings.ttlSeconds} s)`);
   // The relay's limits, checked here first: a set it would refuse is a start-up error (exit 2), not a retry loop.
   checkPublishSet(published);
-  const fatal = new Promise<DiodeError>((resolve) => link.once('fatal', resolve));
   const ops = await startOps({
     home: ctx.home,
     role: 'publish',
@@ -73,14 +72,8 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   // Checks that warn, never stop: a Pi's services and network may come up after the agent.
   void warnUnreachableTargets(mappings, (line) => log.warn(line));
   if (settings) void fleet!.warnUnreachableRpc(settings.rpc, (line) => log.warn(line));
-  const outcome = await Promise.race([ctx.stopSignal, fatal]);
-  if (outcome instanceof DiodeError) {
-    // A relay refused the set (a relay with smaller limits than ours): logged once, exit 1.
-    await ops.close();
-    await link.stop();
-    await membership?.close();
-    throw outcome;
-  }
+  // A relay that refuses the set is that relay failing: the link passes it over and tries the others.
+  const outcome = await ctx.stopSignal;
   log.info(`${outcome}: shutting down`);
   await ops.close();
   await link.stop();
