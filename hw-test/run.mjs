@@ -13,6 +13,7 @@ import { createServer } from 'node:net';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { decodeQr, renderScreen, LINUX_CONSOLE, SMALL_CONSOLE } from './screen.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BUNDLE = join(ROOT, 'dist/diode.cjs');
@@ -165,6 +166,18 @@ export function qemuAppend(cmdlineTxt, m) {
   return cmdlineTxt.trim().split(/\s+/).map((w) => (/^console=ttyS\d/.test(w) ? `console=${m.console},115200` : w)).join(' ');
 }
 
+/**
+ * The QR codes on the login screen whose address line ends at `at` in the
+ * serial output: that screen, from its first line to its login prompt, drawn
+ * as the Linux console draws it (light on black, 80x25) and read by zbarimg,
+ * as a phone would read the Pi's screen.
+ */
+export function loginScreenQr(output, at) {
+  const start = output.lastIndexOf('\n', output.lastIndexOf('diode address:', at)) + 1;
+  const prompt = output.indexOf('login: ', at);
+  return decodeQr(renderScreen(output.slice(start, prompt < 0 ? undefined : prompt + 'login: '.length), { theme: LINUX_CONSOLE, ...SMALL_CONSOLE }));
+}
+
 /** A free TCP port on 127.0.0.1 (for QEMU's hostfwd to the guest's sshd: the LAN path). */
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -177,8 +190,8 @@ function freePort() {
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const m = MACHINES[opts.arch];
-  for (const tool of [m.qemu, 'mcopy', 'sfdisk', 'ssh', 'ssh-keygen', 'nc', 'debugfs', 'e2fsck']) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new HwTestError(`${tool} not found (apt-get install qemu-system-arm mtools fdisk openssh-client netcat-openbsd e2fsprogs)`);
+  for (const tool of [m.qemu, 'mcopy', 'sfdisk', 'ssh', 'ssh-keygen', 'nc', 'debugfs', 'e2fsck', 'zbarimg']) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new HwTestError(`${tool} not found (apt-get install qemu-system-arm mtools fdisk openssh-client netcat-openbsd e2fsprogs zbar-tools)`);
   }
   if (!existsSync(opts.image)) throw new HwTestError(`${opts.image} not found; build it first: npm run image -- --arch ${opts.arch} --no-xz`);
   if (!existsSync(BUNDLE)) run(process.execPath, [join(ROOT, 'scripts/build.mjs')]);
@@ -310,6 +323,9 @@ async function main() {
     const tLogin = await firstLogin;
     log(`  login prompt first shown at ${Math.round(tLogin / 1000)} s (the prompt does not wait for diode-issue)`);
     const screen1 = qemu.output().slice(first.at, first.at + 4000);
+    await qemu.waitFor(/login: /, 120_000, first.at).catch(() => null);
+    const qr1 = loginScreenQr(qemu.output(), first.at);
+    check('login screen QR code (serial console drawn as the Linux console, zbarimg) reads the address', qr1.length === 1 && qr1[0] === address, JSON.stringify(qr1));
     check('login screen: "no relay configured" with what to put in diode.conf', /no relay configured: put relays=\.\.\. in diode\.conf on the boot partition/.test(screen1));
     check('login screen: how the other machine gets there', screen1.includes('diode ssh-config --install'));
 
@@ -336,6 +352,8 @@ async function main() {
     const refreshed = await qemu.waitFor(ADDRESS_LINE, 120_000, beforeSet).catch(() => null);
     const screen2 = refreshed ? qemu.output().slice(refreshed.at, refreshed.at + 4000).split('login: ')[0] : '';
     check('login screen refreshed without "no relay configured"', Boolean(refreshed) && !screen2.includes('no relay configured'), refreshed ? '' : 'no refreshed screen within 120 s');
+    const qr2 = refreshed ? loginScreenQr(qemu.output(), refreshed.at) : [];
+    check('refreshed login screen QR code reads the address', qr2.length === 1 && qr2[0] === address, JSON.stringify(qr2));
 
     // What the boot partition asked for, as the guest sees it.
     const f = await facts([

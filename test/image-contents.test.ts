@@ -8,12 +8,10 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DIODE_BUNDLE, tempDir } from './helpers/diode.ts';
+import { BOOT_CONFIG, FILES, UNIT_DIR, card, bootConfig, issue } from './helpers/card.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
-const FILES = join(REPO, 'image/files');
-const BOOT_CONFIG = join(FILES, 'usr/lib/diode/boot-config');
 const YAML_FLAT = join(FILES, 'usr/lib/diode/yaml-flat.awk');
-const UNIT_DIR = join(FILES, 'usr/lib/systemd/system');
 
 interface BuildModule {
   checkTree(root: string): string[];
@@ -77,48 +75,6 @@ wifis:
       "Home Net":
         password: "${PSK}"
 `;
-
-interface Card {
-  boot: string;
-  root: string;
-  state: string;
-  run: string;
-  diode: string;
-}
-
-/** A fake boot partition and root file system, laid out like the image's. */
-function card(t: Parameters<typeof tempDir>[0], files: Record<string, string>): Card {
-  const dir = tempDir(t, 'diode-card-');
-  const c: Card = { boot: join(dir, 'boot'), root: join(dir, 'root'), state: join(dir, 'state'), run: join(dir, 'run'), diode: join(dir, 'diode') };
-  for (const d of [c.boot, join(c.root, 'etc'), join(c.root, 'usr/share/zoneinfo/Europe')]) mkdirSync(d, { recursive: true });
-  writeFileSync(join(c.root, 'usr/share/zoneinfo/Europe/London'), 'TZif');
-  writeFileSync(join(c.root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/bash\n');
-  writeFileSync(join(c.root, 'etc/group'), 'root:x:0:\nadm:x:4:\nsudo:x:27:\nusers:x:100:\nvideo:x:44:\nnetdev:x:108:\n');
-  writeFileSync(join(c.root, 'etc/hosts'), '127.0.0.1\tlocalhost\n127.0.1.1\tdiode\n');
-  writeFileSync(join(c.root, 'etc/hostname'), 'diode\n');
-  writeFileSync(c.diode, `#!/bin/sh\nexec "${process.execPath}" "${DIODE_BUNDLE}" "$@"\n`, { mode: 0o755 });
-  for (const [name, content] of Object.entries(files)) writeFileSync(join(c.boot, name), content);
-  return c;
-}
-
-/** Runs boot-config on a card; `sh` is dash here, as on the image (its echo expands backslashes). */
-function bootConfig(c: Card) {
-  const consoleLog = join(c.run, 'console.log');
-  const r = spawnSync('sh', [BOOT_CONFIG, '--boot', c.boot, '--root', c.root, '--state', c.state, '--run', c.run, '--diode', c.diode, '--console', consoleLog, '--dry-run'], { encoding: 'utf8' });
-  const read = (p: string) => (existsSync(p) ? readFileSync(p, 'utf8') : '');
-  return {
-    status: r.status,
-    stderr: r.stderr,
-    /** What went to the kernel log (every console=). */
-    console: read(consoleLog),
-    notices: read(join(c.run, 'boot-config.notices')),
-    /** Reported problems, apart from "no user configured" (tests that feed no user source expect that one). */
-    errors: read(join(c.run, 'boot-config.errors')).split('\n').filter((l) => !l.includes('user pi has no password and no key')).join('\n'),
-    allErrors: read(join(c.run, 'boot-config.errors')),
-    commands: read(join(c.run, 'commands.log')),
-    file: (p: string) => read(join(c.root, p)),
-  };
-}
 
 test('Imager user-data sets the hostname, time zone, user, password hash, key and sudo rule', (t) => {
   const c = card(t, { 'user-data': IMAGER_USER_DATA, 'meta-data': 'instance-id: rpi-imager-1\n' });
@@ -391,16 +347,6 @@ test('the files hw-test puts on the boot partition apply without problems', asyn
   t.false(r.commands.includes('usermod -p'), 'lock_passwd: true sets no password');
 });
 
-function issue(c: Card, env: Record<string, string> = {}) {
-  const out = join(c.root, 'etc/issue.d/diode.issue');
-  const started = Date.now();
-  const r = spawnSync('sh', [join(FILES, 'usr/lib/diode/issue')], {
-    encoding: 'utf8',
-    env: { ...process.env, DIODE: c.diode, DIODE_HOME: c.state, OUT: out, ERRORS: join(c.run, 'boot-config.errors'), NOTICES: join(c.run, 'boot-config.notices'), RELOAD: '0', ...env },
-  });
-  return { status: r.status, stderr: r.stderr, ms: Date.now() - started, text: existsSync(out) ? readFileSync(out, 'utf8') : '' };
-}
-
 test('the login screen shows the address, an ssh hint, the QR code and the boot-partition problems', (t) => {
   const c = card(t, {});
   mkdirSync(c.run, { recursive: true });
@@ -409,7 +355,7 @@ test('the login screen shows the address, an ssh hint, the QR code and the boot-
   t.is(r.status, 0, r.stderr);
   const address = execFileSync(process.execPath, [DIODE_BUNDLE, 'address', '--home', c.state], { encoding: 'utf8' }).trim();
   t.regex(r.text, new RegExp(`^diode address: ${address}$`, 'm'));
-  t.true(r.text.includes(`ssh <user>@${address}.diode`));
+  t.true(r.text.includes('ssh <user>@<address>.diode'));
   // How the other machine gets there (issue 18 item 4).
   t.regex(r.text, /diode ssh-config --install/);
   t.regex(r.text, /ProxyCommand=nc -X 5 -x localhost:1080 %h %p/);

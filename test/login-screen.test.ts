@@ -1,0 +1,100 @@
+// Issue 29: the image's login screen looked at as a person (and a phone) would.
+// The issue files diode-issue writes are evaluated by the real agetty, drawn by
+// a Linux console emulator (light grey on black, 80x25), rasterised, and read
+// by zbarimg (hw-test/screen.mjs); hw-test does the same with the serial
+// console of a booted card.
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DIODE_BUNDLE } from './helpers/diode.ts';
+import { agettyScreen, card, issue, type Card } from './helpers/card.ts';
+import { decodeQr, renderScreen, LINUX_CONSOLE, SMALL_CONSOLE } from '../hw-test/screen.mjs';
+
+/** The characters the console font must have for the screen: printable ASCII and three block elements. */
+const CONSOLE_GLYPHS = new Set(['\u2580', '\u2584', '\u2588']);
+/** The only escape sequences the screen may send (black on light grey, reset): SGR every console has. */
+const QR_ESCAPES = /\x1b\[30;47m|\x1b\[0m/g;
+
+function addressOf(c: Card): string {
+  return execFileSync(process.execPath, [DIODE_BUNDLE, 'address', '--home', c.state], { encoding: 'utf8' }).trim();
+}
+
+/** A card whose agent has its key and a relay: the everyday login screen. */
+function configuredCard(t: Parameters<typeof card>[0]): Card {
+  const c = card(t, {});
+  execFileSync(process.execPath, [DIODE_BUNDLE, 'config', '--home', c.state, '-set', 'relays=relay.example.org:41046']);
+  return c;
+}
+
+test('item 1: the login screen QR code scans on an 80x25 Linux console (agetty, light on dark), with the address above it', (t) => {
+  const c = configuredCard(t);
+  const r = issue(c);
+  t.is(r.status, 0, r.stderr);
+  const address = addressOf(c);
+  const screen = renderScreen(agettyScreen(c), { theme: LINUX_CONSOLE, ...SMALL_CONSOLE });
+  t.deepEqual(decodeQr(screen), [address], screen.lines.join('\n'));
+  // Everything fits: nothing scrolled away, the address line is on the screen, above the code.
+  t.is(screen.scrolled, 0, screen.lines.join('\n'));
+  const addressRow = screen.lines.indexOf(`diode address: ${address}`);
+  const qrRow = screen.cells.findIndex((row) => row.some((cell) => cell.ch === '\u2588' || cell.ch === '\u2580' || cell.ch === '\u2584'));
+  t.true(addressRow >= 0 && addressRow < qrRow, `address at row ${addressRow}, QR from row ${qrRow}`);
+  t.true(screen.lines.includes('diode login:'), 'the login prompt is on the screen');
+});
+
+test('item 7: the login screen fits 80 columns and needs nothing the Pi console lacks', (t) => {
+  const c = configuredCard(t);
+  issue(c);
+  const shown = agettyScreen(c);
+  const screen = renderScreen(shown, { theme: LINUX_CONSOLE, cols: 200, rows: 60 });
+  t.deepEqual(screen.unsupported, []);
+  t.deepEqual(screen.glyphs.filter((g) => !CONSOLE_GLYPHS.has(g)), []);
+  for (const line of screen.lines) t.true(line.length <= SMALL_CONSOLE.cols, `${line.length} columns: ${line}`);
+  // The same without a relay and with a note (more lines; each still fits).
+  const bare = card(t, {});
+  mkdirSync(bare.run, { recursive: true });
+  writeFileSync(join(bare.run, 'boot-config.notices'), 'SSH password login is on\n');
+  issue(bare);
+  for (const line of renderScreen(agettyScreen(bare), { cols: 200, rows: 60 }).lines) t.true(line.length <= SMALL_CONSOLE.cols, `${line.length} columns: ${line}`);
+});
+
+test('item 1: a boot-partition file cannot put an escape sequence on the login screen; the QR rows are the only colour', (t) => {
+  const c = configuredCard(t);
+  mkdirSync(c.run, { recursive: true });
+  // What a hostile diode.conf or user-data could try: agetty's own escapes, raw ESC, a fake QR row.
+  writeFileSync(join(c.run, 'boot-config.errors'), 'diode.conf:1: \\e[2J\\e{red}wiped\\e{reset} \x1b]0;owned\x07 \\e[30;47m\u2588\u2588\\e[0m\n');
+  const r = issue(c);
+  t.is(r.status, 0, r.stderr);
+  const shown = agettyScreen(c);
+  const escapes = shown.replace(/^\x1b\[r\x1b\[H\x1b\[J/, '').match(/\x1b[^\x1b]{0,8}/g) ?? [];
+  const qrRows = r.text.split('\n').filter((l) => l.startsWith('\\e[30;47m')).length;
+  t.true(qrRows >= 17, `${qrRows} QR rows`);
+  t.is(escapes.length, 2 * qrRows, 'one colour and one reset per QR row, nothing else');
+  t.true(escapes.every((e) => new RegExp(QR_ESCAPES.source).test(e)), escapes.join(' '));
+  const screen = renderScreen(shown, { cols: 200, rows: 60 });
+  t.true(screen.lines.some((l) => l.includes('diode.conf:1: \\e[2J\\e{red}wiped\\e{reset} ]0;owned \\e[30;47m')), screen.lines.join('\n'));
+  t.deepEqual(decodeQr(screen), [addressOf(c)]);
+});
+
+test('item 1: a card upgraded from an image whose cache held colour-coded rows gets a scanning screen', (t) => {
+  const c = configuredCard(t);
+  const address = addressOf(c);
+  const sum = execFileSync('sha256sum', [join(c.state, 'private.key')], { encoding: 'utf8' }).split(' ')[0];
+  const colour = execFileSync(process.execPath, [DIODE_BUNDLE, 'address', '--qr', '--home', c.state], { encoding: 'utf8' });
+  writeFileSync(join(c.state, 'issue.cache'), `${sum}\n${colour}`);
+  issue(c);
+  t.deepEqual(decodeQr(renderScreen(agettyScreen(c))), [address]);
+  t.regex(readFileSync(join(c.state, 'issue.cache'), 'utf8'), new RegExp(`^${sum} qr-light\\n${address}\\n`));
+});
+
+test('item 2: hw-test reads the QR code off a serial console transcript (kernel lines around the login screen)', async (t) => {
+  const hw = (await import(new URL('../hw-test/run.mjs', import.meta.url).href)) as { loginScreenQr(output: string, at: number): string[] };
+  const c = configuredCard(t);
+  issue(c);
+  const address = addressOf(c);
+  const transcript = `[   12.345678] systemd[1]: Started getty@tty1.service.\r\n${agettyScreen(c).replace(/\r?\n/g, '\r\n')}\r\n[  200.1] random: crng init done\r\n`;
+  const at = transcript.indexOf(`diode address: ${address}`) + `diode address: ${address}`.length;
+  t.deepEqual(hw.loginScreenQr(transcript, at), [address]);
+  // The same screen with its escapes lost (the bug of b149bbf) reads nothing.
+  t.deepEqual(hw.loginScreenQr(transcript.replace(/\x1b\[(30;47|0)m/g, (_, code: string) => `[${code}m`), at), []);
+});
