@@ -69,6 +69,7 @@ function scratchRoot(dir: string): string {
     t.regex(unit, /^EnvironmentFile=\/etc\/diode\/publish\.conf$/m);
     t.regex(unit, /^ExecStart=\/usr\/bin\/diode publish \$DIODE_PUBLISH_FLAGS$/m);
     t.regex(readFileSync(join(r, 'lib/systemd/system/diode-relay.service'), 'utf8'), /^LimitNOFILE=1048576$/m);
+    t.regex(readFileSync(join(r, 'lib/systemd/system/diode-relay.service'), 'utf8'), /^RestartPreventExitStatus=10$/m);
     const ran = await exec(join(r, 'usr/bin/diode'), ['--version']);
     t.regex(ran.stdout, new RegExp(`^diode ${version.replace(/\./g, '\\.')} `));
 

@@ -30,10 +30,11 @@ test('service install --print publish: Restart=always, the sandbox, the state di
   t.regex(unit, /^CapabilityBoundingSet=$/m);
 });
 
-test('service install --print relay raises LimitNOFILE and may bind ports below 1024', async (t) => {
+test('service install --print relay raises LimitNOFILE, may bind ports below 1024, and stays stopped once retired', async (t) => {
   const r = await diode(['service', 'install', '--print', 'relay', '--gateway-http', '0.0.0.0:80', '--gateway-domain', 'example.org', '--metrics', '127.0.0.1:9464']);
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /^LimitNOFILE=1048576$/m);
+  t.regex(r.stdout, /^RestartPreventExitStatus=10$/m);
   t.regex(r.stdout, /^AmbientCapabilities=CAP_NET_BIND_SERVICE$/m);
   t.regex(r.stdout, /relay --gateway-http 0\.0\.0\.0:80 --gateway-domain example\.org --metrics 127\.0\.0\.1:9464$/m);
 });

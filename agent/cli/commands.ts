@@ -108,11 +108,12 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'relay',
     summary: 'run a relay that authenticates agents and routes their streams',
-    usage: 'diode relay [--listen 0.0.0.0:41046] [--cluster redis://host:6379 --advertise host:41046 --cluster-allow 0xA,0xB,0xC] [--gateway-socks 0.0.0.0:1080] [--gateway-http 0.0.0.0:80 --gateway-domain example.org] [--gateway-https 0.0.0.0:443 --gateway-cert FILE --gateway-key FILE]',
+    usage: 'diode relay [--listen 0.0.0.0:41046] [--retire-to 0xB@host:41046] [--cluster redis://host:6379 --advertise host:41046 --cluster-allow 0xA,0xB,0xC] [--gateway-socks 0.0.0.0:1080] [--gateway-http 0.0.0.0:80 --gateway-domain example.org] [--gateway-https 0.0.0.0:443 --gateway-cert FILE --gateway-key FILE]',
     flags: [
       { name: 'listen', type: 'string', placeholder: 'HOST:PORT', defaultValue: '0.0.0.0:41046', description: 'where agents connect (port 0 picks a free one)' },
       { name: 'cluster', type: 'string', placeholder: 'REDIS-URL[,...]', description: 'join a relay cluster sharing the device map in Redis: redis://host:port, a Redis Cluster (redis://h1:p1,redis://h2:p2 or redis+cluster://h1:p1,h2:p2) or Sentinel (redis+sentinel://h1:p1,h2:p2/MASTER)' },
       { name: 'advertise', type: 'string', placeholder: 'HOST:PORT', description: 'with --cluster: where the other relays reach this one (its --listen as seen from them)' },
+      { name: 'advertise-agents', type: 'string', placeholder: 'HOST:PORT', description: 'with --cluster: where agents reach this relay, as the relays of the cluster name it to their agents (pinned; default: --advertise)' },
       { name: 'cluster-allow', type: 'string', multiple: true, placeholder: '0xADDR[,0xADDR...]', description: 'with --cluster: addresses of the relays that may link to this one (diode address --home <their home>)' },
       { name: 'gateway-socks', type: 'string', placeholder: 'HOST:PORT', description: 'public SOCKS5/4a gateway to PUBLIC ports of <address>.diode (no agent needed)' },
       { name: 'gateway-http', type: 'string', placeholder: 'HOST:PORT', description: 'public HTTP gateway: Host <address>[-<port>].<gateway-domain> reaches that PUBLIC port (80 by default)' },
@@ -123,6 +124,8 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'gateway-max-conns', type: 'string', placeholder: 'N', defaultValue: String(DEFAULT_GATEWAY_LIMITS.maxConns), description: 'concurrent gateway connections in total; over it: SOCKS general failure, HTTP 503' },
       { name: 'gateway-max-conns-per-ip', type: 'string', placeholder: 'N', defaultValue: String(DEFAULT_GATEWAY_LIMITS.maxConnsPerIp), description: 'concurrent gateway connections per IPv4 address / IPv6 /64; over it: SOCKS general failure, HTTP 429' },
       { name: 'gateway-idle-timeout', type: 'string', placeholder: 'SECONDS', defaultValue: String(DEFAULT_GATEWAY_LIMITS.idleTimeoutMs / 1000), description: 'close a gateway connection after this long with no byte either way' },
+      { name: 'retire-to', type: 'string', multiple: true, placeholder: '0xADDR@HOST:PORT[,...]', description: 'retire this relay: tell every agent to move to these (pinned) relays, then exit when none is left; given while a relay of this --home runs, the order goes to that relay' },
+      { name: 'retire-deadline', type: 'string', placeholder: 'SECONDS', description: 'with --retire-to: exit at the latest this long after the order, closing what is left (default 600)' },
       ...RELAY_LIMIT_FLAGS.map((f): FlagSpec => ({ ...f, type: 'string' })),
       metrics,
       logFormat,

@@ -3,6 +3,7 @@ import { RelayLink } from '../link/relay-link.ts';
 import type { Identity } from '../identity/index.ts';
 import type { RelayEntry } from '../config/relay-entry.ts';
 import type { Logger } from '../util/log.ts';
+import type { LearnedRelays } from '../link/learned-relays.ts';
 import { dialThroughRelay, DialError } from './dial.ts';
 
 /**
@@ -10,8 +11,8 @@ import { dialThroughRelay, DialError } from './dial.ts';
  * its own relay: a device may be on any of them). Until relays share a
  * registry (the cluster), a device is found by asking all of them.
  */
-export function clientLinks(relays: RelayEntry[], identity: Identity, log: Logger): RelayLink[] {
-  return relays.map((relay) => new RelayLink({ relays: [relay], identity, log }));
+export function clientLinks(relays: RelayEntry[], identity: Identity, log: Logger, learned?: LearnedRelays): RelayLink[] {
+  return relays.map((relay) => new RelayLink({ relays: [relay], identity, log, learned }));
 }
 
 /** The link to report in `diode status`: the first one with a live session, else the first. */

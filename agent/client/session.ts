@@ -3,6 +3,7 @@ import type { RelayLink } from '../link/relay-link.ts';
 import type { Identity } from '../identity/index.ts';
 import type { RelayEntry } from '../config/relay-entry.ts';
 import type { Logger } from '../util/log.ts';
+import type { LearnedRelays } from '../link/learned-relays.ts';
 import { clientLinks, currentLink, dialAnyRelay } from './lookup.ts';
 import type { DiodeTarget } from './hostname.ts';
 
@@ -12,9 +13,9 @@ export class ClientSession {
   readonly links: RelayLink[];
   readonly identity: Identity;
 
-  constructor(relays: RelayEntry[], identity: Identity, log: Logger) {
+  constructor(relays: RelayEntry[], identity: Identity, log: Logger, learned?: LearnedRelays) {
     this.identity = identity;
-    this.links = clientLinks(relays, identity, log);
+    this.links = clientLinks(relays, identity, log, learned);
     for (const link of this.links) link.start();
   }
 

@@ -6,12 +6,14 @@ import { formatHostPort } from '../util/hostport.ts';
 import { errorMessage, DiodeError } from '../util/errors.ts';
 import { readFrame, writeFrame } from '../protocol/frames.ts';
 import { parseReply, type PublishedPort } from '../protocol/messages.ts';
+import { encodeRelayControl, parseRelayControl, type RelayControl } from '../protocol/relay-control.ts';
+import { LEARNED_RELAY_DELAY_MS, type LearnedRelays } from './learned-relays.ts';
 import { KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../protocol/limits.ts';
 import { backoffDelay, defaultBackoff, type BackoffConfig } from './backoff.ts';
 import { performance } from 'node:perf_hooks';
 import { dialRelay, type RelayConnection } from './dial-relay.ts';
 import { watchNetwork } from './network-watch.ts';
-import type { RelayEntry } from '../config/relay-entry.ts';
+import { formatRelayEntry, type RelayEntry } from '../config/relay-entry.ts';
 import type { LinkStatus } from '../ops/status.ts';
 import type { LastError } from '../ops/stream-stats.ts';
 
@@ -52,12 +54,27 @@ export interface RelayLinkOptions {
   expectRelay?: string;
   /** Watch the machine's addresses and retry at once when they change (default true). */
   watchNetwork?: boolean;
+  /**
+   * Relays learned from pinned relays (the state directory's store): they
+   * are dialled after the configured ones have failed for
+   * LEARNED_RELAY_DELAY_MS, and a relay that retires is tried last. Without
+   * it nothing is learned and `retire` is not followed.
+   */
+  learned?: LearnedRelays;
+  /**
+   * Open the control stream even without ports to publish (a client: it
+   * publishes an empty set), so the relay can tell it of its cluster and of
+   * its retirement. Default true; a one-shot command turns it off.
+   */
+  control?: boolean;
 }
 
 /** A dialled relay, with its place in the list (0 = most preferred). */
 interface Dialled extends RelayConnection {
   target: RelayEntry;
   index: number;
+  /** How many relays the list had when it was dialled. */
+  of: number;
 }
 
 /** A dialled relay whose session is up and took our publish set. */
@@ -106,8 +123,20 @@ export class RelayLink extends EventEmitter {
   #target: RelayEntry | undefined;
   #since: number | undefined;
   #lastError: LastError | undefined;
-  /** Relays (by place in the list) that refused our publish set, and until when they are passed over. */
-  readonly #held = new Map<number, Hold>();
+  /** Relays (by entry) that refused our publish set, and until when they are passed over. */
+  readonly #held = new Map<string, Hold>();
+  /** performance.now() since when no configured relay has had a session (undefined: one has one now). */
+  #configuredDownSince: number | undefined;
+  /** The session whose relay said it retires (the link moves off it as soon as another relay answers). */
+  #retiringSession: MuxSession | undefined;
+  /** Sessions whose relay said it retires before the session was served. */
+  readonly #toldToRetire = new WeakSet<MuxSession>();
+  /** Each session's control stream: `moving` goes on it when the link leaves for another relay. */
+  readonly #controlOf = new WeakMap<MuxSession, MuxStream>();
+  /** Runs the probe for a better relay now (set while a session is served). */
+  #probeNow: (() => void) | undefined;
+  /** Relays whose `relays`/`retire` were not followed because they are not pinned (logged once each). */
+  readonly #notLearnedLogged = new Set<string>();
 
   constructor(options: RelayLinkOptions) {
     super();
@@ -131,6 +160,7 @@ export class RelayLink extends EventEmitter {
 
   status(): LinkStatus {
     const connected = this.#session !== undefined && !this.#session.closed;
+    const learned = this.#options.learned;
     return {
       connected,
       ...(this.#target ? { relay: formatHostPort(this.#target) } : {}),
@@ -138,12 +168,51 @@ export class RelayLink extends EventEmitter {
       pinned: (this.#target?.pin ?? this.#options.expectRelay) !== undefined,
       ...(connected && this.#since !== undefined ? { since: this.#since } : {}),
       ...(this.#lastError ? { lastError: this.#lastError } : {}),
+      configured: this.#options.relays.map(formatRelayEntry),
+      ...(learned ? { learned: learned.relays.map((r) => ({ relay: formatRelayEntry(r.entry), lastSeen: r.lastSeen })) } : {}),
+      ...(learned && learned.retired.length > 0 ? { retired: learned.retired.map((r) => r.address) } : {}),
+      ...(this.#target && this.#isLearned(this.#target) ? { onLearned: true } : {}),
     };
+  }
+
+  /** A pinned address for this entry: its own pin, or the link's expectRelay. */
+  #pinOf(entry: RelayEntry): string | undefined {
+    return entry.pin ?? this.#options.expectRelay;
+  }
+
+  #isLearned(entry: RelayEntry): boolean {
+    const key = formatRelayEntry(entry);
+    return !this.#options.relays.some((r) => formatRelayEntry(r) === key);
+  }
+
+  /**
+   * The relays to dial, in order of preference: the configured ones that did
+   * not retire; then the learned ones, once the configured ones have failed
+   * for LEARNED_RELAY_DELAY_MS (at once if none is left, or when the relay in
+   * use retires); then the relays that retired, as a last resort.
+   */
+  candidates(): RelayEntry[] {
+    const learned = this.#options.learned;
+    const configured = this.#options.relays;
+    if (!learned) return [...configured];
+    const retired = (e: RelayEntry) => learned.isRetired(this.#pinOf(e));
+    const active = configured.filter((e) => !retired(e));
+    const downFor = this.#configuredDownSince === undefined ? 0 : performance.now() - this.#configuredDownSince;
+    const useLearned = active.length === 0 || downFor >= LEARNED_RELAY_DELAY_MS || this.#retiringSession !== undefined;
+    const known = new Set(configured.map(formatRelayEntry));
+    const fromStore = learned.relays.map((r) => r.entry).filter((e) => !known.has(formatRelayEntry(e)));
+    return [
+      ...active,
+      ...(useLearned ? fromStore.filter((e) => !retired(e)) : []),
+      ...configured.filter(retired),
+      ...fromStore.filter(retired),
+    ];
   }
 
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    this.#configuredDownSince = performance.now();
     if (this.#options.watchNetwork !== false) this.#stopWatch = watchNetwork(this.#onNetworkChange);
     this.#stopped = this.#run();
   }
@@ -199,14 +268,18 @@ export class RelayLink extends EventEmitter {
       next = undefined;
       const started = performance.now();
       if (opened === undefined) {
-        if (this.#session === undefined) this.#target = this.#options.relays[0];
+        let list = this.candidates();
+        if (this.#session === undefined) this.#target = list[0];
         // Every relay refused our publish set: the first hold to end is the backoff.
-        const heldFor = this.#heldFor();
-        if (heldFor > 0) await this.#sleep(heldFor);
+        const heldFor = this.#heldFor(list);
+        if (heldFor > 0) {
+          await this.#sleep(heldFor);
+          list = this.candidates();
+        }
         if (!this.#running) break;
         let dialled: Dialled | undefined;
         try {
-          dialled = await this.#dialInOrder(this.#options.relays.length);
+          dialled = await this.#dialInOrder(list, list.length);
           if (this.#running) opened = await this.#open(dialled);
           else dialled.socket.destroy();
         } catch (err) {
@@ -245,11 +318,11 @@ export class RelayLink extends EventEmitter {
    * after the one before (or at once when it failed); the first to finish its
    * hello wins and the others are dropped.
    */
-  #dialInOrder(limit: number): Promise<Dialled> {
-    const { relays, identity, expectRelay } = this.#options;
+  #dialInOrder(relays: RelayEntry[], limit: number): Promise<Dialled> {
+    const { identity, expectRelay } = this.#options;
     // Relays that refused our publish set wait their hold out, unless every one of them is held.
     const now = performance.now();
-    const order = Array.from({ length: limit }, (_, i) => i).filter((i) => (this.#held.get(i)?.until ?? 0) <= now);
+    const order = Array.from({ length: limit }, (_, i) => i).filter((i) => (this.#held.get(formatRelayEntry(relays[i]))?.until ?? 0) <= now);
     if (order.length === 0) return Promise.reject(new DiodeError('ENORELAY', 'every relay we would try refused our publish set recently'));
     limit = order.length;
     return new Promise((resolve, reject) => {
@@ -270,7 +343,7 @@ export class RelayLink extends EventEmitter {
             if (done) return void conn.socket.destroy();
             done = true;
             clearTimeout(timer);
-            resolve({ ...conn, target, index });
+            resolve({ ...conn, target, index, of: relays.length });
           },
           (err) => {
             pending--;
@@ -297,19 +370,14 @@ export class RelayLink extends EventEmitter {
   }
 
   /**
-   * Runs one session to its end. Resolves with a more preferred relay's
-   * connection when the link moves there (the session is then retiring), or
-   * undefined when the session ended; throws if it could not be set up.
-   */
-  /**
    * Starts a session on a dialled relay and publishes our set there; throws
    * if that fails. A relay that refuses the set is passed over for a while
    * (REFUSED_HOLD_MS, doubling), so the next relay of the list serves us.
    */
   async #open(dialled: Dialled): Promise<Opened> {
-    const { socket, relayAddress, target, index } = dialled;
+    const { socket, relayAddress, target } = dialled;
     const endpoint = formatHostPort(target);
-    if (!(target.pin ?? this.#options.expectRelay) && !this.#unpinnedLogged.has(endpoint)) {
+    if (!this.#pinOf(target) && !this.#unpinnedLogged.has(endpoint)) {
       this.#unpinnedLogged.add(endpoint);
       this.#log.info(`relay ${endpoint} is not pinned: it proved ${relayAddress}, taken on trust; pin it with --relay ${relayAddress}@${endpoint}`);
     }
@@ -319,92 +387,188 @@ export class RelayLink extends EventEmitter {
       if (this.#options.onStream) this.#options.onStream(stream, relayAddress);
       else stream.reset();
     });
+    const key = formatRelayEntry(target);
     try {
       if (this.#options.publish) await this.#publish(session, this.#options.publish);
+      else if (this.#options.control !== false) this.#openControl(session, []);
     } catch (err) {
       session.close();
-      if (err instanceof DiodeError && err.code === 'EPUBLISH') throw this.#hold(index, endpoint, err);
+      if (err instanceof DiodeError && err.code === 'EPUBLISH') throw this.#hold(key, dialled.of, endpoint, err);
       throw err;
     }
-    this.#held.delete(index);
+    this.#held.delete(key);
+    const control = this.#controlOf.get(session);
+    if (control) this.#readControl(session, control, dialled);
     return { ...dialled, session, closed };
   }
 
   /** ms until the first relay of the list is no longer held (0: one is free now). */
-  #heldFor(): number {
+  #heldFor(relays: RelayEntry[]): number {
     const now = performance.now();
     let first = Infinity;
-    for (let i = 0; i < this.#options.relays.length; i++) first = Math.min(first, (this.#held.get(i)?.until ?? 0) - now);
+    for (const entry of relays) first = Math.min(first, (this.#held.get(formatRelayEntry(entry))?.until ?? 0) - now);
     return Math.max(0, first);
   }
 
-  /** Passes relay `index` over for a while after it refused our publish set; returns the error to report. */
-  #hold(index: number, endpoint: string, err: DiodeError): DiodeError {
-    const refusals = (this.#held.get(index)?.refusals ?? 0) + 1;
+  /** Passes a relay over for a while after it refused our publish set; returns the error to report. */
+  #hold(key: string, of: number, endpoint: string, err: DiodeError): DiodeError {
+    const refusals = (this.#held.get(key)?.refusals ?? 0) + 1;
     const ms = Math.min(REFUSED_HOLD_MAX_MS, REFUSED_HOLD_MS * 2 ** (refusals - 1));
-    this.#held.set(index, { until: performance.now() + ms, refusals });
-    const others = this.#options.relays.length > 1 ? 'trying the other relays' : 'retrying';
+    this.#held.set(key, { until: performance.now() + ms, refusals });
+    const others = of > 1 ? 'trying the other relays' : 'retrying';
     return new DiodeError('EPUBLISH', `relay ${endpoint}: ${errorMessage(err)}; passed over for ${Math.round(ms / 1000)} s, ${others}`);
   }
 
+  /**
+   * Runs one session to its end. Resolves with a more preferred relay's
+   * session when the link moves there (this one then retires), or undefined
+   * when the session ended.
+   */
   async #serve(opened: Opened): Promise<Opened | undefined> {
-    const { relayAddress, target, index, session, closed } = opened;
+    const { relayAddress, target, index, of, session, closed } = opened;
+    const endpoint = formatHostPort(target);
     const previous = this.#session;
     this.#session = session;
     this.#relayAddress = relayAddress;
-    this.#relayEndpoint = formatHostPort(target);
+    this.#relayEndpoint = endpoint;
     this.#lastProblem = '';
     this.#target = target;
     this.#since = Date.now();
+    const learned = this.#isLearned(target);
+    if (!learned) this.#configuredDownSince = undefined;
+    if (this.#toldToRetire.has(session)) this.#retiringSession = session;
     const what = this.#options.publish ? `; published ${describePorts(this.#options.publish)}` : '';
-    const place = this.#options.relays.length > 1 ? ` [relay ${index + 1} of ${this.#options.relays.length}]` : '';
-    this.#log.info(`connected to relay ${formatHostPort(target)} (${relayAddress})${place} as ${this.#options.identity.address}${what}`);
+    const place = of > 1 ? ` [relay ${index + 1} of ${of}${learned ? ', learned' : ''}]` : learned ? ' [learned]' : '';
+    this.#log.info(`connected to relay ${endpoint} (${relayAddress})${place} as ${this.#options.identity.address}${what}`);
     this.emit('up', session);
-    if (previous !== undefined && previous !== session) this.#retire(previous);
+    if (previous !== undefined && previous !== session) this.#leave(previous, target, relayAddress);
 
-    // On a fallback relay: keep trying the preferred ones.
+    // Not on the most preferred relay (a fallback, a learned one, or one that retires): keep trying the better ones.
     let moveTo: Opened | undefined;
     let probeTimer: NodeJS.Timeout | undefined;
+    let probing = false;
+    const jitter = () => PREFERRED_PROBE_MS * (0.5 + 0.5 * Math.random());
     const moved = new Promise<void>((resolve) => {
-      if (index === 0) return;
-      const probe = (): void => {
+      const probe = (delay: number): void => {
+        clearTimeout(probeTimer);
         probeTimer = setTimeout(() => {
           if (!this.#running || session.closed) return resolve();
-          // A preferred relay counts as back once it took our publish set (one that refuses it is passed over).
-          this.#dialInOrder(index).then((better) => this.#open(better)).then(
-            (better) => {
+          const list = this.candidates();
+          const key = formatRelayEntry(target);
+          const at = list.findIndex((e) => formatRelayEntry(e) === key);
+          const better = at < 0 ? list.length : at;
+          if (better === 0) return probe(jitter());
+          probing = true;
+          // A better relay counts once it took our publish set (one that refuses it is passed over).
+          this.#dialInOrder(list, better).then((found) => this.#open(found)).then(
+            (found) => {
+              probing = false;
               if (!this.#running || session.closed) {
-                better.session.close();
+                found.session.close();
                 return resolve();
               }
-              this.#log.info(`relay ${formatHostPort(better.target)} is reachable again; moving back to it from ${formatHostPort(target)}`);
-              moveTo = better;
+              const why = this.#retiringSession === session ? `relay ${endpoint} retires; moving to it` : 'it is reachable again; moving back to it';
+              this.#log.info(`relay ${formatHostPort(found.target)} answers (${why} from ${endpoint})`);
+              moveTo = found;
               resolve();
             },
             (err) => {
+              probing = false;
               if (err instanceof DiodeError && err.code === 'EPUBLISH') this.#problem(errorMessage(err));
-              probe();
+              probe(jitter());
             },
           );
-        }, PREFERRED_PROBE_MS * (0.5 + 0.5 * Math.random()));
+        }, delay);
       };
-      probe();
+      this.#probeNow = () => {
+        if (!probing) probe(0);
+      };
+      probe(this.#retiringSession === session ? 0 : jitter());
     });
     const err = await Promise.race([closed, moved.then(() => undefined)]);
     clearTimeout(probeTimer);
-    if (moveTo !== undefined && !session.closed) return moveTo; // #serve(moveTo) retires this session once the new one is up
+    this.#probeNow = undefined;
+    if (moveTo !== undefined && !session.closed) return moveTo; // #serve(moveTo) leaves this session once the new one is up
     moveTo?.session.close();
+    if (this.#retiringSession === session) this.#retiringSession = undefined;
     if (this.#session === session) {
       this.#session = undefined;
       this.#since = undefined;
+      if (!learned) this.#configuredDownSince ??= performance.now();
       this.emit('down');
     }
     if (this.#running) {
-      const text = `lost relay ${formatHostPort(target)}${err ? `: ${errorMessage(err)}` : ''}`;
+      const text = `lost relay ${endpoint}${err ? `: ${errorMessage(err)}` : ''}`;
       this.#lastError = { at: Date.now(), message: text };
       this.#log.warn(`${text}; reconnecting`);
     }
     return undefined;
+  }
+
+  /** The link moved to `to`: tell the relay we leave (it counts the agents that moved), then go-away. */
+  #leave(session: MuxSession, to: RelayEntry, toAddress: string): void {
+    if (this.#retiringSession === session) this.#retiringSession = undefined;
+    const control = this.#controlOf.get(session);
+    if (control && !control.destroyed && control.writable) {
+      writeFrame(control, encodeRelayControl({ t: 'moving', to: { ...to, pin: to.pin ?? toAddress } }));
+    }
+    this.#retire(session);
+  }
+
+  /**
+   * Reads what the relay sends on the control stream after its answer:
+   * `relays` (its cluster) and `retire`. Both are followed only from a relay
+   * this link pinned: an unpinned one could be anyone at that host:port.
+   */
+  #readControl(session: MuxSession, control: MuxStream, dialled: Dialled): void {
+    const endpoint = formatHostPort(dialled.target);
+    const from = dialled.relayAddress;
+    const pinned = this.#pinOf(dialled.target) !== undefined;
+    const onMessage = (m: Record<string, unknown>): void => {
+      // A client's publish answer (its empty set): nothing to do, unless the relay refused it.
+      if (m.t === 'ok') return;
+      if (m.t === 'error') return this.#log.debug(`relay ${endpoint} answered the control stream: ${String(m.message ?? m.code)}`);
+      let message: RelayControl;
+      try {
+        message = parseRelayControl(m);
+      } catch (err) {
+        this.#log.info(`relay ${endpoint}: control message ignored: ${errorMessage(err)}`);
+        return;
+      }
+      const learned = this.#options.learned;
+      if (!learned) return;
+      if (!pinned) {
+        if (!this.#notLearnedLogged.has(endpoint)) {
+          this.#notLearnedLogged.add(endpoint);
+          this.#log.info(`relay ${endpoint} is not pinned: the relays it names${message.t === 'retire' ? ' (it retires)' : ''} are not learned; pin it with --relay ${from}@${endpoint}`);
+        }
+        return;
+      }
+      if (message.t === 'relays') {
+        // The configured relays are known already (and stay first): only the others are learned.
+        const configured = new Set(this.#options.relays.map(formatRelayEntry));
+        const added = learned.learn(message.relays.filter((e) => !configured.has(formatRelayEntry(e))), from);
+        if (added.length > 0) {
+          this.#log.info(`learned ${added.length} relay${added.length === 1 ? '' : 's'} from relay ${from}: ${added.map(formatRelayEntry).join(', ')} (tried after the configured relays have failed for ${LEARNED_RELAY_DELAY_MS / 1000} s)`);
+        }
+        return;
+      }
+      learned.learn(message.to, from);
+      learned.markRetired(from, message.to);
+      this.#log.warn(`relay ${endpoint} (${from}) retires; moving to ${message.to.map(formatRelayEntry).join(' or ')}`);
+      if (this.#session === session && !session.closed) {
+        this.#retiringSession = session;
+        this.#probeNow?.();
+      } else this.#toldToRetire.add(session);
+    };
+    void (async () => {
+      for (;;) {
+        const m = await readFrame(control, MAX_STREAM_HEADER_BYTES, 2 ** 31 - 1);
+        onMessage(m);
+      }
+    })().catch((err) => {
+      if (!session.closed) this.#log.debug(`relay ${endpoint}: control stream ended: ${errorMessage(err)}`);
+    });
   }
 
   /** Go-away on a session we moved from: no new streams; closed when only its control stream is left. */
@@ -422,12 +586,22 @@ export class RelayLink extends EventEmitter {
   }
 
   async #publish(session: MuxSession, ports: PublishedPort[]): Promise<void> {
-    const control = session.open();
-    control.on('error', () => {});
-    writeFrame(control, { t: 'publish', ports });
+    const control = this.#openControl(session, ports);
     const reply = parseReply(await readFrame(control, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS));
     if (reply.t === 'error') throw new DiodeError('EPUBLISH', `relay refused the publish set: ${reply.message || reply.code}`);
     // The control stream stays open for the session's life; the relay drops the set when it closes.
+  }
+
+  /**
+   * The control stream: the publish set first (empty for a client, whose
+   * answer is read with the relay's later messages and not waited for).
+   */
+  #openControl(session: MuxSession, ports: PublishedPort[]): MuxStream {
+    const control = session.open();
+    control.on('error', () => {});
+    writeFrame(control, { t: 'publish', ports });
+    this.#controlOf.set(session, control);
+    return control;
   }
 
   #problem(text: string): void {

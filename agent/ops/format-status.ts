@@ -86,9 +86,12 @@ function formatOne(s: AgentStatus, now: number): string {
   field(lines, 'process', [`pid ${s.pid}`, `up ${formatAge(now - s.startedAt)}`, `diode ${s.version}`]);
   if (s.link) {
     const l = s.link;
-    const relay = [l.relay ?? 'none', ...(l.relayAddress ? [l.relayAddress] : []), l.pinned ? 'pinned' : 'not pinned'];
+    const relay = [l.relay ?? 'none', ...(l.relayAddress ? [l.relayAddress] : []), l.pinned ? 'pinned' : 'not pinned', ...(l.onLearned ? ['learned'] : [])];
     if (l.connected && l.since !== undefined) relay.push(`since ${clock(l.since)} (${formatAge(now - l.since)})`);
     field(lines, 'relay', relay);
+    if (l.configured && l.learned) field(lines, 'configured', l.configured.length > 0 ? l.configured : ['none']);
+    if (l.learned && l.learned.length > 0) field(lines, 'learned', l.learned.map((r) => `${r.relay} (seen ${formatAge(now - r.lastSeen)} ago)`));
+    if (l.retired && l.retired.length > 0) field(lines, 'retired', l.retired);
   }
   if (s.ports) {
     const ports = s.ports.map((p) => `${p.port} ${p.mode}${p.allowed !== undefined ? ` (${p.allowed} allowed)` : ''} → ${p.local}`);
@@ -96,6 +99,10 @@ function formatOne(s: AgentStatus, now: number): string {
   }
   if (s.listening && s.listening.length > 0) field(lines, 'listening', s.listening);
   if (s.sessions !== undefined) field(lines, 'sessions', [String(s.sessions)]);
+  if (s.retiring) {
+    const r = s.retiring;
+    field(lines, 'retiring', [`to ${r.to.join(', ')}`, `${r.moved} moved`, `${r.remaining} connected`, `exits by ${clock(r.deadline)}`]);
+  }
   const st = s.streams;
   const failed = Object.entries(st.failed).map(([reason, n]) => `${n} ${reason}`);
   field(lines, 'streams', [`${st.opened} opened`, `${st.open} open`, ...(failed.length > 0 ? failed : ['0 failed'])]);

@@ -16,6 +16,14 @@ export interface LinkStatus {
   /** ms since the epoch: when the current session came up. */
   since?: number;
   lastError?: LastError;
+  /** The relays given by --relay or the config, in order of preference. */
+  configured?: string[];
+  /** Relays learned from pinned relays (tried after the configured ones fail), most recently seen first. */
+  learned?: Array<{ relay: string; lastSeen: number }>;
+  /** Addresses of relays that said they retire (tried last). */
+  retired?: string[];
+  /** The current (or last) relay is a learned one. */
+  onLearned?: boolean;
 }
 
 /** One published port as the device runs it. */
@@ -50,5 +58,7 @@ export interface AgentStatus {
   sessions?: number;
   /** relay: its named counters (the ones it prints on shutdown) */
   counters?: Record<string, number>;
+  /** relay: it retires (diode relay --retire-to): where its agents go, how many moved, until when */
+  retiring?: { to: string[]; since: number; deadline: number; moved: number; remaining: number };
   lastError?: LastError;
 }

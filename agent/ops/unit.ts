@@ -1,4 +1,6 @@
 import { UsageError } from '../util/errors.ts';
+/** A retired relay exits with it (agent/relay/retire.ts); its unit must not start it again. */
+export const RETIRED_EXIT_CODE = 10;
 
 // The systemd unit `diode service install` writes (and `--print` shows).
 
@@ -99,7 +101,7 @@ export function renderUnit(o: UnitOptions): string {
       relay ? 'CapabilityBoundingSet=CAP_NET_BIND_SERVICE' : 'CapabilityBoundingSet=',
     );
   }
-  if (relay) lines.push(`LimitNOFILE=${RELAY_NOFILE}`);
+  if (relay) lines.push(`LimitNOFILE=${RELAY_NOFILE}`, `RestartPreventExitStatus=${RETIRED_EXIT_CODE}`);
   lines.push('', '[Install]', `WantedBy=${o.user ? 'default.target' : 'multi-user.target'}`, '');
   return lines.join('\n');
 }

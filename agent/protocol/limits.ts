@@ -49,3 +49,8 @@ export const E2E_HANDSHAKE_TIMEOUT_MS = 10_000;
  * A client sends it at once; a silent stream is an attack holding one of the device's stream slots.
  */
 export const E2E_SILENT_CLIENT_TIMEOUT_MS = 3_000;
+/**
+ * Relays one `relays` or `retire` control message may name: a cluster's relays, with room to spare.
+ * An agent keeps at most MAX_LEARNED_RELAYS of them (agent/link/learned-relays.ts).
+ */
+export const MAX_ANNOUNCED_RELAYS = 16;

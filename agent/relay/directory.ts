@@ -1,4 +1,5 @@
 import type { MuxStream } from '../mux/index.ts';
+import type { RelayEntry } from '../config/relay-entry.ts';
 import type { AgentSession, SessionSet } from './registry.ts';
 
 /** Where the streams for an address go now. */
@@ -30,6 +31,14 @@ export interface Directory {
   refusesRelay(address: string): string | undefined;
   /** A peer relay forwarded a stream for an address this relay does not hold: whatever says it does is stale. */
   notHeld(address: string): void;
+  /**
+   * The pinned entries agents may learn (the relays of the cluster, this one
+   * included, as agents reach them): `listener` gets the list now and on each
+   * change. Returns the unsubscribe function.
+   */
+  watchRelays(listener: (relays: RelayEntry[]) => void): () => void;
+  /** This relay retires: other relays stop naming it to their agents. */
+  retire(): Promise<void>;
   start(): Promise<void>;
   close(): Promise<void>;
 }
@@ -52,6 +61,12 @@ export class LocalDirectory implements Directory {
   }
 
   notHeld(): void {}
+
+  watchRelays(): () => void {
+    return () => {};
+  }
+
+  async retire(): Promise<void> {}
 
   async start(): Promise<void> {}
 

@@ -28,6 +28,7 @@ import { Admission, RefusalLog, sourceKey } from './admission.ts';
 import { CallerShares } from './fair-share.ts';
 import { IdleSweeper } from './idle.ts';
 import { ByteMeter } from '../ops/stream-stats.ts';
+import { ControlChannels } from './control-channels.ts';
 
 /** ms a connection whose hello was refused stays open so the one-line reason reaches the peer. */
 const REFUSAL_LINGER_MS = 1_000;
@@ -76,6 +77,9 @@ export class RelayServer {
   readonly #streamsOf = new WeakMap<AgentSession, number>();
   /** Relay-to-relay sessions other relays opened to this one. */
   readonly #peers = new Set<MuxSession>();
+  /** Agents' control streams: the cluster's relays and a retirement go out on them. */
+  readonly controls: ControlChannels;
+  readonly #unwatchRelays: () => void;
 
   constructor(options: RelayServerOptions) {
     this.identity = options.identity;
@@ -99,6 +103,8 @@ export class RelayServer {
       b.destroy();
     });
     this.#context = createSecureContext({ key: options.cert.key, cert: options.cert.cert, minVersion: 'TLSv1.3' });
+    this.controls = new ControlChannels(this.stats, this.#log);
+    this.#unwatchRelays = this.directory.watchRelays((relays) => this.controls.setRelays(relays));
   }
 
   get address(): string {
@@ -262,12 +268,17 @@ export class RelayServer {
 
   #onControl(session: AgentSession, stream: MuxStream, first: Record<string, unknown>): void {
     const apply = (message: Record<string, unknown>) => {
+      if (this.controls.onMessage(session, message)) return;
       const publish = parsePublish(message);
       this.registry.publish(session, publish.ports);
       reply(stream, { t: 'ok', address: session.address });
-      this.#log.info(`${session.address} published ${publish.ports.map((p) => `${p.port}/${p.mode}`).join(', ') || 'nothing'}`);
+      // A client's control stream publishes nothing: not worth an info line per proxy.
+      const line = `${session.address} published ${publish.ports.map((p) => `${p.port}/${p.mode}`).join(', ') || 'nothing'}`;
+      if (publish.ports.length > 0) this.#log.info(line);
+      else this.#log.debug(line);
     };
     apply(first);
+    this.controls.attach(session, stream);
     readFrames(stream, MAX_CONTROL_BYTES, apply).catch((err) => {
       // The control stream ends with the session; an explicit close withdraws the publish set.
       this.registry.publish(session, []);
@@ -374,6 +385,7 @@ export class RelayServer {
 
   /** Closes every session and pending handshake. */
   close(): void {
+    this.#unwatchRelays();
     this.#idle.close();
     for (const raw of this.#pending) raw.destroy();
     for (const session of [...this.registry.all()]) session.mux.close();

@@ -8,6 +8,7 @@ import { listenError } from '../../util/listen.ts';
 import { splice } from '../../util/pump.ts';
 import { parseBindSpecs, type BindSpec } from '../../client/target.ts';
 import { ClientSession } from '../../client/session.ts';
+import { LearnedRelays } from '../../link/learned-relays.ts';
 import { resolveRelays } from '../relays.ts';
 import { StreamStats } from '../../ops/stream-stats.ts';
 import { baseStatus, startOps } from '../../ops/run.ts';
@@ -21,7 +22,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const relays = resolveRelays(args.flags.relay as string[] | undefined, ctx.home);
   const { identity } = loadOrCreateIdentity(ctx.home);
   const log = createLogger('bind');
-  const client = new ClientSession(relays, identity, log);
+  const client = new ClientSession(relays, identity, log, new LearnedRelays(ctx.home, log));
   const sockets = new Set<Socket>();
   const servers: Server[] = [];
   const stats = new StreamStats();

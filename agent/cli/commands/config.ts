@@ -2,6 +2,8 @@ import type { ParsedArgs } from '../args.ts';
 import type { CommandContext } from '../commands.ts';
 import { ConfigStore, parseAssignment, CONFIG_KEYS } from '../../config/index.ts';
 import { UsageError, errorMessage } from '../../util/errors.ts';
+import { LEARNED_RELAY_DELAY_MS, readLearnedRelays } from '../../link/learned-relays.ts';
+import { formatRelayEntry } from '../../config/relay-entry.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const sets = (args.flags.set as string[] | undefined) ?? [];
@@ -24,10 +26,24 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
     for (const [key, value] of entries) process.stdout.write(`${key}=${value}\n`);
     if (entries.length === 0) process.stdout.write(`nothing set in ${store.path}\n`);
     process.stdout.write(`${effectiveRelays(args.flags.relay as string[] | undefined, store)}\n`);
+    for (const line of learnedRelayLines(ctx.home)) process.stdout.write(`${line}\n`);
   } else if (args.flags.relay) {
     throw new UsageError('config: --relay only shows with -list which relays are in effect; to store them write -set relays=host:port');
   }
   return 0;
+}
+
+/** The relays the agents learned (kept apart from the configured ones), and those that retired. */
+function learnedRelayLines(home: string): string[] {
+  const { relays, retired, problem } = readLearnedRelays(home);
+  const lines: string[] = [];
+  if (problem) lines.push(`learned relays: unreadable: ${problem}`);
+  if (relays.length > 0) {
+    const list = relays.map((r) => `${formatRelayEntry(r.entry)} (last seen ${new Date(r.lastSeen).toISOString().slice(0, 10)}, from ${r.from})`);
+    lines.push(`learned relays (tried after the relays in effect have failed for ${LEARNED_RELAY_DELAY_MS / 1000} s): ${list.join(', ')}`);
+  }
+  if (retired.length > 0) lines.push(`retired relays (tried last): ${retired.map((r) => `${r.address} (since ${new Date(r.at).toISOString().slice(0, 10)})`).join(', ')}`);
+  return lines;
 }
 
 /** One line: the relays the agents would use now, and where that list comes from. */

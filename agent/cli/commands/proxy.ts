@@ -8,6 +8,7 @@ import { parsePort } from '../../util/hostport.ts';
 import { DiodeError, UsageError, errorMessage } from '../../util/errors.ts';
 import { parseTargetHost } from '../../client/target.ts';
 import { ClientSession } from '../../client/session.ts';
+import { LearnedRelays } from '../../link/learned-relays.ts';
 import { resolveRelays } from '../relays.ts';
 
 /**
@@ -21,7 +22,9 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const target = parseTargetHost(host, parsePort(portText, 'proxy: port'), 'proxy');
   const relays = resolveRelays(args.flags.relay as string[] | undefined, ctx.home);
   const { identity } = loadOrCreateIdentity(ctx.home);
-  const client = new ClientSession(relays, identity, logLevelChosen() ? createLogger('proxy') : silentLogger);
+  const log = logLevelChosen() ? createLogger('proxy') : silentLogger;
+  // Learns and follows as the long-running agents do: a laptop that only ever runs ssh (through proxy) still finds a relay that moved.
+  const client = new ClientSession(relays, identity, log, new LearnedRelays(ctx.home, log));
   try {
     let tunnel: Duplex;
     try {

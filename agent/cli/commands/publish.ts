@@ -5,6 +5,7 @@ import { createLogger } from '../../util/log.ts';
 import { parsePublishFlags, toPublished } from '../../device/port-spec.ts';
 import { IncomingHandler, defaultAccessCheck, type AccessCheck } from '../../device/incoming.ts';
 import { RelayLink } from '../../link/relay-link.ts';
+import { LearnedRelays } from '../../link/learned-relays.ts';
 import { describeMappings, sshLine, warnUnreachableTargets } from '../../device/preflight.ts';
 import { resolveRelays } from '../relays.ts';
 import { formatRelayEntry } from '../../config/relay-entry.ts';
@@ -39,7 +40,8 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const stats = new StreamStats();
   const handler = new IncomingHandler(mappings, log, { identity, check, stats });
   const published = toPublished(mappings);
-  const link = new RelayLink({ relays, identity, log, publish: published, onStream: (s) => handler.handle(s) });
+  const learned = new LearnedRelays(ctx.home, log);
+  const link = new RelayLink({ relays, identity, log, publish: published, onStream: (s) => handler.handle(s), learned });
   process.stdout.write(`publishing ${describeMappings(mappings)} as ${identity.address} via ${relays.map(formatRelayEntry).join(', ')}\n`);
   const ssh = sshLine(mappings, identity.address);
   if (ssh) process.stdout.write(`from another machine running diode socksd: ${ssh}\n`);

@@ -29,7 +29,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   if (!Number.isInteger(count) || count < 1 || count > MAX_PING_COUNT) throw new UsageError(`query: --count must be 1-${MAX_PING_COUNT}`);
   const relays = resolveRelays(args.flags.relay as string[] | undefined, ctx.home);
   const { identity } = loadOrCreateIdentity(ctx.home);
-  const link = new RelayLink({ relays, identity, log: logLevelChosen() ? createLogger('query') : silentLogger });
+  const link = new RelayLink({ relays, identity, log: logLevelChosen() ? createLogger('query') : silentLogger, control: false });
   link.start();
   try {
     let info;

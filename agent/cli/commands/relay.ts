@@ -9,6 +9,10 @@ import { relayLimitsFromFlags, type RelayLimitFlags } from '../../relay/config.t
 import { baseStatus, parseMetricsFlag, startOps } from '../../ops/run.ts';
 import { gatewayConfigFromFlags, gatewayEnabled, type GatewayFlags } from '../../gateway/config.ts';
 import { clusterConfigFromFlags, describeRedisTarget, type ClusterFlags } from '../../relay/cluster/config.ts';
+import { RETIRED_EXIT_CODE, Retirement, parseRetireOrder, readRetireOrder, retiredPath, writeRetireOrder, type RetireOrder } from '../../relay/retire.ts';
+import { handOverRetirement, retireOrderPath } from '../../relay/retire-running.ts';
+import { errorMessage } from '../../util/errors.ts';
+import { rmSync } from 'node:fs';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError(`relay: unexpected "${args.positionals[0]}"; flags start with - (diode relay --help)`);
@@ -18,7 +22,13 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const cluster = clusterConfigFromFlags(args.flags as ClusterFlags);
   const metrics = parseMetricsFlag(args.flags.metrics);
   const { identity } = loadOrCreateIdentity(ctx.home);
+  const order = parseRetireOrder(args.flags['retire-to'] as string[] | undefined, args.flags['retire-deadline'] as string | undefined, identity.address);
+  // A relay of this home already runs: the order is for it (a command on a running relay).
+  if (order && (await handOverRetirement(ctx.home, order, (line) => process.stdout.write(line + '\n')))) return 0;
   const log = createLogger('relay');
+  // A retirement survives restarts: a relay that retired keeps telling agents to move instead of serving.
+  const retired = order ?? readRetireOrder(retiredPath(ctx.home), identity.address);
+  if (order) writeRetireOrder(retiredPath(ctx.home), order);
   const relay = await startRelay({ listen, home: ctx.home, identity, log, limits, cluster });
   const listening = [`agents ${formatHostPort({ host: listen.host, port: relay.port })}`];
   process.stdout.write(`relay ${identity.address} listening on ${formatHostPort({ host: listen.host, port: relay.port })}\n`);
@@ -42,6 +52,33 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
     }
   }
   const server = relay.server;
+  let retirement: Retirement | undefined;
+  let retiredNow: (how: 'retired') => void = () => {};
+  const retiredDone = new Promise<'retired'>((resolve) => (retiredNow = resolve));
+  const retire = (how: RetireOrder): void => {
+    if (retirement) return void log.info('retire: this relay retires already; the new order is ignored');
+    retirement = new Retirement(server, how, log);
+    void retirement.start();
+    void retirement.done.then(() => retiredNow('retired'));
+  };
+  if (retired) {
+    if (!order) log.warn(`this relay retired (${retiredPath(ctx.home)}): it tells its agents to move and exits when none is left; delete that file to serve again`);
+    retire(retired);
+  }
+  // SIGUSR2: `diode relay --retire-to ...` run for this home left the order in a file for us.
+  const onRetireSignal = () => {
+    try {
+      const path = retireOrderPath(ctx.home, process.pid);
+      const handed = readRetireOrder(path, identity.address);
+      rmSync(path, { force: true });
+      if (!handed) return void log.warn(`SIGUSR2: no retirement order in ${retireOrderPath(ctx.home, process.pid)}; nothing done`);
+      writeRetireOrder(retiredPath(ctx.home), handed);
+      retire(handed);
+    } catch (err) {
+      log.error(`SIGUSR2: ${errorMessage(err)}`);
+    }
+  };
+  process.on('SIGUSR2', onRetireSignal);
   const ops = await startOps({
     home: ctx.home,
     role: 'relay',
@@ -58,13 +95,15 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
         sessions: server.registry.size,
         streams: { opened: server.stats.get('stream_routed'), open: server.streamsOpen, failed, bytes: server.traffic.totals() },
         counters,
+        ...(retirement ? { retiring: retirement.status() } : {}),
       };
     },
   });
-  const signal = await ctx.stopSignal;
+  const signal = await Promise.race([ctx.stopSignal, retiredDone]);
+  process.off('SIGUSR2', onRetireSignal);
   await ops.close();
-  log.info(`${signal}: shutting down; counters ${JSON.stringify(relay.server.stats.snapshot())}`);
+  log.info(`${signal === 'retired' ? 'retirement complete' : signal}: shutting down; counters ${JSON.stringify(relay.server.stats.snapshot())}`);
   await gateway?.close();
   await relay.close();
-  return 0;
+  return signal === 'retired' ? RETIRED_EXIT_CODE : 0;
 }

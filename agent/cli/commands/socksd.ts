@@ -9,6 +9,7 @@ import { StreamStats } from '../../ops/stream-stats.ts';
 import { baseStatus, parseMetricsFlag, startOps } from '../../ops/run.ts';
 import { diodeConnector, parseFallback } from '../../client/socks-connector.ts';
 import { clientLinks, currentLink } from '../../client/lookup.ts';
+import { LearnedRelays } from '../../link/learned-relays.ts';
 import { resolveRelays } from '../relays.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
@@ -25,7 +26,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const metrics = parseMetricsFlag(args.flags.metrics);
   const { identity } = loadOrCreateIdentity(ctx.home);
   const log = createLogger('socksd');
-  const links = clientLinks(relays, identity, log);
+  const links = clientLinks(relays, identity, log, new LearnedRelays(ctx.home, log));
   const stats = new StreamStats();
   const dial = diodeConnector(links, identity, fallback);
   const connector: SocksConnector = (request, from) =>

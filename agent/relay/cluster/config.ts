@@ -20,6 +20,8 @@ export interface ClusterConfig {
   redis: RedisTarget;
   /** Where other relays reach this one (what it writes into the map). */
   advertise: HostPort;
+  /** Where agents reach this one, as the cluster's relays name it to their agents (default: advertise). */
+  advertiseAgents?: HostPort;
   /** Checksummed addresses of the relays that may link to this one (may include its own). */
   allow: ReadonlySet<string>;
   /** ms: a map entry lives this long unless its relay refreshes it. */
@@ -50,13 +52,14 @@ export function validateClusterConfig(config: ClusterConfig): ClusterConfig {
 export interface ClusterFlags {
   cluster?: string;
   advertise?: string;
+  'advertise-agents'?: string;
   'cluster-allow'?: string | string[];
 }
 
 /** Builds the cluster config from the flags; undefined without --cluster (a relay on its own, as before). */
 export function clusterConfigFromFlags(flags: ClusterFlags): ClusterConfig | undefined {
   if (!flags.cluster) {
-    if (flags.advertise || flags['cluster-allow']) throw new UsageError('--advertise and --cluster-allow need --cluster redis://host:port');
+    if (flags.advertise || flags['cluster-allow'] || flags['advertise-agents']) throw new UsageError('--advertise, --advertise-agents and --cluster-allow need --cluster redis://host:port');
     return undefined;
   }
   if (!flags.advertise) throw new UsageError('--cluster needs --advertise host:port: where the other relays reach this one');
@@ -66,9 +69,17 @@ export function clusterConfigFromFlags(flags: ClusterFlags): ClusterConfig | und
   return validateClusterConfig({
     redis: parseRedisTarget(flags.cluster),
     advertise: parseHostPort(flags.advertise, '--advertise'),
+    ...(flags['advertise-agents'] ? { advertiseAgents: advertisedForAgents(flags['advertise-agents']) } : {}),
     allow,
     ...DEFAULT_CLUSTER_TIMING,
   });
+}
+
+/** --advertise-agents: a host agents can dial (no wildcard, no port 0). */
+function advertisedForAgents(text: string): HostPort {
+  const at = parseHostPort(text, '--advertise-agents');
+  if (at.host === '0.0.0.0' || at.host === '::') throw new UsageError(`--advertise-agents: "${text}" is not an address agents can dial; give this relay's public name or IP`);
+  return at;
 }
 
 export function parseAllowList(text: string): Set<string> {

@@ -8,6 +8,8 @@ import type { ClusterConfig } from './config.ts';
 import { RedisStore, type MapEntry } from './redis-store.ts';
 import { PeerLinks } from './peers.ts';
 import { setBounded } from '../../util/bounded-map.ts';
+import type { RelayEntry } from '../../config/relay-entry.ts';
+import { RelayRoster } from './roster.ts';
 
 /** Entries of other relays' devices kept in memory (from lookups and announcements); the oldest go first beyond it. */
 export const MAX_CACHED_ENTRIES = 100_000;
@@ -29,6 +31,8 @@ export const MAX_CACHED_ENTRIES = 100_000;
 export class ClusterDirectory implements Directory {
   readonly store: RedisStore;
   readonly peers: PeerLinks;
+  /** The relays of the cluster as agents reach them (told to this relay's agents). */
+  readonly roster: RelayRoster;
   readonly #sessions: SessionSet;
   readonly #self: string;
   readonly #allow: ReadonlySet<string>;
@@ -55,6 +59,14 @@ export class ClusterDirectory implements Directory {
       log,
     });
     this.peers = new PeerLinks(identity, log, options.stats, options.maxWindow);
+    this.roster = new RelayRoster({
+      store: this.store,
+      self: identity.address,
+      agentsAt: config.advertiseAgents ?? config.advertise,
+      allow: config.allow,
+      refreshIntervalMs: config.refreshIntervalMs,
+      log,
+    });
     this.store.on('move', (address, entry) => {
       if (entry) this.#remember(address, entry);
       else this.#cache.delete(address);
@@ -73,12 +85,22 @@ export class ClusterDirectory implements Directory {
       if (this.#sessions.publisher(session.address) === session) this.store.hold(session.address, session.publishingSince ?? Date.now());
     }
     await this.store.start();
+    await this.roster.start();
   }
 
   async close(): Promise<void> {
     this.#unsubscribe?.();
     this.peers.close();
+    await this.roster.close();
     await this.store.close();
+  }
+
+  watchRelays(listener: (relays: RelayEntry[]) => void): () => void {
+    return this.roster.watch(listener);
+  }
+
+  retire(): Promise<void> {
+    return this.roster.retire();
   }
 
   refusesRelay(address: string): string | undefined {

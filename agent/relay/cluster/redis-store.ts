@@ -117,6 +117,8 @@ export interface RedisStoreEvents {
   superseded: [address: string, entry: MapEntry];
   /** Redis (re)connected: whatever was cached may have missed announcements. */
   resync: [];
+  /** A relay joined or left the roster (`<prefix>relays`): read it again. */
+  roster: [];
 }
 
 /**
@@ -132,6 +134,8 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> {
   readonly #client: Client;
   readonly #sub: Redis | Cluster;
   readonly #channel: string;
+  /** Announces changes of the roster of relays (the hash `<prefix>relays`). */
+  readonly #rosterChannel: string;
   /** address → the value we claimed for it; refreshed every interval for as long as we hold it. */
   readonly #held = new Map<string, string>();
   /** Releases that could not reach Redis: replayed on reconnect. */
@@ -149,6 +153,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> {
     this.#options = options;
     this.#log = options.log;
     this.#channel = `${options.keyPrefix}moves`;
+    this.#rosterChannel = `${options.keyPrefix}relays`;
     this.#client = createClient(options.target) as Client;
     this.#sub = createClient(options.target);
     for (const client of [this.#client, this.#sub]) {
@@ -160,12 +165,13 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> {
     this.#client.on('ready', () => this.#up());
     this.#sub.on('message', (channel: string, message: string) => {
       if (channel === this.#channel) this.#onMessage(message);
+      else if (channel === this.#rosterChannel) this.emit('roster');
     });
     // Commands are never queued while Redis is away (enableOfflineQueue off), so
     // the channel is subscribed on every (re)connect; announcements made while
     // it was away are missed, so the cache must be dropped then.
     this.#sub.on('ready', () => {
-      this.#sub.subscribe(this.#channel).then(
+      this.#sub.subscribe(this.#channel, this.#rosterChannel).then(
         () => {
           if (this.#subscribed) this.emit('resync');
           this.#subscribed = true;
@@ -230,6 +236,34 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> {
   async forget(address: string, match: MapEntry | 'mine'): Promise<boolean> {
     if (match === 'mine') return this.#release(address, this.#options.relay, 'owner');
     return this.#release(address, match.value, 'exact');
+  }
+
+  /**
+   * The roster of relays: the hash `<prefix>relays`, field = a relay's
+   * address, value = "<ms since the epoch> <host:port where agents reach it>",
+   * written by each relay at start and every refresh. `announce` publishes
+   * on `<prefix>relays` when asked to (a relay joining or leaving), so the
+   * others read it again at once. Throws when Redis cannot answer.
+   */
+  async rosterWrite(value: string | undefined, announce: boolean): Promise<void> {
+    const key = `${this.#options.keyPrefix}relays`;
+    this.calls++;
+    if (value === undefined) await this.#client.hdel(key, this.#options.relay);
+    else await this.#client.hset(key, this.#options.relay, value);
+    if (announce) await this.#client.publish(this.#rosterChannel, this.#options.relay);
+  }
+
+  /** The roster as stored (field → value). Throws when Redis cannot answer. */
+  async rosterRead(): Promise<Record<string, string>> {
+    this.calls++;
+    return this.#client.hgetall(`${this.#options.keyPrefix}relays`);
+  }
+
+  /** Deletes roster fields (entries no relay refreshed for long). */
+  async rosterPrune(fields: string[]): Promise<void> {
+    if (fields.length === 0) return;
+    this.calls++;
+    await this.#client.hdel(`${this.#options.keyPrefix}relays`, ...fields);
   }
 
   async close(): Promise<void> {
