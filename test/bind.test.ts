@@ -65,12 +65,13 @@ test('bind specs are checked before anything connects, quoting the bad part', (t
   const specs = parseBindSpecs([`8080:${A}.diode:80,8081:${A.toUpperCase().replace('0X', '0x')}:22:tcp`, `0:${A}.diode.link:8`]);
   t.deepEqual(specs.map((s) => [s.localPort, s.target.port]), [[8080, 80], [8081, 22], [0, 8]]);
   const cases: Array<[string, RegExp]> = [
-    ['8080:example.com:80', /"example\.com" is not a <address>\.diode name/],
-    [`8080:${A}.diode`, /write <local-port>:<address>\.diode:<remote-port>/],
+    ['8080:example.com:80', /"example\.com" is not a device: it does not end in \.diode/],
+    [`8080:${A}.diode`, /write <local-port>:<name or address>\.diode:<remote-port>/],
     [`8080:${A}.diode:80:udp`, /only tcp/],
     [`8080:${A}.diode:70000`, /"70000" is not a port|outside 1-65535/],
     [`8080:${A}.diode:80,8080:${A}.diode:81`, /local port 8080 is bound twice/],
-    ['8080:0x12.diode:80', /"0x12\.diode" is not a <address>\.diode name/],
+    ['8080:0x12.diode:80', /"0x12\.diode" is not a device: an address is 0x and 40 hex digits/],
+    ['8080:ab.diode:80', /"ab\.diode" is not a device: a name has 3-63 characters/],
   ];
   for (const [spec, pattern] of cases) t.throws(() => parseBindSpecs([spec]), { instanceOf: UsageError, message: pattern }, spec);
 });

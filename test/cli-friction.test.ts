@@ -216,13 +216,15 @@ test('17.1 audit: a certificate that is not PEM is one line before anything list
 test('17.10 a malformed .diode name is refused with what a diode name is, never the --fallback direct hint (such names never go direct)', async (t) => {
   const { diodeConnector } = await import('../agent/client/socks-connector.ts');
   const { Identity } = await import('../agent/identity/identity.ts');
+  const { NameResolver } = await import('../agent/names/resolver.ts');
+  const names = new NameResolver({ sources: [] });
   for (const fallback of ['refuse', 'direct'] as const) {
-    const connect = diodeConnector([], Identity.random(), fallback);
+    const connect = diodeConnector([], Identity.random(), names, fallback);
     const err = await t.throwsAsync(connect({ version: 5, command: 1, addressType: 'domain', host: '0x12.diode', port: 22 }, '127.0.0.1:1'));
-    t.is(err!.message, '0x12.diode is not a <address>.diode name (0x and 40 hex digits before .diode; such a name is never looked up in DNS)', fallback);
+    t.is(err!.message, '0x12.diode is not a <name>.diode or <address>.diode name (an address is 0x and 40 hex digits; such a name is never looked up in DNS)', fallback);
   }
-  const other = await t.throwsAsync(diodeConnector([], Identity.random())({ version: 5, command: 1, addressType: 'domain', host: 'example.org', port: 80 }, '127.0.0.1:1'));
-  t.regex(other!.message, /^example\.org is not a <address>\.diode name \(socksd --fallback direct connects such names directly\)$/);
+  const other = await t.throwsAsync(diodeConnector([], Identity.random(), names)({ version: 5, command: 1, addressType: 'domain', host: 'example.org', port: 80 }, '127.0.0.1:1'));
+  t.regex(other!.message, /^example\.org is not a <name>\.diode or <address>\.diode name \(socksd --fallback direct connects such names directly\)$/);
 });
 
 test('17 audit: a state directory that cannot be made is one line and exit 1, never a hang (Node 20 mkdir -p loops on /proc)', async (t) => {

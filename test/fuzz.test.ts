@@ -9,7 +9,8 @@ import { encodeFrame, readFrame } from '../agent/protocol/frames.ts';
 import { parseHello, parseConnect, parseIncoming, parsePublish, parseReply } from '../agent/protocol/messages.ts';
 import { parseSocks4Request, parseSocks5Greeting, parseSocks5Request } from '../agent/socks/protocol.ts';
 import { parsePortItem } from '../agent/device/port-spec.ts';
-import { parseDiodeHost } from '../agent/client/hostname.ts';
+import { parseDiodeHost } from '../agent/names/host.ts';
+import { nameProblem } from '../agent/names/name.ts';
 import { parseRelayList, formatRelayEntry } from '../agent/config/relay-entry.ts';
 import { DiodeError } from '../agent/util/errors.ts';
 
@@ -254,11 +255,12 @@ test('port items parse to ports in range or fail with a DiodeError; local:remote
   );
 });
 
-test('host names resolve only as <address>[-<port>].diode, in any letter case, and nothing else throws', (t) => {
+test('host names resolve only as <address>[-<port>].diode or <name>[-<port>].diode, in any letter case, and nothing else throws', (t) => {
   fc.assert(
     fc.property(fc.string({ maxLength: 80 }), (name) => {
       const target = parseDiodeHost(name, 22);
-      if (target) t.regex(target.address, /^0x[0-9a-fA-F]{40}$/);
+      if (target?.name !== undefined) t.is(nameProblem(target.name), undefined);
+      else if (target) t.regex(target.address, /^0x[0-9a-fA-F]{40}$/);
     }),
     { numRuns: 500 },
   );
@@ -267,7 +269,7 @@ test('host names resolve only as <address>[-<port>].diode, in any letter case, a
       const label = `0x${upper ? hex.toUpperCase() : hex.toLowerCase()}${port === null ? '' : `-${port}`}`;
       const target = parseDiodeHost(`${label}.diode`, 22);
       t.truthy(target);
-      t.is(target!.address.toLowerCase(), `0x${hex.toLowerCase()}`);
+      t.is(target!.address!.toLowerCase(), `0x${hex.toLowerCase()}`);
       t.is(target!.port, port ?? 22);
     }),
     RUNS,

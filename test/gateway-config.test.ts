@@ -42,11 +42,13 @@ test('gateway flags: defaults, and refusals for HTTPS without a certificate, a c
   t.throws(() => gatewayConfigFromFlags({ 'gateway-max-conns': '4', 'gateway-max-conns-per-ip': '8' }), { instanceOf: UsageError, message: /max-conns-per-ip/ });
 });
 
-test('gateway names: the gateway domain and .diode route, a port in the name wins, anything else is no target', (t) => {
+test('gateway names: the gateway domain and .diode route, by address or name, a port in the name wins, anything else is no target', (t) => {
   const address = '0x63115a27ca8d1b1d1e1e8e6e20e5b3f3fb1e4c8c';
-  t.like(gatewayTarget(`${address}.gw.example.org`, 80, 'gw.example.org'), { port: 80 });
-  t.like(gatewayTarget(`${address}-8080.GW.example.org`, 80, 'gw.example.org'), { port: 8080 });
-  t.like(gatewayTarget(`${address}.diode`, 80, 'gw.example.org'), { port: 80 });
-  t.is(gatewayTarget(`${address}.other.org`, 80, 'gw.example.org'), undefined);
-  t.is(gatewayTarget(`www.gw.example.org`, 80, 'gw.example.org'), undefined);
+  t.like(gatewayTarget(`${address}.gw.example.org`, 80, 'gw.example.org'), { kind: 'device', host: { port: 80 } });
+  t.like(gatewayTarget(`${address}-8080.GW.example.org`, 80, 'gw.example.org'), { kind: 'device', host: { port: 8080 } });
+  t.like(gatewayTarget(`${address}.diode`, 80, 'gw.example.org'), { kind: 'device', host: { port: 80 } });
+  t.like(gatewayTarget(`kitchen-8080.gw.example.org`, 80, 'gw.example.org'), { kind: 'device', host: { name: 'kitchen', port: 8080 } });
+  t.is(gatewayTarget(`${address}.other.org`, 80, 'gw.example.org').kind, 'other');
+  t.is(gatewayTarget(`a.www.gw.example.org`, 80, 'gw.example.org').kind, 'malformed');
+  t.is(gatewayTarget(`ab.gw.example.org`, 80, 'gw.example.org').kind, 'malformed');
 });

@@ -51,7 +51,7 @@ test('plain ssh with the printed ssh-config reaches a private sshd through diode
   };
   const [bad, offline] = await Promise.all([proxy(['example.com', '22']), proxy(['0x0000000000000000000000000000000000000bad.diode', '22'])]);
   t.is(bad.code, 2);
-  t.is(bad.out, 'diode: proxy: "example.com" is not a <address>.diode name (0x followed by 40 hex digits, then .diode)\n');
+  t.is(bad.out, 'diode: proxy: "example.com" is not a device: it does not end in .diode (write <name>.diode, or 0x and 40 hex digits then .diode)\n');
   t.is(offline.code, 1);
   t.regex(offline.out, /^diode: proxy: cannot reach 0x0+bad\.diode port 22: device 0x0+BAD is not connected\n$/i);
 });

@@ -40,11 +40,12 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'publish',
     summary: 'publish local ports of this device through a relay',
-    usage: 'diode publish -public 22:22 [-private 80:8080,0xADDR[,0xADDR]] [--relay host:port]',
+    usage: 'diode publish -public 22:22 [-private 80:8080,0xADDR[,0xADDR]] [--name kitchen] [--relay host:port]',
     flags: [
       { name: 'public', type: 'string', multiple: true, placeholder: '[HOST:]LOCAL[:REMOTE][,...]', description: 'publish to anyone' },
       { name: 'private', type: 'string', multiple: true, placeholder: '[HOST:]LOCAL[:REMOTE],0xADDR[,0xADDR...]', description: 'publish to the listed client addresses only' },
       { name: 'protected', type: 'string', multiple: true, placeholder: '[HOST:]LOCAL[:REMOTE][,...]', description: 'publish to members of the fleet contract (config keys fleet, rpc)' },
+      { name: 'name', type: 'string', multiple: true, placeholder: 'NAME', description: 'claim NAME at the relay, so clients reach this device as NAME.diode (first claim wins); default: the "name" config key' },
       relay,
       metrics,
       logFormat,
@@ -56,7 +57,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: 'socksd',
-    summary: 'run a local SOCKS5/4a proxy that resolves <address>.diode',
+    summary: 'run a local SOCKS5/4a proxy that resolves <name>.diode and <address>.diode',
     usage: 'diode socksd [--listen 127.0.0.1:1080 [--allow-remote]] [--fallback direct|refuse] [--relay host:port]',
     flags: [
       { name: 'listen', type: 'string', placeholder: 'HOST:PORT', defaultValue: '127.0.0.1:1080', description: 'where the proxy listens (port 0 picks a free one); beyond loopback needs --allow-remote' },
@@ -74,13 +75,13 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'proxy',
     summary: "connect stdin/stdout to a device port (ssh's ProxyCommand)",
-    usage: 'diode proxy <address>.diode <port> [--relay host:port]   (in ~/.ssh/config: ProxyCommand diode proxy %h %p)',
+    usage: 'diode proxy <name or address>.diode <port> [--relay host:port]   (in ~/.ssh/config: ProxyCommand diode proxy %h %p)',
     flags: [relay, logFormat, home, logLevel, help],
     load: () => import('./commands/proxy.ts'),
   },
   {
     name: 'ssh-config',
-    summary: 'print (or --install) the ~/.ssh/config block that makes `ssh user@<address>.diode` work',
+    summary: 'print (or --install) the ~/.ssh/config block that makes `ssh user@<name>.diode` work',
     usage: 'diode ssh-config [--install] [--relay host:port] [--home DIR]',
     flags: [
       { name: 'install', type: 'boolean', description: 'add the block to ~/.ssh/config once (keeps the rest, writes a backup)' },
@@ -94,9 +95,9 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'bind',
     summary: 'forward a 127.0.0.1 port to a device port',
-    usage: 'diode bind <local-port>:<address>.diode:<remote-port>[,...] [...] [--relay host:port]',
+    usage: 'diode bind <local-port>:<name or address>.diode:<remote-port>[,...] [...] [--relay host:port]',
     flags: [
-      { name: 'bind', type: 'string', multiple: true, placeholder: 'LOCAL:ADDRESS.diode:REMOTE[,...]', description: 'same as a positional spec (as the Diode client\'s -bind)' },
+      { name: 'bind', type: 'string', multiple: true, placeholder: 'LOCAL:NAME.diode:REMOTE[,...]', description: 'same as a positional spec (as the Diode client\'s -bind)' },
       relay,
       logFormat,
       home,
@@ -138,7 +139,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'query',
     summary: 'ask the relay whether a device is online and which of its ports you may use; --ping times the round trip',
-    usage: 'diode query 0x<address> [--ping [--count N]] [--json] [--relay host:port]   (exit 0: online, 1: offline, 3: unknown, no relay answered)',
+    usage: 'diode query <name> | 0x<address> [--ping [--count N]] [--json] [--relay host:port]   (exit 0: online, 1: offline or no such name, 3: unknown, no relay answered)',
     flags: [
       { name: 'ping', type: 'boolean', description: 'also measure round trips to the device through the relay' },
       { name: 'count', type: 'string', placeholder: 'N', description: 'round trips for --ping (default 3)' },
@@ -149,6 +150,18 @@ export const COMMANDS: readonly CommandSpec[] = [
       help,
     ],
     load: () => import('./commands/query.ts'),
+  },
+  {
+    name: 'name',
+    summary: 'your own names for devices (set | list | rm), and forget a name this machine pinned from a relay',
+    usage: [
+      'diode name set <name> 0x<address>   name a device yourself: <name>.diode reaches it (looked up before any relay)',
+      'diode name list [--json]            your names, and the ones pinned when a relay first taught them',
+      'diode name rm <name>                remove one of your names',
+      'diode name forget <name>            drop a pin (after a device really changed its key): the next lookup pins anew',
+    ].join('\n'),
+    flags: [{ name: 'json', type: 'boolean', description: 'list: print a JSON array' }, home, logLevel, help],
+    load: () => import('./commands/name.ts'),
   },
   {
     name: 'status',

@@ -21,7 +21,7 @@ function topHelp(): string {
   const width = Math.max(...rows.map(([name]) => name.length)) + 2;
   const globals = GLOBAL_FLAGS.map((f) => `--${f.name} ${f.placeholder ?? 'VALUE'}`).join(', ');
   return [
-    `diode ${versionString()} — reach a device by its key: ssh pi@<address>.diode`,
+    `diode ${versionString()} — reach a device by its key or its name: ssh pi@<address>.diode, ssh pi@<name>.diode`,
     '',
     'usage: diode [global flags] <command> [flags]',
     '',

@@ -3,6 +3,7 @@ import type { RelayLink } from '../link/relay-link.ts';
 import { readFrame, writeFrame } from '../protocol/frames.ts';
 import { parseDeviceInfo, parseReply, type DeviceInfo, type Ping, type Query } from '../protocol/messages.ts';
 import { MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../protocol/limits.ts';
+import { parseNameInfo, type Lookup, type NameInfo } from '../protocol/names.ts';
 import { errorMessage } from '../util/errors.ts';
 import { DialError, RELAY_WAIT_MS } from './dial.ts';
 
@@ -30,18 +31,23 @@ function tooOld(what: string, m: Record<string, unknown>): void {
   }
 }
 
-/** Asks the relay whether `address` is online there and which of its ports this key may see. */
-export async function queryDevice(link: RelayLink, address: string): Promise<DeviceInfo> {
+/** One request on a fresh stream and its one answer frame (an older relay's refusal thrown as tooOld says). */
+async function ask(link: RelayLink, request: object, what: string): Promise<Record<string, unknown>> {
   const stream = await openStream(link);
   try {
-    const query: Query = { t: 'query', address };
-    writeFrame(stream, query);
+    writeFrame(stream, request);
     const answer = await readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS);
-    tooOld('queries', answer);
-    return parseDeviceInfo(answer);
+    tooOld(what, answer);
+    return answer;
   } finally {
     stream.destroy();
   }
+}
+
+/** Asks the relay whether `address` is online there and which of its ports this key may see. */
+export async function queryDevice(link: RelayLink, address: string): Promise<DeviceInfo> {
+  const query: Query = { t: 'query', address };
+  return parseDeviceInfo(await ask(link, query, 'queries'));
 }
 
 /** One round trip client → relay → device → relay → client on a fresh stream; resolves with its ms. */
@@ -60,4 +66,12 @@ export async function pingDevice(link: RelayLink, address: string): Promise<numb
   } finally {
     stream.destroy();
   }
+}
+
+/** Asks the relay which device holds `name` (lower case); the answer's claim is checked by the caller (client/names.ts). */
+export async function lookupName(link: RelayLink, name: string): Promise<NameInfo> {
+  const lookup: Lookup = { t: 'lookup', name };
+  const info = parseNameInfo(await ask(link, lookup, 'name lookups'));
+  if (info.name !== name) throw new DialError('bad-request', `the relay answered a lookup of ${name} about another name`);
+  return info;
 }

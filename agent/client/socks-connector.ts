@@ -4,7 +4,9 @@ import type { Identity } from '../identity/index.ts';
 import { Rep, type RepCode, type SocksRequest } from '../socks/protocol.ts';
 import { SocksRefusal, type SocksConnector } from '../socks/server.ts';
 import { UsageError, errorMessage } from '../util/errors.ts';
-import { parseDiodeHost } from './hostname.ts';
+import { classifyHost } from '../names/host.ts';
+import { NameError } from '../names/name.ts';
+import type { NameResolver } from '../names/resolver.ts';
 import { DialError } from './dial.ts';
 import { dialAnyRelay } from './lookup.ts';
 
@@ -21,15 +23,24 @@ const REPLY_FOR: Record<DialError['reply'], RepCode> = {
   'no-e2e': Rep.generalFailure,
 };
 
-/** What socksd does with a name that is not `<address>.diode` (`--fallback`, as the Diode client's -fallback). */
+/**
+ * How socksd answers a name that does not resolve: nobody knows it (0x04,
+ * as for a host that does not exist), a relay moved a pinned name or
+ * forged a claim (0x02: refused by this machine's own rule).
+ */
+const NAME_REPLY_FOR: Readonly<Record<NameError['reason'], RepCode>> = Object.freeze({
+  unknown: Rep.hostUnreachable,
+  moved: Rep.notAllowed,
+  'bad-answer': Rep.notAllowed,
+});
+
+/** What socksd does with a name that is not `<name>.diode` or `<address>.diode` (`--fallback`, as the Diode client's -fallback). */
 export type SocksFallback = 'refuse' | 'direct';
 
 export function parseFallback(text: string): SocksFallback {
   if (text !== 'refuse' && text !== 'direct') throw new UsageError(`--fallback: "${text}" must be direct or refuse`);
   return text;
 }
-
-const DIODE_SUFFIX = /\.diode(\.link)?\.?$/i;
 
 /** ms a direct (fallback) connection has to be established. */
 export const DIRECT_CONNECT_TIMEOUT_MS = 10_000;
@@ -59,24 +70,27 @@ function connectDirect(host: string, port: number): Promise<Socket> {
 }
 
 /**
- * socksd's connector: `<address>.diode` names go through the relay. IP
- * literals and other names are refused without any DNS lookup, so nothing
- * leaks, unless fallback is 'direct': then they are connected from this
- * machine as any proxy would (a browser's system proxy).
+ * socksd's connector: `<name>.diode` and `<address>.diode` go through the
+ * relay (a name resolved by `names` first: the person's own names, then the
+ * relays', pinned). IP literals and other names are refused without any DNS
+ * lookup, so nothing leaks, unless fallback is 'direct': then they are
+ * connected from this machine as any proxy would (a browser's system proxy).
  */
-export function diodeConnector(links: RelayLink[], identity: Identity, fallback: SocksFallback = 'refuse'): SocksConnector {
+export function diodeConnector(links: RelayLink[], identity: Identity, names: NameResolver, fallback: SocksFallback = 'refuse'): SocksConnector {
   return async (request: SocksRequest) => {
-    const target = request.addressType === 'domain' ? parseDiodeHost(request.host, request.port) : undefined;
-    if (!target) {
+    const sorted = request.addressType === 'domain' ? classifyHost(request.host, request.port) : undefined;
+    if (sorted?.kind !== 'device') {
       // A malformed diode name is never looked up in DNS, whatever the fallback.
-      if (fallback === 'direct' && !DIODE_SUFFIX.test(request.host)) return connectDirect(request.host, request.port);
-      if (request.addressType !== 'domain') throw new SocksRefusal(Rep.addressTypeNotSupported, `${request.host} is an IP address; use <address>.diode (or socksd --fallback direct)`, 'not-a-device');
-      const hint = DIODE_SUFFIX.test(request.host) ? '0x and 40 hex digits before .diode; such a name is never looked up in DNS' : 'socksd --fallback direct connects such names directly';
-      throw new SocksRefusal(Rep.hostUnreachable, `${request.host} is not a <address>.diode name (${hint})`, 'not-a-device');
+      if (fallback === 'direct' && sorted?.kind !== 'malformed') return connectDirect(request.host, request.port);
+      if (request.addressType !== 'domain') throw new SocksRefusal(Rep.addressTypeNotSupported, `${request.host} is an IP address; use <name>.diode or <address>.diode (or socksd --fallback direct)`, 'not-a-device');
+      const hint = sorted?.kind === 'malformed' ? `${sorted.reason}; such a name is never looked up in DNS` : 'socksd --fallback direct connects such names directly';
+      throw new SocksRefusal(Rep.hostUnreachable, `${request.host} is not a <name>.diode or <address>.diode name (${hint})`, 'not-a-device');
     }
     try {
+      const target = await names.target(sorted.host);
       return await dialAnyRelay(links, identity, target.address, target.port);
     } catch (err) {
+      if (err instanceof NameError) throw new SocksRefusal(NAME_REPLY_FOR[err.reason], err.message, `name-${err.reason}`);
       if (err instanceof DialError) throw new SocksRefusal(REPLY_FOR[err.reply], err.message, err.reply);
       throw err;
     }

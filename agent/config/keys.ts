@@ -2,6 +2,7 @@ import { rpcUrlProblem } from '../fleet/rpc-url.ts';
 import { parseAddress } from '../identity/address.ts';
 import { parseRelayList, formatRelayEntry } from './relay-entry.ts';
 import { UsageError } from '../util/errors.ts';
+import { parseNameList } from '../names/name.ts';
 
 /** One config key: what it means and how a value is checked and normalised. */
 export interface ConfigKeySpec {
@@ -39,6 +40,7 @@ export const CONFIG_KEYS: Readonly<Record<string, ConfigKeySpec>> = Object.freez
   relays: { description: 'comma-separated relays, tried in order: host:port, or 0x<relay address>@host:port to pin one', example: 'host:port', parse: parseRelays },
   fleet: { description: 'fleet contract address for -protected ports', example: '0x<contract address>', parse: (v) => parseAddress(v, 'fleet') },
   rpc: { description: 'JSON-RPC URL of the chain that holds the fleet contract', example: 'URL', parse: parseRpcUrl },
+  name: { description: 'the name diode publish claims at its relay (kitchen: ssh pi@kitchen.diode); a comma list for several', example: 'kitchen', parse: (v) => parseNameList(v, 'name').join(',') },
   'fleet-ttl': { description: 'seconds a fleet membership answer is cached (default 60)', example: '60', parse: parseSeconds('fleet-ttl') },
 });
 

@@ -5,13 +5,14 @@ import type { Duplex } from 'node:stream';
 import type { MuxStream } from '../mux/index.ts';
 import type { RouteError } from '../relay/router.ts';
 import type { Logger } from '../util/log.ts';
-import type { DiodeTarget } from '../client/hostname.ts';
+import type { DiodeHost } from '../names/host.ts';
+import { NameError } from '../names/name.ts';
 import { errorMessage } from '../util/errors.ts';
 import { splice } from '../util/pump.ts';
 import type { GatewayLimits } from './config.ts';
 import type { Refusal } from './limiter.ts';
 import { sendErrorPage, writeRawErrorPage } from './pages.ts';
-import { GATEWAY_ANSWER, dialPublic, gatewayTarget, type GatewayRelay } from './route.ts';
+import { GATEWAY_ANSWER, UNKNOWN_NAME_ANSWER, dialPublic, gatewayTarget, type GatewayRelay } from './route.ts';
 
 /** Port a bare `<address>.<domain>` host reaches. */
 export const DEFAULT_HTTP_PORT = 80;
@@ -160,7 +161,7 @@ export class GatewayHttpRouter {
   }
 
   /** Resolves the target or explains, as [status, title, detail], why not. */
-  #target(req: IncomingMessage): { target: DiodeTarget; error?: undefined } | { target?: undefined; error: [number, string, string] } {
+  #target(req: IncomingMessage): { target: DiodeHost; error?: undefined } | { target?: undefined; error: [number, string, string] } {
     if (!req.url?.startsWith('/')) {
       return { error: [400, 'Bad request', 'this gateway is not a forward proxy: send origin-form requests (GET /path) with a Host header'] };
     }
@@ -168,12 +169,13 @@ export class GatewayHttpRouter {
       return { error: [400, 'Bad request', 'the request has more than one Host header'] };
     }
     const name = hostName(req);
-    const target = name ? gatewayTarget(name, DEFAULT_HTTP_PORT, this.#o.domain) : undefined;
-    if (!target) {
-      const example = `<address>.${this.#o.domain ?? 'diode'}`;
-      return { error: [400, 'Bad host', `"${req.headers.host ?? ''}" is not a device name; use ${example} or <address>-<port>.${this.#o.domain ?? 'diode'}`] };
+    const sorted = name ? gatewayTarget(name, DEFAULT_HTTP_PORT, this.#o.domain) : undefined;
+    if (sorted?.kind !== 'device') {
+      const domain = this.#o.domain ?? 'diode';
+      const why = sorted?.kind === 'malformed' ? ` (${sorted.reason})` : '';
+      return { error: [400, 'Bad host', `"${req.headers.host ?? ''}" is not a device name${why}; use <name>.${domain}, <address>.${domain} or <name>-<port>.${domain}`] };
     }
-    return { target };
+    return { target: sorted.host };
   }
 
   #onRequest(req: IncomingMessage, res: ServerResponse, proto: Proto): void {
@@ -227,8 +229,8 @@ export class GatewayHttpRouter {
         }
         this.#forward(req, res, stream, proto);
       },
-      (err: RouteError) => {
-        const answer = GATEWAY_ANSWER[err.reply];
+      (err: RouteError | NameError) => {
+        const answer = err instanceof NameError ? UNKNOWN_NAME_ANSWER : GATEWAY_ANSWER[err.reply];
         this.#refuse(req, res, answer.status, answer.title, err.message);
       },
     );
@@ -290,8 +292,8 @@ export class GatewayHttpRouter {
         }
         this.#upgrade(server, req, socket, head, proto, stream, onIdle);
       },
-      (err: RouteError) => {
-        const answer = GATEWAY_ANSWER[err.reply];
+      (err: RouteError | NameError) => {
+        const answer = err instanceof NameError ? UNKNOWN_NAME_ANSWER : GATEWAY_ANSWER[err.reply];
         refuse(answer.status, answer.title, err.message);
       },
     );

@@ -4,7 +4,10 @@ import { dialDevice, RouteError } from '../relay/router.ts';
 import type { ReplyCode } from '../protocol/messages.ts';
 import { Rep, type RepCode, type SocksRequest } from '../socks/protocol.ts';
 import { SocksRefusal, type SocksConnector } from '../socks/server.ts';
-import { parseDiodeHost, type DiodeTarget } from '../client/hostname.ts';
+import { classifyHost, type DiodeHost, type HostClass } from '../names/host.ts';
+import { NameError } from '../names/name.ts';
+import { NameResolver } from '../names/resolver.ts';
+import type { NameTable } from '../relay/names.ts';
 import { errorMessage } from '../util/errors.ts';
 import { sourceKey } from './limiter.ts';
 
@@ -18,22 +21,50 @@ export const GATEWAY_ANSWER: Readonly<Record<ReplyCode, { rep: RepCode; status: 
   'bad-request': { rep: Rep.generalFailure, status: 502, title: 'Bad gateway' },
 });
 
-/** The relay state the gateway routes through: its directory (devices here or on other relays of its cluster), its address and counters. */
-export type GatewayRelay = Pick<RelayServer, 'directory' | 'address' | 'stats'> & Partial<Pick<RelayServer, 'shares'>>;
+/** How the gateway answers a name nobody holds (no DNS lookup is ever made): SOCKS 0x04, HTTP 404. */
+export const UNKNOWN_NAME_ANSWER = Object.freeze({ rep: Rep.hostUnreachable, status: 404, title: 'Unknown name' });
 
-/** Resolves a host name the gateway serves: `<address>[-<port>]` under `.diode`, `.diode.link` or the gateway domain. */
-export function gatewayTarget(host: string, port: number, domain: string | undefined): DiodeTarget | undefined {
-  return parseDiodeHost(host, port, domain ? [domain] : []);
+/** The relay state the gateway routes through: its directory (devices here or on other relays of its cluster), its names, its address and counters. */
+export type GatewayRelay = Pick<RelayServer, 'directory' | 'names' | 'address' | 'stats'> & Partial<Pick<RelayServer, 'shares'>>;
+
+/** Sorts a host name the gateway serves: `<address>[-<port>]` or `<name>[-<port>]` under `.diode`, `.diode.link` or the gateway domain. */
+export function gatewayTarget(host: string, port: number, domain: string | undefined): HostClass {
+  return classifyHost(host, port, domain ? [domain] : []);
 }
 
-/** Opens a stream to a PUBLIC port (dialDevice refuses the rest for a gateway caller) and counts the outcome. */
-export async function dialPublic(relay: GatewayRelay, remote: string, target: DiodeTarget, via: 'socks' | 'http'): Promise<MuxStream> {
+/** The gateway's lookup chain: its relay's (or cluster's) names alone, no pins (it has no memory of its own to keep). */
+export function gatewayNames(names: NameTable): NameResolver {
+  return new NameResolver({
+    sources: [
+      {
+        label: 'this relay',
+        pinned: false,
+        lookup: async (name) => {
+          const record = await names.lookup(name);
+          return record ? { address: record.address, from: 'this relay' } : undefined;
+        },
+      },
+    ],
+  });
+}
+
+const resolvers = new WeakMap<NameTable, NameResolver>();
+
+/** Opens a stream to a PUBLIC port (dialDevice refuses the rest for a gateway caller), its name resolved first, and counts the outcome. */
+export async function dialPublic(relay: GatewayRelay, remote: string, host: DiodeHost, via: 'socks' | 'http'): Promise<MuxStream> {
+  let resolver = resolvers.get(relay.names);
+  if (!resolver) resolvers.set(relay.names, (resolver = gatewayNames(relay.names)));
   try {
     const source = sourceKey(remote.replace(/:\d+$/, ''));
+    const target = await resolver.target(host);
     const stream = await dialDevice(relay.directory, relay.address, { kind: 'gateway', remote, source }, target.address, target.port, relay.shares);
     relay.stats.count(`gateway_${via}_routed`);
     return stream;
   } catch (err) {
+    if (err instanceof NameError) {
+      relay.stats.count(`gateway_${via}_unknown_name`);
+      throw err;
+    }
     const code: ReplyCode = err instanceof RouteError ? err.reply : 'unavailable';
     relay.stats.count(`gateway_${via}_${code.replace(/-/g, '_')}`);
     throw err instanceof RouteError ? err : new RouteError('unavailable', errorMessage(err));
@@ -51,14 +82,15 @@ export function gatewayConnector(relay: GatewayRelay, domain: string | undefined
       relay.stats.count('gateway_socks_not_a_device');
       throw new SocksRefusal(Rep.notAllowed, `${request.host} is an IP address; the gateway only reaches <address>.diode names`);
     }
-    const target = gatewayTarget(request.host, request.port, domain);
-    if (!target) {
+    const sorted = gatewayTarget(request.host, request.port, domain);
+    if (sorted.kind !== 'device') {
       relay.stats.count('gateway_socks_not_a_device');
-      throw new SocksRefusal(Rep.hostUnreachable, `${request.host} is not a <address>.diode name`);
+      throw new SocksRefusal(Rep.hostUnreachable, `${request.host} is not a <name>.diode or <address>.diode name${sorted.kind === 'malformed' ? ` (${sorted.reason})` : ''}`);
     }
     try {
-      return await dialPublic(relay, remote, target, 'socks');
+      return await dialPublic(relay, remote, sorted.host, 'socks');
     } catch (err) {
+      if (err instanceof NameError) throw new SocksRefusal(UNKNOWN_NAME_ANSWER.rep, err.message);
       const route = err as RouteError;
       throw new SocksRefusal(GATEWAY_ANSWER[route.reply].rep, route.message);
     }

@@ -79,7 +79,12 @@ export class Identity {
 
   /** Proof of this key over authMessage(role, bytes, purpose). */
   signAuth(role: AuthRole, bytes: Uint8Array, purpose: AuthPurpose = 'diode-auth'): AuthProof {
-    const sig = sign('sha256', Buffer.from(authMessage(role, bytes, purpose)), { key: this.#signingKey, dsaEncoding: 'ieee-p1363' });
+    return this.signText(authMessage(role, bytes, purpose));
+  }
+
+  /** Proof of this key over an ASCII text (the text says what it proves: a session, a name claim). */
+  signText(text: string): AuthProof {
+    const sig = sign('sha256', Buffer.from(text), { key: this.#signingKey, dsaEncoding: 'ieee-p1363' });
     return { pub: `0x${this.publicKey.toString('hex')}`, sig: `0x${sig.toString('hex')}` };
   }
 
@@ -98,11 +103,16 @@ export class Identity {
  * gains nobody anything here. Signers here make either.
  */
 export function verifyAuth(role: AuthRole, bytes: Uint8Array, proof: AuthProof, purpose: AuthPurpose = 'diode-auth'): string {
+  return verifyText(authMessage(role, bytes, purpose), proof);
+}
+
+/** The checksummed address whose key made `proof` over `text`; throws as verifyAuth does. */
+export function verifyText(text: string, proof: AuthProof): string {
   if (!PUBLIC_KEY_HEX.test(proof.pub)) throw new Error('a public key is 65 bytes of hex starting 0x04');
   if (!SIGNATURE_HEX.test(proof.sig)) throw new Error('a signature is 64 bytes of hex');
   const publicKey = Buffer.from(proof.pub.slice(2), 'hex');
   const key = peerKey(publicKey);
-  const ok = verify('sha256', Buffer.from(authMessage(role, bytes, purpose)), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(proof.sig.slice(2), 'hex'));
+  const ok = verify('sha256', Buffer.from(text), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(proof.sig.slice(2), 'hex'));
   if (!ok) throw new Error('the signature does not verify');
   return addressOfPublicKey(publicKey);
 }

@@ -93,6 +93,10 @@ function formatOne(s: AgentStatus, now: number): string {
     if (l.learned && l.learned.length > 0) field(lines, 'learned', l.learned.map((r) => `${r.relay} (seen ${formatAge(now - r.lastSeen)} ago)`));
     if (l.retired && l.retired.length > 0) field(lines, 'retired', l.retired);
   }
+  if (s.names) {
+    const names = s.names.map((n) => `${n.name}.diode ${n.state === 'held' ? `held at ${n.relay}` : n.state === 'refused' ? `refused by ${n.relay}: ${n.holder ? `held by ${n.holder}` : n.message}` : 'not claimed yet'}`);
+    field(lines, 'names', names);
+  }
   if (s.ports) {
     const ports = s.ports.map((p) => `${p.port} ${p.mode}${p.allowed !== undefined ? ` (${p.allowed} allowed)` : ''} → ${p.local}`);
     field(lines, 'ports', ports.length > 0 ? ports : ['none']);

@@ -36,6 +36,15 @@ export interface PortStatus {
   allowed?: number;
 }
 
+/** One name a device claims. */
+export interface NameStatus {
+  name: string;
+  state: 'pending' | 'held' | 'refused';
+  relay?: string;
+  holder?: string;
+  message?: string;
+}
+
 /**
  * What one running agent reports on its control socket (and `diode status
  * --json` prints, in a list). Fields a role does not have are absent.
@@ -51,6 +60,8 @@ export interface AgentStatus {
   connected: boolean;
   link?: LinkStatus;
   ports?: PortStatus[];
+  /** publish: the names it claims and where each stands (held, refused by whom, pending). */
+  names?: NameStatus[];
   /** What this agent listens on (socksd, bind, relay, its gateway). */
   listening?: string[];
   streams: StreamCounters;

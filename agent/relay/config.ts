@@ -1,4 +1,6 @@
 import { UsageError } from '../util/errors.ts';
+import { MAX_CLAIM_NAMES } from '../protocol/names.ts';
+import { NAME_CLAIM_BURST } from './claim-rate.ts';
 
 /**
  * What one source, one session or one caller may hold on a relay. Every
@@ -30,7 +32,17 @@ export interface RelayLimits {
   maxStreamWindow: number;
   /** ms the relay stops accepting agent connections once it is out of file descriptors. */
   acceptPauseMs: number;
+  /** Names: how many names one address may hold (`--max-names-per-address`). */
+  maxNamesPerAddress: number;
+  /** Names: names one source may claim per second, after a burst of NAME_CLAIM_BURST (`--name-claims-per-ip`). */
+  nameClaimsPerIp: number;
+  /** ms a name stays reserved for its address after the device stopped publishing (`--name-hold-days`, days). */
+  nameHoldMs: number;
 }
+
+const DAY_MS = 86_400_000;
+/** days: the longest name hold the flag accepts (ten years: a device in a drawer). */
+const MAX_NAME_HOLD_DAYS = 3650;
 
 export const DEFAULT_RELAY_LIMITS: Readonly<RelayLimits> = Object.freeze({
   maxHandshakes: 1024,
@@ -43,6 +55,9 @@ export const DEFAULT_RELAY_LIMITS: Readonly<RelayLimits> = Object.freeze({
   streamBufferBudget: 256 * 1024 * 1024,
   maxStreamWindow: 4 * 1024 * 1024,
   acceptPauseMs: 1_000,
+  maxNamesPerAddress: 1,
+  nameClaimsPerIp: 1,
+  nameHoldMs: 30 * DAY_MS,
 });
 
 const MIB = 1024 * 1024;
@@ -64,6 +79,9 @@ export function validateRelayLimits(l: RelayLimits): RelayLimits {
   int(l.streamBufferBudget, 'stream buffer budget (bytes)', 0, 1024 * 1024 * MIB);
   int(l.maxStreamWindow, 'max stream window (bytes)', MIB, 4095 * MIB);
   int(l.acceptPauseMs, 'accept pause (ms)', 1, 60_000);
+  int(l.maxNamesPerAddress, '--max-names-per-address', 0, MAX_CLAIM_NAMES);
+  int(l.nameClaimsPerIp, '--name-claims-per-ip', 1, 1_000_000);
+  int(l.nameHoldMs, 'name hold (ms)', 1, MAX_NAME_HOLD_DAYS * DAY_MS);
   return l;
 }
 
@@ -78,6 +96,9 @@ export interface RelayLimitFlags {
   'stream-idle-timeout'?: string;
   'stream-buffer-budget'?: string;
   'max-stream-window'?: string;
+  'max-names-per-address'?: string;
+  'name-claims-per-ip'?: string;
+  'name-hold-days'?: string;
 }
 
 function intFlag(value: string | undefined, flag: string, fallback: number): number {
@@ -101,6 +122,9 @@ export function relayLimitsFromFlags(flags: RelayLimitFlags): RelayLimits {
     streamIdleTimeoutMs: f('stream-idle-timeout', d.streamIdleTimeoutMs / 1000) * 1000,
     streamBufferBudget: f('stream-buffer-budget', d.streamBufferBudget / MIB) * MIB,
     maxStreamWindow: f('max-stream-window', d.maxStreamWindow / MIB) * MIB,
+    maxNamesPerAddress: f('max-names-per-address', d.maxNamesPerAddress),
+    nameClaimsPerIp: f('name-claims-per-ip', d.nameClaimsPerIp),
+    nameHoldMs: f('name-hold-days', d.nameHoldMs / DAY_MS) * DAY_MS,
   });
 }
 
@@ -115,4 +139,7 @@ export const RELAY_LIMIT_FLAGS: ReadonlyArray<{ name: keyof RelayLimitFlags; pla
   { name: 'stream-idle-timeout', placeholder: 'SECONDS', defaultValue: String(DEFAULT_RELAY_LIMITS.streamIdleTimeoutMs / 1000), description: 'reset a relayed stream after this long with no byte either way' },
   { name: 'stream-buffer-budget', placeholder: 'MIB', defaultValue: String(DEFAULT_RELAY_LIMITS.streamBufferBudget / MIB), description: 'receive window all relayed streams may hold beyond 256 KiB each; over it windows stop growing and shrink' },
   { name: 'max-stream-window', placeholder: 'MIB', defaultValue: String(DEFAULT_RELAY_LIMITS.maxStreamWindow / MIB), description: 'the largest receive window one relayed stream grows to (what the relay may hold for it)' },
+  { name: 'max-names-per-address', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxNamesPerAddress), description: 'names one device address may hold (0: this relay takes no name claims)' },
+  { name: 'name-claims-per-ip', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.nameClaimsPerIp), description: `names one IPv4 address / IPv6 /64 may claim per second (after ${NAME_CLAIM_BURST} at once); over it: "unavailable", the device retries` },
+  { name: 'name-hold-days', placeholder: 'DAYS', defaultValue: String(DEFAULT_RELAY_LIMITS.nameHoldMs / DAY_MS), description: 'days a name stays reserved for its device after it went offline' },
 ];

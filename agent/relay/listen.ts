@@ -54,11 +54,13 @@ export async function startRelay(options: StartRelayOptions): Promise<RunningRel
   }
   const server = new RelayServer({ identity: options.identity, cert, log: options.log, limits, registry, directory, stats });
   await server.directory.start();
+  await server.names.start();
   const listener = createServer({ noDelay: true }, (socket) => server.handleSocket(socket));
   let port: number;
   try {
     port = await listenOn(listener, options.listen, undefined, AGENT_LISTEN_BACKLOG);
   } catch (err) {
+    await server.names.close();
     await server.directory.close();
     throw err;
   }
@@ -74,6 +76,9 @@ export async function startRelay(options: StartRelayOptions): Promise<RunningRel
         server.close();
         if (listener.listening) listener.close(() => resolve());
         else resolve();
-      }).then(() => server.directory.close()),
+      }).then(async () => {
+        await server.names.close();
+        await server.directory.close();
+      }),
   };
 }

@@ -29,6 +29,9 @@ import { CallerShares } from './fair-share.ts';
 import { IdleSweeper } from './idle.ts';
 import { ByteMeter } from '../ops/stream-stats.ts';
 import { ControlChannels } from './control-channels.ts';
+import { MemoryNameTable, type NameTable } from './names.ts';
+import { answerClaim, answerLookup, type NameService } from './name-requests.ts';
+import { ClaimRate } from './claim-rate.ts';
 
 /** ms a connection whose hello was refused stays open so the one-line reason reaches the peer. */
 const REFUSAL_LINGER_MS = 1_000;
@@ -42,6 +45,8 @@ export interface RelayServerOptions {
   limits?: Partial<RelayLimits>;
   /** Where devices are: default LocalDirectory over the registry (a relay on its own); a cluster's ClusterDirectory. */
   directory?: Directory;
+  /** Where names are: default MemoryNameTable over the registry; a cluster's names in Redis. */
+  names?: NameTable;
   stats?: RelayStats;
 }
 
@@ -56,6 +61,7 @@ export interface RelayServerOptions {
 export class RelayServer {
   readonly registry: SessionSet;
   readonly directory: Directory;
+  readonly names: NameTable;
   readonly stats: RelayStats;
   /** Wire bytes of authenticated sessions (rx: from agents, tx: to them). */
   readonly traffic = new ByteMeter();
@@ -80,6 +86,7 @@ export class RelayServer {
   /** Agents' control streams: the cluster's relays and a retirement go out on them. */
   readonly controls: ControlChannels;
   readonly #unwatchRelays: () => void;
+  readonly #nameService: NameService;
 
   constructor(options: RelayServerOptions) {
     this.identity = options.identity;
@@ -102,6 +109,8 @@ export class RelayServer {
       a.destroy();
       b.destroy();
     });
+    this.names = options.names ?? new MemoryNameTable({ sessions: this.registry, holdMs: this.limits.nameHoldMs });
+    this.#nameService = { names: this.names, limits: this.limits, stats: this.stats, refusals: this.refusals, log: this.#log, rate: new ClaimRate(this.limits.nameClaimsPerIp) };
     this.#context = createSecureContext({ key: options.cert.key, cert: options.cert.cert, minVersion: 'TLSv1.3' });
     this.controls = new ControlChannels(this.stats, this.#log);
     this.#unwatchRelays = this.directory.watchRelays((relays) => this.controls.setRelays(relays));
@@ -256,6 +265,8 @@ export class RelayServer {
         else if (first.t === 'connect') this.#onConnect(session, stream, first);
         else if (first.t === 'query') this.#onQuery(session, stream, first);
         else if (first.t === 'ping') this.#onPing(session, stream, first);
+        else if (first.t === 'claim') return answerClaim(this.#nameService, session, stream, first);
+        else if (first.t === 'lookup') return answerLookup(this.#nameService, stream, first);
         else throw new Error(`unexpected first message "${String(first.t)}"`);
       },
     ).catch((err) => {

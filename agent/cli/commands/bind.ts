@@ -13,6 +13,8 @@ import { resolveRelays } from '../relays.ts';
 import { StreamStats } from '../../ops/stream-stats.ts';
 import { baseStatus, startOps } from '../../ops/run.ts';
 import { DialError } from '../../client/dial.ts';
+import { hostLabel } from '../../names/host.ts';
+import { NameError } from '../../names/name.ts';
 
 /** Only loopback: a bind is this machine's shortcut to a device port, never a service for the LAN. */
 const BIND_HOST = '127.0.0.1';
@@ -22,7 +24,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const relays = resolveRelays(args.flags.relay as string[] | undefined, ctx.home);
   const { identity } = loadOrCreateIdentity(ctx.home);
   const log = createLogger('bind');
-  const client = new ClientSession(relays, identity, log, new LearnedRelays(ctx.home, log));
+  const client = new ClientSession({ relays, identity, log, home: ctx.home, learned: new LearnedRelays(ctx.home, log) });
   const sockets = new Set<Socket>();
   const servers: Server[] = [];
   const stats = new StreamStats();
@@ -34,8 +36,8 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
       servers.push(server);
       const address = server.address();
       const port = typeof address === 'object' && address ? address.port : spec.localPort;
-      listening.push(`${BIND_HOST}:${port} → ${spec.target.address}.diode:${spec.target.port}`);
-      process.stdout.write(`bind ${BIND_HOST}:${port} → ${spec.target.address}.diode:${spec.target.port}\n`);
+      listening.push(`${BIND_HOST}:${port} → ${hostLabel(spec.target)}:${spec.target.port}`);
+      process.stdout.write(`bind ${BIND_HOST}:${port} → ${hostLabel(spec.target)}:${spec.target.port}\n`);
     }
     ops = await startOps({
       home: ctx.home,
@@ -74,13 +76,13 @@ function listen(spec: BindSpec, client: ClientSession, log: Logger, sockets: Set
         if (socket.destroyed) return void tunnel.destroy();
         stats.track(socket);
         splice(socket, tunnel, (err) => {
-          if (err) log.debug(`${BIND_HOST}:${spec.localPort} → ${spec.target.address}.diode:${spec.target.port}: tunnel ended by an error: ${errorMessage(err)}`);
+          if (err) log.debug(`${BIND_HOST}:${spec.localPort} → ${hostLabel(spec.target)}:${spec.target.port}: tunnel ended by an error: ${errorMessage(err)}`);
         });
         socket.resume();
       },
       (err) => {
-        const text = `${BIND_HOST}:${spec.localPort} → ${spec.target.address}.diode:${spec.target.port}: ${errorMessage(err)}`;
-        stats.fail(err instanceof DialError ? err.reply : 'error', text);
+        const text = `${BIND_HOST}:${spec.localPort} → ${hostLabel(spec.target)}:${spec.target.port}: ${errorMessage(err)}`;
+        stats.fail(err instanceof DialError ? err.reply : err instanceof NameError ? `name-${err.reason}` : 'error', text);
         log.warn(text);
         socket.destroy();
       },

@@ -10,6 +10,7 @@ import { parseTargetHost } from '../../client/target.ts';
 import { ClientSession } from '../../client/session.ts';
 import { LearnedRelays } from '../../link/learned-relays.ts';
 import { resolveRelays } from '../relays.ts';
+import { NameError } from '../../names/name.ts';
 
 /**
  * stdin/stdout ↔ a device port (ssh's ProxyCommand). Quiet unless it fails:
@@ -18,18 +19,20 @@ import { resolveRelays } from '../relays.ts';
  */
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const [host, portText, ...extra] = args.positionals;
-  if (!host || !portText || extra.length > 0) throw new UsageError('proxy: write diode proxy <address>.diode <port> (as ssh\'s ProxyCommand: diode proxy %h %p)');
+  if (!host || !portText || extra.length > 0) throw new UsageError('proxy: write diode proxy <name or address>.diode <port> (as ssh\'s ProxyCommand: diode proxy %h %p)');
   const target = parseTargetHost(host, parsePort(portText, 'proxy: port'), 'proxy');
   const relays = resolveRelays(args.flags.relay as string[] | undefined, ctx.home);
   const { identity } = loadOrCreateIdentity(ctx.home);
   const log = logLevelChosen() ? createLogger('proxy') : silentLogger;
   // Learns and follows as the long-running agents do: a laptop that only ever runs ssh (through proxy) still finds a relay that moved.
-  const client = new ClientSession(relays, identity, log, new LearnedRelays(ctx.home, log));
+  // The line about a newly pinned name goes to stderr even when quiet: ssh shows it, as its own "Permanently added".
+  const client = new ClientSession({ relays, identity, log, home: ctx.home, learned: new LearnedRelays(ctx.home, log), notice: (line) => process.stderr.write(`diode: ${line}\n`) });
   try {
     let tunnel: Duplex;
     try {
       tunnel = await client.dial(target);
     } catch (err) {
+      if (err instanceof NameError) throw new DiodeError(err.code, `proxy: ${err.message}`);
       throw new DiodeError(err instanceof DiodeError ? err.code : 'EDIAL', `proxy: cannot reach ${host} port ${target.port}: ${errorMessage(err)}`);
     }
     await pipeStdio(tunnel);

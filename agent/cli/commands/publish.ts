@@ -16,6 +16,9 @@ import type { PublishedPort } from '../../protocol/messages.ts';
 import { StreamStats } from '../../ops/stream-stats.ts';
 import { baseStatus, parseMetricsFlag, startOps } from '../../ops/run.ts';
 import { formatHostPort } from '../../util/hostport.ts';
+import { readConfigValue } from '../../config/read.ts';
+import { parseNameList } from '../../names/name.ts';
+import { NameClaimer } from '../../device/name-claim.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   // Parse everything before touching the network: a bad flag never half-starts.
@@ -28,6 +31,10 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
     protected: args.flags.protected as string[] | undefined,
   });
   const relays = resolveRelays(args.flags.relay as string[] | undefined, ctx.home);
+  // --name wins over the "name" config key (the image's diode.conf name=).
+  const nameFlag = args.flags.name as string[] | undefined;
+  const nameText = nameFlag && nameFlag.length > 0 ? nameFlag.join(',') : readConfigValue(ctx.home, 'name');
+  const names = nameText ? parseNameList(nameText, nameFlag?.length ? '--name' : 'the name config key') : [];
   const metrics = parseMetricsFlag(args.flags.metrics);
   // Protected ports: the fleet settings are checked before anything starts.
   const fleet = mappings.some((m) => m.mode === 'protected') ? await import('../../fleet/device.ts') : undefined;
@@ -42,7 +49,9 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const published = toPublished(mappings);
   const learned = new LearnedRelays(ctx.home, log);
   const link = new RelayLink({ relays, identity, log, publish: published, onStream: (s) => handler.handle(s), learned });
-  process.stdout.write(`publishing ${describeMappings(mappings)} as ${identity.address} via ${relays.map(formatRelayEntry).join(', ')}\n`);
+  const claimer = new NameClaimer({ identity, names, log, link });
+  const named = names.length > 0 ? ` named ${names.join(', ')}` : '';
+  process.stdout.write(`publishing ${describeMappings(mappings)} as ${identity.address}${named} via ${relays.map(formatRelayEntry).join(', ')}\n`);
   const ssh = sshLine(mappings, identity.address);
   if (ssh) process.stdout.write(`from another machine running diode socksd: ${ssh}\n`);
   if (settings) log.info(`protected ports admit members of fleet ${settings.fleet} (via ${settings.rpc}, answers cached ${settings.ttlSeconds} s)`);
@@ -66,6 +75,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
           ...(m.mode === 'private' ? { allowed: m.allow.length } : {}),
         })),
         streams: stats.snapshot(),
+        ...(names.length > 0 ? { names: claimer.status() } : {}),
         ...(stats.lastError ? { lastError: stats.lastError } : {}),
       };
     },
@@ -77,6 +87,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   // A relay that refuses the set is that relay failing: the link passes it over and tries the others.
   const outcome = await ctx.stopSignal;
   log.info(`${outcome}: shutting down`);
+  claimer.stop();
   await ops.close();
   await link.stop();
   await membership?.close();

@@ -10,6 +10,7 @@ import { baseStatus, parseMetricsFlag, startOps } from '../../ops/run.ts';
 import { diodeConnector, parseFallback } from '../../client/socks-connector.ts';
 import { clientLinks, currentLink } from '../../client/lookup.ts';
 import { LearnedRelays } from '../../link/learned-relays.ts';
+import { clientResolver } from '../../client/names.ts';
 import { resolveRelays } from '../relays.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
@@ -28,7 +29,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const log = createLogger('socksd');
   const links = clientLinks(relays, identity, log, new LearnedRelays(ctx.home, log));
   const stats = new StreamStats();
-  const dial = diodeConnector(links, identity, fallback);
+  const dial = diodeConnector(links, identity, clientResolver(ctx.home, links, (line) => log.info(line)), fallback);
   const connector: SocksConnector = (request, from) =>
     dial(request, from).catch((err: unknown) => {
       stats.fail(err instanceof SocksRefusal && err.reason ? err.reason : 'error', `${request.host}:${request.port}: ${errorMessage(err)}`);
@@ -40,7 +41,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const listening = formatHostPort({ host: listen.host, port: socks.port });
   process.stdout.write(`socksd ${identity.address} listening on ${listening}\n`);
   if (remote) log.warn(`listening beyond loopback (--allow-remote): anyone who can reach ${formatHostPort(listen)} connects with this machine's key ${identity.address}`);
-  if (fallback === 'direct') log.info('--fallback direct: names that are not <address>.diode are connected directly from this machine (DNS lookups included)');
+  if (fallback === 'direct') log.info('--fallback direct: names that are not <name>.diode or <address>.diode are connected directly from this machine (DNS lookups included)');
   const ops = await startOps({
     home: ctx.home,
     role: 'socksd',
