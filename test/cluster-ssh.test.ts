@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { start, tempDir } from './helpers/diode.ts';
 import { startSshd, sshOptions, type Sshd } from './helpers/sshd.ts';
 import { startRedis, startRedisCluster } from './helpers/redis.ts';
-import { clusterRelays, makeHome, within, type ClusterRelay } from './helpers/cluster.ts';
+import { clusterRelays, makeHome, threeRelaysWithGateway, within, type ClusterRelay } from './helpers/cluster.ts';
 import { socks5Connect } from './helpers/http.ts';
 
 const run = promisify(execFile);
@@ -55,10 +55,8 @@ function ssh(sshd: Sshd, socksPort: number, device: string, command: string, tim
 test.serial('three relays on one Redis: ssh and scp across relays, same-relay and through the gateway, and a killed relay\'s device is reachable again within 5 s', async (t) => {
   const redis = await startRedis(t);
   const sshd = await startSshd(t);
-  const relays = await clusterRelays(t, redis.url, 3, (i) => (i === 0 ? ['--gateway-socks', '127.0.0.1:0'] : []));
-  for (const r of relays) await r.start();
+  const { relays, gatewayPort } = await threeRelaysWithGateway(t, redis.url);
   const [r1, r2, r3] = relays;
-  const gatewayPort = Number((await r1.proc.waitFor(/gateway socks listening on 127\.0\.0\.1:(\d+)/))[1]);
 
   const clientHome = await makeHome(t);
   const d1 = await publish(t, relayList(r2, r3), ['-public', `${sshd.port}:22`]);

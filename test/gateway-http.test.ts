@@ -131,9 +131,12 @@ test('curl reaches public web ports of a device through the HTTP and HTTPS gatew
   t.is(offline.status, 502);
   t.regex(offline.headers, /content-type: text\/html/i);
   t.regex(offline.body, /<h1>502 Device offline<\/h1>/);
-  const badHost = await curl(http, `http://not-a-device.${DOMAIN}/`);
+  const badHost = await curl(http, `http://not_a_device.${DOMAIN}/`);
   t.is(badHost.status, 400);
-  t.regex(badHost.body, /is not a device name/);
+  t.regex(badHost.body, /is not a device name \(a name has only the letters a-z, digits and -\)/);
+  const unknownName = await curl(http, `http://not-a-device.${DOMAIN}/`);
+  t.is(unknownName.status, 404);
+  t.regex(unknownName.body, /404 Unknown name\nnot-a-device\.diode: no device has this name/);
   const unpublished = await curl(http, `http://${device.address.toLowerCase()}-9999.${DOMAIN}/`);
   t.is(unpublished.status, 502);
   t.regex(unpublished.body, /does not publish port 9999/);

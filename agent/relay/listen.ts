@@ -10,6 +10,7 @@ import { DEFAULT_RELAY_LIMITS, validateRelayLimits, type RelayLimits } from './c
 import { Registry } from './registry.ts';
 import { RelayStats } from './stats.ts';
 import type { Directory } from './directory.ts';
+import type { NameTable } from './names.ts';
 import type { ClusterConfig } from './cluster/config.ts';
 
 /**
@@ -45,14 +46,18 @@ export async function startRelay(options: StartRelayOptions): Promise<RunningRel
   const registry = new Registry();
   const stats = new RelayStats();
   let directory: Directory | undefined;
+  let names: NameTable | undefined;
   // Resolved here because a cluster's relay links need the window bound before the server exists.
   const limits = validateRelayLimits({ ...DEFAULT_RELAY_LIMITS, ...options.limits });
   if (options.cluster) {
     // Loaded only for a cluster member: a relay on its own never loads ioredis.
     const { ClusterDirectory } = await import('./cluster/directory.ts');
-    directory = new ClusterDirectory({ sessions: registry, identity: options.identity, config: options.cluster, log: options.log.child('cluster'), stats, maxWindow: limits.maxStreamWindow });
+    const cluster = new ClusterDirectory({ sessions: registry, identity: options.identity, config: options.cluster, log: options.log.child('cluster'), stats, maxWindow: limits.maxStreamWindow });
+    const { ClusterNameTable } = await import('./cluster/names.ts');
+    names = new ClusterNameTable({ store: cluster.store, sessions: registry, holdMs: limits.nameHoldMs, keyPrefix: options.cluster.keyPrefix, log: options.log.child('cluster'), stats });
+    directory = cluster;
   }
-  const server = new RelayServer({ identity: options.identity, cert, log: options.log, limits, registry, directory, stats });
+  const server = new RelayServer({ identity: options.identity, cert, log: options.log, limits, registry, directory, names, stats });
   await server.directory.start();
   await server.names.start();
   const listener = createServer({ noDelay: true }, (socket) => server.handleSocket(socket));

@@ -54,6 +54,14 @@ export async function clusterRelays(t: ExecutionContext, redisUrl: string, n: nu
   return relays;
 }
 
+/** Three relays of one cluster, all started, the first with a public SOCKS gateway; and that gateway's port. */
+export async function threeRelaysWithGateway(t: ExecutionContext, redisUrl: string): Promise<{ relays: ClusterRelay[]; gatewayPort: number }> {
+  const relays = await clusterRelays(t, redisUrl, 3, (i) => (i === 0 ? ['--gateway-socks', '127.0.0.1:0'] : []));
+  for (const r of relays) await r.start();
+  const gatewayPort = Number((await relays[0].proc.waitFor(/gateway socks listening on 127\.0\.0\.1:(\d+)/))[1]);
+  return { relays, gatewayPort };
+}
+
 /** Polls until probe() resolves truthy; returns the ms it took. */
 export async function within(what: string, timeoutMs: number, probe: () => Promise<boolean>, everyMs = 100): Promise<number> {
   const started = Date.now();

@@ -145,3 +145,11 @@ export async function startSocksd(t: ExecutionContext, relayPort: number, home =
   await proc.waitFor(/connected to relay/);
   return { address: m[1], port: Number(m[2]), proc };
 }
+
+/** A publishing device that claims `names` (--name); resolves once the relay answered its claim (held or refused). */
+export async function startPublishNamed(t: ExecutionContext, relay: string, ports: string[], names: string[], home = tempDir(t)): Promise<{ address: string; home: string; proc: Running }> {
+  const proc = start(t, ['publish', ...ports, ...names.flatMap((n) => ['--name', n]), '--relay', relay, '--home', home]);
+  const address = (await proc.waitFor(/ as (0x[0-9a-fA-F]{40})/))[1];
+  await proc.waitFor(/name \S+ (claimed at|is held by|refused by)/);
+  return { address, home, proc };
+}

@@ -193,6 +193,11 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> {
     return this.#client.status === 'ready';
   }
 
+  /** The command connection, for the cluster's other shared keys (names): no offline queue, commands fail at once while Redis is away. */
+  get client(): Redis | Cluster {
+    return this.#client;
+  }
+
   /** Claims address for this relay (since: when our session began publishing it) and keeps the claim fresh. */
   hold(address: string, since: number): void {
     const value = encodeEntry(this.#options.relay, this.#options.advertise, since);
