@@ -11,6 +11,7 @@ import { parseSocks4Request, parseSocks5Greeting, parseSocks5Request } from '../
 import { parsePortItem } from '../agent/device/port-spec.ts';
 import { parseDiodeHost } from '../agent/names/host.ts';
 import { nameProblem } from '../agent/names/name.ts';
+import { parseClaim, parseClaimed, parseLookup, parseNameInfo } from '../agent/protocol/names.ts';
 import { parseRelayList, formatRelayEntry } from '../agent/config/relay-entry.ts';
 import { DiodeError } from '../agent/util/errors.ts';
 
@@ -151,10 +152,18 @@ const helloish = fc.record(
   { requiredKeys: [] },
 );
 
-test('hello, connect, incoming, publish and reply parsers accept or throw a DiodeError, never anything else', (t) => {
+const nameish = fc.record({
+  t: fc.constantFrom('claim', 'claimed', 'lookup', 'name'),
+  name: fc.oneof(fc.string({ maxLength: 70 }), fc.constant('kitchen')),
+  pub: fc.string(),
+  names: fc.array(fc.record({ name: fc.oneof(fc.string(), fc.constant('kitchen')), sig: fc.string(), ok: fc.boolean(), code: fc.string() }), { maxLength: 10 }),
+  address: fc.string(),
+});
+
+test('hello, connect, incoming, publish, reply and name parsers accept or throw a DiodeError, never anything else', (t) => {
   fc.assert(
-    fc.property(fc.oneof(helloish, jsonObject), (m) => {
-      for (const parse of [parseHello, parseConnect, parseIncoming, parsePublish, parseReply] as Array<(m: Record<string, unknown>) => unknown>) {
+    fc.property(fc.oneof(helloish, nameish, jsonObject), (m) => {
+      for (const parse of [parseHello, parseConnect, parseIncoming, parsePublish, parseReply, parseClaim, parseClaimed, parseLookup, parseNameInfo] as Array<(m: Record<string, unknown>) => unknown>) {
         try {
           parse(m as Record<string, unknown>);
         } catch (err) {

@@ -570,3 +570,20 @@ test('hostile values: a backslash-n in gateway4 injects no networkd section (pri
   t.false(existsSync(join(c.state, 'config.json')) && /owned/.test(readFileSync(join(c.state, 'config.json'), 'utf8')));
   for (const text of [r.allErrors, r.console, issue(c).text]) t.notRegex(text, /[\u0000-\u0008\u000b-\u001f\u007f]/);
 });
+
+// ---- issue 25: names -------------------------------------------------------------
+
+test('diode.conf name= becomes the agent\'s name (checked as diode config checks it), and the login screen shows it beside the address with the ssh line by name', (t) => {
+  const c = card(t, { 'diode.conf': 'relays=relay.example.org\nname=Kitchen\n' });
+  const r = bootConfig(c);
+  t.is(r.errors, '', r.stderr);
+  t.is(JSON.parse(readFileSync(join(c.state, 'config.json'), 'utf8')).name, 'kitchen');
+  const screen = issue(c);
+  t.is(screen.status, 0, screen.stderr);
+  t.regex(screen.text, /^diode address: 0x[0-9a-fA-F]{40}\ndiode name: {4}kitchen {2}\(first claim wins: see journalctl -u diode\)\n {2}ssh <user>@kitchen\.diode from a machine that ran diode ssh-config --install$/m);
+
+  const bad = card(t, { 'diode.conf': 'relays=relay.example.org\nname=0xabc\n' });
+  t.regex(bootConfig(bad).errors, /^diode\.conf:2: name: "0xabc" is not a name: a name may not look like an address \(0x…, or 40 hex digits\)$/m);
+  t.notRegex(issue(bad).text, /diode name:/);
+  t.regex(issue(bad).text, /ssh <user>@<address>\.diode/);
+});

@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 import { start, startPublishNamed, tempDir } from './helpers/diode.ts';
 import { startSshd, sshOptions } from './helpers/sshd.ts';
 import { startRedis } from './helpers/redis.ts';
-import { threeRelaysWithGateway, type ClusterRelay } from './helpers/cluster.ts';
+import { threeRelaysWithGateway, within, type ClusterRelay } from './helpers/cluster.ts';
 import { socks5Connect } from './helpers/http.ts';
 
 const run = promisify(execFile);
@@ -12,7 +12,7 @@ const DAY_MS = 86_400_000;
 
 const publishNamed = (t: Parameters<typeof tempDir>[0], relay: ClusterRelay, ports: string[], name: string, home?: string) => startPublishNamed(t, relay.at, ports, [name], home);
 
-test.serial('names across a three-relay cluster on real Redis: claimed on one relay, reached by name through the others and their gateway, refused to another device on a third, renamed away; a forged entry in Redis is ignored', async (t) => {
+test.serial('names across a three-relay cluster on real Redis: claimed on one relay, reached by name through the others and their gateway, refused to another device on a third, renamed away; a forged entry in Redis is ignored; names come back after a Redis restart', async (t) => {
   const redis = await startRedis(t);
   const sshd = await startSshd(t);
   const { relays, gatewayPort } = await threeRelaysWithGateway(t, redis.url);
@@ -54,4 +54,8 @@ test.serial('names across a three-relay cluster on real Redis: claimed on one re
   t.regex(renamed.proc.output(), /name pantry claimed at relay/);
   t.is(await redis.cli('get', 'diode:name:kitchen'), '');
   t.is(await redis.cli('get', `diode:names:${kitchen.address.toLowerCase()}`), 'pantry');
+
+  // A Redis restarted without persistence lost every name: the relay holding the device claims its names again.
+  await redis.restart();
+  await within('pantry back in Redis', 15_000, async () => (await redis.cli('get', 'diode:name:pantry')).startsWith(kitchen.address));
 });

@@ -86,6 +86,10 @@ test('first claim wins: a second device asking for a held name is refused with o
   const refusal = second.proc.output().split('\n').filter((l) => /name kitchen/.test(l));
   t.is(refusal.length, 1, second.proc.output());
   t.regex(refusal[0], new RegExp(`warn  \\[publish\\] name kitchen is held by ${first.address} at relay 127\\.0\\.0\\.1:${relay.port}; publishing without it`));
+  // diode status says where each name stands.
+  const status = async (home: string) => (JSON.parse((await runDiode(['status', '--json', '--home', home])).stdout) as Array<{ names?: unknown[] }>)[0].names;
+  t.like((await status(first.home))?.[0], { name: 'kitchen', state: 'held', relay: `relay 127.0.0.1:${relay.port}` });
+  t.like((await status(second.home))?.[0], { name: 'kitchen', state: 'refused', holder: first.address });
   const client = tempDir(t);
   const relayFlag = ['--relay', `127.0.0.1:${relay.port}`, '--home', client];
   t.is((await runDiode(['query', second.address, ...relayFlag])).code, 0, 'the refused device still publishes');

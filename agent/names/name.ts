@@ -1,4 +1,5 @@
 import { DiodeError, UsageError } from '../util/errors.ts';
+import { peerText } from '../util/escape.ts';
 
 // A device name (`kitchen` in `ssh pi@kitchen.diode`): what it may look
 // like, checked the same way wherever a name enters (a host name, a claim
@@ -62,14 +63,9 @@ export function parseNameList(text: string, what: string): string[] {
   return names;
 }
 
-/**
- * A name (or what was offered as one) as it may be printed: quoted, with
- * anything a terminal or a log reader would act on escaped.
- * TODO(#24): peerText() from util/escape.ts once it is on main.
- */
+/** A name (or what was offered as one) as it may be printed: quoted, cut, anything a terminal or a log reader would act on escaped. */
 export function shownName(text: string): string {
-  const cut = text.length > MAX_NAME_CHARS + 8 ? `${text.slice(0, MAX_NAME_CHARS + 8)}…` : text;
-  return JSON.stringify(cut).replace(/[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return `"${peerText(text, MAX_NAME_CHARS + 8)}"`;
 }
 
 /** Why a name did not resolve, with a stable code: ENAME_UNKNOWN (nobody knows it), ENAME_MOVED (a relay moved a pinned name), ENAME_BAD (a relay's answer did not verify). */

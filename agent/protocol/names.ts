@@ -2,6 +2,8 @@ import { toChecksumAddress } from '../identity/checksum.ts';
 import { PUBLIC_KEY_HEX, SIGNATURE_HEX } from '../identity/identity.ts';
 import { MAX_NAMES_PER_DEVICE, nameProblem } from '../names/name.ts';
 import { FrameError } from './frames.ts';
+import { MAX_REPLY_MESSAGE_CHARS } from './limits.ts';
+import { peerText } from '../util/escape.ts';
 
 // Names on the wire (docs/PROTOCOL.md, "Names"): a device's claim and a
 // client's lookup, each the first frame of a stream of its own, each
@@ -92,7 +94,7 @@ export function parseClaimed(m: Record<string, unknown>): Claimed {
     const name = checkedName(entry.name, `claimed.names[${i}].name`);
     if (entry.ok === true) return { name, ok: true };
     if (!CLAIM_REFUSALS.includes(entry.code as ClaimRefusal)) fail(`claimed.names[${i}].code`);
-    const message = typeof entry.message === 'string' ? entry.message.slice(0, 512) : '';
+    const message = typeof entry.message === 'string' ? peerText(entry.message, MAX_REPLY_MESSAGE_CHARS) : '';
     return {
       name,
       ok: false,

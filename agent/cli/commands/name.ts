@@ -4,6 +4,7 @@ import { DiodeError, UsageError } from '../../util/errors.ts';
 import { parseAddress } from '../../identity/address.ts';
 import { parseName } from '../../names/name.ts';
 import { knownNamesFile, localNamesFile } from '../../names/local.ts';
+import { peerText } from '../../util/escape.ts';
 
 const USAGE = 'diode name set <name> 0x<address> | list [--json] | rm <name> | forget <name>';
 
@@ -64,7 +65,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
       const width = Math.max(...rows.map((r) => r.name.length)) + 2;
       const shadowed = new Set(local.entries().map((e) => e.name));
       for (const r of rows) {
-        const note = r.source === 'yours' ? 'yours' : `pinned${'learned' in r ? ` (${r.learned})` : ''}${shadowed.has(r.name) ? '; your own name wins' : ''}`;
+        const note = r.source === 'yours' ? 'yours' : `pinned${'learned' in r ? ` (${peerText(r.learned ?? '')})` : ''}${shadowed.has(r.name) ? '; your own name wins' : ''}`;
         process.stdout.write(`${r.name.padEnd(width)}${r.address}  ${note}\n`);
       }
       return 0;

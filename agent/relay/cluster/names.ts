@@ -82,8 +82,8 @@ export class ClusterNameTable implements NameTable {
   readonly #prefix: string;
   readonly #log: Logger;
   readonly #stats: RelayStats;
-  /** Names of the devices this relay holds, as their claims here left them: what the refresh keeps alive. */
-  readonly #mine = new Map<string, string[]>();
+  /** The names of the devices this relay holds, as their claims here left them: what the refresh keeps alive and a Redis restart gets back. */
+  readonly #mine = new Map<string, SignedName[]>();
   #timer: NodeJS.Timeout | undefined;
   #unsubscribe: (() => void) | undefined;
 
@@ -98,6 +98,8 @@ export class ClusterNameTable implements NameTable {
     client.defineCommand('diodeClaimName', { numberOfKeys: 1, lua: CLAIM_NAME_LUA });
     client.defineCommand('diodeOwnedName', { numberOfKeys: 1, lua: OWNED_NAME_LUA });
     client.defineCommand('diodeSwapNames', { numberOfKeys: 1, lua: SWAP_SET_LUA });
+    // A Redis that restarted without persistence lost every name: the relays claim their devices' names again.
+    this.#store.on('resync', () => this.#reclaim());
   }
 
   get #client(): Client {
@@ -118,7 +120,7 @@ export class ClusterNameTable implements NameTable {
   async claim(address: string, claims: readonly SignedName[], maxNames: number): Promise<ClaimOutcome[]> {
     if (!this.#store.up) throw new Error('Redis is unreachable');
     const ttl = String(this.#holdMs);
-    const kept: string[] = [];
+    const kept: SignedName[] = [];
     const outcomes: ClaimOutcome[] = [];
     for (const [i, claim] of claims.entries()) {
       if (i >= maxNames) {
@@ -127,16 +129,17 @@ export class ClusterNameTable implements NameTable {
       }
       const result = await this.#client.diodeClaimName(this.#nameKey(claim.name), `${address} ${claim.pub} ${claim.sig}`, address, ttl);
       if (result === 1) {
-        kept.push(claim.name);
+        kept.push(claim);
         outcomes.push({ name: claim.name, ok: true });
       } else {
         outcomes.push(heldBy(claim.name, decodeName(claim.name, String(result))?.address ?? String(result).split(' ')[0]));
       }
     }
     // The complete set: names the address held before (claimed on any relay) and left out are free now.
-    const before = (await this.#client.diodeSwapNames(this.#setKey(address), kept.join(' '), ttl)) ?? '';
+    const keptNames = kept.map((c) => c.name);
+    const before = (await this.#client.diodeSwapNames(this.#setKey(address), keptNames.join(' '), ttl)) ?? '';
     for (const name of before.split(' ')) {
-      if (name !== '' && !kept.includes(name)) await this.#client.diodeOwnedName(this.#nameKey(name), address, 'release', ttl);
+      if (name !== '' && !keptNames.includes(name)) await this.#client.diodeOwnedName(this.#nameKey(name), address, 'release', ttl);
     }
     if (kept.length > 0) this.#mine.set(address, kept);
     else this.#mine.delete(address);
@@ -170,10 +173,10 @@ export class ClusterNameTable implements NameTable {
   }
 
   /** The hold of `address`'s names starts again from now. */
-  async #touch(address: string, names: readonly string[]): Promise<void> {
+  async #touch(address: string, names: readonly SignedName[]): Promise<void> {
     const ttl = String(this.#holdMs);
     try {
-      for (const name of names) await this.#client.diodeOwnedName(this.#nameKey(name), address, 'touch', ttl);
+      for (const { name } of names) await this.#client.diodeOwnedName(this.#nameKey(name), address, 'touch', ttl);
       await this.#client.pexpire(this.#setKey(address), this.#holdMs);
     } catch (err) {
       this.#log.debug(`cluster map: names of ${address} not refreshed: ${errorMessage(err)}`);
@@ -185,6 +188,13 @@ export class ClusterNameTable implements NameTable {
     for (const [address, names] of this.#mine) {
       if (this.#sessions.publisher(address)) void this.#touch(address, names);
       else this.#mine.delete(address);
+    }
+  }
+
+  #reclaim(): void {
+    for (const [address, claims] of this.#mine) {
+      if (!this.#sessions.publisher(address)) continue;
+      this.claim(address, claims, claims.length).catch((err) => this.#log.debug(`cluster map: names of ${address} not claimed again: ${errorMessage(err)}`));
     }
   }
 
