@@ -1,6 +1,6 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DIODE_BUNDLE, runDiode, start, startPublishNamed, startRelay, tempDir } from './helpers/diode.ts';
@@ -152,4 +152,18 @@ test('a relay that moves a pinned name is refused with both addresses and how to
   t.true(lookups >= 1, 'the first ssh did look kitchen up at relay A');
   t.is((await runDiode(['name', 'rm', 'kitchen', '--home', client.home])).code, 0);
   t.is((await runDiode(['name', 'rm', 'kitchen', '--home', client.home])).stderr, `diode: name rm: kitchen is not in ${join(client.home, 'names')}; it is pinned from a relay: diode name forget kitchen\n`);
+});
+
+test('a relay restart (an upgrade) frees no name: the name of a device that is offline meanwhile is still refused to another, and its device gets it back', async (t) => {
+  const relay = await startRelay(t);
+  const kitchen = await publishNamed(t, relay.port, ['-public', '22'], ['kitchen']);
+  await kitchen.proc.stop();
+  await relay.proc.stop();
+  t.regex(readFileSync(join(relay.home, 'relay-names.json'), 'utf8'), new RegExp(`\\["kitchen","${kitchen.address}"`));
+  t.is(statSync(join(relay.home, 'relay-names.json')).mode & 0o777, 0o600);
+  const again = await startRelay(t, [], relay.home);
+  const other = await publishNamed(t, again.port, ['-public', '22'], ['kitchen']);
+  t.regex(other.proc.output(), new RegExp(`name kitchen is held by ${kitchen.address}`));
+  const back = await publishNamed(t, again.port, ['-public', '22'], ['kitchen'], kitchen.home);
+  t.regex(back.proc.output(), /name kitchen claimed at relay/);
 });

@@ -1,10 +1,12 @@
 import test from 'ava';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MuxSession } from '../agent/mux/index.ts';
 import { Identity } from '../agent/identity/index.ts';
 import { Registry, type AgentSession } from '../agent/relay/registry.ts';
 import { MemoryNameTable } from '../agent/relay/names.ts';
+import { NameSnapshot, NAME_SAVE_INTERVAL_MS } from '../agent/relay/name-snapshot.ts';
+import { silentLogger } from '../agent/util/log.ts';
 import { ClaimRate, NAME_CLAIM_BURST } from '../agent/relay/claim-rate.ts';
 import { claimant, signName } from '../agent/names/claim.ts';
 import { NameFile, MAX_NAMES_FILE_BYTES } from '../agent/names/file.ts';
@@ -151,4 +153,39 @@ test('the lookup chain: local names first (the relay never asked), a relay\'s an
   const before = asked;
   t.is((await resolver.resolve('kitchen')).address, c);
   t.is(asked, before, 'a local name never asks the relay');
+});
+
+test('a relay\'s names on disk: written within the save interval and on close, read back with holds (online ones start theirs at load), a snapshot that does not parse ignored with a line', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'relay-names.json');
+  const lines: string[] = [];
+  const log = { ...silentLogger, warn: (l: string) => lines.push(l) };
+  let now = 1_000_000;
+  const [a, b] = [Identity.random(), Identity.random()];
+  const registry = new Registry();
+  const names = new MemoryNameTable({ sessions: registry, holdMs: DAY, now: () => now, snapshot: new NameSnapshot(path, log) });
+  await names.start();
+  const sa = device(registry, a);
+  await names.claim(a.address, [signName(a, 'kitchen')], 1);
+  const started = Date.now();
+  while (!existsSync(path) && Date.now() - started < NAME_SAVE_INTERVAL_MS + 3_000) await new Promise((r) => setTimeout(r, 50));
+  t.regex(readFileSync(path, 'utf8'), /"kitchen"/, 'written without a close (a relay killed later keeps it)');
+  await names.close();
+  t.deepEqual(JSON.parse(readFileSync(path, 'utf8'))[0].slice(0, 2), ['kitchen', a.address]);
+  t.is(JSON.parse(readFileSync(path, 'utf8'))[0][4], null, 'online when saved');
+  registry.remove(sa);
+
+  now += 10 * DAY;
+  const restarted = new MemoryNameTable({ sessions: new Registry(), holdMs: DAY, now: () => now, snapshot: new NameSnapshot(path, log) });
+  await restarted.start();
+  t.is((await restarted.lookup('kitchen'))?.address, a.address);
+  now += DAY;
+  t.is(await restarted.lookup('kitchen'), undefined, 'the hold began at the restart');
+
+  writeFileSync(path, '[["kitchen","0x12"]]');
+  const broken = new MemoryNameTable({ sessions: new Registry(), holdMs: DAY, snapshot: new NameSnapshot(path, log) });
+  await broken.start();
+  t.is(broken.size, 0);
+  t.regex(lines.at(-1)!, /relay-names\.json does not parse \(entry 0 is malformed\); starting with no names/);
+  t.is((await broken.claim(b.address, [signName(b, 'kitchen')], 1))[0].ok, true);
 });

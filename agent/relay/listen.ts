@@ -10,8 +10,13 @@ import { DEFAULT_RELAY_LIMITS, validateRelayLimits, type RelayLimits } from './c
 import { Registry } from './registry.ts';
 import { RelayStats } from './stats.ts';
 import type { Directory } from './directory.ts';
-import type { NameTable } from './names.ts';
+import { MemoryNameTable, type NameTable } from './names.ts';
+import { NameSnapshot } from './name-snapshot.ts';
+import { join } from 'node:path';
 import type { ClusterConfig } from './cluster/config.ts';
+
+/** In a relay's state directory: its names, kept across restarts (relay/name-snapshot.ts). */
+export const RELAY_NAMES_FILE = 'relay-names.json';
 
 /**
  * The agent port's accept queue. A relay busy with a fleet's handshakes can
@@ -56,6 +61,9 @@ export async function startRelay(options: StartRelayOptions): Promise<RunningRel
     const { ClusterNameTable } = await import('./cluster/names.ts');
     names = new ClusterNameTable({ store: cluster.store, sessions: registry, holdMs: limits.nameHoldMs, keyPrefix: options.cluster.keyPrefix, log: options.log.child('cluster'), stats });
     directory = cluster;
+  } else {
+    // On its own, a relay keeps its names in its state directory: an upgrade's restart frees none.
+    names = new MemoryNameTable({ sessions: registry, holdMs: limits.nameHoldMs, snapshot: new NameSnapshot(join(options.home, RELAY_NAMES_FILE), options.log) });
   }
   const server = new RelayServer({ identity: options.identity, cert, log: options.log, limits, registry, directory, names, stats });
   await server.directory.start();

@@ -1,6 +1,7 @@
 import type { SignedName } from '../names/claim.ts';
 import type { ClaimOutcome } from '../protocol/names.ts';
 import type { PublisherChange, SessionSet } from './registry.ts';
+import { savedName, type NameSnapshot, type SavedName } from './name-snapshot.ts';
 
 /** A name as a relay keeps it: the claim (name, key, signature) and the address the key proves. */
 export interface NameRecord extends SignedName {
@@ -41,6 +42,8 @@ export interface MemoryNameTableOptions {
   holdMs: number;
   maxNames?: number;
   now?: () => number;
+  /** Where the names are kept across restarts (a relay's state directory); none: memory only. */
+  snapshot?: NameSnapshot;
 }
 
 interface Held {
@@ -59,7 +62,7 @@ export function overLimit(name: string, maxNames: number): ClaimOutcome {
 
 /** The names of a relay on its own. */
 export class MemoryNameTable implements NameTable {
-  readonly #o: Required<MemoryNameTableOptions>;
+  readonly #o: Required<Omit<MemoryNameTableOptions, 'snapshot'>> & Pick<MemoryNameTableOptions, 'snapshot'>;
   readonly #byName = new Map<string, Held>();
   readonly #byAddress = new Map<string, Set<string>>();
   #unsubscribe: (() => void) | undefined;
@@ -73,11 +76,30 @@ export class MemoryNameTable implements NameTable {
   }
 
   async start(): Promise<void> {
+    const now = this.#o.now();
+    for (const [name, address, pub, sig, saved] of this.#o.snapshot?.load() ?? []) {
+      // Online when the relay stopped: its hold starts now (its device claims again when it is back).
+      const expiresAt = saved ?? now + this.#o.holdMs;
+      if (expiresAt <= now || this.#byName.size >= this.#o.maxNames) continue;
+      this.#byName.set(name, { record: { name, address, pub, sig }, expiresAt });
+      let names = this.#byAddress.get(address);
+      if (!names) this.#byAddress.set(address, (names = new Set()));
+      names.add(name);
+    }
     this.#unsubscribe = this.#o.sessions.onPublisherChange((change) => this.#onPublisherChange(change));
   }
 
   async close(): Promise<void> {
     this.#unsubscribe?.();
+    await this.#o.snapshot?.close(this.#rows());
+  }
+
+  #rows(): SavedName[] {
+    return [...this.#byName.values()].map((held) => savedName(held.record, held.expiresAt));
+  }
+
+  #changed(): void {
+    this.#o.snapshot?.changed(() => this.#rows());
   }
 
   async claim(address: string, claims: readonly SignedName[], maxNames: number): Promise<ClaimOutcome[]> {
@@ -100,6 +122,7 @@ export class MemoryNameTable implements NameTable {
     }
     if (kept.size > 0) this.#byAddress.set(address, kept);
     else this.#byAddress.delete(address);
+    this.#changed();
     return outcomes;
   }
 
@@ -120,6 +143,7 @@ export class MemoryNameTable implements NameTable {
   }
 
   #drop(name: string, held: Held): void {
+    this.#changed();
     this.#byName.delete(name);
     const names = this.#byAddress.get(held.record.address);
     names?.delete(name);
@@ -134,7 +158,9 @@ export class MemoryNameTable implements NameTable {
   /** Online: names never run out; gone: the hold starts now. */
   #onPublisherChange({ address, active }: PublisherChange): void {
     const expiresAt = active ? Infinity : this.#o.now() + this.#o.holdMs;
-    for (const name of this.#byAddress.get(address) ?? []) {
+    const names = this.#byAddress.get(address);
+    if (names) this.#changed();
+    for (const name of names ?? []) {
       const held = this.#byName.get(name);
       if (held) held.expiresAt = expiresAt;
     }
