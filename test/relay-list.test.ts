@@ -45,9 +45,10 @@ async function echoThrough(socksPort: number, host: string, port: number): Promi
   s.destroy();
 }
 
-test('backoff waits at most 3 s, with jitter over the whole window', (t) => {
+test('backoff waits at most 3 s, with jitter over the whole window, while the failure is under 5 min old', (t) => {
   for (let attempt = 0; attempt < 40; attempt++) {
     t.true(backoffDelay(attempt, defaultBackoff) <= 3_000);
+    t.true(backoffDelay(attempt, defaultBackoff, Math.random, 5 * 60_000 - 1) <= 3_000);
   }
   t.is(backoffDelay(30, defaultBackoff, () => 0), 300);
   t.is(backoffDelay(30, defaultBackoff, () => 1), 3_000);

@@ -5,7 +5,9 @@ import { Registry, type AgentSession, type PublisherChange } from '../agent/rela
 import { RelayLink } from '../agent/link/relay-link.ts';
 import { readFrame, writeFrame } from '../agent/protocol/frames.ts';
 import { requestStream } from '../agent/protocol/request.ts';
-import type { MuxSession, MuxStream } from '../agent/mux/index.ts';
+import { MuxSession, type MuxStream } from '../agent/mux/index.ts';
+import { dialRelay } from '../agent/link/dial-relay.ts';
+import { SUPERSEDED_PING_MS } from '../agent/relay/superseded.ts';
 import type { Logger } from '../agent/util/log.ts';
 import { silentLogger } from '../agent/util/log.ts';
 import { tempDir } from './helpers/diode.ts';
@@ -130,4 +132,39 @@ test('a client session with the device key (diode proxy on the device) does not 
   t.is(await ask(sameKey, device.address), 'device');
   t.truthy(publisher.session && !publisher.session.closed);
   t.is(relay.server.registry.sessionsOf(device.address).length, 2);
+});
+
+test('issue 29.5: a newer publisher takes over the streams waiting for a dead older session, which is dropped within 2 s', async (t) => {
+  const lines: string[] = [];
+  const log: Logger = { ...silentLogger, info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m) };
+  const relay = await startRelay({ listen: { host: '127.0.0.1', port: 0 }, home: tempDir(t), identity: Identity.random(), log });
+  t.teardown(() => relay.close());
+  const device = Identity.random();
+  // The old session: published, then its path dies (this end stops reading: pings and streams go unanswered).
+  const conn = await dialRelay({ host: '127.0.0.1', port: relay.port }, device);
+  const old = new MuxSession(conn.socket, { role: 'client' });
+  t.teardown(() => old.close());
+  const control = old.open();
+  writeFrame(control, { t: 'publish', ports: [{ port: 22, mode: 'public' }] });
+  await readFrame(control, 4096, 5000);
+  conn.socket.pause();
+  const client = new RelayLink({ relays: [{ host: '127.0.0.1', port: relay.port }], identity: Identity.random(), log: silentLogger });
+  t.teardown(() => client.stop());
+  client.start();
+  await client.waitForSession(5000);
+  // A stream asked for now waits for the dead session's answer...
+  const asked = ask(client, device.address);
+  await new Promise((r) => setTimeout(r, 300));
+  // ...until the device is back with a newer session: the stream is answered there.
+  const published = performance.now();
+  const again = deviceLink(t, relay.port, device, 'new session');
+  await again.waitForSession(5000);
+  t.is(await asked, 'new session');
+  const dropped = new RegExp(`closed the session of ${device.address} from [^:]+:${conn.socket.localPort}: a newer session of the address published`);
+  while (!lines.some((l) => dropped.test(l)) && performance.now() - published < 10_000) await new Promise((r) => setTimeout(r, 50));
+  const ms = performance.now() - published;
+  t.log(`old session dropped ${Math.round(ms)} ms after the newer one published`);
+  t.true(ms <= SUPERSEDED_PING_MS + 1_000, lines.join('\n'));
+  t.is(relay.server.registry.sessionsOf(device.address).length, 1);
+  t.is(await ask(client, device.address), 'new session');
 });

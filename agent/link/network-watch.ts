@@ -39,3 +39,24 @@ export function watchNetwork(onChange: () => void, pollMs = NETWORK_POLL_MS, sig
   }, pollMs).unref();
   return () => clearInterval(timer);
 }
+
+/** Starts watching and returns the stop function: watchNetwork's shape (tests hand RelayLink their own). */
+export type NetworkWatch = (onChange: () => void) => () => void;
+
+/**
+ * Whether this machine still has `address` (a socket's local address) on
+ * any interface. A connection whose local address is gone is dead for sure:
+ * nothing sent to that address reaches us any more (a phone-like address
+ * change, a DHCP lease replaced). True when the interfaces cannot be listed.
+ */
+export function hasLocalAddress(address: string): boolean {
+  const want = address.replace(/^::ffff:/, '').replace(/%.*$/, '');
+  try {
+    for (const addresses of Object.values(networkInterfaces())) {
+      for (const a of addresses ?? []) if (a.address === want) return true;
+    }
+    return false;
+  } catch {
+    return true;
+  }
+}

@@ -9,10 +9,10 @@ import { parseReply, type PublishedPort } from '../protocol/messages.ts';
 import { encodeRelayControl, parseRelayControl, type RelayControl } from '../protocol/relay-control.ts';
 import { LEARNED_RELAY_DELAY_MS, type LearnedRelays } from './learned-relays.ts';
 import { KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../protocol/limits.ts';
-import { backoffDelay, defaultBackoff, type BackoffConfig } from './backoff.ts';
+import { backoffDelay, defaultBackoff, describeBackoff, describeSlowRetries, duration, type BackoffConfig } from './backoff.ts';
 import { performance } from 'node:perf_hooks';
 import { dialRelay, type RelayConnection } from './dial-relay.ts';
-import { watchNetwork } from './network-watch.ts';
+import { hasLocalAddress, watchNetwork, type NetworkWatch } from './network-watch.ts';
 import { formatRelayEntry, type RelayEntry } from '../config/relay-entry.ts';
 import type { LinkStatus } from '../ops/status.ts';
 import type { LastError } from '../ops/stream-stats.ts';
@@ -52,8 +52,8 @@ export interface RelayLinkOptions {
   backoff?: BackoffConfig;
   /** Pin every relay without a pin of its own to this address. */
   expectRelay?: string;
-  /** Watch the machine's addresses and retry at once when they change (default true). */
-  watchNetwork?: boolean;
+  /** Watch the machine's addresses and retry at once when they change (default true; a function: that watch instead). */
+  watchNetwork?: boolean | NetworkWatch;
   /**
    * Relays learned from pinned relays (the state directory's store): they
    * are dialled after the configured ones have failed for
@@ -113,6 +113,14 @@ export class RelayLink extends EventEmitter {
   #wake: (() => void) | undefined;
   #lastProblem = '';
   #attempt = 0;
+  /** performance.now() of the first failure since the link last worked (or the network changed); undefined: not failing. */
+  #failingSince: number | undefined;
+  /** The backoff reached its slow phase (logged once per failure). */
+  #slowLogged = false;
+  /** The session was closed because its local address left the machine: reconnect without waiting. */
+  #retryNow = false;
+  /** The local address of the current session's connection. */
+  #localAddress: string | undefined;
   #stopWatch: (() => void) | undefined;
   readonly #retiring = new Set<MuxSession>();
   /** Unpinned relays already logged as such (once each). */
@@ -213,7 +221,8 @@ export class RelayLink extends EventEmitter {
     if (this.#running) return;
     this.#running = true;
     this.#configuredDownSince = performance.now();
-    if (this.#options.watchNetwork !== false) this.#stopWatch = watchNetwork(this.#onNetworkChange);
+    const watch = this.#options.watchNetwork;
+    if (watch !== false) this.#stopWatch = (typeof watch === 'function' ? watch : watchNetwork)(this.#onNetworkChange);
     this.#stopped = this.#run();
   }
 
@@ -243,11 +252,19 @@ export class RelayLink extends EventEmitter {
   }
 
   readonly #onNetworkChange = (): void => {
-    this.#attempt = 0;
+    this.#resetBackoff();
     const session = this.#session;
     if (session === undefined) {
       this.#log.info('network changed; retrying the relays now');
       this.#wake?.();
+      return;
+    }
+    // The session's own address left the machine (a phone-like address change): it is dead, no ping needed.
+    const local = this.#localAddress;
+    if (local !== undefined && !hasLocalAddress(local)) {
+      this.#log.warn(`network changed: this machine no longer has the address ${local} of its relay connection; reconnecting now`);
+      this.#retryNow = true;
+      session.close(new DiodeError('ENETCHANGE', `local address ${local} gone`));
       return;
     }
     // The path may have moved under a live session: one ping tells.
@@ -290,16 +307,40 @@ export class RelayLink extends EventEmitter {
       if (opened !== undefined && this.#running) {
         const sessionStart = performance.now();
         next = await this.#serve(opened);
-        if (performance.now() - sessionStart >= STABLE_SESSION_MS) this.#attempt = 0;
+        if (performance.now() - sessionStart >= STABLE_SESSION_MS) this.#resetBackoff();
         if (next !== undefined) continue;
       } else if (opened !== undefined) {
         opened.session.close();
       }
       if (!this.#running) break;
+      if (this.#retryNow) {
+        this.#retryNow = false;
+        continue;
+      }
       // Time spent failing to connect (a timeout) counts toward the wait.
-      const delay = backoffDelay(this.#attempt++, this.#options.backoff ?? defaultBackoff) - (performance.now() - started);
+      const delay = this.#nextDelay() - (performance.now() - started);
       if (delay > 0) await this.#sleep(delay);
     }
+  }
+
+  /** The link works again, or the network changed: the next failure starts the backoff from the bottom. */
+  #resetBackoff(): void {
+    this.#attempt = 0;
+    this.#failingSince = undefined;
+    this.#slowLogged = false;
+  }
+
+  /** ms to wait before the next try (backoff.ts: short while the failure is recent, up to a minute after). */
+  #nextDelay(): number {
+    const config = this.#options.backoff ?? defaultBackoff;
+    const now = performance.now();
+    this.#failingSince ??= now;
+    const failingFor = now - this.#failingSince;
+    if (!this.#slowLogged && config.patienceMs !== undefined && config.slowMaxMs !== undefined && failingFor >= config.patienceMs) {
+      this.#slowLogged = true;
+      this.#log.warn(`no relay reached for ${duration(Math.round(failingFor / 1000) * 1000)}; retrying ${describeSlowRetries(config)} from now on (at once when the network changes)`);
+    }
+    return backoffDelay(this.#attempt++, config, Math.random, failingFor);
   }
 
   #sleep(ms: number): Promise<void> {
@@ -437,6 +478,7 @@ export class RelayLink extends EventEmitter {
     const learned = this.#isLearned(target);
     if (!learned) this.#configuredDownSince = undefined;
     if (this.#toldToRetire.has(session)) this.#retiringSession = session;
+    this.#localAddress = opened.socket.localAddress;
     const what = this.#options.publish ? `; published ${describePorts(this.#options.publish)}` : '';
     const place = of > 1 ? ` [relay ${index + 1} of ${of}${learned ? ', learned' : ''}]` : learned ? ' [learned]' : '';
     this.#log.info(`connected to relay ${endpoint} (${relayAddress})${place} as ${this.#options.identity.address}${what}`);
@@ -606,7 +648,7 @@ export class RelayLink extends EventEmitter {
 
   #problem(text: string): void {
     this.#lastError = { at: Date.now(), message: text };
-    if (text !== this.#lastProblem) this.#log.warn(`${text}; retrying with backoff (up to ${(this.#options.backoff ?? defaultBackoff).maxMs / 1000} s)`);
+    if (text !== this.#lastProblem) this.#log.warn(`${text}; retrying with backoff (${describeBackoff(this.#options.backoff ?? defaultBackoff)})`);
     this.#lastProblem = text;
   }
 }

@@ -150,6 +150,11 @@ export class MuxSession extends EventEmitter {
     return this.isClosed;
   }
 
+  /** Chunks read from the connection so far: a change proves the path alive (any bytes do, not only a ping's answer). */
+  get chunksReceived(): number {
+    return this.rxChunks;
+  }
+
   get streamCount(): number {
     return this.streams.size;
   }

@@ -27,6 +27,33 @@ export class RouteError extends DiodeError {
 export type Caller = { kind: 'agent'; address: string; source?: string; via?: string } | { kind: 'gateway'; remote: string; source?: string; via?: string };
 
 const ZERO_ADDRESS = '0x0000000000000000000000000000000000000000';
+/** Times one stream may be moved to a newer session of its device while it waits for an answer (a device that keeps reconnecting cannot hold it forever). */
+const MAX_MOVES = 2;
+
+/**
+ * Streams waiting for a device session's answer to `incoming`, by session:
+ * when a newer session of the address publishes, they are asked there
+ * instead (moveWaitingStreams). A device whose address changed leaves its old
+ * session dead; a stream routed to it in the second before the device was
+ * back would otherwise hang until that session is dropped.
+ */
+const waiting = new WeakMap<AgentSession, Set<() => void>>();
+
+/** The route's session was superseded before the device answered: ask the address's newest session. */
+class MovedRoute extends RouteError {
+  constructor(to: string) {
+    super('unavailable', `device ${to} moved to a newer session while the stream waited for its answer`);
+  }
+}
+
+/**
+ * A newer session of the same address published: every stream still waiting
+ * for `superseded`'s answer is withdrawn from it (reset there) and routed
+ * again, to the newest session.
+ */
+export function moveWaitingStreams(superseded: AgentSession): void {
+  for (const move of [...(waiting.get(superseded) ?? [])]) move();
+}
 
 /**
  * Opens a stream to a device's published port on behalf of a caller and
@@ -55,9 +82,19 @@ export interface Routed {
  */
 export async function routeToDevice(directory: Directory, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, shares?: CallerShares, early?: Readable): Promise<Routed> {
   let where = await directory.locate(to);
+  let moves = 0;
   for (let attempt = 0; ; attempt++) {
     if (!where) throw new RouteError('offline', `device ${to} is not connected`);
-    if (where.kind === 'local') return routeLocal(where.session, relayAddress, caller, to, port, e2e, shares, early);
+    if (where.kind === 'local') {
+      try {
+        return await routeLocal(where.session, relayAddress, caller, to, port, e2e, shares, early);
+      } catch (err) {
+        if (!(err instanceof MovedRoute) || ++moves > MAX_MOVES) throw err;
+        where = await directory.locate(to, true);
+        attempt--;
+        continue;
+      }
+    }
     try {
       return await withShare(shares, caller, to, () => forwardTo(where as Extract<Location, { kind: 'relay' }>, caller, to, port, e2e, early));
     } catch (err) {
@@ -139,14 +176,30 @@ async function openLocal(device: AgentSession, relayAddress: string, caller: Cal
   const from = caller.kind === 'agent' ? caller.address : ZERO_ADDRESS;
   const header: Incoming = { t: 'incoming', from, port, via: caller.via ?? relayAddress, ...(e2e && caller.kind === 'agent' ? { e2e: true as const } : {}) };
   let reply;
+  let passed: Buffer | null = null;
+  let moved = false;
+  const move = (): void => {
+    moved = true;
+    stream.reset();
+  };
+  const waitingHere = waiting.get(device) ?? new Set<() => void>();
+  waiting.set(device, waitingHere);
+  waitingHere.add(move);
   try {
     const answer = requestStream(stream, header);
-    passEarly(early, stream);
+    passed = passEarly(early, stream);
     reply = await answer;
   } catch (err) {
+    if (moved) {
+      // Asked again elsewhere: the caller's early bytes go there.
+      if (passed && early && !early.destroyed) early.unshift(passed);
+      throw new MovedRoute(to);
+    }
     const refused = err instanceof HeaderRefused ? err.reply : undefined;
     if (refused) throw new RouteError(refused.code, refused.message || `device refused: ${refused.code}`);
     throw new RouteError('unavailable', `device ${to} did not answer for port ${port}: ${errorMessage(err)}`);
+  } finally {
+    waitingHere.delete(move);
   }
   if (reply.e2e && caller.kind === 'gateway') {
     // The gateway has no key to run the end-to-end layer with.

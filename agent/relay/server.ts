@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { MuxError, MuxSession, WindowBudget, type MuxStream } from '../mux/index.ts';
 import type { Identity } from '../identity/index.ts';
 import type { Logger } from '../util/log.ts';
-import { errorMessage } from '../util/errors.ts';
+import { DiodeError, errorMessage } from '../util/errors.ts';
 import { splice } from '../util/pump.ts';
 import { exchangeHelloAccepting, type PeerProof } from '../protocol/handshake.ts';
 import { readFrame, readFrames, writeFrame } from '../protocol/frames.ts';
@@ -18,7 +18,8 @@ import {
   STREAM_HEADER_TIMEOUT_MS,
 } from '../protocol/limits.ts';
 import { Registry, type AgentSession, type PublisherChange, type SessionSet } from './registry.ts';
-import { routeToDevice, routeLocal, RouteError, type Caller, type Routed } from './router.ts';
+import { checkSuperseded } from './superseded.ts';
+import { routeToDevice, routeLocal, moveWaitingStreams, RouteError, type Caller, type Routed } from './router.ts';
 import { LocalDirectory, type Directory } from './directory.ts';
 import { describeDevice, pingDevice } from './query.ts';
 import type { RelayCert } from './cert.ts';
@@ -388,6 +389,15 @@ export class RelayServer {
         `${address} is published by ${standby.length + 1} sessions: streams go to the newest, from ${active.remote}; ` +
           `standby: ${standby.map((s) => s.remote).join(', ')} (an agent restarted before its old connection died, or a cloned key)`,
       );
+      // The device moved (a new address, a restart): its old session is most likely dead. Streams still
+      // waiting for its answer go to the new one; the old one is asked, briefly, whether it still lives.
+      const old = previous!;
+      moveWaitingStreams(old);
+      checkSuperseded(old, (why) => {
+        this.stats.count('publisher_superseded_dead');
+        this.#log.info(`closed the session of ${address} from ${old.remote}: ${why}`);
+        old.mux.close(new DiodeError('ESUPERSEDED', why));
+      });
     } else if (active && previous && !this.registry.sessionsOf(address).includes(previous)) {
       this.stats.count('publisher_takeover');
       this.#log.info(`${address}: the session from ${previous.remote} is gone; standby session from ${active.remote} takes over its streams`);

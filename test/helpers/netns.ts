@@ -172,6 +172,21 @@ export class Net {
     await ip('-n', host.ns, 'route', 'replace', 'default', 'via', host.gateway);
   }
 
+  /**
+   * A phone-like address change: the host's address is replaced by the next
+   * one in its subnet (10.87.<n>.2 → .3 → ...), as a new lease or a mobile
+   * hand-over gives; the default route comes back with the new one. Packets
+   * to the old address are dropped silently (the host does not forward).
+   */
+  async changeAddress(host: Host): Promise<void> {
+    const old = host.addr;
+    const parts = old.split('.');
+    host.addr = [...parts.slice(0, 3), String(Number(parts[3]) + 1)].join('.');
+    await ip('-n', host.ns, 'addr', 'del', `${old}/24`, 'dev', host.ifname);
+    await ip('-n', host.ns, 'addr', 'add', `${host.addr}/24`, 'dev', host.ifname);
+    await ip('-n', host.ns, 'route', 'replace', 'default', 'via', host.gateway);
+  }
+
   /** tc tbf on the host's egress: its uplink limited to `rate` (e.g. 64kbit). */
   async shapeUplink(host: Host, rate: string): Promise<void> {
     await sh('ip', ['netns', 'exec', host.ns, 'tc', 'qdisc', 'add', 'dev', host.ifname, 'root', 'tbf', 'rate', rate, 'burst', '4kb', 'latency', '400ms']);
