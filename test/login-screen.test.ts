@@ -27,8 +27,17 @@ function configuredCard(t: Parameters<typeof card>[0]): Card {
   return c;
 }
 
+/** The agent's status file (publish --status-file) as diode-issue reads it. */
+function linkStatus(c: Card, state: string, text: string): void {
+  mkdirSync(c.run, { recursive: true });
+  writeFileSync(join(c.run, 'link.status'), `state=${state}\ntext=${text}\n`);
+}
+
+const MISTYPED = 'relay relay.exmaple.org:41046: its name could not be resolved (no DNS answer)';
+
 test('item 1: the login screen QR code scans on an 80x25 Linux console (agetty, light on dark), with the address above it', (t) => {
   const c = configuredCard(t);
+  linkStatus(c, 'failing', MISTYPED);
   const r = issue(c);
   t.is(r.status, 0, r.stderr);
   const address = addressOf(c);
@@ -40,6 +49,23 @@ test('item 1: the login screen QR code scans on an 80x25 Linux console (agetty, 
   const qrRow = screen.cells.findIndex((row) => row.some((cell) => cell.ch === '\u2588' || cell.ch === '\u2580' || cell.ch === '\u2584'));
   t.true(addressRow >= 0 && addressRow < qrRow, `address at row ${addressRow}, QR from row ${qrRow}`);
   t.true(screen.lines.includes('diode login:'), 'the login prompt is on the screen');
+  // Item 3: the relay line, next to the prompt.
+  t.is(screen.lines[screen.lines.indexOf('diode login:') - 1], MISTYPED);
+});
+
+test('item 3: the agent\'s relay line is on the login screen, cut to 80 columns, sanitised, and absent without a relay setting', (t) => {
+  const c = configuredCard(t);
+  linkStatus(c, 'connected', 'relay relay.example.org:41046: connected');
+  t.regex(issue(c).text, /^relay relay\.example\.org:41046: connected$/m);
+  linkStatus(c, 'failing', `relay ${'r'.repeat(60)}.example.org:41046: \x1b[2Jits name does not resolve`);
+  const line = issue(c).text.split('\n').find((l) => l.startsWith('relay '))!;
+  t.is(line.length, 80);
+  t.notRegex(line, /\x1b/);
+  const bare = card(t, {});
+  linkStatus(bare, 'failing', MISTYPED);
+  const text = issue(bare).text;
+  t.notRegex(text, /exmaple/, 'a stale line is not shown while no relay is configured');
+  t.regex(text, /^no relay configured/m);
 });
 
 test('item 7: the login screen fits 80 columns and needs nothing the Pi console lacks', (t) => {

@@ -48,6 +48,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'name', type: 'string', multiple: true, placeholder: 'NAME', description: 'claim NAME at the relay, so clients reach this device as NAME.diode (first claim wins); default: the "name" config key' },
       relay,
       metrics,
+      { name: 'status-file', type: 'string', placeholder: 'PATH', description: 'write the relay link\'s state (state=, text=) to PATH whenever it changes (e.g. /run/diode/link.status)' },
       logFormat,
       home,
       logLevel,

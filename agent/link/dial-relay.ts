@@ -47,7 +47,7 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
     let secured = false;
     // Stays on: once TLS wraps the socket its errors surface there (a reset may reach this one first),
     // but any left here must not crash the process.
-    tcp.once('error', (err) => fail(socket ? tlsError(target, err, secured) : err));
+    tcp.once('error', (err) => fail(socket ? tlsError(target, err, secured) : connectError(err)));
     tcp.once('connect', () => {
       clearTimeout(connectTimer);
       tcp.setNoDelay(true);
@@ -92,6 +92,25 @@ let clientContext: SecureContext | undefined;
 function relayClientContext(): SecureContext {
   clientContext ??= createSecureContext({ minVersion: 'TLSv1.3', ciphers: tls13Ciphers() });
   return clientContext;
+}
+
+/** Node's codes for a relay that cannot be reached, in words a person acts on (the code stays, for searching). */
+const CONNECT_FAILURES: Readonly<Record<string, string>> = {
+  ENOTFOUND: 'the name does not resolve (ENOTFOUND): check its spelling',
+  EAI_NONAME: 'the name does not resolve (EAI_NONAME): check its spelling',
+  EAI_FAIL: 'the name does not resolve (EAI_FAIL): check its spelling',
+  EAI_AGAIN: 'the name could not be resolved (EAI_AGAIN): no DNS answer, or a misspelt name',
+  ECONNREFUSED: 'connection refused (ECONNREFUSED): nothing listens on that port',
+  EHOSTUNREACH: 'no route to the host (EHOSTUNREACH): is the network up?',
+  ENETUNREACH: 'no route to the network (ENETUNREACH): is the network up?',
+  ECONNRESET: 'connection reset (ECONNRESET) before TLS',
+};
+
+/** A failure before TCP is up (DNS, refused, no route) in words (the link puts the relay before them); others pass through. */
+export function connectError(err: Error): Error {
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  const words = CONNECT_FAILURES[code];
+  return words ? new DiodeError(code, words) : err;
 }
 
 /** OpenSSL's reasons when the peer's first bytes are not a TLS record at all (an sshd's banner, an HTTP reply). */

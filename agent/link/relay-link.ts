@@ -12,6 +12,7 @@ import { KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, MAX_STREAM_HEADER_BYTES, S
 import { backoffDelay, defaultBackoff, describeBackoff, describeSlowRetries, duration, type BackoffConfig } from './backoff.ts';
 import { performance } from 'node:perf_hooks';
 import { dialRelay, type RelayConnection } from './dial-relay.ts';
+import { RelaysUnreachable, describeFailure, type RelayFailure } from './failure.ts';
 import { hasLocalAddress, watchNetwork, type NetworkWatch } from './network-watch.ts';
 import { formatRelayEntry, type RelayEntry } from '../config/relay-entry.ts';
 import type { LinkStatus } from '../ops/status.ts';
@@ -301,7 +302,8 @@ export class RelayLink extends EventEmitter {
           else dialled.socket.destroy();
         } catch (err) {
           const text = errorMessage(err);
-          this.#problem(!dialled || text.startsWith(formatHostPort(dialled.target)) ? text : `relay ${formatHostPort(dialled.target)}: ${text}`);
+          const first = err instanceof RelaysUnreachable ? err.failures[0] : dialled && { target: dialled.target, err };
+          this.#problem(!dialled || text.startsWith(formatHostPort(dialled.target)) ? text : `relay ${formatHostPort(dialled.target)}: ${text}`, first);
         }
       }
       if (opened !== undefined && this.#running) {
@@ -372,6 +374,7 @@ export class RelayLink extends EventEmitter {
       let done = false;
       let timer: NodeJS.Timeout | undefined;
       const errors: string[] = [];
+      const failures: RelayFailure[] = [];
       const launch = (): void => {
         clearTimeout(timer);
         if (done || next >= limit) return;
@@ -391,6 +394,7 @@ export class RelayLink extends EventEmitter {
             const text = errorMessage(err);
             const line = text.startsWith(formatHostPort(target)) ? text : `relay ${formatHostPort(target)}: ${text}`;
             errors.push(line);
+            failures.push({ target, err });
             // A relay that is not who it is pinned as is worth its own line (once), even when the next one serves us.
             if (err instanceof DiodeError && err.code === 'EPINNED' && !this.#pinRefusalsLogged.has(line)) {
               this.#pinRefusalsLogged.add(line);
@@ -400,7 +404,7 @@ export class RelayLink extends EventEmitter {
             if (next < limit) launch();
             else if (pending === 0) {
               done = true;
-              reject(new DiodeError('ENORELAY', errors.join('; ')));
+              reject(new RelaysUnreachable(errors.join('; '), failures));
             }
           },
         );
@@ -646,9 +650,17 @@ export class RelayLink extends EventEmitter {
     return control;
   }
 
-  #problem(text: string): void {
+  /**
+   * A failed try: logged when its text changed; `first` (the most preferred
+   * relay's failure) becomes the short line of the 'problem' event, for a
+   * login screen or a status file.
+   */
+  #problem(text: string, first?: RelayFailure): void {
     this.#lastError = { at: Date.now(), message: text };
-    if (text !== this.#lastProblem) this.#log.warn(`${text}; retrying with backoff (${describeBackoff(this.#options.backoff ?? defaultBackoff)})`);
+    if (text !== this.#lastProblem) {
+      this.#log.warn(`${text}; retrying with backoff (${describeBackoff(this.#options.backoff ?? defaultBackoff)})`);
+      this.emit('problem', first ? describeFailure(first) : text);
+    }
     this.#lastProblem = text;
   }
 }

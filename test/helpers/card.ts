@@ -60,7 +60,7 @@ export function issue(c: Card, env: Record<string, string> = {}) {
   const started = Date.now();
   const r = spawnSync('sh', [join(FILES, 'usr/lib/diode/issue')], {
     encoding: 'utf8',
-    env: { ...process.env, DIODE: c.diode, DIODE_HOME: c.state, OUT: out, ERRORS: join(c.run, 'boot-config.errors'), NOTICES: join(c.run, 'boot-config.notices'), RELOAD: '0', ...env },
+    env: { ...process.env, DIODE: c.diode, DIODE_HOME: c.state, OUT: out, ERRORS: join(c.run, 'boot-config.errors'), NOTICES: join(c.run, 'boot-config.notices'), LINK: join(c.run, 'link.status'), RELOAD: '0', ...env },
   });
   return { status: r.status, stderr: r.stderr, ms: Date.now() - started, text: existsSync(out) ? readFileSync(out, 'utf8') : '' };
 }

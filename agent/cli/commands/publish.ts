@@ -19,6 +19,7 @@ import { formatHostPort } from '../../util/hostport.ts';
 import { readConfigValue } from '../../config/read.ts';
 import { parseNameList } from '../../names/name.ts';
 import { NameClaimer } from '../../device/name-claim.ts';
+import { writeLinkStatus } from '../../ops/status-file.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   // Parse everything before touching the network: a bad flag never half-starts.
@@ -35,6 +36,8 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const nameFlag = args.flags.name as string[] | undefined;
   const nameText = nameFlag && nameFlag.length > 0 ? nameFlag.join(',') : readConfigValue(ctx.home, 'name');
   const names = nameText ? parseNameList(nameText, nameFlag?.length ? '--name' : 'the name config key') : [];
+  const statusFile = args.flags['status-file'] as string | undefined;
+  if (statusFile === '') throw new UsageError('publish: --status-file is empty; give the path of the file to write (e.g. /run/diode/link.status)');
   const metrics = parseMetricsFlag(args.flags.metrics);
   // Protected ports: the fleet settings are checked before anything starts.
   const fleet = mappings.some((m) => m.mode === 'protected') ? await import('../../fleet/device.ts') : undefined;
@@ -80,6 +83,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
       };
     },
   });
+  if (statusFile !== undefined) writeLinkStatus(statusFile, link, relays, log);
   link.start();
   // Checks that warn, never stop: a Pi's services and network may come up after the agent.
   void warnUnreachableTargets(mappings, (line) => log.warn(line));
