@@ -82,6 +82,15 @@ test('item 7: the login screen fits 80 columns and needs nothing the Pi console 
   writeFileSync(join(bare.run, 'boot-config.notices'), 'SSH password login is on\n');
   issue(bare);
   for (const line of renderScreen(agettyScreen(bare), { cols: 200, rows: 60 }).lines) t.true(line.length <= SMALL_CONSOLE.cols, `${line.length} columns: ${line}`);
+  // A device name (issue 25) beside the address and in the ssh line: short or as long as a name may be.
+  for (const name of ['kitchen', 'k'.repeat(63)]) {
+    execFileSync(process.execPath, [DIODE_BUNDLE, 'config', '--home', c.state, '-set', `name=${name}`]);
+    issue(c);
+    const named = renderScreen(agettyScreen(c), { cols: 200, rows: 60 });
+    for (const line of named.lines) t.true(line.length <= SMALL_CONSOLE.cols, `${name}: ${line.length} columns: ${line}`);
+    t.true(named.lines.some((l) => l.includes(`ssh <user>@${name}.diode`)), named.lines.join('\n'));
+    t.deepEqual(decodeQr(renderScreen(agettyScreen(c))), [addressOf(c)], `${name}: the QR code still scans on 80x25`);
+  }
 });
 
 test('item 1: a boot-partition file cannot put an escape sequence on the login screen; the QR rows are the only colour', (t) => {
