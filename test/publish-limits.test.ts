@@ -74,7 +74,7 @@ test('a frame that is not a publish keeps the 4 KiB stream-header limit, and is 
   const answer = await readFrame(stream, 4096, 5000);
   t.is(answer.t, 'error');
   t.is(answer.code, 'bad-request');
-  t.regex(String(answer.message), /frame of \d+ bytes exceeds the 4096-byte limit \(only a publish, whose body starts \{"t":"publish", may have up to 262144\)/);
+  t.regex(String(answer.message), /frame of \d+ bytes exceeds the 4096-byte limit \(only a publish, whose body starts \{"t":"publish", may have up to 262144, and only on one stream at a time\)/);
 });
 
 test('diode publish refuses a set over the limits at start: one line, exit 2', async (t) => {

@@ -10,6 +10,7 @@ import { NameResolver } from '../names/resolver.ts';
 import type { NameTable } from '../relay/names.ts';
 import { errorMessage } from '../util/errors.ts';
 import { sourceKey } from './limiter.ts';
+import { StreamHold } from '../relay/hold.ts';
 
 /** How the gateway answers each route failure, in SOCKS and in HTTP (issue #3). */
 export const GATEWAY_ANSWER: Readonly<Record<ReplyCode, { rep: RepCode; status: number; title: string }>> = Object.freeze({
@@ -25,7 +26,7 @@ export const GATEWAY_ANSWER: Readonly<Record<ReplyCode, { rep: RepCode; status: 
 export const UNKNOWN_NAME_ANSWER = Object.freeze({ rep: Rep.hostUnreachable, status: 404, title: 'Unknown name' });
 
 /** The relay state the gateway routes through: its directory (devices here or on other relays of its cluster), its names, its address and counters. */
-export type GatewayRelay = Pick<RelayServer, 'directory' | 'names' | 'address' | 'stats'> & Partial<Pick<RelayServer, 'shares'>>;
+export type GatewayRelay = Pick<RelayServer, 'directory' | 'names' | 'address' | 'stats'> & Partial<Pick<RelayServer, 'shares' | 'holds'>>;
 
 /** Sorts a host name the gateway serves: `<address>[-<port>]` or `<name>[-<port>]` under `.diode`, `.diode.link` or the gateway domain. */
 export function gatewayTarget(host: string, port: number, domain: string | undefined): HostClass {
@@ -57,7 +58,11 @@ export async function dialPublic(relay: GatewayRelay, remote: string, host: Diod
   try {
     const source = sourceKey(remote.replace(/:\d+$/, ''));
     const target = await resolver.target(host);
-    const stream = await dialDevice(relay.directory, relay.address, { kind: 'gateway', remote, source }, target.address, target.port, relay.shares);
+    // What the device's stream holds for this client counts against its source, as an agent's would.
+    const hold = relay.holds && new StreamHold(relay.holds.holder(source, `gateway client ${remote}`));
+    const stream = await dialDevice(relay.directory, relay.address, { kind: 'gateway', remote, source, hold }, target.address, target.port, relay.shares);
+    // The relay reads this stream itself (SOCKS splice, HTTP client): bytes are given back as they are read.
+    hold?.settle(stream.readableLength + stream.writableLength, 'granted');
     relay.stats.count(`gateway_${via}_routed`);
     return stream;
   } catch (err) {

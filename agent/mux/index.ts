@@ -1,6 +1,6 @@
 // Public API of the yamux multiplexer (hashicorp spec), the tunnel hot path.
 export { MuxSession, type MuxRole } from './session.ts';
-export { MuxStream } from './stream.ts';
+export { MuxStream, type StreamHoldHook } from './stream.ts';
 export { WindowBudget } from './budget.ts';
 export { MuxError, type MuxErrorCode } from './errors.ts';
 export { defaultMuxConfig, validateMuxConfig, type MuxConfig } from './config.ts';

@@ -34,6 +34,21 @@ export interface StreamLink {
   release(stream: MuxStream): boolean;
 }
 
+/**
+ * Where a relay charges the bytes a stream holds (relay/hold.ts): every
+ * payload received, every payload sent, and the stream's release. A false
+ * from `received` (a cap is hit) resets the stream.
+ */
+export interface StreamHoldHook {
+  received(bytes: number): boolean;
+  sent(bytes: number): void;
+  /** The reader took `bytes` and they are granted to the peer again. */
+  granted(bytes: number): void;
+  /** The stream was destroyed: what it buffered is gone (its late bytes are dropped as they come). */
+  destroyed(stream: MuxStream): void;
+  released(stream: MuxStream): void;
+}
+
 /** Round trips: a window half used faster than this many RTTs is doubled. */
 const GROWTH_RTTS = 4;
 
@@ -90,6 +105,9 @@ export class MuxStream extends Duplex {
   lateFlush = false;
   /** Takes inbound bytes before the readable side does (tapPrefix). */
   private prefixTap: ((chunk: Buffer) => Buffer | undefined) | undefined;
+  /** Where the bytes this stream holds are charged (a relay's), and whether the session has let go of it. */
+  private hold: StreamHoldHook | undefined;
+  private holdReleased = false;
 
   /** @internal Created by MuxSession only. */
   constructor(id: number, session: MuxSession, link: StreamLink, sendWindow: number, recvWindow: number, visible: boolean) {
@@ -130,6 +148,14 @@ export class MuxStream extends Duplex {
     this.prefixTap = tap;
   }
 
+  /** Charges this stream's bytes to `hook` from now on; false if the stream is already gone (nothing charged). */
+  setHold(hook: StreamHoldHook): boolean {
+    if (this.holdReleased) return false;
+    this.hold?.released(this);
+    this.hold = hook;
+    return true;
+  }
+
   // ---- frames from the session ------------------------------------------------
 
   /** @internal Accepting an inbound stream: ACK it and announce any window above the spec's initial one. */
@@ -149,6 +175,11 @@ export class MuxStream extends Duplex {
     // After the peer's FIN the readable side is over, and a closed (lingering) stream reads
     // nothing more; late bytes are dropped.
     if (payload.length === 0 || this.remoteFin || this.destroyed) return true;
+    if (this.hold !== undefined && !this.hold.received(payload.length)) {
+      // Over what the relay lets this caller hold: the stream goes, not the memory.
+      this.reset();
+      return true;
+    }
     const tap = this.prefixTap;
     if (tap !== undefined) {
       const rest = tap(payload);
@@ -187,6 +218,10 @@ export class MuxStream extends Duplex {
   _releaseBudget(): void {
     this.link.budget?._move(this.recvWindow, INITIAL_STREAM_WINDOW);
     this.recvWindow = INITIAL_STREAM_WINDOW;
+    this.holdReleased = true;
+    const hold = this.hold;
+    this.hold = undefined;
+    hold?.released(this);
   }
 
   /** @internal Destroy with `err`, or without one if the user never got this stream. */
@@ -207,6 +242,7 @@ export class MuxStream extends Duplex {
     const buffered = this.readableLength;
     const consumed = this.recvWindow - this.recvAvail - buffered;
     if (consumed < this.recvWindow / 2) return;
+    this.hold?.granted(consumed);
     let delta = consumed;
     // Adaptive growth (as chainsafe does): half a window consumed within a few
     // round trips means the window, not the reader, limits throughput, so double
@@ -276,6 +312,7 @@ export class MuxStream extends Duplex {
       }
       let len = Math.min(this.pendRemaining, this.sendWindow, maxFrame);
       link.writeDataHeader(this.id, len);
+      this.hold?.sent(len);
       this.pendRemaining -= len;
       this.sendWindow -= len;
       // Hand the frame's bytes to the connection as views of the user's chunks.
@@ -322,6 +359,7 @@ export class MuxStream extends Duplex {
     const pending = this.pendCb;
     this.pendList = null;
     this.pendCb = null;
+    this.hold?.destroyed(this);
     if (!err && !this.aborting && this.localFin && !this.remoteFin && this.link.isOpen()) {
       this.lingerTimer = setTimeout(() => this._endLinger(true), this.link.config.lingerTimeout);
       this.lingerTimer.unref();

@@ -103,6 +103,14 @@ function addRelayMetrics(registry: Registry, stats: RelayStats, status: () => Ag
       this.set(status().sessions ?? 0);
     },
   });
+  new Gauge({
+    name: 'diode_relay_buffered_bytes',
+    help: 'Bytes streams make the relay hold now: partial frames, bytes behind a header not yet answered, what slow far sides have not taken (capped by --session-, --source- and --stream-buffer-budget).',
+    registers: [registry],
+    collect() {
+      this.set(status().buffered ?? 0);
+    },
+  });
   const families = {
     // Registered first of the four, so its collect() copies all of them before any is read.
     handshake_failures: new Counter({ name: 'diode_relay_handshake_failures_total', help: 'Connections dropped before they were authenticated, by reason.', labelNames: ['reason'], registers: [registry], collect: () => sync() }),

@@ -67,6 +67,8 @@ export interface AgentStatus {
   streams: StreamCounters;
   /** relay: agent sessions now */
   sessions?: number;
+  /** relay: bytes streams make it hold now (partial frames, unanswered early bytes, what slow far sides have not taken) */
+  buffered?: number;
   /** relay: its named counters (the ones it prints on shutdown) */
   counters?: Record<string, number>;
   /** relay: it retires (diode relay --retire-to): where its agents go, how many moved, until when */

@@ -28,19 +28,24 @@ export function writeFrame(stream: Duplex, message: object): boolean {
 }
 
 /**
- * Reads one frame. Rejects a declared length above maxBytes before buffering
- * the body, a frame that does not arrive within timeoutMs, and a stream that
- * ends first.
- */
-/**
  * A larger limit for frames of one kind (the `t` field), chosen before the
  * body is buffered: the kind is read from the first bytes of the body, which
  * must then begin exactly `{"t":"<kind>"` (JSON.stringify's order, no
- * spaces). Anything else keeps the base limit.
+ * spaces). Anything else keeps the base limit. `claim`, when given, is asked
+ * once before the larger limit applies and may say no (a relay grants it to
+ * one control stream per session only).
  */
 export interface LargeFrameKind {
   kind: string;
   maxBytes: number;
+  claim?: () => boolean;
+}
+
+/** How readFrame bounds one frame besides its size and overall timeout. */
+export interface ReadFrameOptions {
+  large?: LargeFrameKind;
+  /** ms from the frame's first byte to its last: a body trickled or left unfinished is refused (ETIMEDOUT). */
+  bodyTimeoutMs?: number;
 }
 
 /** bytes of a body read to tell its kind: `{"t":"` plus the longest kind name and its closing quote. */
@@ -54,17 +59,28 @@ function limitFor(length: number, prefix: Buffer, maxBytes: number, large: Large
   if (length <= maxBytes || !large || length > large.maxBytes) return maxBytes;
   const marker = `{"t":${JSON.stringify(large.kind)}`;
   if (prefix.length < Math.min(length, marker.length)) return undefined;
-  return prefix.subarray(0, marker.length).toString('latin1') === marker ? large.maxBytes : maxBytes;
+  if (prefix.subarray(0, marker.length).toString('latin1') !== marker) return maxBytes;
+  return !large.claim || large.claim() ? large.maxBytes : maxBytes;
 }
 
-export function readFrame<T = Record<string, unknown>>(stream: Duplex, maxBytes: number, timeoutMs: number, large?: LargeFrameKind): Promise<T> {
+/**
+ * Reads one frame. Rejects a declared length above its limit before
+ * buffering the body, a frame that does not arrive within timeoutMs (or
+ * whose body takes longer than options.bodyTimeoutMs from its first byte),
+ * and a stream that ends first.
+ */
+export function readFrame<T = Record<string, unknown>>(stream: Duplex, maxBytes: number, timeoutMs: number, options: ReadFrameOptions = {}): Promise<T> {
+  const { large, bodyTimeoutMs } = options;
   return new Promise<T>((resolve, reject) => {
     let buffered: Buffer = Buffer.alloc(0);
     let done = false;
+    let limit: number | undefined;
+    let bodyTimer: NodeJS.Timeout | undefined;
     const finish = (err: Error | undefined, value?: T) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
+      clearTimeout(bodyTimer);
       stream.off('readable', onReadable);
       stream.off('end', onEnd);
       stream.off('close', onEnd);
@@ -77,13 +93,16 @@ export function readFrame<T = Record<string, unknown>>(stream: Duplex, maxBytes:
     const onReadable = () => {
       let chunk: Buffer | null;
       while (!done && (chunk = stream.read() as Buffer | null) !== null) {
+        if (buffered.length === 0 && bodyTimeoutMs !== undefined && bodyTimer === undefined) {
+          bodyTimer = setTimeout(() => finish(new FrameError('ETIMEDOUT', `frame not complete within ${bodyTimeoutMs} ms of its first byte`)), bodyTimeoutMs);
+        }
         buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
         if (buffered.length < LENGTH_BYTES) continue;
         const length = buffered.readUInt32BE(0);
-        const limit = limitFor(length, buffered.subarray(LENGTH_BYTES, LENGTH_BYTES + KIND_PREFIX_BYTES), maxBytes, large);
+        limit ??= limitFor(length, buffered.subarray(LENGTH_BYTES, LENGTH_BYTES + KIND_PREFIX_BYTES), maxBytes, large);
         if (limit === undefined) continue;
         if (length > limit) {
-          const why = large && length <= large.maxBytes ? ` (only a ${large.kind}, whose body starts {"t":"${large.kind}", may have up to ${large.maxBytes})` : '';
+          const why = large && length <= large.maxBytes ? ` (only a ${large.kind}, whose body starts {"t":"${large.kind}", may have up to ${large.maxBytes}${large.claim ? ', and only on one stream at a time' : ''})` : '';
           finish(new FrameError('EFRAMESIZE', `frame of ${length} bytes exceeds the ${limit}-byte limit${why}`));
           return;
         }
@@ -148,13 +167,18 @@ export function frameTaker<T = Record<string, unknown>>(maxBytes: number, done: 
   };
 }
 
+/** ms: the longest wait setTimeout takes (about 24.8 days): a control stream may stay quiet that long between frames. */
+const FOREVER_MS = 2 ** 31 - 1;
+
 /**
  * Reads frames one after another for the life of a control stream. Each is
- * handed to onMessage; a bad frame ends the loop with its error.
+ * handed to onMessage; a bad frame ends the loop with its error. The stream
+ * may be quiet between frames, but a frame once begun must be complete
+ * within bodyTimeoutMs.
  */
-export async function readFrames(stream: Duplex, maxBytes: number, onMessage: (m: Record<string, unknown>) => void): Promise<void> {
+export async function readFrames(stream: Duplex, maxBytes: number, bodyTimeoutMs: number, onMessage: (m: Record<string, unknown>) => void): Promise<void> {
   for (;;) {
-    const message = await readFrame(stream, maxBytes, 2 ** 31 - 1);
+    const message = await readFrame(stream, maxBytes, FOREVER_MS, { bodyTimeoutMs });
     onMessage(message);
   }
 }

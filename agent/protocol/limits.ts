@@ -2,6 +2,12 @@
 
 /** ms: a peer must finish TLS and its hello within this, or it is dropped (slowloris guard). */
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * ms: a frame once begun (its first byte in) must be complete within this, on
+ * a control stream too, which may otherwise stay quiet between frames: a body
+ * trickled or left unfinished would hold its bytes on the relay for good.
+ */
+export const FRAME_BODY_TIMEOUT_MS = 10_000;
 /** ms: a data stream's header answer (ok/error) must arrive within this (the relay waiting for a device, a device for its header). */
 export const STREAM_HEADER_TIMEOUT_MS = 10_000;
 /**

@@ -22,8 +22,25 @@ export interface RelayLimits {
   maxPendingPerCaller: number;
   /** ms without a byte either way before a relayed stream is reset (`--stream-idle-timeout`, seconds). */
   streamIdleTimeoutMs: number;
-  /** Bytes: receive window all relayed streams together may hold above the spec's 256 KiB each (`--stream-buffer-budget`, MiB). */
+  /**
+   * Bytes all streams together may make the relay hold, from their first byte: partial frames, bytes
+   * behind a header the device has not answered, what a stalled far side leaves in a stream's window
+   * (`--stream-buffer-budget`, MiB). Over it the stream whose bytes arrive is reset; windows also stop
+   * growing past 256 KiB once their growth alone would exceed it.
+   */
   streamBufferBudget: number;
+  /**
+   * Bytes: the same for the streams of one agent session (`--session-buffer-budget`, MiB): its own and
+   * those it asked the relay to open. 32 MiB: 64 streams started at once at their 256 KiB initial
+   * window, both directions (the bench's 64-stream run needs that much for a moment).
+   */
+  sessionBufferBudget: number;
+  /**
+   * Bytes: the same for every session and gateway connection of one source, IPv4 address or IPv6 /64
+   * (`--source-buffer-budget`, MiB). 48 MiB: with the relay's churn on top, 256 stalled streams from
+   * one source keep the relay within 64 MiB of its resting RSS (test/relay-memory.test.ts).
+   */
+  sourceBufferBudget: number;
   /**
    * Bytes: the largest receive window one relayed stream grows to (`--max-stream-window`, MiB).
    * What a relay holds for a stream whose far side is slower is at most this window: kept small,
@@ -53,6 +70,8 @@ export const DEFAULT_RELAY_LIMITS: Readonly<RelayLimits> = Object.freeze({
   maxPendingPerCaller: 32,
   streamIdleTimeoutMs: 15 * 60_000,
   streamBufferBudget: 256 * 1024 * 1024,
+  sessionBufferBudget: 32 * 1024 * 1024,
+  sourceBufferBudget: 48 * 1024 * 1024,
   maxStreamWindow: 4 * 1024 * 1024,
   acceptPauseMs: 1_000,
   maxNamesPerAddress: 1,
@@ -76,7 +95,10 @@ export function validateRelayLimits(l: RelayLimits): RelayLimits {
   int(l.maxStreamsPerCaller, '--max-streams-per-caller', 1, 1_000_000);
   int(l.maxPendingPerCaller, '--max-pending-per-caller', 1, l.maxStreamsPerCaller);
   int(l.streamIdleTimeoutMs, 'stream idle timeout (ms)', 1, MAX_IDLE_TIMEOUT_S * 1000);
-  int(l.streamBufferBudget, 'stream buffer budget (bytes)', 0, 1024 * 1024 * MIB);
+  // The three budgets nest (a session within its source, a source within the total); a larger inner one is cut to the outer.
+  int(l.streamBufferBudget, 'stream buffer budget (bytes)', MIB, 1024 * 1024 * MIB);
+  int(l.sourceBufferBudget, 'source buffer budget (bytes)', MIB, 1024 * 1024 * MIB);
+  int(l.sessionBufferBudget, 'session buffer budget (bytes)', MIB, 1024 * 1024 * MIB);
   int(l.maxStreamWindow, 'max stream window (bytes)', MIB, 4095 * MIB);
   int(l.acceptPauseMs, 'accept pause (ms)', 1, 60_000);
   int(l.maxNamesPerAddress, '--max-names-per-address', 0, MAX_CLAIM_NAMES);
@@ -95,6 +117,8 @@ export interface RelayLimitFlags {
   'max-pending-per-caller'?: string;
   'stream-idle-timeout'?: string;
   'stream-buffer-budget'?: string;
+  'session-buffer-budget'?: string;
+  'source-buffer-budget'?: string;
   'max-stream-window'?: string;
   'max-names-per-address'?: string;
   'name-claims-per-ip'?: string;
@@ -121,6 +145,8 @@ export function relayLimitsFromFlags(flags: RelayLimitFlags): RelayLimits {
     maxPendingPerCaller: f('max-pending-per-caller', d.maxPendingPerCaller),
     streamIdleTimeoutMs: f('stream-idle-timeout', d.streamIdleTimeoutMs / 1000) * 1000,
     streamBufferBudget: f('stream-buffer-budget', d.streamBufferBudget / MIB) * MIB,
+    sessionBufferBudget: f('session-buffer-budget', d.sessionBufferBudget / MIB) * MIB,
+    sourceBufferBudget: f('source-buffer-budget', d.sourceBufferBudget / MIB) * MIB,
     maxStreamWindow: f('max-stream-window', d.maxStreamWindow / MIB) * MIB,
     maxNamesPerAddress: f('max-names-per-address', d.maxNamesPerAddress),
     nameClaimsPerIp: f('name-claims-per-ip', d.nameClaimsPerIp),
@@ -137,7 +163,9 @@ export const RELAY_LIMIT_FLAGS: ReadonlyArray<{ name: keyof RelayLimitFlags; pla
   { name: 'max-streams-per-caller', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxStreamsPerCaller), description: 'streams one caller (address or gateway IP) may have open toward one device; over it: "unavailable"' },
   { name: 'max-pending-per-caller', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxPendingPerCaller), description: 'of those, streams the device has not answered yet' },
   { name: 'stream-idle-timeout', placeholder: 'SECONDS', defaultValue: String(DEFAULT_RELAY_LIMITS.streamIdleTimeoutMs / 1000), description: 'reset a relayed stream after this long with no byte either way' },
-  { name: 'stream-buffer-budget', placeholder: 'MIB', defaultValue: String(DEFAULT_RELAY_LIMITS.streamBufferBudget / MIB), description: 'receive window all relayed streams may hold beyond 256 KiB each; over it windows stop growing and shrink' },
+  { name: 'stream-buffer-budget', placeholder: 'MIB', defaultValue: String(DEFAULT_RELAY_LIMITS.streamBufferBudget / MIB), description: 'bytes all streams together may make the relay hold, from the first byte (partial frames, unanswered early bytes, stalled windows); over it the stream whose bytes arrive is reset, and windows stop growing' },
+  { name: 'session-buffer-budget', placeholder: 'MIB', defaultValue: String(DEFAULT_RELAY_LIMITS.sessionBufferBudget / MIB), description: 'the same for the streams of one agent session (its own and those it asked for)' },
+  { name: 'source-buffer-budget', placeholder: 'MIB', defaultValue: String(DEFAULT_RELAY_LIMITS.sourceBufferBudget / MIB), description: 'the same for all sessions and gateway connections of one IPv4 address / IPv6 /64' },
   { name: 'max-stream-window', placeholder: 'MIB', defaultValue: String(DEFAULT_RELAY_LIMITS.maxStreamWindow / MIB), description: 'the largest receive window one relayed stream grows to (what the relay may hold for it)' },
   { name: 'max-names-per-address', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxNamesPerAddress), description: 'names one device address may hold (0: this relay takes no name claims)' },
   { name: 'name-claims-per-ip', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.nameClaimsPerIp), description: `names one IPv4 address / IPv6 /64 may claim per second (after ${NAME_CLAIM_BURST} at once); over it: "unavailable", the device retries` },

@@ -7,6 +7,7 @@ import { FORWARD_ANSWER_TIMEOUT_MS } from '../protocol/limits.ts';
 import type { AgentSession } from './registry.ts';
 import type { Directory, Location } from './directory.ts';
 import type { CallerShares, Share } from './fair-share.ts';
+import type { StreamHold } from './hold.ts';
 
 export class RouteError extends DiodeError {
   readonly reply: ReplyCode;
@@ -22,9 +23,10 @@ export class RouteError extends DiodeError {
  * identity: public ports only). `source` (IPv4 address or IPv6 /64) is what
  * the fair share counts besides the address. `via`: the relay that
  * authenticated the caller when it is another relay of the cluster (a
- * forwarded stream).
+ * forwarded stream). `hold`: where the bytes of the stream the relay opens
+ * for the caller are charged (the caller's, with its own stream's).
  */
-export type Caller = { kind: 'agent'; address: string; source?: string; via?: string } | { kind: 'gateway'; remote: string; source?: string; via?: string };
+export type Caller = ({ kind: 'agent'; address: string } | { kind: 'gateway'; remote: string }) & { source?: string; via?: string; hold?: StreamHold };
 
 const ZERO_ADDRESS = '0x0000000000000000000000000000000000000000';
 /** Times one stream may be moved to a newer session of its device while it waits for an answer (a device that keeps reconnecting cannot hold it forever). */
@@ -173,6 +175,7 @@ export function openDeviceStream(device: AgentSession, to: string): MuxStream {
 
 async function openLocal(device: AgentSession, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, early?: Readable): Promise<Routed> {
   const stream = openDeviceStream(device, to);
+  caller.hold?.attach(stream);
   const from = caller.kind === 'agent' ? caller.address : ZERO_ADDRESS;
   const header: Incoming = { t: 'incoming', from, port, via: caller.via ?? relayAddress, ...(e2e && caller.kind === 'agent' ? { e2e: true as const } : {}) };
   let reply;
@@ -227,6 +230,7 @@ async function forwardTo(where: Extract<Location, { kind: 'relay' }>, caller: Ca
     throw new StaleRoute(new RouteError('offline', `device ${to} was on relay ${where.relay}, which is unreachable: ${errorMessage(err)}`));
   }
   stream.on('error', () => {});
+  caller.hold?.attach(stream);
   const header: Forward =
     caller.kind === 'agent'
       ? { t: 'forward', to, port, from: caller.address, ...(e2e ? { e2e: true as const } : {}) }

@@ -16,6 +16,7 @@ import {
   MAX_CONTROL_BYTES,
   MAX_STREAM_HEADER_BYTES,
   STREAM_HEADER_TIMEOUT_MS,
+  FRAME_BODY_TIMEOUT_MS,
 } from '../protocol/limits.ts';
 import { Registry, type AgentSession, type PublisherChange, type SessionSet } from './registry.ts';
 import { checkSuperseded } from './superseded.ts';
@@ -33,6 +34,10 @@ import { ControlChannels } from './control-channels.ts';
 import { MemoryNameTable, type NameTable } from './names.ts';
 import { answerClaim, answerLookup, type NameService } from './name-requests.ts';
 import { ClaimRate } from './claim-rate.ts';
+import { HoldBudget, StreamHold, bufferedIn, type Holder, type HoldLevel } from './hold.ts';
+
+/** Which flag names each hold cap, for the refusal line. */
+const HOLD_FLAG: Readonly<Record<HoldLevel, string>> = Object.freeze({ session: '--session-buffer-budget', source: '--source-buffer-budget', total: '--stream-buffer-budget' });
 
 /** ms a connection whose hello was refused stays open so the one-line reason reaches the peer. */
 const REFUSAL_LINGER_MS = 1_000;
@@ -80,8 +85,14 @@ export class RelayServer {
   readonly #idle: IdleSweeper;
   /** Receive window all agent sessions' streams may hold beyond 256 KiB each (--stream-buffer-budget). */
   readonly windowBudget: WindowBudget;
+  /** Bytes streams make the relay hold, per session, per source and in total (--session/--source/--stream-buffer-budget). */
+  readonly holds: HoldBudget;
   /** Streams each session opened (connect or control), for --max-streams-per-session. */
   readonly #streamsOf = new WeakMap<AgentSession, number>();
+  /** What each session holds (HoldBudget). */
+  readonly #holderOf = new WeakMap<AgentSession, Holder>();
+  /** Each session's one control stream (the only stream whose first frame may be a publish set). */
+  readonly #controlOf = new WeakMap<AgentSession, MuxStream>();
   /** Relay-to-relay sessions other relays opened to this one. */
   readonly #peers = new Set<MuxSession>();
   /** Agents' control streams: the cluster's relays and a retirement go out on them. */
@@ -103,6 +114,14 @@ export class RelayServer {
     this.windowBudget = new WindowBudget(this.limits.streamBufferBudget, () => {
       this.stats.count('window_growth_denied');
       this.refusals.refused('window_budget', `stream window not grown: relayed streams hold ${this.windowBudget.used} bytes of window beyond 256 KiB each (--stream-buffer-budget ${this.limits.streamBufferBudget / 1048576} MiB)`);
+    });
+    const { streamBufferBudget: total, sourceBufferBudget, sessionBufferBudget } = this.limits;
+    const source = Math.min(sourceBufferBudget, total);
+    this.holds = new HoldBudget({ total, source, session: Math.min(sessionBufferBudget, source) }, (level, holder) => {
+      this.stats.count(`refused_hold_${level}`);
+      const held = level === 'session' ? holder.used : level === 'source' ? this.holds.usedBy(holder.source) : this.holds.used;
+      const cap = this.holds.limits[level];
+      this.refusals.refused(`hold_${level}`, `stream of ${holder.who} from ${holder.source} reset: ${level === 'total' ? 'all streams' : `its ${level}`} hold ${held} bytes the far side has not taken (${HOLD_FLAG[level]} ${cap / 1048576} MiB)`);
     });
     this.#idle = new IdleSweeper(this.limits.streamIdleTimeoutMs, (a, b, ms) => {
       this.stats.count('stream_idle_timeout');
@@ -210,6 +229,7 @@ export class RelayServer {
     tls.once('close', () => this.#admission.releaseSession(source));
     const mux = new MuxSession(tls, { role: 'server', windowBudget: this.windowBudget, maxWindow: this.limits.maxStreamWindow, keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
     const session: AgentSession = { address, mux, ports: new Map(), remote, source, connectedAt: Date.now() };
+    this.#holderOf.set(session, this.holds.holder(source, address));
     // Every authenticated session is kept: one that publishes nothing displaces nothing (see SessionSet).
     this.registry.add(session);
     this.stats.count('session_opened');
@@ -231,15 +251,18 @@ export class RelayServer {
     this.#peers.add(mux);
     this.stats.count('peer_session_opened');
     this.#log.info(`relay ${address} linked from ${remote}`);
+    // That relay charges its callers; here only the relay-wide total applies to what its streams hold.
+    const holder = this.holds.holder(`relay ${address}`, `relay ${address}`, { sessionCap: this.holds.limits.total, sourced: false });
     mux.on('stream', (stream: MuxStream) => {
       stream.on('error', () => {});
+      const hold = new StreamHold(holder);
+      hold.attach(stream);
       readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS)
-        .then((first) => this.#onForward(address, stream, first))
+        .then((first) => this.#onForward(address, stream, first, hold))
         .catch((err) => {
           this.stats.count('bad_stream');
           this.#log.info(`stream from relay ${address} closed: ${errorMessage(err)}`);
-          reply(stream, errorReply('bad-request', errorMessage(err)));
-          stream.end();
+          refuse(stream, errorReply('bad-request', errorMessage(err)));
         });
     });
     mux.once('close', (err?: Error) => {
@@ -259,11 +282,30 @@ export class RelayServer {
     }
     this.#streamsOf.set(session, open + 1);
     stream.once('close', () => this.#streamsOf.set(session, (this.#streamsOf.get(session) ?? 1) - 1));
+    // Every byte it holds counts against the session, its source and the total, from the first.
+    const hold = new StreamHold(this.#holderOf.get(session)!);
+    hold.attach(stream);
+    // One control stream per session: the first stream whose first frame is a publish set claims it (and with
+    // it the MAX_CONTROL_BYTES allowance) until it closes; on every other stream a frame stays within 4 KiB.
+    const claim = () => {
+      const control = this.#controlOf.get(session);
+      if (control !== undefined && control !== stream) return false;
+      if (control === undefined) {
+        this.#controlOf.set(session, stream);
+        stream.once('close', () => this.#controlOf.get(session) === stream && this.#controlOf.delete(session));
+      }
+      return true;
+    };
     // The frame's kind picks its limit, not the stream's order: a publish set may be up to MAX_CONTROL_BYTES.
-    readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS, { kind: 'publish', maxBytes: MAX_CONTROL_BYTES }).then(
+    readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS, { large: { kind: 'publish', maxBytes: MAX_CONTROL_BYTES, claim } }).then(
       (first) => {
-        if (first.t === 'publish') this.#onControl(session, stream, first);
-        else if (first.t === 'connect') this.#onConnect(session, stream, first);
+        if (first.t === 'publish') {
+          if (!claim()) {
+            this.stats.count('refused_control_streams');
+            throw new Error('this session already has its control stream: send publish sets on it');
+          }
+          this.#onControl(session, stream, first, hold);
+        } else if (first.t === 'connect') this.#onConnect(session, stream, first, hold);
         else if (first.t === 'query') this.#onQuery(session, stream, first);
         else if (first.t === 'ping') this.#onPing(session, stream, first);
         else if (first.t === 'claim') return answerClaim(this.#nameService, session, stream, first);
@@ -273,13 +315,14 @@ export class RelayServer {
     ).catch((err) => {
       this.stats.count('bad_stream');
       this.refusals.refused('bad_stream', `stream from ${session.address}: ${errorMessage(err)}`);
-      reply(stream, errorReply('bad-request', errorMessage(err)));
-      stream.end();
+      refuse(stream, errorReply('bad-request', errorMessage(err)));
     });
   }
 
-  #onControl(session: AgentSession, stream: MuxStream, first: Record<string, unknown>): void {
+  #onControl(session: AgentSession, stream: MuxStream, first: Record<string, unknown>, hold: StreamHold): void {
     const apply = (message: Record<string, unknown>) => {
+      // The frame is consumed: what the stream holds now is what is buffered behind it (and queued toward the agent).
+      hold.settle(bufferedIn(stream), 'none');
       if (this.controls.onMessage(session, message)) return;
       const publish = parsePublish(message);
       this.registry.publish(session, publish.ports);
@@ -291,27 +334,30 @@ export class RelayServer {
     };
     apply(first);
     this.controls.attach(session, stream);
-    readFrames(stream, MAX_CONTROL_BYTES, apply).catch((err) => {
+    readFrames(stream, MAX_CONTROL_BYTES, FRAME_BODY_TIMEOUT_MS, apply).catch((err) => {
       // The control stream ends with the session; an explicit close withdraws the publish set.
       this.registry.publish(session, []);
-      if (!session.mux.closed) this.#log.info(`control stream of ${session.address} ended: ${errorMessage(err)}`);
+      if (session.mux.closed) return;
+      this.#log.info(`control stream of ${session.address} ended: ${errorMessage(err)}`);
+      // Closed with it: a frame cut off (too large, malformed, past its deadline) is not waited for again.
+      refuse(stream, errorReply('bad-request', `control stream closed: ${errorMessage(err)}`));
     });
   }
 
-  #onConnect(session: AgentSession, client: MuxStream, first: Record<string, unknown>): void {
+  #onConnect(session: AgentSession, client: MuxStream, first: Record<string, unknown>, hold: StreamHold): void {
     const connect = parseConnect(first);
-    const caller: Caller = { kind: 'agent', address: session.address, source: session.source };
+    const caller: Caller = { kind: 'agent', address: session.address, source: session.source, hold };
     const started = performance.now();
     const route = routeToDevice(this.directory, this.address, caller, connect.to, connect.port, connect.e2e === true, this.shares, client);
-    this.#answer(client, route, session.address, `${connect.to}:${connect.port}`, 'stream_routed', started);
+    this.#answer(client, route, session.address, `${connect.to}:${connect.port}`, 'stream_routed', started, hold);
   }
 
   /** A stream another relay forwards for a caller it authenticated: only to a device this relay holds (one hop at most). */
-  #onForward(peer: string, stream: MuxStream, first: Record<string, unknown>): void {
+  #onForward(peer: string, stream: MuxStream, first: Record<string, unknown>, hold: StreamHold): void {
     const forward = parseForward(first);
     const caller: Caller = forward.gateway
-      ? { kind: 'gateway', remote: `gateway of relay ${peer}`, via: peer }
-      : { kind: 'agent', address: forward.from, via: peer };
+      ? { kind: 'gateway', remote: `gateway of relay ${peer}`, via: peer, hold }
+      : { kind: 'agent', address: forward.from, via: peer, hold };
     const offline = () => new RouteError('offline', `device ${forward.to} is not connected to relay ${this.address}`);
     let route: Promise<Routed>;
     if (!this.registry.publisher(forward.to)) {
@@ -324,16 +370,18 @@ export class RelayServer {
         return routeLocal(where.session, this.address, caller, forward.to, forward.port, forward.e2e === true, this.shares, stream);
       });
     }
-    this.#answer(stream, route, `${forward.from} via relay ${peer}`, `${forward.to}:${forward.port}`, 'forward_routed', performance.now());
+    this.#answer(stream, route, `${forward.from} via relay ${peer}`, `${forward.to}:${forward.port}`, 'forward_routed', performance.now(), hold);
   }
 
   /** Passes the route's answer back to the caller's stream, then splices the two. */
-  #answer(client: MuxStream, route: Promise<Routed>, who: string, target: string, counter: string, started: number): void {
+  #answer(client: MuxStream, route: Promise<Routed>, who: string, target: string, counter: string, started: number, hold: StreamHold): void {
     route.then(
       ({ stream: device, e2e }) => {
         this.stats.count(counter);
         this.stats.observe('stream_setup', (performance.now() - started) / 1000);
         reply(client, e2e ? { t: 'ok', e2e } : { t: 'ok' });
+        // The headers are consumed: the pair holds what is buffered, and gives back what it sends on.
+        hold.settle(bufferedIn(client, device), 'sent');
         this.#streamsOpen++;
         splice(client, device, () => this.#streamsOpen--);
         this.#idle.watch(client, device);
@@ -342,8 +390,7 @@ export class RelayServer {
         const code = err instanceof RouteError ? err.reply : 'unavailable';
         this.stats.count(`route_${code}`);
         this.refusals.refused(`route_${code}`, `${who} → ${target}: ${errorMessage(err)}`);
-        reply(client, errorReply(code, errorMessage(err)));
-        client.end();
+        refuse(client, errorReply(code, errorMessage(err)));
       },
     );
   }
@@ -416,4 +463,15 @@ export class RelayServer {
 
 function reply(stream: MuxStream, message: Reply): void {
   if (!stream.destroyed && stream.writable) writeFrame(stream, message);
+}
+
+/**
+ * Answers a stream the relay will not carry and closes it: the peer reads
+ * the answer, and anything it sends after its header is dropped as it
+ * arrives instead of waiting in the stream (closed after our FIN, a stream
+ * lingers until the peer's FIN, reading nothing).
+ */
+function refuse(stream: MuxStream, message: Reply): void {
+  reply(stream, message);
+  stream.end(() => stream.destroy());
 }

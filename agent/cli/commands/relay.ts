@@ -93,6 +93,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
         connected: relay.listener.listening,
         listening,
         sessions: server.registry.size,
+        buffered: server.holds.used,
         streams: { opened: server.stats.get('stream_routed'), open: server.streamsOpen, failed, bytes: server.traffic.totals() },
         counters,
         ...(retirement ? { retiring: retirement.status() } : {}),

@@ -1,0 +1,37 @@
+// An agent session made by hand from a chosen loopback address, so that an
+// attack in a test is a source of its own (127.0.0.2, ...) while the honest
+// agents of the same test come from 127.0.0.1.
+import { connect as netConnect } from 'node:net';
+import { connect } from 'node:tls';
+import { readFileSync } from 'node:fs';
+import type { ExecutionContext } from 'ava';
+import type { Identity } from '../../agent/identity/index.ts';
+import { exchangeHello } from '../../agent/protocol/handshake.ts';
+import { MuxSession } from '../../agent/mux/index.ts';
+
+/** TCP from `localAddress`, TLS 1.3, hello as an agent, then a yamux client session; closed when the test ends. */
+export function attackerSession(t: ExecutionContext, relayPort: number, identity: Identity, localAddress = '127.0.0.2'): Promise<MuxSession> {
+  return new Promise((resolve, reject) => {
+    const tcp = netConnect({ host: '127.0.0.1', port: relayPort, localAddress });
+    tcp.once('error', reject);
+    tcp.once('connect', () => {
+      const tls = connect({ socket: tcp, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+      tls.once('error', reject);
+      tls.once('secureConnect', () => {
+        exchangeHello(tls, identity, 'agent', 10_000).then(() => {
+          tls.on('error', () => {});
+          const mux = new MuxSession(tls, { role: 'client' });
+          t.teardown(() => mux.close());
+          resolve(mux);
+        }, reject);
+      });
+    });
+  });
+}
+
+/** Resident set of a process in bytes (VmRSS of /proc/<pid>/status). */
+export function rssOf(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]) * 1024;
+}

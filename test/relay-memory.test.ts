@@ -1,0 +1,166 @@
+// Issue 24 item 1: one free key cannot fill the relay's memory. The probes of
+// the issue, from a source of their own (127.0.0.2), against the relay as a
+// process of its own, while honest ssh runs through it from 127.0.0.1.
+import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { Identity } from '../agent/identity/index.ts';
+import type { MuxSession, MuxStream } from '../agent/mux/index.ts';
+import { readFrame, writeFrame } from '../agent/protocol/frames.ts';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { startPublish, startRelay, startSocksd } from './helpers/diode.ts';
+import { socks5Connect } from './helpers/http.ts';
+import { startSshd, sshOptions } from './helpers/sshd.ts';
+import { attackerSession, rssOf } from './helpers/attacker.ts';
+
+const run = promisify(execFile);
+const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const MIB = 1024 * 1024;
+/** Bytes: what a probe may add to the relay's resting RSS (the issue's figure). */
+const RSS_ALLOWANCE = 64 * MIB;
+/** ms the probe's connections stay open after its last byte before what the relay holds is read. */
+const SETTLE_MS = 12_000;
+
+/** Bytes of honest traffic the relay carries before its resting RSS is taken (about what a probe moves). */
+const WARM_UP_BYTES = 512 * MIB;
+
+/** A TCP port that reads and discards everything: the honest bulk traffic's far end. */
+async function discardSink(t: ExecutionContext): Promise<number> {
+  const server = createServer((s) => s.on('error', () => {}).resume());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return (server.address() as AddressInfo).port;
+}
+
+/** Writes `bytes` through an open SOCKS connection as fast as it takes them, then ends it. */
+function pumpThrough(socket: Socket, bytes: number): Promise<void> {
+  const chunk = Buffer.alloc(256 * 1024, 7);
+  return new Promise((resolve, reject) => {
+    let left = bytes;
+    socket.on('error', reject);
+    socket.resume();
+    const write = () => {
+      while (left > 0) {
+        left -= chunk.length;
+        if (!socket.write(chunk)) return void socket.once('drain', write);
+      }
+      socket.end(() => resolve());
+    };
+    write();
+  });
+}
+
+/**
+ * A relay, an honest device publishing a real sshd and a discard port, an honest socksd; ssh through
+ * them works. The relay's resting RSS is taken after it carried WARM_UP_BYTES of honest bulk traffic:
+ * any burst of that size leaves glibc's arena and V8's young generation at their high-water marks
+ * (tens of MiB, measured), and what a probe must not add is what the attacker makes the relay hold.
+ */
+async function honestPath(t: ExecutionContext) {
+  const sshd = await startSshd(t);
+  const sink = await discardSink(t);
+  const relay = await startRelay(t);
+  const device = await startPublish(t, relay.port, ['-public', `${sshd.port}:22,${sink}:9`]);
+  const socksd = await startSocksd(t, relay.port);
+  const ssh = async () => (await run('ssh', [...sshOptions(sshd, socksd.port), `${sshd.user}@${device.address}.diode`, 'echo honest'], { timeout: 30_000 })).stdout;
+  t.is(await ssh(), 'honest\n');
+  const bulk = await socks5Connect(socksd.port, `${device.address}.diode`, 9);
+  t.is(bulk.rep, 0);
+  await pumpThrough(bulk.socket, WARM_UP_BYTES);
+  await tick(3_000);
+  const pid = relay.proc.child.pid!;
+  return { relay, ssh, pid, rest: rssOf(pid) };
+}
+
+/**
+ * Samples `pid`'s RSS every 100 ms while `during` runs and for `afterMs` more (the probe's connections
+ * still open); resolves with the peak and with what is held at the end.
+ */
+async function measureRss(pid: number, during: Promise<unknown>, afterMs: number): Promise<{ peak: number; held: number; trace: string }> {
+  let peak = rssOf(pid);
+  const trace: number[] = [];
+  const timer = setInterval(() => {
+    const rss = rssOf(pid);
+    peak = Math.max(peak, rss);
+    trace.push(Math.round(rss / MIB));
+  }, 100);
+  try {
+    await during;
+    await tick(afterMs);
+  } finally {
+    clearInterval(timer);
+  }
+  const held = rssOf(pid);
+  return { peak: Math.max(peak, held), held, trace: trace.filter((_, i) => i % 5 === 0).join(' ') };
+}
+
+/** Opens a stream and writes `bytes` on it without waiting for anything; the stream is left as it is. */
+function openAndWrite(session: MuxSession, bytes: Buffer): MuxStream {
+  const s = session.open();
+  s.on('error', () => {});
+  s.write(bytes);
+  return s;
+}
+
+test.serial('publish frames left unfinished on 2 × 1,000 streams keep the relay within 64 MiB of its resting RSS; honest ssh works', async (t) => {
+  const { relay, ssh, pid, rest } = await honestPath(t);
+  // The issue's probe: a publish frame of 256 KiB of which 255 KiB are sent, on 1,000 streams of each of two sessions.
+  const declared = 256 * 1024;
+  const frame = Buffer.alloc(4 + 255 * 1024, 0x20);
+  frame.writeUInt32BE(declared, 0);
+  frame.write('{"t":"publish","ports":[', 4, 'latin1');
+  const sessions = await Promise.all([0, 1].map(() => attackerSession(t, relay.port, Identity.random())));
+  const streams: MuxStream[] = [];
+  const attack = (async () => {
+    for (let i = 0; i < 1000; i++) {
+      for (const session of sessions) streams.push(openAndWrite(session, frame));
+      if (i % 50 === 49) await tick(20);
+    }
+  })();
+  const { peak, held, trace } = await measureRss(pid, attack, SETTLE_MS);
+  t.log(`relay RSS: rest ${(rest / MIB).toFixed(1)} MiB, peak ${(peak / MIB).toFixed(1)} (+${((peak - rest) / MIB).toFixed(1)}), held with the probe's streams open ${(held / MIB).toFixed(1)} (+${((held - rest) / MIB).toFixed(1)}); every 0.5 s: ${trace}`);
+  t.is(await ssh(), 'honest\n', 'honest ssh works under the probe');
+  t.true(held - rest <= RSS_ALLOWANCE, `the relay holds ${((held - rest) / MIB).toFixed(1)} MiB more`);
+  // The relay told them why: one control stream per session, 4 KiB for every other first frame.
+  t.regex(relay.proc.output(), /exceeds the 4096-byte limit \(only a publish.*and only on one stream at a time\)/);
+});
+
+test.serial('256 stalled streams from one caller keep the relay within 64 MiB of its resting RSS; honest ssh works', async (t) => {
+  const { relay, ssh, pid, rest } = await honestPath(t);
+  // The attacker's device: publishes port 22, answers ok, writes 256 KiB back and never reads.
+  const deviceId = Identity.random();
+  const device = await attackerSession(t, relay.port, deviceId);
+  const back = Buffer.alloc(256 * 1024, 1);
+  device.on('stream', (s: MuxStream) => {
+    s.on('error', () => {});
+    readFrame(s, 4096, 10_000).then(() => {
+      writeFrame(s, { t: 'ok' });
+      s.write(back);
+      s.pause();
+    }, () => s.destroy());
+  });
+  const control = device.open();
+  writeFrame(control, { t: 'publish', ports: [{ port: 22, mode: 'public' }] });
+  t.is((await readFrame(control, 4096, 10_000)).t, 'ok');
+  // The attacker's client: 256 streams to it, 1 MiB written into each, nothing read.
+  const client = await attackerSession(t, relay.port, Identity.random());
+  const out = Buffer.alloc(1024 * 1024, 2);
+  const connect = Buffer.concat([Buffer.alloc(4), Buffer.from(JSON.stringify({ t: 'connect', to: deviceId.address, port: 22 }))]);
+  connect.writeUInt32BE(connect.length - 4, 0);
+  const streams: MuxStream[] = [];
+  const attack = (async () => {
+    for (let i = 0; i < 256; i++) {
+      const s = openAndWrite(client, connect);
+      s.pause();
+      s.write(out);
+      streams.push(s);
+      // Within --max-pending-per-caller (32): a batch at a time, each answered before the next.
+      if (i % 16 === 15) await tick(150);
+    }
+  })();
+  const { peak, held, trace } = await measureRss(pid, attack, SETTLE_MS);
+  t.log(`relay RSS: rest ${(rest / MIB).toFixed(1)} MiB, peak ${(peak / MIB).toFixed(1)} (+${((peak - rest) / MIB).toFixed(1)}), held with the probe's streams open ${(held / MIB).toFixed(1)} (+${((held - rest) / MIB).toFixed(1)}); every 0.5 s: ${trace}`);
+  t.is(await ssh(), 'honest\n', 'honest ssh works under the probe');
+  t.true(held - rest <= RSS_ALLOWANCE, `the relay holds ${((held - rest) / MIB).toFixed(1)} MiB more`);
+  t.regex(relay.proc.output(), /reset: its (session|source) hold \d+ bytes the far side has not taken/);
+});
