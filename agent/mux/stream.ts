@@ -44,10 +44,15 @@ export interface StreamHoldHook {
   sent(bytes: number): void;
   /** The reader took `bytes` and they are granted to the peer again. */
   granted(bytes: number): void;
+  /** True while whoever the bytes are charged to holds much of its budget: the window does not grow, and shrinks. */
+  pressed(): boolean;
   /** The stream was destroyed: what it buffered is gone (its late bytes are dropped as they come). */
   destroyed(stream: MuxStream): void;
   released(stream: MuxStream): void;
 }
+
+/** Bytes: the smallest window a stream shrinks to while its relay holder is pressed (StreamHoldHook.pressed). */
+const PRESSED_WINDOW = 64 * 1024;
 
 /** Round trips: a window half used faster than this many RTTs is doubled. */
 const GROWTH_RTTS = 4;
@@ -253,13 +258,16 @@ export class MuxStream extends Duplex {
     // A shared budget (the relay's) caps growth; over it, windows shrink back toward 256 KiB.
     const budget = this.link.budget;
     const grown = Math.min(this.recvWindow * 2, max);
-    if (rtt >= 0 && now - this.grantedAt < GROWTH_RTTS * rtt && this.recvWindow < max && (budget === undefined || budget.canGrow(grown - this.recvWindow))) {
+    // Whoever the relay charges this stream to holds half its budget or more: no growth, and windows shrink below the spec's 256 KiB.
+    const pressed = this.hold?.pressed() === true;
+    const floor = pressed ? PRESSED_WINDOW : INITIAL_STREAM_WINDOW;
+    if (!pressed && rtt >= 0 && now - this.grantedAt < GROWTH_RTTS * rtt && this.recvWindow < max && (budget === undefined || budget.canGrow(grown - this.recvWindow))) {
       budget?._move(this.recvWindow, grown);
       delta += grown - this.recvWindow;
       this.recvWindow = grown;
-    } else if (budget !== undefined && budget.over && this.recvWindow > INITIAL_STREAM_WINDOW) {
-      const cut = Math.min(this.recvWindow - Math.max(INITIAL_STREAM_WINDOW, Math.floor(this.recvWindow / 2)), delta);
-      budget._move(this.recvWindow, this.recvWindow - cut);
+    } else if ((pressed || budget?.over === true) && this.recvWindow > floor) {
+      const cut = Math.min(this.recvWindow - Math.max(floor, Math.floor(this.recvWindow / 2)), delta);
+      budget?._move(this.recvWindow, this.recvWindow - cut);
       this.recvWindow -= cut;
       delta -= cut;
     }

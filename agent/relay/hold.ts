@@ -18,6 +18,14 @@ export interface HoldLimits {
   total: number;
 }
 
+/**
+ * Share of a budget above which its streams stop growing their windows and
+ * shrink them as they grant them again (below the spec's 256 KiB): honest
+ * streams that flow slow down instead of reaching the cap, where the next
+ * stream to bring bytes is reset.
+ */
+const PRESSED_SHARE = 0.5;
+
 /** Hears of each refusal: the level whose cap was hit and the holder that hit it. */
 export type HoldRefused = (level: HoldLevel, holder: Holder) => void;
 
@@ -69,6 +77,15 @@ export class HoldBudget {
     return undefined;
   }
 
+  /** @internal Whether `holder`, its source or everyone holds at least PRESSED_SHARE of the budget. */
+  _pressed(holder: Holder): boolean {
+    return (
+      holder.used >= holder.cap * PRESSED_SHARE ||
+      (holder.sourced && (this.#bySource.get(holder.source) ?? 0) >= this.limits.source * PRESSED_SHARE) ||
+      this.#total >= this.limits.total * PRESSED_SHARE
+    );
+  }
+
   /** @internal Adds (or, negative, gives back) bytes without a check. */
   _add(holder: Holder, bytes: number): void {
     holder.used += bytes;
@@ -105,6 +122,11 @@ export class Holder {
 
   give(bytes: number): void {
     if (bytes > 0) this.#budget._add(this, -Math.min(bytes, this.used));
+  }
+
+  /** True while this holder, its source or everyone holds half its budget or more (streams then shrink their windows). */
+  get pressed(): boolean {
+    return this.#budget._pressed(this);
   }
 
   /** Adds bytes held already (a count made exact), past the caps if need be: nothing can be refused any more. */
@@ -161,6 +183,10 @@ export class StreamHold implements StreamHoldHook {
 
   sent(bytes: number): void {
     if (this.#release === 'sent') this.#giveBack(bytes);
+  }
+
+  pressed(): boolean {
+    return this.holder.pressed;
   }
 
   granted(bytes: number): void {
