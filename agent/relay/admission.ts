@@ -8,13 +8,15 @@ import type { RelayStats } from './stats.ts';
 
 export { sourceKey };
 
-/** ms: refusals of one kind are logged at most once per this interval, with the count since the last line. */
-const REFUSAL_LOG_INTERVAL_MS = 1_000;
+/** ms: lines of one kind (a refusal, a publish, a change of publisher) are logged at most once per this interval, with the count since the last line. */
+const LINE_INTERVAL_MS = 1_000;
 
 /**
- * One log line per refusal kind and second ("…; 1,234 more since the last
- * line"), so a flood of refusals costs a counter increment each, not a write.
- * The counters (RelayStats) still count every single one.
+ * One log line per kind and second ("…; 1,234 more since the last line"),
+ * so a flood (of refusals, of publish sets, of publisher changes) costs a
+ * counter increment each, not a write: what a peer can make the relay log
+ * stays a few lines a second whatever it sends. The counters (RelayStats)
+ * still count every single one.
  */
 export class RefusalLog {
   readonly #log: Logger;
@@ -25,14 +27,19 @@ export class RefusalLog {
   }
 
   refused(kind: string, message: string, now = Date.now()): void {
+    this.line('info', kind, `refused: ${message}`, `${kind} refusals`, now);
+  }
+
+  /** A line of `kind` at `level`, unless one went out less than a second ago; `what` names the suppressed ones in the next line. */
+  line(level: 'info' | 'warn', kind: string, message: string, what = `${kind} lines`, now = Date.now()): void {
     const last = this.#last.get(kind);
-    if (last && now - last.at < REFUSAL_LOG_INTERVAL_MS) {
+    if (last && now - last.at < LINE_INTERVAL_MS) {
       last.suppressed++;
       return;
     }
-    const more = last && last.suppressed > 0 ? ` (${last.suppressed} more ${kind} refusals since the last line)` : '';
+    const more = last && last.suppressed > 0 ? ` (${last.suppressed} more ${what} since the last line)` : '';
     this.#last.set(kind, { at: now, suppressed: 0 });
-    this.#log.info(`refused: ${message}${more}`);
+    this.#log[level](`${message}${more}`);
   }
 }
 

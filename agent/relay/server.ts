@@ -30,6 +30,7 @@ import { Admission, RefusalLog, sourceKey } from './admission.ts';
 import { CallerShares } from './fair-share.ts';
 import { IdleSweeper } from './idle.ts';
 import { ByteMeter } from '../ops/stream-stats.ts';
+import { TokenBucket } from '../util/token-bucket.ts';
 import { ControlChannels } from './control-channels.ts';
 import { MemoryNameTable, type NameTable } from './names.ts';
 import { answerClaim, answerLookup, type NameService } from './name-requests.ts';
@@ -38,6 +39,18 @@ import { HoldBudget, StreamHold, bufferedIn, type Holder, type HoldLevel } from 
 
 /** Which flag names each hold cap, for the refusal line. */
 const HOLD_FLAG: Readonly<Record<HoldLevel, string>> = Object.freeze({ session: '--session-buffer-budget', source: '--source-buffer-budget', total: '--stream-buffer-budget' });
+
+/**
+ * Publish sets one session may send: PUBLISH_BURST at once, then
+ * PUBLISH_PER_SECOND. An agent sends one per session (and one more per
+ * change of its ports); each applied set may change who gets an address's
+ * streams, which in a cluster costs Redis calls and an announcement to
+ * every relay. A set over the rate is answered `unavailable` and not applied.
+ */
+const PUBLISH_BURST = 4;
+const PUBLISH_PER_SECOND = 1;
+/** Standby sessions named in the line about an address published by several (the rest are counted). */
+const STANDBY_LISTED = 3;
 
 /** ms a connection whose hello was refused stays open so the one-line reason reaches the peer. */
 const REFUSAL_LINGER_MS = 1_000;
@@ -239,7 +252,7 @@ export class RelayServer {
       if (err instanceof MuxError && (err.code === 'ECONTROLSTALL' || err.code === 'ETIMEDOUT')) {
         // A peer that floods us without reading, or a path that died: worth a line and a counter.
         this.stats.count(err.code === 'ECONTROLSTALL' ? 'session_control_stall' : 'session_timeout');
-        this.#log.info(`closed the session of ${address} from ${remote}: ${errorMessage(err)}`);
+        this.refusals.line('info', 'session_closed', `closed the session of ${address} from ${remote}: ${errorMessage(err)}`, 'sessions closed');
       }
       if (this.registry.remove(session)) this.#log.debug(`${address} disconnected${err ? `: ${errorMessage(err)}` : ''}`);
     });
@@ -320,16 +333,24 @@ export class RelayServer {
   }
 
   #onControl(session: AgentSession, stream: MuxStream, first: Record<string, unknown>, hold: StreamHold): void {
+    const rate = new TokenBucket(PUBLISH_PER_SECOND, PUBLISH_BURST);
     const apply = (message: Record<string, unknown>) => {
       // The frame is consumed: what the stream holds now is what is buffered behind it (and queued toward the agent).
       hold.settle(bufferedIn(stream), 'none');
       if (this.controls.onMessage(session, message)) return;
       const publish = parsePublish(message);
+      if (!rate.take()) {
+        this.stats.count('refused_publish_rate');
+        const why = `publish set of ${session.address} not applied: more than ${PUBLISH_BURST} at once or ${PUBLISH_PER_SECOND} a second from one session`;
+        this.refusals.refused('publish_rate', why);
+        reply(stream, errorReply('unavailable', why));
+        return;
+      }
       this.registry.publish(session, publish.ports);
       reply(stream, { t: 'ok', address: session.address });
       // A client's control stream publishes nothing: not worth an info line per proxy.
       const line = `${session.address} published ${publish.ports.map((p) => `${p.port}/${p.mode}`).join(', ') || 'nothing'}`;
-      if (publish.ports.length > 0) this.#log.info(line);
+      if (publish.ports.length > 0) this.refusals.line('info', 'publish', line, 'publish sets');
       else this.#log.debug(line);
     };
     apply(first);
@@ -338,7 +359,7 @@ export class RelayServer {
       // The control stream ends with the session; an explicit close withdraws the publish set.
       this.registry.publish(session, []);
       if (session.mux.closed) return;
-      this.#log.info(`control stream of ${session.address} ended: ${errorMessage(err)}`);
+      this.refusals.line('info', 'control_ended', `control stream of ${session.address} ended: ${errorMessage(err)}`, 'control streams ended');
       // Closed with it: a frame cut off (too large, malformed, past its deadline) is not waited for again.
       refuse(stream, errorReply('bad-request', `control stream closed: ${errorMessage(err)}`));
     });
@@ -432,9 +453,14 @@ export class RelayServer {
   #onPublisherChange({ address, active, previous, standby }: PublisherChange): void {
     if (active && standby.length > 0 && standby.includes(previous!)) {
       this.stats.count('publisher_duplicate');
-      this.#log.warn(
+      const listed = standby.slice(0, STANDBY_LISTED).map((s) => s.remote).join(', ');
+      const more = standby.length > STANDBY_LISTED ? ` and ${standby.length - STANDBY_LISTED} more` : '';
+      this.refusals.line(
+        'warn',
+        'publisher_duplicate',
         `${address} is published by ${standby.length + 1} sessions: streams go to the newest, from ${active.remote}; ` +
-          `standby: ${standby.map((s) => s.remote).join(', ')} (an agent restarted before its old connection died, or a cloned key)`,
+          `standby: ${listed}${more} (an agent restarted before its old connection died, or a cloned key)`,
+        'changes of publisher',
       );
       // The device moved (a new address, a restart): its old session is most likely dead. Streams still
       // waiting for its answer go to the new one; the old one is asked, briefly, whether it still lives.
@@ -447,7 +473,7 @@ export class RelayServer {
       });
     } else if (active && previous && !this.registry.sessionsOf(address).includes(previous)) {
       this.stats.count('publisher_takeover');
-      this.#log.info(`${address}: the session from ${previous.remote} is gone; standby session from ${active.remote} takes over its streams`);
+      this.refusals.line('info', 'publisher_takeover', `${address}: the session from ${previous.remote} is gone; standby session from ${active.remote} takes over its streams`, 'takeovers');
     }
   }
 
