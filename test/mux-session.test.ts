@@ -530,6 +530,25 @@ for (const transport of transports) {
   }
 }
 
+test('a slow reader that takes a whole window in pieces still gets the rest (window given back after the last buffered bytes are read)', async (t) => {
+  // Read with pauses, as a rate-limited download does: the window's bytes arrive while the reader
+  // sleeps, Node's _read runs once while most of them are buffered (too early to give window
+  // back) and not again until a push, which never came: the stream stalled after 256 KiB.
+  const { a, b } = await sessions(t, 'tcp', false);
+  const total = 3 * INITIAL_STREAM_WINDOW;
+  b.on('stream', (s: MuxStream) => s.end(randomBytes(total)));
+  const s = a.open();
+  s.end();
+  let received = 0;
+  const deadline = setTimeout(() => s.destroy(new Error(`stalled after ${received} bytes`)), 20_000);
+  for await (const chunk of s as AsyncIterable<Buffer>) {
+    received += chunk.length;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  clearTimeout(deadline);
+  t.is(received, total);
+});
+
 test('a connection paused by an earlier handshake is resumed by the session', async (t) => {
   const [aConn, bConn] = await connPair(t, 'tcp');
   aConn.pause();

@@ -243,6 +243,24 @@ export class MuxStream extends Duplex {
    * minus bytes still buffered are consumed; re-grant once half the window is.
    */
   override _read(): void {
+    this.grantConsumed();
+  }
+
+  /**
+   * Node calls _read only until it returns without pushing, and then not
+   * again before the next push. A reader that takes the last buffered bytes
+   * of a full window (the peer sends nothing more until it gets window back)
+   * would never reach _read again: the stream stalled. So every read also
+   * checks whether half the window has been consumed.
+   */
+  override read(size?: number): ReturnType<Duplex['read']> {
+    const chunk = super.read(size);
+    if (chunk !== null) this.grantConsumed();
+    return chunk;
+  }
+
+  /** Gives window back once at least half of it has been consumed (and grows it, see below). */
+  private grantConsumed(): void {
     if (this.remoteFin || !this.link.isOpen()) return;
     const buffered = this.readableLength;
     const consumed = this.recvWindow - this.recvAvail - buffered;
