@@ -76,6 +76,8 @@ export function checkTree(root) {
   const diode = join(root, 'usr/bin/diode');
   if (!existsSync(diode)) problems.push('/usr/bin/diode is missing');
   else if (!(statSync(diode).mode & 0o111)) problems.push('/usr/bin/diode is not executable');
+  const launch = join(root, 'usr/lib/diode/launch');
+  if (!existsSync(launch) || !(statSync(launch).mode & 0o111)) problems.push('/usr/lib/diode/launch is missing or not executable');
   for (const unit of ENABLED_UNITS.filter((u) => u.startsWith('diode'))) {
     if (!existsSync(join(root, 'usr/lib/systemd/system', unit))) problems.push(`unit ${unit} is missing`);
     if (!findEnabled(root, unit)) problems.push(`unit ${unit} is not enabled`);
@@ -104,6 +106,9 @@ export function applyOverlay(tree, binary, { debianUnits = true } = {}) {
   mkdirSync(join(tree, 'usr/bin'), { recursive: true });
   copyFileSync(binary, join(tree, 'usr/bin/diode'));
   chmodSync(join(tree, 'usr/bin/diode'), 0o755);
+  // The same launcher as the Debian package's: updates from the relay, with rollback.
+  copyFileSync(join(ROOT, 'packaging/diode-launch'), join(tree, 'usr/lib/diode/launch'));
+  chmodSync(join(tree, 'usr/lib/diode/launch'), 0o755);
   const doc = join(tree, 'usr/share/doc/diode');
   mkdirSync(doc, { recursive: true });
   copyFileSync(join(ROOT, 'image/README.md'), join(doc, 'README.md'));

@@ -7,6 +7,9 @@ import { readFileSync, chmodSync } from 'node:fs';
 import { buildFleetUi } from '../agent/fleet-ui/build.mjs';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+// DIODE_VERSION: build another version than package.json's (a release under test, an update to try).
+const version = process.env.DIODE_VERSION ?? pkg.version;
+if (!/^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$/.test(version)) throw new Error(`DIODE_VERSION "${version}" is not MAJOR.MINOR.PATCH[-prerelease]`);
 
 function gitCommit() {
   if (process.env.DIODE_COMMIT) return process.env.DIODE_COMMIT;
@@ -40,7 +43,8 @@ await build({
   legalComments: 'none',
   banner: { js: '#!/usr/bin/env node' },
   define: {
-    __DIODE_VERSION__: JSON.stringify(pkg.version),
+    // agent/cli/version.ts: the version as one verbatim mark, which `diode release sign` reads from a build.
+    __DIODE_VERSION_MARK__: JSON.stringify(`diode-version=${version};`),
     __DIODE_COMMIT__: JSON.stringify(gitCommit()),
     __FLEET_UI_HTML__: JSON.stringify(fleetUi.html),
     __FLEET_UI_JS__: JSON.stringify(fleetUi.js),

@@ -91,6 +91,8 @@ for (const arch of arches) {
   chmodSync(tree, 0o755);
   try {
     put(tree, 'usr/bin/diode', join(binDir, `diode-linux-${ARCHES[arch].target}`), 0o755);
+    // How diode-publish starts: a verified update from /var/lib/diode/update when one is selected, else /usr/bin/diode.
+    put(tree, 'usr/lib/diode/launch', join(root, 'packaging/diode-launch'), 0o755);
     for (const unit of ['diode-publish.service', 'diode-relay.service']) put(tree, `lib/systemd/system/${unit}`, join(files, unit), 0o644);
     for (const conf of ['publish.conf', 'relay.conf']) put(tree, `etc/diode/${conf}`, join(files, conf), 0o644);
     put(tree, 'usr/share/doc/diode/copyright', copyright, 0o644);

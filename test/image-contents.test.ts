@@ -196,6 +196,18 @@ test('bad content is reported, the rest still applies, and the reader exits 0', 
   t.is(readFileSync(join(c.run, 'publish.env'), 'utf8'), 'DIODE_PUBLISH_ARGS=-public 22:22\n', 'the default, since the given spec was refused');
 });
 
+test('diode.conf sets the release keys the device takes updates from (update-keys, update-rate)', (t) => {
+  const key = '0x63115a27c3d1b549011198c69f4120ca4ea12ee9';
+  const c = card(t, { 'diode.conf': `relays=relay.example.org\nupdate-keys=${key}\nupdate-rate=64\n` });
+  const r = bootConfig(c);
+  t.is(r.errors, '', r.stderr);
+  const config = JSON.parse(readFileSync(join(c.state, 'config.json'), 'utf8'));
+  t.is(config['update-keys'].toLowerCase(), key);
+  t.is(config['update-rate'], '64');
+  const bad = card(t, { 'diode.conf': 'update-keys=0xnothex\n' });
+  t.regex(bootConfig(bad).errors, /diode\.conf:1: update-keys: "0xnothex" is not a 0x-prefixed hex address/);
+});
+
 test('a file that is not YAML or not cloud-config is reported and ignored', (t) => {
   const c = card(t, { 'user-data': 'hostname: x\n', 'network-config': 'version: 1\nconfig:\n  - type: physical\n' });
   const r = bootConfig(c);
@@ -270,7 +282,7 @@ test('yaml-flat reads sequences at the key indentation, quoted keys, flow lists 
 test('the units pass systemd-analyze verify (apart from paths that exist only in the image)', (t) => {
   const units = ['diode-firstboot.service', 'diode-boot-config.service', 'diode.service', 'diode-relays.path', 'diode-issue.service', 'diode-issue.path'].map((u) => join(UNIT_DIR, u));
   const r = spawnSync('systemd-analyze', ['verify', ...units], { encoding: 'utf8' });
-  const imageOnly = /^[\w.-]+: Command (\/usr\/lib\/diode\/(firstboot|boot-config|issue|has-relays)|\/usr\/bin\/diode) is not executable: No such file or directory$/;
+  const imageOnly = /^[\w.-]+: Command (\/usr\/lib\/diode\/(firstboot|boot-config|issue|has-relays|launch)|\/usr\/bin\/diode) is not executable: No such file or directory$/;
   const rest = (r.stdout + r.stderr).split('\n').filter((l) => l.trim() && !imageOnly.test(l));
   t.deepEqual(rest, []);
   // The scripts those units run are in the overlay and executable, and parse as POSIX sh.
@@ -280,6 +292,9 @@ test('the units pass systemd-analyze verify (apart from paths that exist only in
     t.is(spawnSync('sh', ['-n', p]).status, 0, `${s} parses`);
   }
   t.regex(readFileSync(join(UNIT_DIR, 'diode.service'), 'utf8'), /^Restart=always$/m);
+  // The agent starts through the launcher the Debian package uses too (updates with rollback).
+  t.regex(readFileSync(join(UNIT_DIR, 'diode.service'), 'utf8'), /^ExecStart=\/usr\/lib\/diode\/launch publish --status-file \/run\/diode-link\/status \$DIODE_PUBLISH_ARGS$/m);
+  t.is(spawnSync('sh', ['-n', join(FILES, '../../packaging/diode-launch')]).status, 0, 'the launcher parses');
   t.notRegex(readFileSync(join(UNIT_DIR, 'diode.service'), 'utf8'), /network-online|Wants=network/);
 });
 
@@ -298,6 +313,7 @@ test('the overlay on a fresh tree passes the ship check; baked keys and state do
 
   build.applyOverlay(tree, DIODE_BUNDLE, { debianUnits: false });
   t.deepEqual(build.checkTree(tree), []);
+  t.truthy(statSync(join(tree, 'usr/lib/diode/launch')).mode & 0o111, 'the launcher is in the image');
   t.true(lstatSync(join(tree, 'etc/systemd/system/sysinit.target.wants/diode-firstboot.service')).isSymbolicLink());
   t.true(lstatSync(join(tree, 'etc/systemd/system/multi-user.target.wants/diode.service')).isSymbolicLink());
   t.is(readFileSync(join(tree, 'etc/machine-id'), 'utf8'), '');

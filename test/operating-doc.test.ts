@@ -32,10 +32,34 @@ test('the guide covers a relay on a public server, a device on Raspberry Pi OS, 
   for (const topic of [/Reboot:/, /Upgrade:/, /purge/, /Restart=always/]) t.regex(reboot, topic, `reboot section: ${topic}`);
 });
 
+test('the guide says how to make and keep a release key, publish a release to a relay, watch a fleet update, and retire a relay (issue 26 item 7)', (t) => {
+  const releases = section('Releases: updating devices from their relay');
+  for (const topic of [
+    /diode release keygen --key-file/,
+    /chmod 600|mode 0600/,
+    /offline|backup|back it up/i,
+    /diode release sign --key-file \S+ dist\/bin\/diode-linux-arm64/,
+    /--releases \/var\/lib\/diode-releases/,
+    /update-keys=0x/,
+    /diode update --from/,
+    /diode status/,
+    /diode_update_rollbacks_total/,
+    /rolled back/,
+    /dpkg/,
+  ]) t.regex(releases, topic, `releases section: ${topic}`);
+  const relays = section('Moving and retiring relays');
+  for (const topic of [/learned/, /diode relay --retire-to 0x\S+@\S+:41046/, /--retire-deadline/, /retired\.json/, /--advertise-agents/, /pinned/]) {
+    t.regex(relays, topic, `relays section: ${topic}`);
+  }
+});
+
 test('every diode_* metric family the guide names is exported, and every exported one is named', async (t) => {
   const status: AgentStatus = { role: 'relay', pid: 1, version: 'test', address: '0x0', startedAt: 0, connected: true, streams: { opened: 0, open: 0, failed: {}, bytes: { rx: 0, tx: 0 } }, sessions: 0 };
   const registry = buildRegistry({ status: () => status, relayStats: new RelayStats() });
-  const exported = new Set((await registry.getMetricsAsJSON()).map((m) => m.name).filter((n) => n.startsWith('diode_')));
+  // A device with update-keys adds the update families.
+  const update = { keys: 1, applied: 0, rollbacks: 0, launcher: true, counters: { checks: {}, downloads: {}, refusals: {} } };
+  const device = buildRegistry({ status: () => ({ ...status, role: 'publish', update }) });
+  const exported = new Set([...(await registry.getMetricsAsJSON()), ...(await device.getMetricsAsJSON())].map((m) => m.name).filter((n) => n.startsWith('diode_')));
   const named = new Set(guide.match(/\bdiode_[a-z_]+[a-z]/g));
   t.deepEqual([...named].filter((n) => !exported.has(n)), [], 'named in the guide, not exported');
   t.deepEqual([...exported].filter((n) => !named.has(n)), [], 'exported, not in the guide');

@@ -67,7 +67,8 @@ function scratchRoot(dir: string): string {
     t.is(state.uid, Number(user![1]));
     const unit = readFileSync(join(r, 'lib/systemd/system/diode-publish.service'), 'utf8');
     t.regex(unit, /^EnvironmentFile=\/etc\/diode\/publish\.conf$/m);
-    t.regex(unit, /^ExecStart=\/usr\/bin\/diode publish \$DIODE_PUBLISH_FLAGS$/m);
+    t.regex(unit, /^ExecStart=\/usr\/lib\/diode\/launch publish \$DIODE_PUBLISH_FLAGS$/m);
+    t.true((statSync(join(r, 'usr/lib/diode/launch')).mode & 0o755) === 0o755);
     t.regex(readFileSync(join(r, 'lib/systemd/system/diode-relay.service'), 'utf8'), /^LimitNOFILE=1048576$/m);
     t.regex(readFileSync(join(r, 'lib/systemd/system/diode-relay.service'), 'utf8'), /^RestartPreventExitStatus=10$/m);
     const ran = await exec(join(r, 'usr/bin/diode'), ['--version']);
@@ -77,9 +78,18 @@ function scratchRoot(dir: string): string {
     writeFileSync(join(r, 'var/lib/diode/private.key'), '0x' + '42'.repeat(32) + '\n', { mode: 0o600 });
     const conf = join(r, 'etc/diode/publish.conf');
     writeFileSync(conf, readFileSync(conf, 'utf8').replace('relay.example.org:41046', 'relay.my.org:41046'));
+    // An update the agent selected that is not newer than the package being installed is dropped (the launcher runs /usr/bin/diode).
+    const selected = join(r, 'var/lib/diode/update/current');
+    mkdirSync(join(r, 'var/lib/diode/update'));
+    writeFileSync(selected, `${version} diode-${version} ${'ab'.repeat(32)}\n`);
     const next = `${version}.1`;
     await exec(process.execPath, [join(root, 'scripts/package.mjs'), '--arch', 'amd64', '--fast', '--out', out, '--version', next], { cwd: root, maxBuffer: 1 << 24 });
     const upgrade = await dpkg(r, ['-i', join(out, `diode_${next}_amd64.deb`)]);
+    t.false(existsSync(selected), 'a selected update older than the package is dropped on upgrade');
+    // A newer one stays (installing the same package again runs postinst again).
+    writeFileSync(selected, `9.9.9 diode-9.9.9 ${'ab'.repeat(32)}\n`);
+    await dpkg(r, ['-i', join(out, `diode_${next}_amd64.deb`)]);
+    t.true(existsSync(selected), 'a selected update newer than the package stays');
     t.regex(upgrade, new RegExp(`Unpacking diode \\(${next.replace(/\./g, '\\.')}\\) over \\(${version.replace(/\./g, '\\.')}\\)`));
     t.is(readFileSync(join(r, 'var/lib/diode/private.key'), 'utf8'), '0x' + '42'.repeat(32) + '\n');
     t.regex(readFileSync(conf, 'utf8'), /relay\.my\.org/);

@@ -126,6 +126,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'gateway-max-conns', type: 'string', placeholder: 'N', defaultValue: String(DEFAULT_GATEWAY_LIMITS.maxConns), description: 'concurrent gateway connections in total; over it: SOCKS general failure, HTTP 503' },
       { name: 'gateway-max-conns-per-ip', type: 'string', placeholder: 'N', defaultValue: String(DEFAULT_GATEWAY_LIMITS.maxConnsPerIp), description: 'concurrent gateway connections per IPv4 address / IPv6 /64; over it: SOCKS general failure, HTTP 429' },
       { name: 'gateway-idle-timeout', type: 'string', placeholder: 'SECONDS', defaultValue: String(DEFAULT_GATEWAY_LIMITS.idleTimeoutMs / 1000), description: 'close a gateway connection after this long with no byte either way' },
+      { name: 'releases', type: 'string', placeholder: 'DIR', description: 'serve the signed releases in DIR (diode release sign writes them) to agents; read again every minute and on SIGHUP' },
       { name: 'retire-to', type: 'string', multiple: true, placeholder: '0xADDR@HOST:PORT[,...]', description: 'retire this relay: tell every agent to move to these (pinned) relays, then exit when none is left; given while a relay of this --home runs, the order goes to that relay' },
       { name: 'retire-deadline', type: 'string', placeholder: 'SECONDS', description: 'with --retire-to: exit at the latest this long after the order, closing what is left (default 600)' },
       ...RELAY_LIMIT_FLAGS.map((f): FlagSpec => ({ ...f, type: 'string' })),
@@ -222,6 +223,36 @@ export const COMMANDS: readonly CommandSpec[] = [
       return ['keys (in <home>/config.json):', ...Object.entries(CONFIG_KEYS).map(([k, v]) => `  ${k.padEnd(width)}${v.description}`)].join('\n');
     },
     load: () => import('./commands/config.ts'),
+  },
+  {
+    name: 'update',
+    summary: 'apply a signed release by hand (the checks an agent makes on one from its relay), then restart into it',
+    usage: 'diode update --from FILE [--home DIR]   (FILE: the executable, its FILE.release.json beside it; or the manifest)',
+    flags: [
+      { name: 'from', type: 'string', placeholder: 'FILE', description: 'the release to apply: the executable or its .release.json' },
+      home,
+      logLevel,
+      help,
+    ],
+    load: () => import('./commands/update.ts'),
+  },
+  {
+    name: 'release',
+    summary: 'make a release key, sign a release (an executable and its manifest) for relays to serve',
+    usage: [
+      'diode release keygen --key-file FILE      make a release key (mode 0600); prints its address for update-keys',
+      'diode release sign --key-file FILE EXECUTABLE [--out MANIFEST] [--arch ARCH] [--release-version V]',
+      '  writes EXECUTABLE.release.json (version, architecture, size, SHA-256, signature); copy both to a relay\'s --releases DIR',
+    ].join('\n'),
+    flags: [
+      { name: 'key-file', type: 'string', placeholder: 'FILE', description: 'the release key (0x + 64 hex digits, mode 0600)' },
+      { name: 'out', type: 'string', placeholder: 'FILE', description: 'sign: where the manifest goes (default EXECUTABLE.release.json)' },
+      { name: 'arch', type: 'string', placeholder: 'ARCH', description: 'sign: linux-x64, linux-arm64 or linux-armv7; read from the ELF header, needed only for a file that is not ELF' },
+      { name: 'release-version', type: 'string', placeholder: 'V', description: 'sign: the version, read from the build\'s diode-version mark; needed only for a file without one' },
+      logLevel,
+      help,
+    ],
+    load: () => import('./commands/release.ts'),
   },
   {
     name: 'fleet',

@@ -73,6 +73,20 @@ function field(lines: string[], label: string, values: string[]): void {
   rows.forEach((row, i) => lines.push((i === 0 ? `  ${label.padEnd(LABEL)}` : indent) + row));
 }
 
+/** The update part of a status: whether it updates, the last check, rollbacks. */
+function updateLine(u: NonNullable<AgentStatus['update']>, now: number): string[] {
+  if (u.keys === 0) return ['never (no update-keys)', ...(u.rollbacks > 0 ? [`${u.rollbacks} rollback${u.rollbacks === 1 ? '' : 's'}`] : [])];
+  const out = [`${u.keys} release key${u.keys === 1 ? '' : 's'}`];
+  out.push(u.lastCheck ? `checked ${formatAge(now - u.lastCheck.at)} ago: ${u.lastCheck.result}` : 'not checked yet');
+  if (u.applied > 0) out.push(`${u.applied} applied`);
+  if (u.lastRollback) {
+    const r = u.lastRollback;
+    out.push(`ROLLED BACK ${r.from} → ${r.to} ${formatAge(now - r.at)} ago (${r.reason})`);
+  }
+  if (!u.launcher) out.push('not under the launcher: updates are not applied');
+  return out;
+}
+
 /** The human form: one block per agent, each line within 80 columns. */
 export function formatStatuses(statuses: AgentStatus[], now = Date.now()): string {
   const blocks = statuses.map((s) => formatOne(s, now));
@@ -107,6 +121,7 @@ function formatOne(s: AgentStatus, now: number): string {
     const r = s.retiring;
     field(lines, 'retiring', [`to ${r.to.join(', ')}`, `${r.moved} moved`, `${r.remaining} connected`, `exits by ${clock(r.deadline)}`]);
   }
+  if (s.update) field(lines, 'update', updateLine(s.update, now));
   const st = s.streams;
   const failed = Object.entries(st.failed).map(([reason, n]) => `${n} ${reason}`);
   field(lines, 'streams', [`${st.opened} opened`, `${st.open} open`, ...(failed.length > 0 ? failed : ['0 failed'])]);

@@ -91,7 +91,39 @@ export function buildRegistry(source: MetricsSource): Registry {
     },
   });
   if (source.relayStats) addRelayMetrics(registry, source.relayStats, status);
+  if (status().update) addUpdateMetrics(registry, status);
   return registry;
+}
+
+/** A device's releases: checks, downloads and refusals of this process; updates applied and rollbacks of its state directory, ever. */
+function addUpdateMetrics(registry: Registry, status: () => AgentStatus): void {
+  const byLabel = (name: string, help: string, label: string, pick: (u: NonNullable<AgentStatus['update']>) => Record<string, number>) =>
+    new Counter({
+      name,
+      help,
+      labelNames: [label],
+      registers: [registry],
+      collect() {
+        const u = status().update;
+        this.reset();
+        if (u) for (const [value, n] of Object.entries(pick(u))) this.inc({ [label]: value }, n);
+      },
+    });
+  byLabel('diode_update_checks_total', 'Checks of the relay for a newer release, by result (up_to_date, applied, newer, refused, failed, no_relay).', 'result', (u) => u.counters.checks);
+  byLabel('diode_update_downloads_total', 'Release downloads, by result (ok, failed).', 'result', (u) => u.counters.downloads);
+  byLabel('diode_update_refusals_total', 'Releases refused, by reason (bad_signature, unknown_key, wrong_arch, not_newer, rolled_back, hash_mismatch, size_mismatch, ...).', 'reason', (u) => u.counters.refusals);
+  const persisted = (name: string, help: string, pick: (u: NonNullable<AgentStatus['update']>) => number) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(pick(status().update!) ?? 0);
+      },
+    });
+  persisted('diode_updates_applied_total', 'Updates installed and switched to in this state directory, ever (each then on trial).', (u) => u.applied);
+  persisted('diode_update_rollbacks_total', 'Updates rolled back in this state directory, ever (did not reach a relay in time, or exited first).', (u) => u.rollbacks);
 }
 
 function addRelayMetrics(registry: Registry, stats: RelayStats, status: () => AgentStatus): void {

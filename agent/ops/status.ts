@@ -1,4 +1,5 @@
 import type { LastError, StreamCounters } from './stream-stats.ts';
+import type { UpdateStatus } from '../update/updater.ts';
 
 /** The long-running commands that serve a control socket. */
 export type AgentRole = 'publish' | 'socksd' | 'bind' | 'relay';
@@ -69,6 +70,8 @@ export interface AgentStatus {
   sessions?: number;
   /** relay: bytes streams make it hold now (partial frames, unanswered early bytes, what slow far sides have not taken) */
   buffered?: number;
+  /** publish: releases (update-keys), the last check, rollbacks */
+  update?: UpdateStatus;
   /** relay: its named counters (the ones it prints on shutdown) */
   counters?: Record<string, number>;
   /** relay: it retires (diode relay --retire-to): where its agents go, how many moved, until when */

@@ -14,6 +14,7 @@ import { MemoryNameTable, type NameTable } from './names.ts';
 import { NameSnapshot } from './name-snapshot.ts';
 import { join } from 'node:path';
 import type { ClusterConfig } from './cluster/config.ts';
+import { ReleaseShelf } from './releases.ts';
 
 /** In a relay's state directory: its names, kept across restarts (relay/name-snapshot.ts). */
 export const RELAY_NAMES_FILE = 'relay-names.json';
@@ -29,6 +30,7 @@ export const AGENT_LISTEN_BACKLOG = 4096;
 
 export interface RunningRelay {
   server: RelayServer;
+  releases?: ReleaseShelf;
   listener: Server;
   port: number;
   close(): Promise<void>;
@@ -43,6 +45,8 @@ export interface StartRelayOptions {
   fdLimit?: number;
   /** Join a relay cluster (--cluster): the address → relay map in Redis, links to the other relays. */
   cluster?: ClusterConfig;
+  /** Serve the releases in this directory to agents (--releases DIR). */
+  releases?: string;
 }
 
 /** Listens for agents on host:port (port 0 picks a free one) and hands each connection to a RelayServer. */
@@ -65,7 +69,9 @@ export async function startRelay(options: StartRelayOptions): Promise<RunningRel
     // On its own, a relay keeps its names in its state directory: an upgrade's restart frees none.
     names = new MemoryNameTable({ sessions: registry, holdMs: limits.nameHoldMs, snapshot: new NameSnapshot(join(options.home, RELAY_NAMES_FILE), options.log) });
   }
-  const server = new RelayServer({ identity: options.identity, cert, log: options.log, limits, registry, directory, names, stats });
+  const releases = options.releases !== undefined ? new ReleaseShelf(options.releases, options.log.child('releases'), stats) : undefined;
+  await releases?.start();
+  const server = new RelayServer({ identity: options.identity, cert, log: options.log, limits, registry, directory, names, stats, releases });
   await server.directory.start();
   await server.names.start();
   const listener = createServer({ noDelay: true }, (socket) => server.handleSocket(socket));
@@ -81,6 +87,7 @@ export async function startRelay(options: StartRelayOptions): Promise<RunningRel
   const guard = new AcceptGuard({ server: listener, host: options.listen.host, port, backlog: AGENT_LISTEN_BACKLOG, pauseMs: server.limits.acceptPauseMs, stats: server.stats, log: options.log, fdLimit: options.fdLimit });
   return {
     server,
+    releases,
     listener,
     port,
     close: () =>

@@ -7,6 +7,7 @@ import { DiodeError, errorMessage } from '../util/errors.ts';
 import { splice } from '../util/pump.ts';
 import { exchangeHelloAccepting, type PeerProof } from '../protocol/handshake.ts';
 import { readFrame, readFrames, writeFrame } from '../protocol/frames.ts';
+import { parseReleaseGet, parseReleaseQuery } from '../protocol/release-messages.ts';
 import { parseConnect, parseForward, parsePublish, parsePing, parseQuery, errorReply, type Reply } from '../protocol/messages.ts';
 import {
   HANDSHAKE_TIMEOUT_MS,
@@ -35,6 +36,7 @@ import { ControlChannels } from './control-channels.ts';
 import { MemoryNameTable, type NameTable } from './names.ts';
 import { answerClaim, answerLookup, type NameService } from './name-requests.ts';
 import { ClaimRate } from './claim-rate.ts';
+import type { ReleaseShelf } from './releases.ts';
 import { HoldBudget, StreamHold, bufferedIn, type Holder, type HoldLevel } from './hold.ts';
 
 /** Which flag names each hold cap, for the refusal line. */
@@ -67,6 +69,8 @@ export interface RelayServerOptions {
   /** Where names are: default MemoryNameTable over the registry; a cluster's names in Redis. */
   names?: NameTable;
   stats?: RelayStats;
+  /** Releases this relay serves its agents (--releases DIR). */
+  releases?: ReleaseShelf;
 }
 
 /**
@@ -112,6 +116,7 @@ export class RelayServer {
   readonly controls: ControlChannels;
   readonly #unwatchRelays: () => void;
   readonly #nameService: NameService;
+  readonly #releases: ReleaseShelf | undefined;
 
   constructor(options: RelayServerOptions) {
     this.identity = options.identity;
@@ -146,6 +151,7 @@ export class RelayServer {
     this.#nameService = { names: this.names, limits: this.limits, stats: this.stats, refusals: this.refusals, log: this.#log, rate: new ClaimRate(this.limits.nameClaimsPerIp) };
     this.#context = createSecureContext({ key: options.cert.key, cert: options.cert.cert, minVersion: 'TLSv1.3' });
     this.controls = new ControlChannels(this.stats, this.#log);
+    this.#releases = options.releases;
     this.#unwatchRelays = this.directory.watchRelays((relays) => this.controls.setRelays(relays));
   }
 
@@ -323,6 +329,8 @@ export class RelayServer {
         else if (first.t === 'ping') this.#onPing(session, stream, first);
         else if (first.t === 'claim') return answerClaim(this.#nameService, session, stream, first);
         else if (first.t === 'lookup') return answerLookup(this.#nameService, stream, first);
+        else if (first.t === 'releases') this.#onReleases(stream, first);
+        else if (first.t === 'release-get') this.#onReleaseGet(session, stream, first);
         else throw new Error(`unexpected first message "${String(first.t)}"`);
       },
     ).catch((err) => {
@@ -449,6 +457,21 @@ export class RelayServer {
     );
   }
 
+  /** An agent asks which releases this relay serves for its architecture (none without --releases). */
+  #onReleases(stream: MuxStream, first: Record<string, unknown>): void {
+    if (this.#releases) return this.#releases.answerQuery(stream, first);
+    parseReleaseQuery(first);
+    if (stream.writable) writeFrame(stream, { t: 'releases', releases: [] });
+    stream.end();
+  }
+
+  #onReleaseGet(session: AgentSession, stream: MuxStream, first: Record<string, unknown>): void {
+    if (this.#releases) return this.#releases.serve(session, stream, first);
+    parseReleaseGet(first);
+    reply(stream, errorReply('unavailable', 'this relay serves no releases'));
+    stream.end();
+  }
+
   /** One line per change of who gets an address's streams; a warning when several sessions publish it. */
   #onPublisherChange({ address, active, previous, standby }: PublisherChange): void {
     if (active && standby.length > 0 && standby.includes(previous!)) {
@@ -480,6 +503,7 @@ export class RelayServer {
   /** Closes every session and pending handshake. */
   close(): void {
     this.#unwatchRelays();
+    this.#releases?.close();
     this.#idle.close();
     for (const raw of this.#pending) raw.destroy();
     for (const session of [...this.registry.all()]) session.mux.close();

@@ -6,6 +6,7 @@ import { parsePublishFlags, toPublished } from '../../device/port-spec.ts';
 import { IncomingHandler, defaultAccessCheck, type AccessCheck } from '../../device/incoming.ts';
 import { RelayLink } from '../../link/relay-link.ts';
 import { LearnedRelays } from '../../link/learned-relays.ts';
+import { startUpdates } from '../../update/agent-updates.ts';
 import { describeMappings, sshLine, warnUnreachableTargets } from '../../device/preflight.ts';
 import { resolveRelays } from '../relays.ts';
 import { formatRelayEntry } from '../../config/relay-entry.ts';
@@ -60,6 +61,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   if (settings) log.info(`protected ports admit members of fleet ${settings.fleet} (via ${settings.rpc}, answers cached ${settings.ttlSeconds} s)`);
   // The relay's limits, checked here first: a set it would refuse is a start-up error (exit 2), not a retry loop.
   checkPublishSet(published);
+  const updates = startUpdates(ctx.home, link, log);
   const ops = await startOps({
     home: ctx.home,
     role: 'publish',
@@ -80,6 +82,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
         streams: stats.snapshot(),
         ...(names.length > 0 ? { names: claimer.status() } : {}),
         ...(stats.lastError ? { lastError: stats.lastError } : {}),
+        update: updates.status(),
       };
     },
   });
@@ -89,9 +92,11 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   void warnUnreachableTargets(mappings, (line) => log.warn(line));
   if (settings) void fleet!.warnUnreachableRpc(settings.rpc, (line) => log.warn(line));
   // A relay that refuses the set is that relay failing: the link passes it over and tries the others.
-  const outcome = await ctx.stopSignal;
+  // An installed update: stop cleanly; the service manager starts the launcher, which runs it.
+  const outcome = await Promise.race([ctx.stopSignal, updates.restart.then((v) => `update ${v} installed`)]);
   log.info(`${outcome}: shutting down`);
   claimer.stop();
+  updates.stop();
   await ops.close();
   await link.stop();
   await membership?.close();

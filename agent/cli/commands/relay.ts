@@ -29,7 +29,9 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   // A retirement survives restarts: a relay that retired keeps telling agents to move instead of serving.
   const retired = order ?? readRetireOrder(retiredPath(ctx.home), identity.address);
   if (order) writeRetireOrder(retiredPath(ctx.home), order);
-  const relay = await startRelay({ listen, home: ctx.home, identity, log, limits, cluster });
+  const releasesDir = args.flags.releases as string | undefined;
+  if (releasesDir === '') throw new UsageError('--releases is empty; give the directory of the releases to serve');
+  const relay = await startRelay({ listen, home: ctx.home, identity, log, limits, cluster, releases: releasesDir });
   const listening = [`agents ${formatHostPort({ host: listen.host, port: relay.port })}`];
   process.stdout.write(`relay ${identity.address} listening on ${formatHostPort({ host: listen.host, port: relay.port })}\n`);
   // What devices and clients should be given: the pinned form refuses any other relay at that host:port.
@@ -79,6 +81,9 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
     }
   };
   process.on('SIGUSR2', onRetireSignal);
+  // SIGHUP: read --releases DIR again now (a new release was copied there).
+  const onHangup = () => void relay.releases?.rescan();
+  process.on('SIGHUP', onHangup);
   const ops = await startOps({
     home: ctx.home,
     role: 'relay',
@@ -102,6 +107,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   });
   const signal = await Promise.race([ctx.stopSignal, retiredDone]);
   process.off('SIGUSR2', onRetireSignal);
+  process.off('SIGHUP', onHangup);
   await ops.close();
   log.info(`${signal === 'retired' ? 'retirement complete' : signal}: shutting down; counters ${JSON.stringify(relay.server.stats.snapshot())}`);
   await gateway?.close();
