@@ -57,7 +57,7 @@ test('diode bind forwards 127.0.0.1 ports to public and private device ports, wi
     t.log(`alice bind:\n${a.proc.output()}\nbob bind:\n${b.proc.output()}\ndevice:\n${device.proc.output()}\nrelay:\n${relay.proc.output()}`);
   }
   t.deepEqual(got, ['PUBLIC HELLO', 'PRIVATE HELLO', 'PUBLIC HELLO', '']);
-  await b.proc.waitFor(new RegExp(`:8: ${bob.address} is not on the allow list`));
+  await b.proc.waitFor(new RegExp(`:8: device ${device.address} does not publish port 8`));
 });
 
 test('bind specs are checked before anything connects, quoting the bad part', (t) => {

@@ -72,7 +72,7 @@ test.serial('three relays on one Redis: ssh and scp across relays, same-relay an
   // A key not on the private device's list is refused by the device's relay (r3) for a stream forwarded from r2.
   await t.throwsAsync(() => ssh(sshd, s2.port, d2.address, 'true', 15_000));
   // The relay logs the refusal when the device's answer passes through, which can come after ssh gave up: wait for it.
-  const refusalLine = new RegExp(`${s2.address} via relay 0x[0-9a-fA-F]{40} → ${d2.address}:22: ${s2.address} is not on the allow list`);
+  const refusalLine = new RegExp(`${s2.address} via relay 0x[0-9a-fA-F]{40} → ${d2.address}:22: device ${d2.address} does not publish port 22`);
   for (let waited = 0; waited < 5_000 && !refusalLine.test(r3.proc.output()); waited += 100) await new Promise((r) => setTimeout(r, 100));
   t.regex(r3.proc.output(), refusalLine);
   // The public gateway on r1 reaches the public device on r2.

@@ -124,9 +124,10 @@ test('curl reaches public web ports of a device through the HTTP and HTTPS gatew
   t.is(web.seen.at(-1)?.['x-forwarded-for'], '127.0.0.1');
 
   // Refusals: clear pages with the right status.
+  // A private port is answered as a port the device does not publish (issue 24 item 7: nothing to enumerate).
   const privatePort = await curl(http, `http://${device.address.toLowerCase()}-81.${DOMAIN}/who`);
-  t.is(privatePort.status, 403);
-  t.regex(privatePort.body, /403 Port not public\nport 81 of 0x[0-9a-fA-F]{40} is private, not public/);
+  t.is(privatePort.status, 502);
+  t.regex(privatePort.body, /502 Port not published\ndevice 0x[0-9a-fA-F]{40} does not publish port 81/);
   const offline = await curl(http, `http://0x0000000000000000000000000000000000000bad.${DOMAIN}/`, ['-H', 'Accept: text/html']);
   t.is(offline.status, 502);
   t.regex(offline.headers, /content-type: text\/html/i);

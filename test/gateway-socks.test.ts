@@ -23,7 +23,7 @@ test('real ssh reaches a public sshd through the SOCKS gateway with no agent on 
   const viaDomain = await run('ssh', [...opts, `${sshd.user}@${device.address}.gw.example.test`, 'echo by-domain'], { timeout: 30_000 });
   t.is(viaDomain.stdout, 'by-domain\n');
 
-  // A private port: real ssh fails fast with the ruleset refusal.
+  // A private port: real ssh fails fast, refused as a port the device does not publish (issue 24 item 7).
   const started = Date.now();
   const failed = await run('ssh', [...opts, '-p', '2222', `${sshd.user}@${address}.diode`, 'true'], { timeout: 15_000 }).then(
     () => undefined,
@@ -31,12 +31,12 @@ test('real ssh reaches a public sshd through the SOCKS gateway with no agent on 
   );
   t.truthy(failed, 'ssh to a private port through the gateway must fail');
   t.true(Date.now() - started < FAST_MS, `refusal took ${Date.now() - started} ms`);
-  t.regex(failed!, /not allowed by ruleset|SOCKS error 2\b/i);
-  t.regex(relay.proc.output(), /port 2222 of 0x[0-9a-fA-F]{40} is private, not public/);
+  t.regex(failed!, /connection refused|SOCKS error 5\b/i);
+  t.regex(relay.proc.output(), /device 0x[0-9a-fA-F]{40} does not publish port 2222/);
 
   // The exact reply codes, with a bare SOCKS5 client.
   const cases: [string, number, number, string][] = [
-    [`${address}.diode`, 2222, 0x02, 'private port → not allowed by ruleset'],
+    [`${address}.diode`, 2222, 0x05, 'private port → connection refused, as an unpublished one'],
     [`${address}.diode`, 2223, 0x05, 'unpublished port → connection refused'],
     ['0x0000000000000000000000000000000000000bad.diode', 22, 0x04, 'offline device → host unreachable'],
     ['example.org', 22, 0x04, 'not a device name → host unreachable'],

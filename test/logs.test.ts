@@ -51,14 +51,22 @@ test('--log-format json: the device logs each accepted and denied stream with th
   const ok = await socks5Connect(socksPort, `${deviceAddress}.diode`, 7);
   t.is(ok.rep, 0);
   ok.socket.destroy();
+  // Refused as a port the device does not publish (issue 24 item 7); the device's own line says denied.
   const denied = await socks5Connect(socksPort, `${deviceAddress}.diode`, 8);
-  t.is(denied.rep, 2);
+  t.is(denied.rep, 5);
   denied.socket.destroy();
   await device.waitFor(/"result":"denied"/);
-  // A port the device does not publish: the relay refuses it itself (the device never sees it).
+  // A port the device does not publish: a device with a protected port answers that itself too, inside the
+  // end-to-end layer, so that the two cannot be told apart by who answers.
   const unrouted = await socks5Connect(socksPort, `${deviceAddress}.diode`, 9);
   t.is(unrouted.rep, 5);
   unrouted.socket.destroy();
+  await device.waitFor(/"result":"no-such-port"/);
+  // A device that is not connected: the relay refuses that itself.
+  const offlineDevice = '0x0000000000000000000000000000000000000bAd';
+  const offline = await socks5Connect(socksPort, `${offlineDevice}.diode`, 22);
+  t.not(offline.rep, 0);
+  offline.socket.destroy();
 
   const lines = jsonLines(device.output());
   t.true(lines.length > 3);
@@ -66,11 +74,12 @@ test('--log-format json: the device logs each accepted and denied stream with th
   const streams = lines.filter((l) => l.event === 'stream');
   t.like(streams.find((l) => l.result === 'accepted'), { level: 'info', client: clientAddress, port: 7, mode: 'public', proof: 'relay' });
   t.like(streams.find((l) => l.result === 'denied'), { level: 'info', client: clientAddress, port: 8, mode: 'protected', proof: 'e2e' });
-  t.is(streams.length, 2, 'one line per stream');
+  t.like(streams.find((l) => l.result === 'no-such-port'), { level: 'info', client: clientAddress, port: 9 });
+  t.is(streams.length, 3, 'one line per stream');
   const relayLines = jsonLines(relay.output());
   t.true(relayLines.some((l) => l.level === 'debug' && String(l.msg).includes(`${deviceAddress} connected from 127.0.0.1:`)));
   // The refusal, at info (one line per kind and second: relay-caps.test.ts checks the rate limit).
-  t.true(relayLines.some((l) => l.level === 'info' && String(l.msg).startsWith(`refused: ${clientAddress} → ${deviceAddress}:9:`)), 'relay refusal at info');
+  t.true(relayLines.some((l) => l.level === 'info' && String(l.msg).toLowerCase().startsWith(`refused: ${clientAddress} → ${offlineDevice}:22:`.toLowerCase())), 'relay refusal at info');
 
   // The device leaves: the relay logs it at debug, as it logged the join.
   await device.stop();

@@ -10,12 +10,12 @@ import { RelayServer } from '../agent/relay/server.ts';
 import { Registry, type AgentSession } from '../agent/relay/registry.ts';
 import { loadOrCreateRelayCert } from '../agent/relay/cert.ts';
 import { encodeFrame } from '../agent/protocol/frames.ts';
-import type { MuxSession, MuxStream } from '../agent/mux/index.ts';
+import type { MuxSession, MuxStream, StreamHoldHook } from '../agent/mux/index.ts';
 import { silentLogger } from '../agent/util/log.ts';
 
 const run = promisify(execFile);
 const FAIL_FAST_MS = 10_000;
-const SOCKS_NOT_ALLOWED = 0x02;
+const SOCKS_CONNECTION_REFUSED = 0x05;
 const SOCKS_GENERAL_FAILURE = 0x01;
 
 /** Creates a client identity in a fresh home and returns both. */
@@ -70,7 +70,7 @@ async function sshFails(args: string[]): Promise<{ ms: number; stderr: string }>
   throw new Error('ssh succeeded but should have failed');
 }
 
-test('an allowed client reaches a private sshd, another key is refused with SOCKS 0x02, and a public port beside it stays open to both', async (t) => {
+test('an allowed client reaches a private sshd, another key is refused as for an unpublished port (SOCKS 0x05), and a public port beside it stays open to both', async (t) => {
   const sshd = await startSshd(t);
   const relay = await startRelay(t);
   const [alice, bob] = await Promise.all([clientHome(t), clientHome(t)]);
@@ -85,10 +85,11 @@ test('an allowed client reaches a private sshd, another key is refused with SOCK
   const publicB = await run('ssh', [...sshOptions(sshd, socksB.port), '-p', '2200', host, 'echo public-ok'], { timeout: 30_000 });
   t.is(publicB.stdout, 'public-ok\n');
 
-  t.is(await socksReply(socksB.port, `${device.address}.diode`, 22), SOCKS_NOT_ALLOWED);
+  // Issue 24 item 7: a key that may not use the port learns nothing about it, not even that it is there.
+  t.is(await socksReply(socksB.port, `${device.address}.diode`, 22), SOCKS_CONNECTION_REFUSED);
   const refused = await sshFails([...sshOptions(sshd, socksB.port), host, 'true']);
   t.true(refused.ms < FAIL_FAST_MS, `refused ssh took ${refused.ms} ms`);
-  t.regex(socksB.proc.output(), new RegExp(`${bob.address} is not on the allow list of port 22`));
+  t.regex(socksB.proc.output(), new RegExp(`device ${device.address} does not publish port 22`));
 });
 
 /**
@@ -147,6 +148,11 @@ class FrameRewriter extends Duplex {
     this.inner.resume();
   }
 
+  /** The relay charges what the stream holds to its caller (MuxStream.setHold): the real stream's bytes. */
+  setHold(hook: StreamHoldHook): boolean {
+    return this.inner.setHold(hook);
+  }
+
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     if (this.#wroteFirst) return void this.inner.write(chunk, cb);
     this.#wroteFirst = true;
@@ -192,7 +198,8 @@ test('a relay that lies about who is calling, or hides the end-to-end layer, get
   const liar = await startLyingRelay(t, new LyingRegistry(alice.address, false));
   const device = await startPublish(t, liar, ['-private', `${sshd.port}:22,${alice.address}`]);
   const socksB = await startSocksd(t, liar, bob.home);
-  t.is(await socksReply(socksB.port, `${device.address}.diode`, 22), SOCKS_NOT_ALLOWED);
+  // Issue 24 item 7: a key that may not use the port learns nothing about it, not even that it is there.
+  t.is(await socksReply(socksB.port, `${device.address}.diode`, 22), SOCKS_CONNECTION_REFUSED);
   await device.proc.waitFor(new RegExp(`denied ${bob.address} → port 22 \\(private\\)`));
   t.regex(device.proc.output(), new RegExp(`claimed ${alice.address}, the client proved ${bob.address}`));
   const refused = await sshFails([...sshOptions(sshd, socksB.port), `${sshd.user}@${device.address}.diode`, 'true']);

@@ -42,7 +42,7 @@ test('plain ssh with the printed ssh-config reaches a private sshd through diode
   t.true(Date.now() - started < FAIL_FAST_MS, `refused ssh took ${Date.now() - started} ms`);
   const lines = String(err?.stderr ?? '').split('\n').filter((l) => l.startsWith('diode:'));
   t.is(lines.length, 1, String(err?.stderr));
-  t.regex(lines[0], new RegExp(`diode: proxy: cannot reach ${device.address.toLowerCase()}\\.diode port 22: ${bob.address} is not on the allow list`));
+  t.regex(lines[0], new RegExp(`diode: proxy: cannot reach ${device.address.toLowerCase()}\\.diode port 22: device ${device.address} does not publish port 22`));
 
   // Bad name, offline device: one line each, non-zero exit.
   const proxy = (args: string[]) => {

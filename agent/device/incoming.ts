@@ -96,14 +96,18 @@ export class IncomingHandler {
     }
     const incoming = parseIncoming(first);
     const mapping = this.#ports.get(incoming.port);
-    if (!mapping) {
-      this.#verdict('no-such-port', incoming.from, incoming.port, '', incoming.via, 'not published');
-      return answer(stream, errorReply('no-such-port', `port ${incoming.port} is not published`), true);
+    // A caller that asked for the end-to-end layer hears about an unpublished port inside it, as it
+    // would about a port it may not use: the two answers are the same (notPublished), and so is their way.
+    if (!mapping && incoming.e2e) return this.#refuseE2E(stream, incoming);
+    if (!mapping || (!incoming.e2e && E2E_MODES.has(mapping.mode))) {
+      // Without the layer a private or protected port is not there for the caller (the public gateway).
+      this.#verdict(mapping ? 'denied' : 'no-such-port', incoming.from, incoming.port, mapping?.mode ?? '', incoming.via, mapping ? 'no end-to-end layer asked for' : 'not published');
+      return answer(stream, this.#notPublished(incoming.port), true);
     }
     if (incoming.e2e || E2E_MODES.has(mapping.mode)) return this.#handleE2E(stream, mapping, incoming);
     if (!(await this.#check(mapping, incoming.from))) {
       this.#verdict('denied', incoming.from, incoming.port, mapping.mode, incoming.via);
-      return answer(stream, errorReply('denied', `${incoming.from} may not use port ${incoming.port}`), true);
+      return answer(stream, this.#notPublished(incoming.port), true);
     }
     let why = '';
     const local = await this.#connectLocal(mapping).catch((err) => void (why = errorMessage(err)));
@@ -145,7 +149,7 @@ export class IncomingHandler {
     if (!(await this.#check(mapping, client))) {
       dropEarly();
       this.#verdict('denied', client, incoming.port, mapping.mode, incoming.via);
-      return sendVerdict(session, errorReply('denied', `${client} may not use port ${incoming.port}`));
+      return sendVerdict(session, this.#notPublished(incoming.port));
     }
     let why = '';
     const connected = early ? await early : await this.#connectLocal(mapping).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
@@ -163,6 +167,26 @@ export class IncomingHandler {
     this.#stats?.track(local);
     sendVerdict(session, { t: 'ok' });
     splice(session.socket, local);
+  }
+
+  /** The one answer for a port the caller may not use, the same as for a port that is not published (and the relay's: notPublished). */
+  #notPublished(port: number): Reply {
+    return errorReply('no-such-port', `device ${this.#identity.address} does not publish port ${port}`);
+  }
+
+  /** An unpublished port, for a caller that asked for the end-to-end layer: answered inside it, as a refusal is. */
+  async #refuseE2E(stream: MuxStream, incoming: Incoming): Promise<void> {
+    answer(stream, { t: 'ok', e2e: true }, false);
+    let session;
+    try {
+      session = await acceptE2E(stream, this.#identity);
+    } catch (err) {
+      this.#verdict('no-e2e', incoming.from, incoming.port, '', incoming.via, `no end-to-end proof: ${errorMessage(err)}`);
+      if (!stream.writableEnded) stream.destroy();
+      return;
+    }
+    this.#verdict('no-such-port', session.peer, incoming.port, '', incoming.via, 'not published');
+    sendVerdict(session, this.#notPublished(incoming.port));
   }
 
   #connectLocal(mapping: PortMapping): Promise<Socket> {

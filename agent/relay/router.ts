@@ -133,16 +133,34 @@ async function withShare(shares: CallerShares | undefined, caller: Caller, to: s
   return routed;
 }
 
+/**
+ * The one answer for a port the caller may not use, the same as for a port
+ * that is not published: a caller learns nothing about ports it may not use.
+ */
+export function notPublished(to: string, port: number): RouteError {
+  return new RouteError('no-such-port', `device ${to} does not publish port ${port}`);
+}
+
+/**
+ * Whether the relay answers a connect for this port itself: never for a port
+ * the caller may use; for the others only when the device publishes no
+ * protected port. The relay cannot tell a fleet member, so the device
+ * answers for its protected ports, inside the end-to-end layer; it then
+ * answers for its unpublished and private ports the same way, or their
+ * quick answer from the relay would tell them apart from the protected ones.
+ */
+function refusedHere(device: AgentSession, caller: Caller, port: number, e2e: boolean): boolean {
+  const published = device.ports.get(port);
+  const usable = published !== undefined && (published.mode === 'public' || (caller.kind === 'agent' && (published.mode === 'protected' || published.allow?.includes(caller.address) === true)));
+  if (usable) return false;
+  if (caller.kind === 'gateway' || !e2e) return true;
+  for (const p of device.ports.values()) if (p.mode === 'protected') return false;
+  return true;
+}
+
 /** Routes to a session of this relay: the relay's own checks, then `incoming` to the device. */
 export async function routeLocal(device: AgentSession, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, shares?: CallerShares, early?: Readable): Promise<Routed> {
-  const published = device.ports.get(port);
-  if (!published) throw new RouteError('no-such-port', `device ${to} does not publish port ${port}`);
-  if (caller.kind === 'gateway' && published.mode !== 'public') {
-    throw new RouteError('denied', `port ${port} of ${to} is ${published.mode}, not public`);
-  }
-  if (caller.kind === 'agent' && published.mode === 'private' && !published.allow?.includes(caller.address)) {
-    throw new RouteError('denied', `${caller.address} is not on the allow list of port ${port} of ${to}`);
-  }
+  if (refusedHere(device, caller, port, e2e)) throw notPublished(to, port);
   // Fair share of the device's stream slots: counted until the stream closes.
   return withShare(shares, caller, to, () => openLocal(device, relayAddress, caller, to, port, e2e, early));
 }
@@ -205,9 +223,9 @@ async function openLocal(device: AgentSession, relayAddress: string, caller: Cal
     waitingHere.delete(move);
   }
   if (reply.e2e && caller.kind === 'gateway') {
-    // The gateway has no key to run the end-to-end layer with.
+    // The gateway has no key to run the end-to-end layer with: to it, such a port is not there.
     stream.destroy();
-    throw new RouteError('denied', `port ${port} of ${to} needs a client key (end-to-end layer)`);
+    throw notPublished(to, port);
   }
   return { stream, e2e: reply.e2e === true };
 }
