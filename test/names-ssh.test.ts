@@ -2,6 +2,7 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect } from 'node:net';
 import { promisify } from 'node:util';
 import { DIODE_BUNDLE, runDiode, start, startPublishNamed, startRelay, tempDir } from './helpers/diode.ts';
 import { startSshd, type Sshd } from './helpers/sshd.ts';
@@ -21,9 +22,24 @@ async function sshConfig(home: string, relayPort: number, sshd: Sshd): Promise<s
 
 const publishNamed = (t: Parameters<typeof tempDir>[0], relayPort: number, ports: string[], names: string[], home?: string) => startPublishNamed(t, `127.0.0.1:${relayPort}`, ports, names, home);
 
+/** A SOCKS4a CONNECT to host:port (the name in the request); resolves with the reply code (0x5a granted, 0x5b rejected). */
+function socks4aReply(proxyPort: number, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(proxyPort, '127.0.0.1');
+    const head = Buffer.from([4, 1, port >> 8, port & 0xff, 0, 0, 0, 1, 0]);
+    socket.once('connect', () => socket.write(Buffer.concat([head, Buffer.from(`${host}\0`)])));
+    socket.once('data', (reply: Buffer) => {
+      socket.destroy();
+      resolve(reply[1]);
+    });
+    socket.once('error', reject);
+    socket.setTimeout(20_000, () => socket.destroy(new Error('no SOCKS4a reply')));
+  });
+}
+
 const pinnedLines = (stderr: string) => stderr.split('\n').filter((l) => /pinned in/.test(l));
 
-test('kitchen.diode: plain ssh through ssh-config (the name pinned once, said once), curl --socks5-hostname through socksd, the gateway by name (SOCKS and HTTP); unknown and malformed names are one clear line and never a DNS lookup', async (t) => {
+test('kitchen.diode: plain ssh through ssh-config (the name pinned once, said once), curl --socks5-hostname and SOCKS4a through socksd, <name>-<port>, bind by name, the gateway by name (SOCKS and HTTP); unknown and malformed names are one clear line and never a DNS lookup', async (t) => {
   const sshd = await startSshd(t);
   const web = await startOrigin(t, 'web');
   const relay = await startRelay(t, ['--gateway-socks', '127.0.0.1:0', '--gateway-http', '127.0.0.1:0', '--gateway-domain', DOMAIN]);
@@ -52,6 +68,16 @@ test('kitchen.diode: plain ssh through ssh-config (the name pinned once, said on
   await socksd.waitFor(/connected to relay/);
   const viaSocksd = await run('curl', ['-sS', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${socksPort}`, 'http://kitchen.diode/who']);
   t.is(JSON.parse(viaSocksd.stdout).name, 'web');
+  // The port in the name wins (kitchen-80.diode:9 is port 80).
+  const portInName = await run('curl', ['-sS', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${socksPort}`, 'http://kitchen-80.diode:9/who']);
+  t.is(JSON.parse(portInName.stdout).name, 'web');
+  // SOCKS4a carries the name as SOCKS5 does.
+  t.is(await socks4aReply(socksPort, 'kitchen.diode', 80), 0x5a);
+  t.is(await socks4aReply(socksPort, 'nobody.diode', 80), 0x5b);
+  // diode bind by name.
+  const bind = start(t, ['bind', '0:kitchen.diode:80', '--relay', `127.0.0.1:${relay.port}`, '--home', client.home]);
+  const bound = Number((await bind.waitFor(/bind 127\.0\.0\.1:(\d+) → kitchen\.diode:80/))[1]);
+  t.is(JSON.parse((await run('curl', ['-sS', '--max-time', '20', `http://127.0.0.1:${bound}/who`])).stdout).name, 'web');
   // The gateway: no agent on this side at all.
   const viaGatewaySocks = await run('curl', ['-sS', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${gatewaySocks}`, 'http://kitchen.diode/who']);
   t.is(JSON.parse(viaGatewaySocks.stdout).name, 'web');
