@@ -17,13 +17,13 @@ export class TokenBucket {
     this.#at = now();
   }
 
-  /** Takes one token; false (nothing taken) when none is left. */
-  take(): boolean {
+  /** Takes `n` tokens (one by default); false (nothing taken) when fewer are left. */
+  take(n = 1): boolean {
     const now = this.#now();
     this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#at) / 1000) * this.#perSecond);
     this.#at = now;
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
+    if (this.#tokens < n) return false;
+    this.#tokens -= n;
     return true;
   }
 }
