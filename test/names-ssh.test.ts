@@ -66,6 +66,7 @@ test('kitchen.diode: plain ssh through ssh-config (the name pinned once, said on
   const socksd = start(t, ['socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relay.port}`, '--home', client.home]);
   const socksPort = Number((await socksd.waitFor(/listening on 127\.0\.0\.1:(\d+)/))[1]);
   await socksd.waitFor(/connected to relay/);
+  const lookupsBefore = (await counters(relay.home)).name_lookup ?? 0;
   const viaSocksd = await run('curl', ['-sS', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${socksPort}`, 'http://kitchen.diode/who']);
   t.is(JSON.parse(viaSocksd.stdout).name, 'web');
   // The port in the name wins (kitchen-80.diode:9 is port 80).
@@ -73,6 +74,7 @@ test('kitchen.diode: plain ssh through ssh-config (the name pinned once, said on
   t.is(JSON.parse(portInName.stdout).name, 'web');
   // SOCKS4a carries the name as SOCKS5 does.
   t.is(await socks4aReply(socksPort, 'kitchen.diode', 80), 0x5a);
+  t.is((await counters(relay.home)).name_lookup - lookupsBefore, 1, 'three connections to kitchen, one lookup: socksd reuses the answer for a minute');
   t.is(await socks4aReply(socksPort, 'nobody.diode', 80), 0x5b);
   // diode bind by name.
   const bind = start(t, ['bind', '0:kitchen.diode:80', '--relay', `127.0.0.1:${relay.port}`, '--home', client.home]);
