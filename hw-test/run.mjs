@@ -5,7 +5,7 @@
 // (serial) console, then real OpenSSH through a host relay + socksd to
 // pi@<address>.diode; a reboot must keep the address and the host key.
 //
-//   node hw-test/run.mjs [--arch arm64|armhf] [--image FILE] [--timeout-min N] [--keep]
+//   node hw-test/run.mjs [--arch arm64|armhf] [--image FILE] [--timeout-min N] [--keep] [--no-update]
 //
 // Prints one line per step with the time since power-on, and a summary.
 import { spawn, spawnSync } from 'node:child_process';
@@ -14,6 +14,7 @@ import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSyn
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { decodeQr, renderScreen, LINUX_CONSOLE, SMALL_CONSOLE } from './screen.mjs';
+import { prepareRelease, updateGuest } from './update.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BUNDLE = join(ROOT, 'dist/diode.cjs');
@@ -39,7 +40,7 @@ const ADDRESS_LINE = /diode address: (0x[0-9a-fA-F]{40})/g;
 class HwTestError extends Error {}
 
 function parseArgs(argv) {
-  const opts = { arch: 'arm64', image: null, timeoutMin: 45, keep: false };
+  const opts = { arch: 'arm64', image: null, timeoutMin: 45, keep: false, update: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => argv[++i] ?? (() => { throw new HwTestError(`${a} needs a value`); })();
@@ -47,8 +48,9 @@ function parseArgs(argv) {
     else if (a === '--image') opts.image = value();
     else if (a === '--timeout-min') opts.timeoutMin = Number(value());
     else if (a === '--keep') opts.keep = true;
+    else if (a === '--no-update') opts.update = false;
     else if (a === '-h' || a === '--help') {
-      console.log('usage: node hw-test/run.mjs [--arch arm64|armhf] [--image FILE] [--timeout-min N] [--keep]');
+      console.log('usage: node hw-test/run.mjs [--arch arm64|armhf] [--image FILE] [--timeout-min N] [--keep] [--no-update]');
       process.exit(0);
     } else throw new HwTestError(`unknown option ${a}`);
   }
@@ -229,8 +231,9 @@ async function main() {
     const key2 = join(work, 'id_legacy');
     run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'legacy@host', '-f', key2]);
 
-    // Host side: relay (the guest reaches it as 10.0.2.2) and the client's socksd.
-    const relay = daemon('relay', process.execPath, [BUNDLE, 'relay', '--listen', '127.0.0.1:0', '--home', join(work, 'relay')], join(work, 'relay.log'));
+    // Host side: relay (the guest reaches it as 10.0.2.2, serving a signed release one version newer than the image) and the client's socksd.
+    const release = opts.update ? prepareRelease({ arch: opts.arch, work, log }) : undefined;
+    const relay = daemon('relay', process.execPath, [BUNDLE, 'relay', '--listen', '127.0.0.1:0', '--home', join(work, 'relay'), ...(release ? ['--releases', release.dir] : [])], join(work, 'relay.log'));
     const relayPort = Number((await relay.waitFor(/relay 0x[0-9a-fA-F]{40} listening on [\d.]+:(\d+)/, 60_000)).match[1]);
     const socksd = daemon('socksd', process.execPath, [BUNDLE, 'socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relayPort}`, '--home', join(work, 'client')], join(work, 'socksd.log'));
     const socksPort = Number((await socksd.waitFor(/listening on [\d.]+:(\d+)/, 60_000)).match[1]);
@@ -449,6 +452,32 @@ async function main() {
     check('symlinked ~/.ssh/authorized_keys refused: root\'s keys untouched', g.rootkeys === 'absent' && g.link === 'still-a-link', `${g.rootkeys} ${g.link}`);
     check('the refusal is on the login screen', /authorized_keys: \/home\/pi\/\.ssh\/authorized_keys is a symbolic link; not followed/.test(g.problems), g.problems);
     check('second boot: agent active (relays from diode.conf), no failed units', g.agent === 'active' && g.failed === '', `${g.agent} ${g.failed}`);
+
+    // ---- issue 26: the device updates itself from its relay and keeps the new version across a reboot ----
+    let tUpdate = NaN;
+    let tRebootOnNew = NaN;
+    if (release) {
+      const upd = await updateGuest({ release, facts, lanSsh: (c) => ssh(c, { via: 'lan' }), log, since: boot2.since });
+      tUpdate = upd.took;
+      check(`the agent updated itself from the relay to the signed ${release.version}`, upd.version.startsWith(`${release.version} `), upd.version);
+      check('the update was verified, installed, started on trial and stayed (journal)', upd.journal.installed === '1' && upd.journal.stays === '1', upd.journal.timing);
+      const viaDiode = await untilSsh({ strict: 'yes' }, Date.now() + timeoutMs);
+      check('ssh through diode to the updated agent', viaDiode === m.uname, viaDiode);
+      const beforeReboot = boot2.qemu.output().length;
+      await ssh('sudo -n systemctl reboot', { via: 'lan' });
+      const rebootAt = Date.now();
+      await boot2.qemu.waitFor(ADDRESS_LINE, timeoutMs, beforeReboot);
+      await untilSsh({ strict: 'yes' }, Date.now() + timeoutMs);
+      tRebootOnNew = Date.now() - rebootAt;
+      const h = await facts([
+        `echo "version=$(sudo -n diode status --json --home /var/lib/diode 2>/dev/null | tr -d '\\n' | sed -n 's/.*"role": *"publish"[^}]*"version": *"\\([^"]*\\)".*/\\1/p')"`,
+        'echo "exe=$(sudo -n readlink /proc/$(systemctl show -p MainPID --value diode.service)/exe)"',
+        'echo "rollbacks=$(cat /var/lib/diode/update/rollbacks 2>/dev/null | wc -l)"',
+        'echo "packaged=$(/usr/bin/diode --version)"',
+      ]);
+      check(`after a reboot the agent runs ${release.version} from the state directory, the packaged binary untouched`, h.version.startsWith(`${release.version} `) && h.exe.startsWith('/var/lib/diode/update/diode-') && !h.packaged.includes(release.version) && h.rollbacks === '0', `version ${h.version}, exe ${h.exe}, packaged ${h.packaged}, rollbacks ${h.rollbacks}`);
+      log(`  ${Math.round(tRebootOnNew / 1000)} s from reboot to ssh on ${release.version}`);
+    }
     await ssh('sudo -n systemctl poweroff');
     await waitExit(boot2.qemu, 10 * 60_000);
     const clean = spawnSync('e2fsck', ['-fn', rootFs], { encoding: 'utf8' });
@@ -462,6 +491,7 @@ async function main() {
       powerOnToLoginPromptS: Math.round(tLogin / 1000),
       powerOnToSshS: Math.round(tReach / 1000),
       powerCycleToSshS: Math.round(tReach2 / 1000),
+      ...(release ? { updateVersion: release.version, updateKeysSetToStayingS: Math.round(tUpdate / 1000), rebootToSshOnNewVersionS: Math.round(tRebootOnNew / 1000) } : {}),
       checksFailed: failed.map(([w]) => w),
     };
     writeFileSync(join(ROOT, '.cache/hw-test', `result-${opts.arch}.json`), JSON.stringify(summary, null, 2) + '\n');

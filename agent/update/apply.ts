@@ -19,8 +19,11 @@ import {
   type Selection,
 } from './layout.ts';
 
-/** ms the new executable's --version may take (a Pi 3 starts node in a second or two; leave room for a loaded card). */
-export const VERSION_RUN_TIMEOUT_MS = 60_000;
+/**
+ * ms the new executable's --version may take: a Pi 3 starts node in a second
+ * or two; a Pi Zero 2 under load, or QEMU emulating one, takes tens of seconds.
+ */
+export const VERSION_RUN_TIMEOUT_MS = 120_000;
 
 /** What this agent takes: its update-keys (none: it never updates), its architecture, its version, what was rolled back. */
 export function updatePolicy(home: string): OfferPolicy & { keys: string[] } {
