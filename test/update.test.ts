@@ -4,7 +4,7 @@ import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { runDiode, start, startRelay, tempDir } from './helpers/diode.ts';
-import { startSshd, sshOptions } from './helpers/sshd.ts';
+import { freePort, startSshd, sshOptions } from './helpers/sshd.ts';
 import { LAUNCHER, buildVersion, releaseKey, scriptRelease, sign, superviseLauncher } from './helpers/releases.ts';
 import type { AgentStatus } from '../agent/ops/status.ts';
 
@@ -40,7 +40,8 @@ test('a device with update-keys updates from its relay to the newer signed relea
   const home = tempDir(t);
   const rateKiB = 256;
   t.is((await runDiode(['config', '--home', home, '-set', `update-keys=${key.address}`, '-set', `update-rate=${rateKiB}`])).code, 0);
-  const device = superviseLauncher(t, { home, packaged, args: ['publish', '-public', `${sshd.port}:22`, '--relay', `127.0.0.1:${relay.port}`, '--home', home] });
+  const metricsPort = await freePort();
+  const device = superviseLauncher(t, { home, packaged, args: ['publish', '-public', `${sshd.port}:22`, '--relay', `127.0.0.1:${relay.port}`, '--home', home, '--metrics', `127.0.0.1:${metricsPort}`] });
   const address = (await device.waitFor(/ as (0x[0-9a-fA-F]{40})/))[1];
   const began = Date.parse((await device.waitFor(/(\S+Z) info +\[publish\/update\] release 0\.6\.0 for linux-x64 offered by relay .*; downloading (\d+) bytes at 256 KiB\/s/))[1]);
   const size = Number((await device.waitFor(/downloading (\d+) bytes/))[1]);
@@ -70,6 +71,11 @@ test('a device with update-keys updates from its relay to the newer signed relea
   t.regex(human.stdout, /diode 0\.6\.0 \(commit test\)/);
   t.regex(human.stdout, /update +1 release key, checked \d+s ago: (up to date|applied)/);
   t.false(existsSync(join(home, 'update', 'trial')));
+  // The new agent's metrics: the update it came from is counted in the state directory.
+  const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  t.regex(metrics, /^diode_updates_applied_total\{role="publish"\} 1$/m);
+  t.regex(metrics, /^diode_update_rollbacks_total\{role="publish"\} 0$/m);
+  t.regex(metrics, /^diode_update_checks_total\{result="up_to_date",role="publish"\} 1$/m);
 });
 
 test('a device without update-keys never asks its relay for releases', async (t) => {
@@ -194,7 +200,8 @@ test('an update that cannot reach the relay is rolled back within the trial time
   const home = tempDir(t);
   await runDiode(['config', '--home', home, '-set', `update-keys=${key.address}`]);
   const trialSeconds = 8;
-  const device = superviseLauncher(t, { home, packaged, args: ['publish', '-public', '22:22', '--relay', `127.0.0.1:${relay.port}`, '--home', home], trialSeconds });
+  const metricsPort = await freePort();
+  const device = superviseLauncher(t, { home, packaged, args: ['publish', '-public', '22:22', '--relay', `127.0.0.1:${relay.port}`, '--home', home, '--metrics', `127.0.0.1:${metricsPort}`], trialSeconds });
   await device.waitFor(/update 0\.6\.0 verified and installed/, 30_000);
   const trialAt = Date.now();
   await device.waitFor(/diode-launch: starting update 0\.6\.0 on trial/, 15_000);
@@ -214,6 +221,9 @@ test('an update that cannot reach the relay is rolled back within the trial time
   t.regex(human, /up to date \(0\.5\.0; refused 0\.6\.0 rolled_back\)/);
   t.regex(readFileSync(join(home, 'update', 'bad'), 'utf8'), /^0\.6\.0$/m);
   t.false(existsSync(join(home, 'update', 'current')));
+  const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  t.regex(metrics, /^diode_update_rollbacks_total\{role="publish"\} 1$/m);
+  t.regex(metrics, /^diode_update_refusals_total\{reason="rolled_back",role="publish"\} 1$/m);
 });
 
 test('an update that exits at once is rolled back at its first exit', async (t) => {
