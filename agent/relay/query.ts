@@ -3,7 +3,8 @@ import { requestStream, HeaderRefused } from '../protocol/request.ts';
 import { errorMessage } from '../util/errors.ts';
 import type { SessionSet } from './registry.ts';
 import type { Directory } from './directory.ts';
-import { RouteError, openDeviceStream } from './router.ts';
+import { RouteError, openDeviceStream, withShare, type Caller } from './router.ts';
+import type { CallerShares } from './fair-share.ts';
 
 /**
  * What a query names: whether `address` publishes on this relay, since when,
@@ -28,17 +29,34 @@ export async function describeDevice(registry: SessionSet, directory: Directory,
   return { t: 'info', address, online: true, ...(device.publishingSince !== undefined ? { since: device.publishingSince } : {}), ports };
 }
 
-/** Forwards a ping to the device and resolves once it answered ok; the stream is closed either way. */
-export async function pingDevice(registry: SessionSet, relayAddress: string, caller: string, to: string): Promise<void> {
+export interface PingRequest {
+  registry: SessionSet;
+  relayAddress: string;
+  /** Who pings: an agent, counted in the fair share toward the device as its streams are. */
+  caller: Extract<Caller, { kind: 'agent' }>;
+  to: string;
+  shares?: CallerShares;
+}
+
+/**
+ * Forwards a ping to the device and resolves once it answered ok; the stream
+ * is closed either way. A ping is a stream to the device like any other: it
+ * takes a slot of the caller's fair share while it waits for the answer, so
+ * a ping flood cannot crowd out other callers' streams.
+ */
+export async function pingDevice({ registry, relayAddress, caller, to, shares }: PingRequest): Promise<void> {
   const device = registry.publisher(to);
   if (!device) throw new RouteError('offline', `device ${to} is not connected`);
-  const stream = openDeviceStream(device, to);
-  const header: Ping = { t: 'ping', from: caller, via: relayAddress };
-  try {
-    await requestStream(stream, header);
-  } catch (err) {
-    const refused = err instanceof HeaderRefused ? err.reply : undefined;
-    throw new RouteError(refused?.code ?? 'unavailable', `device ${to} did not answer the ping${refused ? '' : ' (an older diode answers no pings)'}: ${errorMessage(err)}`);
-  }
+  const { stream } = await withShare(shares, caller, to, async () => {
+    const stream = openDeviceStream(device, to);
+    const header: Ping = { t: 'ping', from: caller.address, via: relayAddress };
+    try {
+      await requestStream(stream, header);
+    } catch (err) {
+      const refused = err instanceof HeaderRefused ? err.reply : undefined;
+      throw new RouteError(refused?.code ?? 'unavailable', `device ${to} did not answer the ping${refused ? '' : ' (an older diode answers no pings)'}: ${errorMessage(err)}`);
+    }
+    return { stream, e2e: false };
+  });
   stream.destroy();
 }

@@ -114,7 +114,7 @@ export async function routeToDevice(directory: Directory, relayAddress: string, 
  * Runs open() under a fair-share slot of caller toward device `to`: the slot
  * is pending until open() settles and held until the stream closes.
  */
-async function withShare(shares: CallerShares | undefined, caller: Caller, to: string, open: () => Promise<Routed>): Promise<Routed> {
+export async function withShare(shares: CallerShares | undefined, caller: Caller, to: string, open: () => Promise<Routed>): Promise<Routed> {
   const callers = [caller.kind === 'agent' ? caller.address : undefined, caller.source].filter((c): c is string => c !== undefined);
   const share: Share | string | undefined = shares?.take(callers, to);
   if (typeof share === 'string') throw new RouteError('unavailable', `too many streams toward ${to}: ${share}`);

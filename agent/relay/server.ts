@@ -444,7 +444,7 @@ export class RelayServer {
   #onPing(session: AgentSession, stream: MuxStream, first: Record<string, unknown>): void {
     const ping = parsePing(first, 'relay');
     this.stats.count('ping');
-    pingDevice(this.registry, this.address, session.address, ping.to!).then(
+    pingDevice({ registry: this.registry, relayAddress: this.address, caller: { kind: 'agent', address: session.address, source: session.source }, to: ping.to!, shares: this.shares }).then(
       () => {
         reply(stream, { t: 'ok' });
         stream.end();
