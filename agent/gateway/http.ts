@@ -39,8 +39,16 @@ interface Pipeline {
   refused: boolean;
 }
 
-/** Hop-by-hop request headers (RFC 9110 §7.6.1) plus what the gateway sets itself; the rest is forwarded as sent. */
-const REQUEST_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'upgrade', 'expect', 'x-forwarded-proto', 'x-forwarded-host']);
+/** Hop-by-hop request headers (RFC 9110 §7.6.1); the rest is forwarded as sent, but for CLIENT_ADDRESS_HEADERS. */
+const REQUEST_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'upgrade', 'expect']);
+/**
+ * Headers that tell a web server who the client is and how it came: the
+ * gateway sets them itself (X-Forwarded-For appended to, X-Forwarded-Proto,
+ * X-Forwarded-Host, X-Real-IP, Forwarded) and drops whatever a client sent
+ * under these names, also spelled with underscores (X_Real_IP: CGI, PHP and
+ * nginx with underscores_in_headers read it as X-Real-IP).
+ */
+const CLIENT_ADDRESS_HEADERS = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-forwarded-server', 'x-real-ip', 'forwarded', 'x-client-ip', 'true-client-ip', 'x-cluster-client-ip', 'cf-connecting-ip', 'fastly-client-ip']);
 /** Hop-by-hop response headers; Node frames the body for the client itself (length or chunked). */
 const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
 
@@ -65,22 +73,34 @@ function clientIp(socket: Socket): string {
   return (socket.remoteAddress ?? 'unknown').replace(/^::ffff:(?=\d+\.)/, '');
 }
 
-/** The request's raw headers for the device: hop-by-hop ones removed, X-Forwarded-* added (For appended to). */
+/**
+ * The request's raw headers for the device: hop-by-hop ones removed, the
+ * client-address headers the gateway's own (X-Forwarded-For keeps what the
+ * client sent under exactly that name before the address the gateway saw).
+ */
 function forwardedHeaders(req: IncomingMessage, proto: Proto, keepHopByHop: boolean): string[] {
-  const drop = keepHopByHop ? new Set<string>(['x-forwarded-proto', 'x-forwarded-host']) : new Set([...REQUEST_DROP, ...connectionTokens(req)]);
+  const drop = keepHopByHop ? new Set<string>() : new Set([...REQUEST_DROP, ...connectionTokens(req)]);
   const out: string[] = [];
   let forwardedFor: string | undefined;
   const raw = req.rawHeaders;
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i].toLowerCase();
     if (name === 'x-forwarded-for') forwardedFor = forwardedFor ? `${forwardedFor}, ${raw[i + 1]}` : raw[i + 1];
-    else if (!drop.has(name)) out.push(raw[i], raw[i + 1]);
+    else if (!drop.has(name) && !CLIENT_ADDRESS_HEADERS.has(name.replace(/_/g, '-'))) out.push(raw[i], raw[i + 1]);
   }
   const ip = clientIp(req.socket);
   out.push('X-Forwarded-For', forwardedFor ? `${forwardedFor}, ${ip}` : ip);
   out.push('X-Forwarded-Proto', proto);
-  if (req.headers.host) out.push('X-Forwarded-Host', req.headers.host);
+  out.push('X-Real-IP', ip);
+  const host = req.headers.host;
+  if (host) out.push('X-Forwarded-Host', host);
+  out.push('Forwarded', `for=${forwardedNode(ip)};proto=${proto}${host && /^[\x21-\x7e]+$/.test(host) ? `;host="${host.replace(/["\\]/g, '')}"` : ''}`);
   return out;
+}
+
+/** An address as a Forwarded `for=` node (RFC 7239 §6: IPv6 quoted and in brackets). */
+function forwardedNode(ip: string): string {
+  return ip.includes(':') ? `"[${ip}]"` : ip;
 }
 
 /** How many times a header occurs (Node keeps only the first Host in req.headers). */
