@@ -5,10 +5,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { start, tempDir } from './helpers/diode.ts';
-import { startSshd, sshOptions, type Sshd } from './helpers/sshd.ts';
+import { bannerThrough, startSshd, sshOptions, type Sshd } from './helpers/sshd.ts';
 import { startRedis, startRedisCluster } from './helpers/redis.ts';
 import { clusterRelays, makeHome, threeRelaysWithGateway, within, type ClusterRelay } from './helpers/cluster.ts';
-import { socks5Connect } from './helpers/http.ts';
 
 const run = promisify(execFile);
 /** ms: the issue's target for a device that moved relays to be reachable through any relay. */
@@ -31,22 +30,6 @@ async function socksd(t: Parameters<typeof tempDir>[0], relays: string, home?: s
   return { address: m[1], port: Number(m[2]), proc };
 }
 
-/** The device's sshd answers through this socksd: its SSH banner arrives (no ssh handshake timed in). */
-async function bannerThrough(socksPort: number, device: string): Promise<boolean> {
-  const { rep, socket } = await socks5Connect(socksPort, `${device.toLowerCase()}.diode`, 22);
-  try {
-    if (rep !== 0) return false;
-    socket.resume();
-    const first = await new Promise<Buffer>((resolve, reject) => {
-      socket.once('data', resolve);
-      socket.once('close', () => reject(new Error('closed')));
-      setTimeout(() => reject(new Error('no banner')), 5000).unref();
-    });
-    return first.toString().startsWith('SSH-');
-  } finally {
-    socket.destroy();
-  }
-}
 
 function ssh(sshd: Sshd, socksPort: number, device: string, command: string, timeout = 30_000) {
   return run('ssh', [...sshOptions(sshd, socksPort), `${sshd.user}@${device.toLowerCase()}.diode`, command], { timeout });

@@ -1,6 +1,7 @@
 import { createServer } from 'node:net';
 import type { ExecutionContext } from 'ava';
 import { start, tempDir, type Running } from './diode.ts';
+import { socks5Connect } from './http.ts';
 import { SSHD_BINARY, makeSshdKeys, writeSshdConfig } from './sshd-files.ts';
 
 export interface Sshd {
@@ -58,4 +59,21 @@ export function sshOptions(sshd: Sshd, socksPort: number): string[] {
     '-o', 'ConnectTimeout=10',
     '-o', `ProxyCommand=nc -X 5 -x 127.0.0.1:${socksPort} %h %p`,
   ];
+}
+
+/** The device's sshd answers through this socksd: its SSH banner arrives (no ssh handshake timed in). */
+export async function bannerThrough(socksPort: number, device: string): Promise<boolean> {
+  const { rep, socket } = await socks5Connect(socksPort, `${device.toLowerCase()}.diode`, 22);
+  try {
+    if (rep !== 0) return false;
+    socket.resume();
+    const first = await new Promise<Buffer>((resolve, reject) => {
+      socket.once('data', resolve);
+      socket.once('close', () => reject(new Error('closed')));
+      setTimeout(() => reject(new Error('no banner')), 5000).unref();
+    });
+    return first.toString().startsWith('SSH-');
+  } finally {
+    socket.destroy();
+  }
 }
