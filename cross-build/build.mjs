@@ -14,25 +14,29 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
-  chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync,
+  appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync,
   renameSync, rmSync, statSync, writeFileSync,
 } from 'node:fs';
 import { delimiter, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { armCommand } from './qemu-user.mjs';
+import { chunkArchive } from '../scripts/chunk-archive.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const RUNTIMES = JSON.parse(readFileSync(join(ROOT, 'cross-build/runtimes.json'), 'utf8')).targets;
 const ALL_TARGETS = Object.keys(RUNTIMES);
 const CACHE_DIR = join(ROOT, '.cache/node-runtimes');
 const SEA_DIR = join(ROOT, 'dist/sea');
+/** The SEA's main script: the loader, which reads the program's chunks from the archive appended to the executable. */
 const BUNDLE = join(SEA_DIR, 'diode.cjs');
+/** The program's chunks (scripts/build.mjs --sea writes them beside the loader). */
+const CHUNKS = join(SEA_DIR, 'chunks');
 /** The fuse postject flips so that node looks for the blob (Node's documented value). */
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 /** Resource name node reads the blob from. */
 const SEA_RESOURCE = 'NODE_SEA_BLOB';
 /** Bumped when the way a binary is assembled changes, so cached outputs are rebuilt. */
-const RECIPE_VERSION = 1;
+const RECIPE_VERSION = 2;
 /** Strip tools per target, first found wins; llvm-strip handles every ELF machine. */
 const STRIP_TOOLS = {
   x64: ['strip', 'x86_64-linux-gnu-strip', 'llvm-strip'],
@@ -171,10 +175,11 @@ function gitCommit() {
   }
 }
 
+/** The loader and the chunks; returns the bytes that decide the outputs (loader, then the archive as at offset 0). */
 function bundle(commit) {
   mkdirSync(SEA_DIR, { recursive: true });
-  run(process.execPath, [join(ROOT, 'scripts/build.mjs'), relative(ROOT, BUNDLE)], { env: { DIODE_COMMIT: commit } });
-  return readFileSync(BUNDLE);
+  run(process.execPath, [join(ROOT, 'scripts/build.mjs'), relative(ROOT, BUNDLE), '--sea'], { env: { DIODE_COMMIT: commit } });
+  return Buffer.concat([readFileSync(BUNDLE), chunkArchive(CHUNKS, 0)]);
 }
 
 /** Fetches (if needed), verifies and unpacks the target's node; returns the path of its `node`. */
@@ -278,6 +283,9 @@ function assemble({ target, node, blob, out, strip, check, commit, version, hash
   }
 
   run('npx', ['--no-install', 'postject', tmp, SEA_RESOURCE, blob, '--sentinel-fuse', SEA_FUSE]);
+  // The chunks go after the last ELF byte, where the loader finds them by the footer (agent/boot/archive.ts);
+  // nothing may strip or re-inject the file after this.
+  appendFileSync(tmp, chunkArchive(CHUNKS, statSync(tmp).size));
 
   if (check) {
     const said = runTarget(target, tmp, ['--version'], CHECK_TIMEOUT_MS).trim();
@@ -315,7 +323,7 @@ function writeSums(out, targets) {
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
-  const buildScript = readFileSync(fileURLToPath(import.meta.url));
+  const buildScript = Buffer.concat([readFileSync(fileURLToPath(import.meta.url)), readFileSync(join(ROOT, 'scripts/chunk-archive.mjs'))]);
   mkdirSync(opts.out, { recursive: true });
   log(`targets: ${opts.targets.join(', ')} → ${relative(process.cwd(), opts.out) || '.'}`);
 
@@ -326,7 +334,7 @@ async function main() {
   });
   const bundleBytes = await step('bundle', () => {
     const b = bundle(commit);
-    log(`  ${relative(ROOT, BUNDLE)}: ${mb(b.length)}`);
+    log(`  ${relative(ROOT, BUNDLE)} and ${relative(ROOT, CHUNKS)}/: ${mb(b.length)}`);
     return b;
   });
 

@@ -24,11 +24,13 @@ test('17.11 npm install -g . puts a working diode on PATH, usable from any direc
   t.regex(address.stdout, /^0x[0-9a-fA-F]{40}\n$/);
 });
 
-test('17.11 the npm pack tarball holds the bundle, which runs alone outside the clone', async (t) => {
+test('17.11 the npm pack tarball holds the bundle and its chunks, which run alone outside the clone', async (t) => {
   const out = tempDir(t, 'diode-pack-');
   const packed = await run('npm', ['pack', '--ignore-scripts', '--pack-destination', out, '--json'], { cwd: ROOT, timeout: 120_000 });
   const [info] = JSON.parse(packed.stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
   t.true(info.files.some((f) => f.path === 'dist/diode.cjs'));
+  // The loader needs the program's chunks beside it (scripts/build.mjs).
+  t.true(info.files.some((f) => f.path === 'dist/chunks/main.js'));
   await run('tar', ['xzf', join(out, info.filename.replace(/^.*\//, '')), '-C', out]);
   t.false(readdirSync(join(out, 'package')).includes('node_modules'));
   const { stdout } = await run(process.execPath, [join(out, 'package', 'dist', 'diode.cjs'), 'address', '--home', join(out, 'state')], { cwd: out });

@@ -1,5 +1,5 @@
-import { readFileSync, readdirSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { round } from './stats.ts';
 
 interface CpuProfileNode {
@@ -31,13 +31,13 @@ export interface ProfileSummary {
 }
 
 /**
- * esbuild marks each module's start in the bundle with a `// path/to/file.ts`
- * line; this maps a bundle line number (0-based) to the source file.
+ * esbuild marks each module's start in a readable chunk with a `/*! path/to/file.ts *\/`
+ * line (scripts/build.mjs); this maps a chunk's line number (0-based) to the source file.
  */
-function bundleRegions(bundle: string): (line: number) => string {
+function chunkRegions(chunk: string): (line: number) => string {
   const starts: Array<{ line: number; file: string }> = [];
-  readFileSync(bundle, 'utf8').split('\n').forEach((text, line) => {
-    const m = text.match(/^\/\/ ((?:agent|node_modules)\/\S+)$/);
+  readFileSync(chunk, 'utf8').split('\n').forEach((text, line) => {
+    const m = text.match(/^\/\*! ((?:agent|node_modules)\/\S+) \*\/$/);
     if (m) starts.push({ line, file: m[1].replace(/^node_modules\/((?:@[^/]+\/)?[^/]+)\/.*/, '$1 (dependency)') });
   });
   return (line) => {
@@ -52,7 +52,15 @@ function bundleRegions(bundle: string): (line: number) => string {
 
 /** Summarises every <role>.cpuprofile in dir: top functions by self time and self time per file. */
 export function summariseProfiles(dir: string, bundle: string, topN = 15): ProfileSummary[] {
-  const region = bundleRegions(bundle);
+  // The program runs from the chunks beside the bundle's loader (scripts/build.mjs).
+  const chunkDir = join(dirname(bundle), 'chunks');
+  const regions = new Map<string, (line: number) => string>();
+  const region = (url: string, line: number): string | undefined => {
+    if (dirname(url) !== chunkDir || !existsSync(url)) return undefined;
+    let map = regions.get(url);
+    if (!map) regions.set(url, (map = chunkRegions(url)));
+    return map(line);
+  };
   const out: ProfileSummary[] = [];
   for (const name of readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).sort()) {
     const profile = JSON.parse(readFileSync(join(dir, name), 'utf8')) as CpuProfile;
@@ -69,7 +77,7 @@ export function summariseProfiles(dir: string, bundle: string, topN = 15): Profi
       const frame = byId.get(id)!.callFrame;
       if (frame.functionName === '(idle)') continue;
       busy += us;
-      const where = frame.url === '' ? 'native' : frame.url.endsWith(basename(bundle)) ? region(frame.lineNumber) : frame.url.replace(/^node:/, 'node:');
+      const where = frame.url === '' ? 'native' : (region(frame.url, frame.lineNumber) ?? frame.url.replace(/^file:\/\//, ''));
       const fn = frame.functionName || '(anonymous)';
       const key = `${fn}@${where}:${frame.lineNumber}`;
       const entry = fns.get(key) ?? { fn, where, selfPct: 0, us: 0 };

@@ -1,0 +1,112 @@
+// Issue 28 item 1: each command loads only the chunks it uses. The agent
+// commands (publish, socksd, proxy, bind) never load ethers, the fleet
+// admin, the relay or the gateway, not at start and not while a stream
+// goes through; a -protected port does load the fleet client (so this test
+// can see a chunk load at all). Which source files each chunk holds comes
+// from dist/chunks/inputs.json, written by scripts/build.mjs.
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { connect, createServer, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { DIODE_BUNDLE, start, startRelay, tempDir, type Running } from './helpers/diode.ts';
+import { freePort } from './helpers/sshd.ts';
+
+const TRACE = { DIODE_TRACE_CHUNKS: '1' };
+const INPUTS: Record<string, string[]> = JSON.parse(readFileSync(join(DIODE_BUNDLE, '..', 'chunks', 'inputs.json'), 'utf8'));
+
+/** Source files no agent command may load unless a protected port needs the fleet client. */
+const FORBIDDEN: ReadonlyArray<[string, RegExp]> = [
+  ['ethers', /^node_modules\/ethers\//],
+  ['the fleet admin and fleet client', /^agent\/fleet\/(?!rpc-url\.ts$)/],
+  ['the relay', /^agent\/relay\/(?!config\.ts$)/],
+  ['the gateway', /^agent\/gateway\/(?!config\.ts$)/],
+  ['the relay\'s certificate code', /^node_modules\/(selfsigned|@peculiar)\//],
+  ['ioredis', /^node_modules\/ioredis\//],
+];
+
+function loadedChunks(output: string): string[] {
+  return [...output.matchAll(/diode: loading chunk (\S+)/g)].map((m) => m[1]);
+}
+
+function forbiddenIn(chunks: string[]): string[] {
+  const found = new Set<string>();
+  for (const chunk of chunks) {
+    for (const input of INPUTS[chunk] ?? []) for (const [what, re] of FORBIDDEN) if (re.test(input)) found.add(`${what} (${input} in ${chunk})`);
+  }
+  return [...found];
+}
+
+async function echoServer(t: Parameters<typeof tempDir>[0]): Promise<number> {
+  const server = createServer((s) => s.pipe(s));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => server.close());
+  return (server.address() as AddressInfo).port;
+}
+
+/** One round trip through a local TCP port (bind) or a SOCKS5 proxy (socksd). */
+async function roundTrip(port: number, socksTarget?: { host: string; port: number }): Promise<string> {
+  const socket = connect({ host: '127.0.0.1', port });
+  await once(socket, 'connect');
+  if (socksTarget) {
+    const name = Buffer.from(socksTarget.host);
+    socket.write(Buffer.concat([Buffer.from([5, 1, 0, 5, 1, 0, 3, name.length]), name, Buffer.from([socksTarget.port >> 8, socksTarget.port & 0xff])]));
+    let got = Buffer.alloc(0);
+    while (got.length < 12) got = Buffer.concat([got, (await once(socket, 'data'))[0] as Buffer]);
+  }
+  socket.write('ping');
+  const [reply] = await once(socket, 'data');
+  socket.destroy();
+  return String(reply);
+}
+
+async function published(t: Parameters<typeof tempDir>[0], relayPort: number, flags: string[], home = tempDir(t)): Promise<{ proc: Running; address: string }> {
+  const proc = start(t, ['publish', ...flags, '--relay', `127.0.0.1:${relayPort}`, '--home', home], { env: TRACE });
+  const address = (await proc.waitFor(/ as (0x[0-9a-fA-F]{40})/))[1];
+  await proc.waitFor(/connected to relay/);
+  return { proc, address };
+}
+
+test('publish, socksd, proxy and bind load neither ethers, the fleet admin, the relay nor the gateway, also while a stream goes through', async (t) => {
+  const relay = await startRelay(t);
+  const echo = await echoServer(t);
+  const device = await published(t, relay.port, ['-public', `${echo}:7`]);
+  const target = `${device.address.toLowerCase()}.diode`;
+
+  const socksd = start(t, ['socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relay.port}`, '--home', tempDir(t)], { env: TRACE });
+  const socksPort = Number((await socksd.waitFor(/listening on 127\.0\.0\.1:(\d+)/))[1]);
+  await socksd.waitFor(/connected to relay/);
+  t.is(await roundTrip(socksPort, { host: target, port: 7 }), 'ping');
+
+  const bindPort = await freePort();
+  const bind = start(t, ['bind', `${bindPort}:${target}:7`, '--relay', `127.0.0.1:${relay.port}`, '--home', tempDir(t)], { env: TRACE });
+  await bind.waitFor(/127\.0\.0\.1:\d+/);
+  t.is(await roundTrip(bindPort), 'ping');
+
+  const proxy = spawn(process.execPath, [DIODE_BUNDLE, 'proxy', target, '7', '--relay', `127.0.0.1:${relay.port}`, '--home', tempDir(t)], { env: { ...process.env, ...TRACE } });
+  t.teardown(() => proxy.kill('SIGKILL'));
+  let proxyErr = '';
+  proxy.stderr.on('data', (b: Buffer) => (proxyErr += b));
+  proxy.stdin.write('ping');
+  const [echoed] = await once(proxy.stdout, 'data');
+  t.is(String(echoed), 'ping');
+  proxy.stdin.end();
+  await once(proxy, 'close');
+
+  const runs: Array<[string, string]> = [['publish', device.proc.output()], ['socksd', socksd.output()], ['bind', bind.output()], ['proxy', proxyErr]];
+  for (const [name, output] of runs) {
+    const chunks = loadedChunks(output);
+    t.true(chunks.length > 0, `${name} reports the chunks it loads`);
+    t.deepEqual(forbiddenIn(chunks), [], `${name} loaded what it does not use`);
+  }
+});
+
+test('a -protected port loads the fleet client, with ethers (the check above can see a load)', async (t) => {
+  const relay = await startRelay(t);
+  const home = tempDir(t);
+  const config = start(t, ['config', '-set', 'fleet=0x1111111111111111111111111111111111111111', '-set', `rpc=http://127.0.0.1:${await freePort()}`, '--home', home]);
+  t.is(await config.exited(), 0);
+  const device = await published(t, relay.port, ['-protected', '22'], home);
+  t.true(forbiddenIn(loadedChunks(device.proc.output())).some((f) => f.startsWith('ethers')));
+});
