@@ -15,12 +15,16 @@ import { soak, type SoakResult } from './scenarios/soak.ts';
 import { clusterScale, type ClusterResult } from './scenarios/cluster.ts';
 import { readmit, type ReadmitResult } from './scenarios/readmit.ts';
 import { relayPair, type RelayPairResult } from './scenarios/relay-pair.ts';
+import { footprint, footprintTargets, formatFootprint, type FootprintResult, type RuntimeName } from './scenarios/footprint.ts';
 import { round, sleep } from './lib/stats.ts';
 import { printReport, targets, ratios } from './report.ts';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 const PATHS = ['direct', 'diode', 'ssh-tunnel'] as const;
-const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'readmit', 'relay-pair'] as const;
+const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'readmit', 'relay-pair', 'footprint'] as const;
+const RUNTIMES: readonly RuntimeName[] = ['bundle', 'x64', 'arm64'];
+/** The commit footprint compares against: main when issue 28 was filed. */
+const DEFAULT_BEFORE = 'b149bbf';
 type Scenario = (typeof SCENARIOS)[number];
 /** Minutes of the soak when it is asked for by name without --soak-minutes (the issue's 10). */
 const DEFAULT_SOAK_MINUTES = 10;
@@ -36,17 +40,21 @@ export interface BenchOptions {
   /** Devices of the fleet that one relay and then two relays on this host admit in the relay-pair scenario. */
   pairDevices: number;
   soakMinutes: number;
+  /** footprint: the commit to compare against, the runtimes, timed runs per figure. */
+  before: string;
+  runtimes: RuntimeName[];
+  footprintRuns: number;
   profile: boolean;
   out: string | undefined;
   /** A ready diode bundle to run instead of building the working tree's. */
   bundle: string | undefined;
 }
 
-const USAGE = `usage: tsx bench/run.ts [--quick] [--scenario NAME[,NAME]]... [--devices N[,N]] [--cluster-devices N] [--readmit-devices N] [--pair-devices N] [--soak-minutes N] [--profile] [--out FILE] [--bundle dist/diode.cjs]
-  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000)`;
+const USAGE = `usage: tsx bench/run.ts [--quick] [--scenario NAME[,NAME]]... [--devices N[,N]] [--cluster-devices N] [--readmit-devices N] [--pair-devices N] [--soak-minutes N] [--before REF] [--runtimes bundle,x64,arm64] [--footprint-runs N] [--profile] [--out FILE] [--bundle dist/diode.cjs]
+  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000; footprint: start-up, idle memory and sizes of --before REF, default ${DEFAULT_BEFORE}, against the working tree, both built in the run, as --runtimes, default bundle,x64,arm64 (arm64 under qemu-user), --footprint-runs timed runs per figure, default 10)`;
 
 function parseOptions(argv: string[]): BenchOptions {
-  const options: BenchOptions = { quick: false, scenarios: [], devices: [], clusterDevices: 1000, readmitDevices: 10_000, pairDevices: 10_000, soakMinutes: 0, profile: false, out: undefined, bundle: undefined };
+  const options: BenchOptions = { quick: false, scenarios: [], devices: [], clusterDevices: 1000, readmitDevices: 10_000, pairDevices: 10_000, soakMinutes: 0, before: DEFAULT_BEFORE, runtimes: [], footprintRuns: 0, profile: false, out: undefined, bundle: undefined };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -66,6 +74,14 @@ function parseOptions(argv: string[]): BenchOptions {
     else if (arg === '--readmit-devices') options.readmitDevices = positive(arg)(value());
     else if (arg === '--pair-devices') options.pairDevices = positive(arg)(value());
     else if (arg === '--soak-minutes') options.soakMinutes = positive(arg)(value());
+    else if (arg === '--before') options.before = value();
+    else if (arg === '--footprint-runs') options.footprintRuns = positive(arg)(value());
+    else if (arg === '--runtimes') {
+      for (const name of value().split(',')) {
+        if (!(RUNTIMES as readonly string[]).includes(name)) throw new Error(`unknown runtime "${name}" (${RUNTIMES.join(', ')})\n${USAGE}`);
+        options.runtimes.push(name as RuntimeName);
+      }
+    }
     else if (arg === '--out') options.out = resolve(value());
     else if (arg === '--bundle') options.bundle = resolve(value());
     else if (arg === '--help' || arg === '-h') {
@@ -76,6 +92,8 @@ function parseOptions(argv: string[]): BenchOptions {
   if (options.scenarios.length === 0) options.scenarios = ['direct', 'diode', 'ssh-tunnel', 'relay-scale', ...(options.soakMinutes > 0 ? (['soak'] as const) : [])];
   if (options.scenarios.includes('soak') && options.soakMinutes === 0) options.soakMinutes = DEFAULT_SOAK_MINUTES;
   if (options.devices.length === 0) options.devices = options.quick ? [200] : [1_000, 10_000];
+  if (options.runtimes.length === 0) options.runtimes = options.quick ? ['bundle'] : [...RUNTIMES];
+  if (options.footprintRuns === 0) options.footprintRuns = options.quick ? 3 : 10;
   return options;
 }
 
@@ -181,6 +199,10 @@ async function main(): Promise<void> {
       await sink.proc.stop();
     }
   }
+  let footprinted: FootprintResult | undefined;
+  if (options.scenarios.includes('footprint')) {
+    footprinted = await footprint({ before: options.before, runtimes: options.runtimes, runs: options.footprintRuns }, log);
+  }
   if (profileDir) profiles = summariseProfiles(profileDir, bundle);
 
   const result = {
@@ -202,6 +224,7 @@ async function main(): Promise<void> {
     ...(cluster ? { cluster } : {}),
     ...(readmitted ? { readmit: readmitted } : {}),
     ...(paired ? { relayPair: paired } : {}),
+    ...(footprinted ? { footprint: { ...footprinted, targets: footprintTargets(footprinted) } } : {}),
     ...(profiles ? { profile: { dir: profileDir, processes: profiles } } : {}),
     targets: targets(paths, scale, soaked),
   };
@@ -236,6 +259,10 @@ async function main(): Promise<void> {
         row(paired.one) + row(paired.two) +
         `  two / one: admission ${paired.admitSpeedup}×, bulk ${paired.bulkSpeedup}×\n`,
     );
+  }
+  if (footprinted) {
+    process.stdout.write(formatFootprint(footprinted));
+    for (const t of footprintTargets(footprinted)) process.stdout.write(`  ${t.pass ? 'PASS' : 'FAIL'}  ${t.target}: ${t.value}\n`);
   }
   process.stdout.write(`\nJSON: ${out}\n`);
 }

@@ -164,14 +164,24 @@ function cpuOfPid(pid: number): number {
   }
 }
 
-/** Resident set size in bytes of one process (VmRSS); 0 if it is gone. */
-function rssOfPid(pid: number): number {
+/** One "<field>: N kB" line of /proc/<pid>/status in bytes (VmRSS, RssAnon, RssFile); 0 if the process is gone. */
+function statusBytes(pid: number, field: string): number {
   try {
-    const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmRSS:\s+(\d+) kB/m);
+    const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm'));
     return m ? Number(m[1]) * 1024 : 0;
   } catch {
     return 0;
   }
+}
+
+/** Resident set size in bytes of one process (VmRSS); 0 if it is gone. */
+function rssOfPid(pid: number): number {
+  return statusBytes(pid, 'VmRSS');
+}
+
+/** The anonymous part of a process's RSS (RssAnon: heap, stacks; not the executable's pages), bytes. */
+export function rssAnonBytes(p: Omit<Measured, 'name'>): number {
+  return pidsOf(p.pid, p.tree).reduce((sum, pid) => sum + statusBytes(pid, 'RssAnon'), 0);
 }
 
 export function cpuSeconds(p: Omit<Measured, 'name'>): number {
