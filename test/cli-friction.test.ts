@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { runDiode as diode, start, tempDir } from './helpers/diode.ts';
 import { listenError } from '../agent/util/listen.ts';
-import { selfSignedP256 } from '../agent/util/self-signed.ts';
+import { loadOrCreateRelayCert } from '../agent/relay/cert.ts';
+import { Identity } from '../agent/identity/index.ts';
 
 const ADDRESS = '0x9f8B043D1CaeE0C61c92a5394DA08D428BF16Fbe';
 
@@ -289,7 +290,7 @@ test('17 audit: a relay that resets the connection once TLS is under way is one 
     s.once('data', () => s.resetAndDestroy());
   };
   const plain = createServer(reset);
-  const pems = await selfSignedP256('test', 1);
+  const pems = await loadOrCreateRelayCert(tempDir(t), Identity.random());
   // Completes TLS, then resets before the hello.
   const tls = createServer((raw) => {
     raw.on('error', () => {});

@@ -172,8 +172,9 @@ class FrameRewriter extends Duplex {
 }
 
 async function startLyingRelay(t: Parameters<typeof tempDir>[0], registry: Registry): Promise<number> {
-  const cert = await loadOrCreateRelayCert(tempDir(t));
-  const server = new RelayServer({ identity: Identity.random(), cert, log: silentLogger, registry });
+  const identity = Identity.random();
+  const cert = await loadOrCreateRelayCert(tempDir(t), identity);
+  const server = new RelayServer({ identity, cert, log: silentLogger, registry });
   const sockets = new Set<Socket>();
   const listener = createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);

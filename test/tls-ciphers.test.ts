@@ -1,4 +1,5 @@
 import test from 'ava';
+import { Identity } from '../agent/identity/index.ts';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,7 +27,7 @@ test('unknown or unreadable cpuinfo keeps Node default order', (t) => {
 /** The suite a client and a device of the given CPUs agree on with the end-to-end contexts' options. */
 async function negotiated(clientCpu: string, deviceCpu: string): Promise<string> {
   // Any certificate does for the suite choice: the relay's self-signed kind.
-  const pair = await loadOrCreateRelayCert(mkdtempSync(join(tmpdir(), 'diode-ciphers-')));
+  const pair = await loadOrCreateRelayCert(mkdtempSync(join(tmpdir(), 'diode-ciphers-')), Identity.random());
   const device = e2eCipherOptions(tls13Ciphers(deviceCpu)).server;
   const client = e2eCipherOptions(tls13Ciphers(clientCpu)).client;
   let a!: Duplex, b!: Duplex;

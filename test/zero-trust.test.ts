@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
-import { connect as netConnect, createServer, type Socket } from 'node:net';
+import { connect as netConnect, createServer } from 'node:net';
 import { TLSSocket, connect as tlsConnect, createSecureContext } from 'node:tls';
 import { secp256k1 } from '@noble/curves/secp256k1';
 import { Identity, authMessage, verifyAuth } from '../agent/identity/index.ts';
@@ -12,6 +12,7 @@ import { dialRelay } from '../agent/link/dial-relay.ts';
 import { MuxSession, type MuxStream } from '../agent/mux/index.ts';
 import { silentLogger } from '../agent/util/log.ts';
 import { start, tempDir } from './helpers/diode.ts';
+import { listenTlsRelay } from './helpers/hostile-relay.ts';
 
 /**
  * A relay that authenticates properly (its own fresh key) but answers every
@@ -20,40 +21,26 @@ import { start, tempDir } from './helpers/diode.ts';
  */
 async function bareOkRelay(t: ExecutionContext): Promise<{ port: number; address: string; received: () => Buffer[]; connects: () => number }> {
   const identity = Identity.random();
-  const cert = await loadOrCreateRelayCert(tempDir(t));
-  const context = createSecureContext({ key: cert.key, cert: cert.cert, minVersion: 'TLSv1.3' });
   /** Per connect stream: what the client sent after the connect. */
   const streams: Buffer[][] = [];
   let connects = 0;
-  const sockets = new Set<Socket>();
-  const server = createServer((raw) => {
-    sockets.add(raw);
-    raw.on('error', () => {});
-    const tls = new TLSSocket(raw, { isServer: true, secureContext: context });
-    tls.on('error', () => {});
-    tls.once('secure', () => {
-      exchangeHello(tls, identity, 'relay', 5000).then(() => {
-        const mux = new MuxSession(tls, { role: 'server' });
-        mux.on('stream', (stream: MuxStream) => {
-          stream.on('error', () => {});
-          readFrame(stream, 4096, 5000).then((header) => {
-            if (header.t !== 'connect') return;
-            connects++;
-            writeFrame(stream, { t: 'ok' });
-            const chunks: Buffer[] = [];
-            streams.push(chunks);
-            stream.on('data', (c: Buffer) => chunks.push(c));
-          }, () => {});
-        });
-      }, () => tls.destroy());
-    });
+  const port = await listenTlsRelay(t, identity, (tls) => {
+    exchangeHello(tls, identity, 'relay', 5000).then(() => {
+      const mux = new MuxSession(tls, { role: 'server' });
+      mux.on('stream', (stream: MuxStream) => {
+        stream.on('error', () => {});
+        readFrame(stream, 4096, 5000).then((header) => {
+          if (header.t !== 'connect') return;
+          connects++;
+          writeFrame(stream, { t: 'ok' });
+          const chunks: Buffer[] = [];
+          streams.push(chunks);
+          stream.on('data', (c: Buffer) => chunks.push(c));
+        }, () => {});
+      });
+    }, () => tls.destroy());
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => {
-    for (const s of sockets) s.destroy();
-    server.close();
-  });
-  return { port: (server.address() as { port: number }).port, address: identity.address, received: () => streams.map((c) => Buffer.concat(c)), connects: () => connects };
+  return { port, address: identity.address, received: () => streams.map((c) => Buffer.concat(c)), connects: () => connects };
 }
 
 /** SOCKS5 CONNECT, then (if granted) the secret; resolves with the reply code. */
@@ -150,9 +137,9 @@ test('a hello of another protocol version is answered with a readable one-line r
 
 test('an agent whose hello the relay refuses reports the relay\'s reason', async (t) => {
   // A relay that refuses every agent's signature (it checks against other keying material).
-  const cert = await loadOrCreateRelayCert(tempDir(t));
-  const context = createSecureContext({ key: cert.key, cert: cert.cert, minVersion: 'TLSv1.3' });
   const relayId = Identity.random();
+  const cert = await loadOrCreateRelayCert(tempDir(t), relayId);
+  const context = createSecureContext({ key: cert.key, cert: cert.cert, minVersion: 'TLSv1.3' });
   const server = createServer((raw) => {
     raw.on('error', () => {});
     const tls = new TLSSocket(raw, { isServer: true, secureContext: context });

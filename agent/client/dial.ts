@@ -1,5 +1,6 @@
+import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
-import type { MuxStream } from '../mux/index.ts';
+import type { MuxSession, MuxStream } from '../mux/index.ts';
 import type { RelayLink } from '../link/relay-link.ts';
 import type { Identity } from '../identity/index.ts';
 import { connectE2E } from '../e2e/index.ts';
@@ -36,12 +37,27 @@ export class DialError extends DiodeError {
  * the layer fails the dial before a byte of the caller's is sent.
  */
 export async function dialThroughRelay(link: RelayLink, identity: Identity, address: string, port: number): Promise<Duplex> {
-  let session;
+  const deadline = performance.now() + RELAY_WAIT_MS;
+  for (;;) {
+    const session = await sessionOf(link, deadline);
+    try {
+      return await dialOnSession(link, session, identity, address, port);
+    } catch (err) {
+      // A pipelined session whose relay failed its hello took nothing of ours further: the link's next one may.
+      if (!session.closed || session.readStarted || performance.now() >= deadline) throw err;
+    }
+  }
+}
+
+async function sessionOf(link: RelayLink, deadline: number): Promise<MuxSession> {
   try {
-    session = await link.waitForSession(RELAY_WAIT_MS);
+    return await link.waitForSession(Math.max(0, deadline - performance.now()));
   } catch (err) {
     throw new DialError('no-relay', errorMessage(err));
   }
+}
+
+async function dialOnSession(link: RelayLink, session: MuxSession, identity: Identity, address: string, port: number): Promise<Duplex> {
   let stream: MuxStream;
   try {
     stream = session.open();

@@ -1,6 +1,7 @@
-import { constants, createHash, generateKeyPairSync, randomBytes, sign, type KeyObject, type X509Certificate } from 'node:crypto';
+import { constants, createHash, generateKeyPairSync, type X509Certificate } from 'node:crypto';
 import { createSecureContext, DEFAULT_CIPHERS, type SecureContext, type SecureContextOptions } from 'node:tls';
 import { tls13Ciphers } from '../link/dial-relay.ts';
+import { pemOf, selfSignedEd25519 } from '../tls/self-signed.ts';
 
 /**
  * The end-to-end layer's TLS credentials: one ephemeral Ed25519 key and a
@@ -14,8 +15,6 @@ import { tls13Ciphers } from '../link/dial-relay.ts';
 
 /** days: a certificate outlives any process that holds it in memory. */
 const CERT_VALID_DAYS = 3650;
-/** ms backdating of notBefore, for a peer whose clock is a little behind. */
-const CLOCK_SKEW_MS = 86_400_000;
 
 export interface E2ECredentials {
   /** TLS server context (device side): our certificate, a client certificate requested. */
@@ -32,7 +31,7 @@ let credentials: E2ECredentials | undefined;
 export function e2eCredentials(): E2ECredentials {
   if (credentials) return credentials;
   const { publicKey, privateKey } = generateKeyPairSync('ed25519');
-  const der = selfSignedEd25519(publicKey, privateKey);
+  const der = selfSignedEd25519(publicKey, privateKey, { commonName: 'diode-e2e', validDays: CERT_VALID_DAYS });
   const cert = pemOf(der, 'CERTIFICATE');
   const key = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   const common = { key, cert, minVersion: 'TLSv1.3' as const };
@@ -69,61 +68,4 @@ export function e2eCipherOptions(suites: string | undefined): { server: SecureCo
 /** sha256 of a peer's certificate (DER), as its hello signs it. */
 export function certHash(cert: X509Certificate): Buffer {
   return createHash('sha256').update(cert.raw).digest();
-}
-
-// --- a minimal DER encoder, just enough for one self-signed X.509 v3 certificate ---
-
-function der(tag: number, ...parts: Buffer[]): Buffer {
-  const body = Buffer.concat(parts);
-  const n = body.length;
-  const length = n < 0x80 ? Buffer.from([n]) : n < 0x100 ? Buffer.from([0x81, n]) : Buffer.from([0x82, n >> 8, n & 0xff]);
-  return Buffer.concat([Buffer.from([tag]), length, body]);
-}
-
-const SEQUENCE = 0x30;
-const SET = 0x31;
-/** 1.3.101.112, id-Ed25519 (RFC 8410): the algorithm identifier has no parameters. */
-const ED25519 = der(SEQUENCE, Buffer.from([0x06, 0x03, 0x2b, 0x65, 0x70]));
-/** 2.5.4.3, commonName. */
-const CN_OID = Buffer.from([0x06, 0x03, 0x55, 0x04, 0x03]);
-
-function utcTime(ms: number): Buffer {
-  // UTCTime YYMMDDHHMMSSZ (valid through 2049, which CERT_VALID_DAYS keeps us inside).
-  const text = new Date(ms).toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z';
-  return der(0x17, Buffer.from(text, 'ascii'));
-}
-
-/**
- * A certificate serial as DER wants it: positive (top bit clear) and minimal
- * (no leading zero byte). Clearing only the top bit left 1 process in 256
- * with a serial starting 00 0x, which OpenSSL refuses as "illegal padding":
- * every end-to-end stream of that process failed.
- */
-export function certSerial(random: Buffer = randomBytes(8)): Buffer {
-  const serial = Buffer.from(random);
-  serial[0] = (serial[0] & 0x7f) | 0x40;
-  return serial;
-}
-
-/** @internal Exported for tests: the DER of a self-signed certificate for an Ed25519 key. */
-export function selfSignedEd25519(publicKey: KeyObject, privateKey: KeyObject, serial: Buffer = certSerial()): Buffer {
-  const name = der(SEQUENCE, der(SET, der(SEQUENCE, CN_OID, der(0x0c, Buffer.from('diode-e2e')))));
-  const now = Date.now();
-  const tbs = der(
-    SEQUENCE,
-    der(0xa0, der(0x02, Buffer.from([2]))), // version v3
-    der(0x02, serial),
-    ED25519,
-    name,
-    der(SEQUENCE, utcTime(now - CLOCK_SKEW_MS), utcTime(now + CERT_VALID_DAYS * 86_400_000)),
-    name,
-    publicKey.export({ type: 'spki', format: 'der' }),
-  );
-  const signature = sign(null, tbs, privateKey);
-  return der(SEQUENCE, tbs, ED25519, der(0x03, Buffer.from([0]), signature));
-}
-
-function pemOf(body: Buffer, label: string): string {
-  const b64 = body.toString('base64').replace(/.{64}/g, '$&\n');
-  return `-----BEGIN ${label}-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END ${label}-----\n`;
 }

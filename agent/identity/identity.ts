@@ -26,9 +26,10 @@ export const SIGNATURE_HEX = /^0x[0-9a-fA-F]{128}$/;
  * What a signature proves a key for: `diode-auth` a relay link's TLS session
  * (the bytes are its exported keying material), `diode-e2e` an end-to-end
  * session inside a data stream (the bytes are the sha256 of the signer's
- * TLS certificate key).
+ * TLS certificate key), `diode-relay-cert` a relay's TLS certificate (the
+ * bytes are the sha256 of its key, SubjectPublicKeyInfo DER).
  */
-export type AuthPurpose = 'diode-auth' | 'diode-e2e';
+export type AuthPurpose = 'diode-auth' | 'diode-e2e' | 'diode-relay-cert';
 
 /** The protocol version named in every signed text (a proof made for one version is no proof for another). */
 export const AUTH_TEXT_VERSION = 3;

@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { connect, createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import type { Identity } from '../identity/index.ts';
-import { exchangeHelloAccepting } from '../protocol/handshake.ts';
+import { exchangeHelloAccepting, pipelinedHello } from '../protocol/handshake.ts';
+import { certBoundAddress } from '../protocol/cert-binding.ts';
 import { HANDSHAKE_TIMEOUT_MS, RELAY_CONNECT_TIMEOUT_MS, TCP_KEEPALIVE_MS } from '../protocol/limits.ts';
 import { formatHostPort, type HostPort } from '../util/hostport.ts';
 import { DiodeError } from '../util/errors.ts';
@@ -11,6 +12,13 @@ export interface RelayConnection {
   socket: TLSSocket;
   /** The relay's proven address. */
   relayAddress: string;
+  /**
+   * Pipelined dials only (options.pipeline): resolves once the relay's hello
+   * (the same address as its certificate proved) and its verdict on ours
+   * have been read off the socket, rejects when either fails. Nothing else
+   * may be read from the socket before it resolves; writing may go on.
+   */
+  verified?: Promise<void>;
 }
 
 /**
@@ -23,6 +31,14 @@ export interface DialRelayOptions {
   role?: 'agent' | 'relay';
   /** ms for TCP, TLS and both hellos together. */
   timeoutMs?: number;
+  /**
+   * Resolve as soon as TLS is up when the relay's certificate is bound to its
+   * address (protocol/cert-binding.ts), after writing our hello and our
+   * verdict: the caller's first frames then travel with our TLS Finished, one
+   * round trip before the relay's hello could arrive. The caller must read
+   * nothing before `verified` resolves (MuxSession's readAfter).
+   */
+  pipeline?: boolean;
 }
 
 export function dialRelay(target: HostPort, identity: Identity, expectRelay?: string, options: DialRelayOptions = {}): Promise<RelayConnection> {
@@ -63,12 +79,25 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
       tls.once('error', (err) => fail(tlsError(target, err, secured)));
       tls.once('secureConnect', () => {
         secured = true;
+        const bound = options.pipeline ? boundAddress(tls) : undefined;
+        if (bound !== undefined) {
+          // The relay is known from its certificate: a wrong one is refused before anything of ours is sent.
+          if (expectRelay && bound !== expectRelay) return fail(pinRefusal(bound, expectRelay));
+          clearTimeout(timer);
+          const verified = pipelinedHello(tls, identity, options.role ?? 'agent', bound, timeoutMs).catch((err: Error) => {
+            tls.destroy();
+            throw tlsError(target, err, true);
+          });
+          verified.catch(() => {}); // the caller's session handles it
+          resolve({ socket: tls, relayAddress: bound, verified });
+          return;
+        }
         exchangeHelloAccepting(tls, identity, options.role ?? 'agent', ['relay'], timeoutMs).then(
           ({ address: relayAddress }) => {
             clearTimeout(timer);
             if (expectRelay && relayAddress !== expectRelay) {
               tls.destroy();
-              reject(new DiodeError('EPINNED', `relay proved address ${relayAddress}, but it is pinned to ${expectRelay}; refused`));
+              reject(pinRefusal(relayAddress, expectRelay));
               return;
             }
             resolve({ socket: tls, relayAddress });
@@ -78,6 +107,16 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
       });
     });
   });
+}
+
+function pinRefusal(proved: string, pinned: string): DiodeError {
+  return new DiodeError('EPINNED', `relay proved address ${proved}, but it is pinned to ${pinned}; refused`);
+}
+
+/** The address the relay's TLS certificate is bound to, if it carries a binding that verifies. */
+function boundAddress(tls: TLSSocket): string | undefined {
+  const cert = tls.getPeerX509Certificate();
+  return cert ? certBoundAddress(cert) : undefined;
 }
 
 let clientContext: SecureContext | undefined;

@@ -381,7 +381,7 @@ export class RelayLink extends EventEmitter {
         const index = order[next++];
         const target = relays[index];
         pending++;
-        dialRelay(target, identity, target.pin ?? expectRelay).then(
+        dialRelay(target, identity, target.pin ?? expectRelay, { pipeline: true }).then(
           (conn) => {
             pending--;
             if (done) return void conn.socket.destroy();
@@ -426,7 +426,9 @@ export class RelayLink extends EventEmitter {
       this.#unpinnedLogged.add(endpoint);
       this.#log.info(`relay ${endpoint} is not pinned: it proved ${relayAddress}, taken on trust; pin it with --relay ${relayAddress}@${endpoint}`);
     }
-    const session = new MuxSession(socket, { role: 'client', keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
+    // A pipelined dial (a relay whose certificate is bound to its address): streams may go out at once; what the relay
+    // sends is read once its hello and verdict are (dialled.verified).
+    const session = new MuxSession(socket, { role: 'client', keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS, readAfter: dialled.verified });
     const closed = new Promise<Error | undefined>((resolve) => session.once('close', resolve));
     session.on('stream', (stream: MuxStream) => {
       if (this.#options.onStream) this.#options.onStream(stream, relayAddress);
@@ -485,7 +487,10 @@ export class RelayLink extends EventEmitter {
     this.#localAddress = opened.socket.localAddress;
     const what = this.#options.publish ? `; published ${describePorts(this.#options.publish)}` : '';
     const place = of > 1 ? ` [relay ${index + 1} of ${of}${learned ? ', learned' : ''}]` : learned ? ' [learned]' : '';
-    this.#log.info(`connected to relay ${endpoint} (${relayAddress})${place} as ${this.#options.identity.address}${what}`);
+    const connected = `connected to relay ${endpoint} (${relayAddress})${place} as ${this.#options.identity.address}${what}`;
+    // A pipelined session is up for streams at once; it is connected once the relay's hello has been checked.
+    if (opened.verified) opened.verified.then(() => this.#log.info(connected), () => {});
+    else this.#log.info(connected);
     this.emit('up', session);
     if (previous !== undefined && previous !== session) this.#leave(previous, target, relayAddress);
 
@@ -543,7 +548,11 @@ export class RelayLink extends EventEmitter {
       if (!learned) this.#configuredDownSince ??= performance.now();
       this.emit('down');
     }
-    if (this.#running) {
+    if (this.#running && !session.readStarted) {
+      // A pipelined session whose relay failed its hello: a failed dial, not a lost relay.
+      const text = errorMessage(err ?? new DiodeError('ECLOSED', 'closed before its hello'));
+      this.#problem(text.startsWith(endpoint) ? text : `relay ${endpoint}: ${text}`);
+    } else if (this.#running) {
       const text = `lost relay ${endpoint}${err ? `: ${errorMessage(err)}` : ''}`;
       this.#lastError = { at: Date.now(), message: text };
       this.#log.warn(`${text}; reconnecting`);

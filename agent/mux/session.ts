@@ -111,12 +111,29 @@ export class MuxSession extends EventEmitter {
   private keepAlivePing = -1;
   private keepAlivePingAt = 0;
 
+  /**
+   * The session reads from its connection (always, unless the constructor's
+   * readAfter is still pending or failed: then nothing the peer sent was
+   * taken as ours, and a closed session never reached the peer's routing).
+   */
+  get readStarted(): boolean {
+    return this.reading;
+  }
+  private reading = false;
+
   /** Shared window budget (see WindowBudget), from the constructor's options. */
   private readonly budget: WindowBudget | undefined;
 
-  constructor(conn: Duplex, options: { role: MuxRole; windowBudget?: WindowBudget } & Partial<MuxConfig>) {
+  /**
+   * `readAfter`: read nothing from conn until it resolves (the session is
+   * closed with its error if it rejects); streams may be opened and written
+   * meanwhile. An agent that pipelines its first streams behind its hello
+   * (link/dial-relay.ts) still has the relay's hello and verdict to read
+   * off the connection first.
+   */
+  constructor(conn: Duplex, options: { role: MuxRole; windowBudget?: WindowBudget; readAfter?: Promise<void> } & Partial<MuxConfig>) {
     super();
-    const { role, windowBudget, ...overrides } = options;
+    const { role, windowBudget, readAfter, ...overrides } = options;
     this.budget = windowBudget;
     if (role !== 'client' && role !== 'server') throw new MuxError('ECONFIG', `invalid mux role ${String(role)}`);
     const config: MuxConfig = { ...defaultMuxConfig };
@@ -131,14 +148,22 @@ export class MuxSession extends EventEmitter {
     this.decoder = new FrameDecoder(this.config.maxWindow, this.onFrame);
     this.link = this.makeLink();
 
-    conn.on('data', this.onData);
+    const read = () => {
+      if (this.isClosed) return;
+      this.reading = true;
+      conn.on('data', this.onData);
+      conn.on('end', this.onEnd);
+      conn.resume(); // a handshake before us may have paused it; 'data' alone would not resume then
+      if (conn.destroyed) process.nextTick(this.onConnClose);
+    };
     conn.on('drain', this.onDrain);
-    conn.on('end', this.onEnd);
     conn.on('error', this.onConnError);
     conn.on('close', this.onConnClose);
     this.on('newListener', this.onNewListener);
-    conn.resume(); // a handshake before us may have paused it; 'data' alone would not resume then
-    if (conn.destroyed) process.nextTick(this.onConnClose);
+    this.reading = readAfter === undefined;
+    if (readAfter) readAfter.then(read, (err: unknown) => this.close(err instanceof Error ? err : new MuxError('ECONNCLOSED', String(err))));
+    else read();
+    if (conn.destroyed && this.reading) process.nextTick(this.onConnClose);
     // One ping at start measures the RTT that adaptive window growth needs.
     this.ping().then(noop, noop);
     const { keepAliveInterval, writeTimeout, controlStallTimeout } = this.config;
@@ -456,11 +481,14 @@ export class MuxSession extends EventEmitter {
   };
 
   private readonly onConnError = (err: Error): void => {
+    // Before readAfter settles, whoever reads the connection (the hello) sees the same failure and says why.
+    if (!this.reading) return;
     this.shutdown(err, err, false);
   };
 
   /** Closed without an error: clean for the session if the peer said go-away first, as with 'end'. */
   private readonly onConnClose = (): void => {
+    if (!this.reading) return;
     const err = new MuxError('ECONNCLOSED', 'connection closed');
     this.shutdown(this.remoteGoAway ? undefined : err, err, false);
   };

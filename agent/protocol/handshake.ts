@@ -89,6 +89,35 @@ export async function exchangeHelloAccepting(
   return proof;
 }
 
+/**
+ * Our side of the hello once the relay's TLS certificate has proven it is
+ * `expected` (protocol/cert-binding.ts): our hello and our verdict on the
+ * relay (ok: its certificate proved it) go out at once, so that whatever the
+ * caller writes next travels with them. Then the relay's hello is read, and
+ * must prove `expected` on this very session, and its verdict on ours. Any
+ * failure rejects; the caller closes the connection (what it pipelined is
+ * then lost with it, as it would be with a relay that refuses us).
+ */
+export async function pipelinedHello(socket: TLSSocket, identity: Identity, role: LinkRole, expected: string, timeoutMs: number): Promise<void> {
+  const ekm = socket.exportKeyingMaterial(EKM_LENGTH, EKM_LABEL, EKM_CONTEXT);
+  const hello: Hello = { t: 'hello', v: PROTOCOL_VERSION, role, ...identity.signAuth(role, ekm) };
+  writeFrame(socket, hello);
+  writeFrame(socket, { t: 'ok' });
+  const first = await readFrame(socket, MAX_HELLO_BYTES, timeoutMs);
+  if (first.t === 'error') throw refusedBy(first);
+  const peer = parseHello(first);
+  if (peer.role !== 'relay') throw new FrameError('EPROTO', `peer says it is a ${peer.role}, expected a relay`);
+  let address: string;
+  try {
+    address = verifyAuth(peer.role, ekm, peer);
+  } catch {
+    throw new FrameError('EAUTH', 'hello signature does not verify for this TLS session');
+  }
+  if (address !== expected) throw new FrameError('EAUTH', `the relay's hello proves ${address}, but its certificate is bound to ${expected}`);
+  const verdict = await readFrame(socket, MAX_HELLO_BYTES, timeoutMs);
+  if (verdict.t !== 'ok') throw refusedBy(verdict);
+}
+
 function refusedBy(frame: Record<string, unknown>): FrameError {
   let message: string;
   try {

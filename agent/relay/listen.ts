@@ -51,7 +51,8 @@ export interface StartRelayOptions {
 
 /** Listens for agents on host:port (port 0 picks a free one) and hands each connection to a RelayServer. */
 export async function startRelay(options: StartRelayOptions): Promise<RunningRelay> {
-  const cert = await loadOrCreateRelayCert(options.home);
+  const cert = await loadOrCreateRelayCert(options.home, options.identity);
+  if (cert.made) options.log.info(`TLS certificate made (Ed25519, its key bound to ${options.identity.address}) in ${options.home}`);
   const registry = new Registry();
   const stats = new RelayStats();
   let directory: Directory | undefined;

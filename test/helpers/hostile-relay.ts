@@ -18,12 +18,14 @@ export interface HostileRelay {
   frames: Record<string, unknown>[];
 }
 
-/** Listens on 127.0.0.1; `answer` gives the reply frame to a stream's first frame (the stream is then ended). */
-export async function startHostileRelay(t: ExecutionContext, answer: (first: Record<string, unknown>) => object): Promise<HostileRelay> {
-  const identity = Identity.random();
-  const cert = await loadOrCreateRelayCert(tempDir(t));
+/**
+ * A TLS server on 127.0.0.1 with a relay certificate bound to `certOf`; each
+ * connection's TLS socket goes to `onSecure` once TLS is up. Closed when the
+ * test ends. What a fake relay of a test is built on.
+ */
+export async function listenTlsRelay(t: ExecutionContext, certOf: Identity, onSecure: (tls: TLSSocket) => void): Promise<number> {
+  const cert = await loadOrCreateRelayCert(tempDir(t), certOf);
   const context = createSecureContext({ key: cert.key, cert: cert.cert, minVersion: 'TLSv1.3' });
-  const frames: Record<string, unknown>[] = [];
   const sockets = new Set<Socket>();
   const server = createServer((raw) => {
     sockets.add(raw);
@@ -31,25 +33,7 @@ export async function startHostileRelay(t: ExecutionContext, answer: (first: Rec
     raw.on('error', () => {});
     const tls = new TLSSocket(raw, { isServer: true, secureContext: context });
     tls.on('error', () => {});
-    tls.once('secure', () => {
-      exchangeHelloAccepting(tls, identity, 'relay', ['agent'], 10_000).then(
-        () => {
-          const mux = new MuxSession(tls, { role: 'server' });
-          mux.on('stream', (stream: MuxStream) => {
-            stream.on('error', () => {});
-            readFrame(stream, 256 * 1024, 10_000).then(
-              (first) => {
-                frames.push(first);
-                writeFrame(stream, answer(first));
-                stream.end();
-              },
-              () => stream.destroy(),
-            );
-          });
-        },
-        () => tls.destroy(),
-      );
-    });
+    tls.once('secure', () => onSecure(tls));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(
@@ -59,5 +43,31 @@ export async function startHostileRelay(t: ExecutionContext, answer: (first: Rec
         server.close(() => resolve());
       }),
   );
-  return { port: (server.address() as { port: number }).port, address: identity.address, frames };
+  return (server.address() as { port: number }).port;
+}
+
+/** Listens on 127.0.0.1; `answer` gives the reply frame to a stream's first frame (the stream is then ended). */
+export async function startHostileRelay(t: ExecutionContext, answer: (first: Record<string, unknown>) => object): Promise<HostileRelay> {
+  const identity = Identity.random();
+  const frames: Record<string, unknown>[] = [];
+  const port = await listenTlsRelay(t, identity, (tls) => {
+    exchangeHelloAccepting(tls, identity, 'relay', ['agent'], 10_000).then(
+      () => {
+        const mux = new MuxSession(tls, { role: 'server' });
+        mux.on('stream', (stream: MuxStream) => {
+          stream.on('error', () => {});
+          readFrame(stream, 256 * 1024, 10_000).then(
+            (first) => {
+              frames.push(first);
+              writeFrame(stream, answer(first));
+              stream.end();
+            },
+            () => stream.destroy(),
+          );
+        });
+      },
+      () => tls.destroy(),
+    );
+  });
+  return { port, address: identity.address, frames };
 }
