@@ -16,12 +16,16 @@ import { clusterScale, type ClusterResult } from './scenarios/cluster.ts';
 import { readmit, type ReadmitResult } from './scenarios/readmit.ts';
 import { relayPair, type RelayPairResult } from './scenarios/relay-pair.ts';
 import { footprint, footprintTargets, formatFootprint, type FootprintResult, type RuntimeName } from './scenarios/footprint.ts';
+import { formatLogin, loginTimes, type LoginResult } from './scenarios/login.ts';
+import { formatIdle, idleMemory, type IdleResult } from './scenarios/idle.ts';
 import { round, sleep } from './lib/stats.ts';
 import { printReport, targets, ratios } from './report.ts';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 const PATHS = ['direct', 'diode', 'ssh-tunnel'] as const;
-const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'readmit', 'relay-pair', 'footprint'] as const;
+const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'readmit', 'relay-pair', 'footprint', 'login', 'idle'] as const;
+/** Minutes of the idle scenario (the issue's 30). */
+const DEFAULT_IDLE_MINUTES = 30;
 const RUNTIMES: readonly RuntimeName[] = ['bundle', 'x64', 'arm64'];
 /** The commit footprint compares against: main when issue 28 was filed. */
 const DEFAULT_BEFORE = 'b149bbf';
@@ -44,17 +48,21 @@ export interface BenchOptions {
   before: string;
   runtimes: RuntimeName[];
   footprintRuns: number;
+  /** login: rounds of ssh logins (each way once per round). */
+  loginRuns: number;
+  /** idle: minutes an idle publish is watched. */
+  idleMinutes: number;
   profile: boolean;
   out: string | undefined;
   /** A ready diode bundle to run instead of building the working tree's. */
   bundle: string | undefined;
 }
 
-const USAGE = `usage: tsx bench/run.ts [--quick] [--scenario NAME[,NAME]]... [--devices N[,N]] [--cluster-devices N] [--readmit-devices N] [--pair-devices N] [--soak-minutes N] [--before REF] [--runtimes bundle,x64,arm64] [--footprint-runs N] [--profile] [--out FILE] [--bundle dist/diode.cjs]
-  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000; footprint: start-up, idle memory and sizes of --before REF, default ${DEFAULT_BEFORE}, against the working tree, both built in the run, as --runtimes, default bundle,x64,arm64 (arm64 under qemu-user), --footprint-runs timed runs per figure, default 10)`;
+const USAGE = `usage: tsx bench/run.ts [--quick] [--scenario NAME[,NAME]]... [--devices N[,N]] [--cluster-devices N] [--readmit-devices N] [--pair-devices N] [--soak-minutes N] [--before REF] [--runtimes bundle,x64,arm64] [--footprint-runs N] [--login-runs N] [--idle-minutes N] [--profile] [--out FILE] [--bundle dist/diode.cjs]
+  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000; footprint: start-up, idle memory and sizes of --before REF, default ${DEFAULT_BEFORE}, against the working tree, both built in the run, as --runtimes, default bundle,x64,arm64 (arm64 under qemu-user), --footprint-runs timed runs per figure, default 10; login: ssh … true over an emulated home-broadband path through diode proxy and socksd + nc (before and after) and an OpenSSH jump, --login-runs rounds, default 15; idle: an idle publish with one ssh login a minute through diode proxy for --idle-minutes, default ${DEFAULT_IDLE_MINUTES}, RSS at the end against minute 2)`;
 
 function parseOptions(argv: string[]): BenchOptions {
-  const options: BenchOptions = { quick: false, scenarios: [], devices: [], clusterDevices: 1000, readmitDevices: 10_000, pairDevices: 10_000, soakMinutes: 0, before: DEFAULT_BEFORE, runtimes: [], footprintRuns: 0, profile: false, out: undefined, bundle: undefined };
+  const options: BenchOptions = { quick: false, scenarios: [], devices: [], clusterDevices: 1000, readmitDevices: 10_000, pairDevices: 10_000, soakMinutes: 0, before: DEFAULT_BEFORE, runtimes: [], footprintRuns: 0, loginRuns: 0, idleMinutes: 0, profile: false, out: undefined, bundle: undefined };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -76,6 +84,8 @@ function parseOptions(argv: string[]): BenchOptions {
     else if (arg === '--soak-minutes') options.soakMinutes = positive(arg)(value());
     else if (arg === '--before') options.before = value();
     else if (arg === '--footprint-runs') options.footprintRuns = positive(arg)(value());
+    else if (arg === '--login-runs') options.loginRuns = positive(arg)(value());
+    else if (arg === '--idle-minutes') options.idleMinutes = positive(arg)(value());
     else if (arg === '--runtimes') {
       for (const name of value().split(',')) {
         if (!(RUNTIMES as readonly string[]).includes(name)) throw new Error(`unknown runtime "${name}" (${RUNTIMES.join(', ')})\n${USAGE}`);
@@ -94,6 +104,8 @@ function parseOptions(argv: string[]): BenchOptions {
   if (options.devices.length === 0) options.devices = options.quick ? [200] : [1_000, 10_000];
   if (options.runtimes.length === 0) options.runtimes = options.quick ? ['bundle'] : [...RUNTIMES];
   if (options.footprintRuns === 0) options.footprintRuns = options.quick ? 3 : 10;
+  if (options.loginRuns === 0) options.loginRuns = options.quick ? 3 : 15;
+  if (options.idleMinutes === 0) options.idleMinutes = options.quick ? 3 : DEFAULT_IDLE_MINUTES;
   return options;
 }
 
@@ -203,6 +215,10 @@ async function main(): Promise<void> {
   if (options.scenarios.includes('footprint')) {
     footprinted = await footprint({ before: options.before, runtimes: options.runtimes, runs: options.footprintRuns }, log);
   }
+  let loggedIn: LoginResult | undefined;
+  if (options.scenarios.includes('login')) loggedIn = await loginTimes({ before: options.before, runs: options.loginRuns }, log);
+  let idled: IdleResult | undefined;
+  if (options.scenarios.includes('idle')) idled = await idleMemory(bundle, options.idleMinutes, log);
   if (profileDir) profiles = summariseProfiles(profileDir, bundle);
 
   const result = {
@@ -225,6 +241,8 @@ async function main(): Promise<void> {
     ...(readmitted ? { readmit: readmitted } : {}),
     ...(paired ? { relayPair: paired } : {}),
     ...(footprinted ? { footprint: { ...footprinted, targets: footprintTargets(footprinted) } } : {}),
+    ...(loggedIn ? { login: loggedIn } : {}),
+    ...(idled ? { idle: idled } : {}),
     ...(profiles ? { profile: { dir: profileDir, processes: profiles } } : {}),
     targets: targets(paths, scale, soaked),
   };
@@ -264,6 +282,8 @@ async function main(): Promise<void> {
     process.stdout.write(formatFootprint(footprinted));
     for (const t of footprintTargets(footprinted)) process.stdout.write(`  ${t.pass ? 'PASS' : 'FAIL'}  ${t.target}: ${t.value}\n`);
   }
+  if (loggedIn) process.stdout.write(formatLogin(loggedIn));
+  if (idled) process.stdout.write(formatIdle(idled));
   process.stdout.write(`\nJSON: ${out}\n`);
 }
 

@@ -60,11 +60,23 @@ function sourceTree(ref: string | undefined, dir: string): { root: string; commi
   return { root, commit: git(['rev-parse', '--short=12', ref]) };
 }
 
+/** Builds made in this run, by ref ('' for the working tree): scenarios that compare the same two share them. */
+const built = new Map<string, Build>();
+
 /**
  * Builds `ref` (undefined: the working tree) into dir: dir/bundle/diode.cjs
  * (and its chunks), and with `targets` the single executables in dir/bin.
+ * A build of the same ref made earlier in the run, with those targets, is reused.
  */
 export function buildProgram(name: string, ref: string | undefined, dir: string, targets: ExeTarget[], log: (line: string) => void): Build {
+  const earlier = built.get(ref ?? '');
+  if (earlier && targets.every((t) => earlier.exe[t])) return earlier;
+  const build = buildAnew(name, ref, dir, targets, log);
+  built.set(ref ?? '', build);
+  return build;
+}
+
+function buildAnew(name: string, ref: string | undefined, dir: string, targets: ExeTarget[], log: (line: string) => void): Build {
   const { root, commit } = sourceTree(ref, dir);
   const env = { ...process.env, DIODE_COMMIT: commit, DIODE_BUNDLE_READABLE: '0' };
   const bundle = join(dir, 'bundle', 'diode.cjs');
