@@ -28,6 +28,8 @@ test('service install --print publish: Restart=always, the sandbox, the state di
   }
   t.notRegex(unit, /LimitNOFILE/);
   t.regex(unit, /^CapabilityBoundingSet=$/m);
+  // Issue 28 item 3: an agent's V8 heap is bounded on every board (a relay's is not).
+  t.regex(unit, /^Environment=NODE_OPTIONS=--max-old-space-size=128$/m);
 });
 
 test('service install --print relay raises LimitNOFILE, may bind ports below 1024, and stays stopped once retired', async (t) => {
@@ -36,6 +38,7 @@ test('service install --print relay raises LimitNOFILE, may bind ports below 102
   t.regex(r.stdout, /^LimitNOFILE=1048576$/m);
   t.regex(r.stdout, /^RestartPreventExitStatus=10$/m);
   t.regex(r.stdout, /^AmbientCapabilities=CAP_NET_BIND_SERVICE$/m);
+  t.notRegex(r.stdout, /NODE_OPTIONS/);
   t.regex(r.stdout, /relay --gateway-http 0\.0\.0\.0:80 --gateway-domain example\.org --metrics 127\.0\.0\.1:9464$/m);
 });
 

@@ -12,6 +12,19 @@ export const SERVICE_ROLES: readonly ServiceRole[] = ['publish', 'socksd', 'bind
 export const RELAY_NOFILE = 1_048_576;
 /** s between a crash and the restart (no start limit: a device keeps trying for months). */
 export const RESTART_SEC = 5;
+/**
+ * MiB of V8 old space an agent (publish, socksd, bind) may use: a bound that
+ * holds on every board, where V8's own default is a quarter of the RAM. An
+ * idle agent's heap holds ≈ 5 MB, one with 1,000 end-to-end streams open
+ * ≈ 18 MB (13 KB a stream), so a device at its 4,096-stream cap fits twice;
+ * a leak past it ends the process (systemd restarts it) before it starves
+ * a Pi Zero 2 W's 512 MB. Given as NODE_OPTIONS, which the single
+ * executable honours too (V8 heap limits cannot be set once it runs).
+ */
+export const AGENT_HEAP_MIB = 128;
+/** The unit line that applies AGENT_HEAP_MIB. */
+export const AGENT_HEAP_ENVIRONMENT = `Environment=NODE_OPTIONS=--max-old-space-size=${AGENT_HEAP_MIB}`;
+
 /** The system user a system unit runs as (the Debian package creates the same one). */
 export const SERVICE_USER = 'diode';
 export const SYSTEM_STATE_DIR = '/var/lib/diode';
@@ -65,6 +78,7 @@ export function renderUnit(o: UnitOptions): string {
     '[Service]',
     'Type=exec',
     `ExecStart=${[...o.exec, o.role, ...o.args].map(quoteExecArg).join(' ')}`,
+    ...(relay ? [] : [AGENT_HEAP_ENVIRONMENT]),
     'Restart=always',
     `RestartSec=${RESTART_SEC}`,
     'NoNewPrivileges=yes',
