@@ -34,23 +34,28 @@ const SSH_RETRY_MS = 5000;
 const SSH_CONNECT_TIMEOUT_S = 60;
 /** A command over ssh (under TCG a sudo can take a while). */
 const SSH_COMMAND_TIMEOUT_MS = 5 * 60_000;
+/** ms between the host's queries for the device after the second power-on. */
+const PUBLISHED_POLL_MS = 1000;
+/** ms the guest's agent idles with its relay session before its memory is read (its heap watch settles in ≈ 10 s). */
+const AGENT_SETTLE_MS = 30_000;
 /** The login screen line diode-issue writes. */
 const ADDRESS_LINE = /diode address: (0x[0-9a-fA-F]{40})/g;
 
 class HwTestError extends Error {}
 
 function parseArgs(argv) {
-  const opts = { arch: 'arm64', image: null, timeoutMin: 45, keep: false, update: true };
+  const opts = { arch: 'arm64', image: null, bundle: BUNDLE, timeoutMin: 45, keep: false, update: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => argv[++i] ?? (() => { throw new HwTestError(`${a} needs a value`); })();
     if (a === '--arch') opts.arch = value();
     else if (a === '--image') opts.image = value();
+    else if (a === '--bundle') opts.bundle = value();
     else if (a === '--timeout-min') opts.timeoutMin = Number(value());
     else if (a === '--keep') opts.keep = true;
     else if (a === '--no-update') opts.update = false;
     else if (a === '-h' || a === '--help') {
-      console.log('usage: node hw-test/run.mjs [--arch arm64|armhf] [--image FILE] [--timeout-min N] [--keep] [--no-update]');
+      console.log('usage: node hw-test/run.mjs [--arch arm64|armhf] [--image FILE] [--bundle FILE] [--timeout-min N] [--keep] [--no-update]\n  --bundle FILE  the diode.cjs the host\'s relay, socksd and queries run (default dist/diode.cjs): an older image wants its own (with --no-update)');
       process.exit(0);
     } else throw new HwTestError(`unknown option ${a}`);
   }
@@ -233,9 +238,9 @@ async function main() {
 
     // Host side: relay (the guest reaches it as 10.0.2.2, serving a signed release one version newer than the image) and the client's socksd.
     const release = opts.update ? prepareRelease({ arch: opts.arch, work, log }) : undefined;
-    const relay = daemon('relay', process.execPath, [BUNDLE, 'relay', '--listen', '127.0.0.1:0', '--home', join(work, 'relay'), ...(release ? ['--releases', release.dir] : [])], join(work, 'relay.log'));
+    const relay = daemon('relay', process.execPath, [opts.bundle, 'relay', '--listen', '127.0.0.1:0', '--home', join(work, 'relay'), ...(release ? ['--releases', release.dir] : [])], join(work, 'relay.log'));
     const relayPort = Number((await relay.waitFor(/relay 0x[0-9a-fA-F]{40} listening on [\d.]+:(\d+)/, 60_000)).match[1]);
-    const socksd = daemon('socksd', process.execPath, [BUNDLE, 'socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relayPort}`, '--home', join(work, 'client')], join(work, 'socksd.log'));
+    const socksd = daemon('socksd', process.execPath, [opts.bundle, 'socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relayPort}`, '--home', join(work, 'client')], join(work, 'socksd.log'));
     const socksPort = Number((await socksd.waitFor(/listening on [\d.]+:(\d+)/, 60_000)).match[1]);
     const lanPort = await freePort();
     log(`  relay on 127.0.0.1:${relayPort} (guest: ${HOST_FROM_GUEST}:${relayPort}), socksd on 127.0.0.1:${socksPort}, guest sshd on the "LAN" at 127.0.0.1:${lanPort}`);
@@ -428,6 +433,21 @@ async function main() {
 
     // ---- second boot: the same address and host key, root repaired by the initrd ----
     const boot2 = await powerOn('second boot, damaged root, relays in diode.conf');
+    // Power-on → published (issue 28 item 6): the host asks the relay until it has the device, once a second.
+    const published = (async () => {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        // Asynchronous, so the guest's serial output keeps being read meanwhile.
+        const online = await new Promise((resolve) => {
+          const q = spawn(process.execPath, [opts.bundle, 'query', address, '--relay', `127.0.0.1:${relayPort}`, '--home', join(work, 'client')], { stdio: 'ignore' });
+          const timer = setTimeout(() => q.kill('SIGKILL'), 30_000);
+          q.once('close', (status) => { clearTimeout(timer); resolve(status === 0); });
+        });
+        if (online) return Date.now() - boot2.t0;
+        await sleep(PUBLISHED_POLL_MS);
+      }
+      return NaN;
+    })();
     const again = await boot2.qemu.waitFor(ADDRESS_LINE, timeoutMs, boot2.qemu.output().length);
     log(`  ${boot2.since()}: the login screen shows diode address ${again.match[1]}`);
     if (again.match[1] !== address) throw new HwTestError(`the address changed across a power cycle: ${address} → ${again.match[1]}`);
@@ -452,6 +472,13 @@ async function main() {
     check('symlinked ~/.ssh/authorized_keys refused: root\'s keys untouched', g.rootkeys === 'absent' && g.link === 'still-a-link', `${g.rootkeys} ${g.link}`);
     check('the refusal is on the login screen', /authorized_keys: \/home\/pi\/\.ssh\/authorized_keys is a symbolic link; not followed/.test(g.problems), g.problems);
     check('second boot: agent active (relays from diode.conf), no failed units', g.agent === 'active' && g.failed === '', `${g.agent} ${g.failed}`);
+    const tPublished2 = await published;
+    log(`  power-on → published (the relay has the device) ${Math.round(tPublished2 / 1000)} s`);
+    // The agent's memory once it has idled a while with its relay session (issue 28 item 6).
+    await sleep(AGENT_SETTLE_MS);
+    const mem = await facts(['echo "agentmem=$(grep -E "^(VmRSS|RssAnon|RssFile):" /proc/$(systemctl show -p MainPID --value diode.service)/status | awk "{print \\$2}" | tr "\\n" ,)"']);
+    const [rssKiB, anonKiB, fileKiB] = mem.agentmem.split(',').map(Number);
+    log(`  the agent on the guest: RSS ${(rssKiB / 1024).toFixed(1)} MiB (RssAnon ${(anonKiB / 1024).toFixed(1)}, RssFile ${(fileKiB / 1024).toFixed(1)})`);
 
     // ---- issue 26: the device updates itself from its relay and keeps the new version across a reboot ----
     let tUpdate = NaN;
@@ -491,11 +518,15 @@ async function main() {
       powerOnToLoginPromptS: Math.round(tLogin / 1000),
       powerOnToSshS: Math.round(tReach / 1000),
       powerCycleToSshS: Math.round(tReach2 / 1000),
+      powerCycleToPublishedS: Math.round(tPublished2 / 1000),
+      agentRssMiB: +(rssKiB / 1024).toFixed(1),
+      agentRssAnonMiB: +(anonKiB / 1024).toFixed(1),
+      agentRssFileMiB: +(fileKiB / 1024).toFixed(1),
       ...(release ? { updateVersion: release.version, updateKeysSetToStayingS: Math.round(tUpdate / 1000), rebootToSshOnNewVersionS: Math.round(tRebootOnNew / 1000) } : {}),
       checksFailed: failed.map(([w]) => w),
     };
     writeFileSync(join(ROOT, '.cache/hw-test', `result-${opts.arch}.json`), JSON.stringify(summary, null, 2) + '\n');
-    log(`\nhw-test ${opts.arch}: power-on → address on console ${summary.powerOnToAddressS} s (login prompt ${summary.powerOnToLoginPromptS} s), → ssh through diode ${summary.powerOnToSshS} s (relay set over the LAN on the way); power cycle with a damaged root → ssh ${summary.powerCycleToSshS} s (QEMU TCG on this machine)`);
+    log(`\nhw-test ${opts.arch}: power-on → address on console ${summary.powerOnToAddressS} s (login prompt ${summary.powerOnToLoginPromptS} s), → ssh through diode ${summary.powerOnToSshS} s (relay set over the LAN on the way); power cycle with a damaged root → published ${summary.powerCycleToPublishedS} s, → ssh ${summary.powerCycleToSshS} s; agent RSS ${summary.agentRssMiB} MiB (RssAnon ${summary.agentRssAnonMiB}) (QEMU TCG on this machine)`);
     if (failed.length) throw new HwTestError(`${failed.length} check(s) failed: ${failed.map(([w]) => w).join('; ')}`);
     log('hw-test: PASS');
   } catch (err) {

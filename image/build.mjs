@@ -14,7 +14,7 @@ import {
   chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
   renameSync, rmSync, statSync, symlinkSync, writeFileSync, appendFileSync,
 } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ARCHES, aptSources, ensureRootfs } from './rootfs.mjs';
 
@@ -172,7 +172,9 @@ function usage() {
   --keep-work   keep the unpacked tree and partition files under .cache/image/work-ARCH
   --rootfs TAR  use this root file system tarball instead of the cached mmdebstrap one
   --no-security build the rootfs without bookworm-security (a mirror with an inconsistent
-                security index); the image's sources.list still lists it`;
+                security index); the image's sources.list still lists it
+  --binary FILE put this diode executable in the image instead of dist/bin's (e.g. an older
+                build, to compare the agent's figures on the same image)`;
 }
 
 export function parseArgs(argv) {
@@ -192,6 +194,7 @@ export function parseArgs(argv) {
     else if (a === '--keep-work') opts.keepWork = true;
     else if (a === '--no-security') opts.security = false;
     else if (a === '--rootfs' || a.startsWith('--rootfs=')) opts.rootfs = join(process.cwd(), value());
+    else if (a === '--binary' || a.startsWith('--binary=')) opts.binary = resolve(value());
     else if (a === '-h' || a === '--help') { console.log(usage()); process.exit(0); }
     else throw new StepError(`unknown option ${a}\n${usage()}`);
   }
@@ -253,8 +256,8 @@ async function build(opts) {
 
   step('binary (cross-build)', async () => {
     const target = BINARY_TARGET[arch];
-    const bin = join(ROOT, 'dist/bin', `diode-linux-${target}`);
-    if (!existsSync(bin)) sh(process.execPath, [join(ROOT, 'cross-build/build.mjs'), '--target', target]);
+    const bin = opts.binary ?? join(ROOT, 'dist/bin', `diode-linux-${target}`);
+    if (!existsSync(bin) && !opts.binary) sh(process.execPath, [join(ROOT, 'cross-build/build.mjs'), '--target', target]);
     if (!existsSync(bin)) throw new StepError(`cross-build did not produce ${bin}`);
     state.binary = bin;
     return `${relative(ROOT, bin)} (${Math.round(statSync(bin).size / MIB)} MiB)`;
