@@ -1,12 +1,8 @@
 import { setBounded } from '../util/bounded-map.ts';
 import { TokenBucket } from '../util/token-bucket.ts';
+import { NAME_CLAIM_BURST } from './config.ts';
 
-/**
- * names: a source may claim this many at once before its per-second rate
- * applies: after a relay restart every device behind one NAT claims again
- * within seconds.
- */
-export const NAME_CLAIM_BURST = 16;
+export { NAME_CLAIM_BURST };
 /** Sources whose claim budgets are remembered; beyond it the least recently seen is forgotten (and starts full again). */
 export const MAX_CLAIM_SOURCES = 65_536;
 

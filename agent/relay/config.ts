@@ -1,6 +1,13 @@
 import { UsageError } from '../util/errors.ts';
 import { MAX_CLAIM_NAMES } from '../protocol/names.ts';
-import { NAME_CLAIM_BURST } from './claim-rate.ts';
+
+/**
+ * names: a source may claim this many at once before its per-second rate
+ * applies: after a relay restart every device behind one NAT claims again
+ * within seconds. (Here, below claim-rate.ts, so that the flag table every
+ * command loads does not load the relay's code.)
+ */
+export const NAME_CLAIM_BURST = 16;
 
 /**
  * What one source, one session or one caller may hold on a relay. Every
