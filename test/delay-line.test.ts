@@ -10,9 +10,9 @@ import { DelayLink, startDelayLine, HANDSHAKE_ONE_WAY_DELAYS } from '../bench/li
 // loose upper bounds that catch a line that forgot to delay or doubled it.
 
 /** Large enough that a line which skipped the handshake's two extra one-way delays fails even on a loaded host. */
-const ONE_WAY_MS = 50;
-/** What a loaded 2-core host may add to one delivery, ms. */
-const SLACK_MS = 150;
+const ONE_WAY_MS = 200;
+/** What a loaded 2-core host may add to one exchange, ms: less than 4 one-way delays, so a doubled handshake still fails. */
+const SLACK_MS = 600;
 
 async function listen(onSocket: (s: Socket) => void): Promise<{ server: Server; port: number }> {
   const server = createServer({ allowHalfOpen: true }, (s) => {

@@ -156,8 +156,10 @@ class FrameRewriter extends Duplex {
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     if (this.#wroteFirst) return void this.inner.write(chunk, cb);
     this.#wroteFirst = true;
-    const header = JSON.parse(chunk.subarray(4).toString()) as Record<string, unknown>;
-    this.inner.write(encodeFrame({ ...header, ...this.outFields }), cb);
+    // The header frame may come with the bytes behind it (a pipelining client's end-to-end ClientHello) in one chunk.
+    const end = 4 + chunk.readUInt32BE(0);
+    const header = JSON.parse(chunk.subarray(4, end).toString()) as Record<string, unknown>;
+    this.inner.write(Buffer.concat([encodeFrame({ ...header, ...this.outFields }), chunk.subarray(end)]), cb);
   }
 
   override _final(cb: () => void): void {
