@@ -14,15 +14,14 @@ import { startRedis } from './helpers/redis.ts';
 
 test('--cluster takes one Redis, a Redis Cluster seed list or Sentinels', (t) => {
   t.deepEqual(parseRedisTarget('redis://127.0.0.1:6379'), { kind: 'single', url: 'redis://127.0.0.1:6379' });
-  t.like(parseRedisTarget('redis://:pw@a:7000,redis://b:7001'), { kind: 'cluster', nodes: [{ host: 'a', port: 7000 }, { host: 'b', port: 7001 }], password: 'pw' });
+  t.like(parseRedisTarget('redis://ops@a:7000,redis://b:7001'), { kind: 'cluster', nodes: [{ host: 'a', port: 7000 }, { host: 'b', port: 7001 }], username: 'ops' });
   t.like(parseRedisTarget('redis+cluster://a:7000,b:7001'), { kind: 'cluster', nodes: [{ host: 'a', port: 7000 }, { host: 'b', port: 7001 }] });
-  t.like(parseRedisTarget('redis+sentinel://u:p@s1:26379,s2:26379/mymaster/2'), {
+  t.like(parseRedisTarget('redis+sentinel://u@s1:26379,s2:26379/mymaster/2'), {
     kind: 'sentinel',
     sentinels: [{ host: 's1', port: 26379 }, { host: 's2', port: 26379 }],
     name: 'mymaster',
     db: 2,
     username: 'u',
-    password: 'p',
   });
   t.throws(() => parseRedisTarget('http://a:1'), { instanceOf: UsageError, message: /must start with redis:\/\// });
   t.throws(() => parseRedisTarget('redis+sentinel://s1:26379'), { message: /master's name/ });

@@ -9,10 +9,16 @@ import type { ExecutionContext } from 'ava';
 
 const randomAddress = () => toChecksumAddress(`0x${randomBytes(20).toString('hex')}`);
 
+/** The relays of the stores a test makes: each one believes the others' claims (their --cluster-allow). */
+const cluster = new Set<string>();
+
 function store(t: ExecutionContext, url: string, options: { ttl?: number; refresh?: number } = {}): RedisStore {
+  const relay = randomAddress();
+  cluster.add(relay);
   const s = new RedisStore({
     target: parseRedisTarget(url),
-    relay: randomAddress(),
+    relay,
+    allow: cluster,
     advertise: { host: '127.0.0.1', port: 40000 + Math.floor(Math.random() * 1000) },
     keyPrefix: 'test:',
     entryTtlMs: options.ttl ?? 90_000,

@@ -46,12 +46,20 @@ export async function listenTlsRelay(t: ExecutionContext, certOf: Identity, onSe
   return (server.address() as { port: number }).port;
 }
 
-/** Listens on 127.0.0.1; `answer` gives the reply frame to a stream's first frame (the stream is then ended). */
-export async function startHostileRelay(t: ExecutionContext, answer: (first: Record<string, unknown>) => object): Promise<HostileRelay> {
+/**
+ * Listens on 127.0.0.1; `answer` gives the reply frame to a stream's first frame, then `after` (if
+ * given) is written and the stream ended. `roles`: the hellos it accepts (['agent', 'relay'] to
+ * take a relay-to-relay link too, as a relay of someone's cluster would).
+ */
+export async function startHostileRelay(
+  t: ExecutionContext,
+  answer: (first: Record<string, unknown>) => object,
+  options: { roles?: Array<'agent' | 'relay'>; after?: string } = {},
+): Promise<HostileRelay> {
   const identity = Identity.random();
   const frames: Record<string, unknown>[] = [];
   const port = await listenTlsRelay(t, identity, (tls) => {
-    exchangeHelloAccepting(tls, identity, 'relay', ['agent'], 10_000).then(
+    exchangeHelloAccepting(tls, identity, 'relay', options.roles ?? ['agent'], 10_000).then(
       () => {
         const mux = new MuxSession(tls, { role: 'server' });
         mux.on('stream', (stream: MuxStream) => {
@@ -60,7 +68,7 @@ export async function startHostileRelay(t: ExecutionContext, answer: (first: Rec
             (first) => {
               frames.push(first);
               writeFrame(stream, answer(first));
-              stream.end();
+              stream.end(options.after);
             },
             () => stream.destroy(),
           );

@@ -1,3 +1,4 @@
+import { readFileSync, statSync } from 'node:fs';
 import { UsageError } from '../../util/errors.ts';
 import { parseHostPort, formatHostPort, type HostPort } from '../../util/hostport.ts';
 import { parseAddress } from '../../identity/index.ts';
@@ -6,13 +7,17 @@ import { parseAddress } from '../../identity/index.ts';
  * Where the cluster's shared address → relay map lives, as given to
  * `--cluster`:
  *
- *   redis://[user:password@]host:port[/db]           one Redis (rediss:// for TLS)
- *   redis://h1:p1,redis://h2:p2,...                  a Redis Cluster (its seed nodes)
- *   redis+cluster://[user:password@]h1:p1[,h2:p2...] the same, written once
- *   redis+sentinel://[user:password@]h1:p1[,h2:p2...]/<master name>[/db]
+ *   redis://[user@]host:port[/db]           one Redis (rediss:// for TLS)
+ *   redis://h1:p1,redis://h2:p2,...         a Redis Cluster (its seed nodes)
+ *   redis+cluster://[user@]h1:p1[,h2:p2...] the same, written once
+ *   redis+sentinel://[user@]h1:p1[,h2:p2...]/<master name>[/db]
+ *
+ * The password never comes from the URL (every user of the machine can read
+ * a command line in /proc): it comes from --cluster-password-file or the
+ * environment (CLUSTER_PASSWORD_ENV).
  */
 export type RedisTarget =
-  | { kind: 'single'; url: string }
+  | { kind: 'single'; url: string; password?: string }
   | { kind: 'cluster'; nodes: HostPort[]; username?: string; password?: string; tls: boolean }
   | { kind: 'sentinel'; sentinels: HostPort[]; name: string; db: number; username?: string; password?: string; tls: boolean };
 
@@ -48,18 +53,48 @@ export function validateClusterConfig(config: ClusterConfig): ClusterConfig {
   return config;
 }
 
+/** The environment variable a relay reads the Redis password from (when --cluster-password-file is not given). */
+export const CLUSTER_PASSWORD_ENV = 'DIODE_CLUSTER_PASSWORD';
+
 /** The flags of `diode relay` that make it a cluster member. */
 export interface ClusterFlags {
   cluster?: string;
   advertise?: string;
   'advertise-agents'?: string;
   'cluster-allow'?: string | string[];
+  'cluster-password-file'?: string;
+}
+
+/**
+ * The Redis password: the first line of --cluster-password-file (refused if
+ * every user may read the file), else $DIODE_CLUSTER_PASSWORD, else none.
+ */
+export function clusterPassword(file: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (file === undefined) return env[CLUSTER_PASSWORD_ENV] || undefined;
+  let text: string;
+  try {
+    if ((statSync(file).mode & 0o004) !== 0) throw new UsageError(`--cluster-password-file: ${file} is readable by every user of this machine; chmod 600 (or 640 for the relay's group) it`);
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError(`--cluster-password-file: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)}); give a file holding the Redis password`);
+  }
+  const password = text.split(/\r?\n/)[0];
+  if (!password) throw new UsageError(`--cluster-password-file: ${file} is empty; its first line is the Redis password`);
+  return password;
+}
+
+/** The target with the password given apart from the URL. */
+function withPassword(target: RedisTarget, password: string | undefined): RedisTarget {
+  return password === undefined ? target : { ...target, password };
 }
 
 /** Builds the cluster config from the flags; undefined without --cluster (a relay on its own, as before). */
 export function clusterConfigFromFlags(flags: ClusterFlags): ClusterConfig | undefined {
   if (!flags.cluster) {
-    if (flags.advertise || flags['cluster-allow'] || flags['advertise-agents']) throw new UsageError('--advertise, --advertise-agents and --cluster-allow need --cluster redis://host:port');
+    if (flags.advertise || flags['cluster-allow'] || flags['advertise-agents'] || flags['cluster-password-file']) {
+      throw new UsageError('--advertise, --advertise-agents, --cluster-allow and --cluster-password-file need --cluster redis://host:port');
+    }
     return undefined;
   }
   if (!flags.advertise) throw new UsageError('--cluster needs --advertise host:port: where the other relays reach this one');
@@ -67,7 +102,7 @@ export function clusterConfigFromFlags(flags: ClusterFlags): ClusterConfig | und
   const allow = parseAllowList(allowText);
   if (allow.size === 0) throw new UsageError('--cluster needs --cluster-allow 0x...,0x...: the addresses of the relays in the cluster (diode address --home <relay home>)');
   return validateClusterConfig({
-    redis: parseRedisTarget(flags.cluster),
+    redis: withPassword(parseRedisTarget(flags.cluster), clusterPassword(flags['cluster-password-file'])),
     advertise: parseHostPort(flags.advertise, '--advertise'),
     ...(flags['advertise-agents'] ? { advertiseAgents: advertisedForAgents(flags['advertise-agents']) } : {}),
     allow,
@@ -92,6 +127,19 @@ export function parseAllowList(text: string): Set<string> {
 
 const SCHEMES = /^(rediss?|redis\+cluster|rediss\+cluster|redis\+sentinel|rediss\+sentinel):\/\//;
 
+/** A password in a --cluster URL: refused, with where it goes instead. */
+function passwordInUrl(text: string): UsageError {
+  return new UsageError(
+    `--cluster: "${describePasswordless(text)}" holds a password, which every user of this machine can read in its command line (and the unit or relay.conf keeps it); ` +
+      `put it in a file given with --cluster-password-file FILE, or in $${CLUSTER_PASSWORD_ENV}, and leave it out of the URL (a user name may stay)`,
+  );
+}
+
+/** The URL text with whatever stood between ":" and "@" of its credentials blanked. */
+function describePasswordless(text: string): string {
+  return text.replace(/(\/\/[^:@/]*):[^@/]*@/g, '$1:***@');
+}
+
 export function parseRedisTarget(text: string): RedisTarget {
   const trimmed = text.trim();
   const scheme = SCHEMES.exec(trimmed)?.[1];
@@ -100,6 +148,7 @@ export function parseRedisTarget(text: string): RedisTarget {
   if (scheme.endsWith('+cluster') || scheme.endsWith('+sentinel')) {
     const rest = trimmed.slice(scheme.length + 3);
     const { username, password, hosts } = splitCredentials(rest);
+    if (password !== undefined) throw passwordInUrl(text);
     const [list, ...path] = hosts.split('/');
     const nodes = list.split(',').filter(Boolean).map((h) => parseHostPort(h, '--cluster'));
     if (nodes.length === 0) throw new UsageError(`--cluster: "${text}" names no host`);
@@ -115,6 +164,7 @@ export function parseRedisTarget(text: string): RedisTarget {
   }
   const urls = trimmed.split(',').map((s) => s.trim()).filter(Boolean);
   for (const url of urls) checkRedisUrl(url);
+  if (urls.some((u) => new URL(u).password)) throw passwordInUrl(text);
   if (urls.length === 1) return { kind: 'single', url: urls[0] };
   // Several plain URLs: the seed nodes of a Redis Cluster (credentials from the first).
   const first = new URL(urls[0]);
@@ -125,7 +175,6 @@ export function parseRedisTarget(text: string): RedisTarget {
       return { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 6379) };
     }),
     username: first.username ? decodeURIComponent(first.username) : undefined,
-    password: first.password ? decodeURIComponent(first.password) : undefined,
     tls: first.protocol === 'rediss:',
   };
 }

@@ -5,7 +5,8 @@ import type { Directory, Location } from '../directory.ts';
 import type { PublisherChange, SessionSet } from '../registry.ts';
 import type { RelayStats } from '../stats.ts';
 import type { ClusterConfig } from './config.ts';
-import { RedisStore, type MapEntry } from './redis-store.ts';
+import { MAX_CLOCK_SKEW_MS, RedisStore, type MapEntry } from './redis-store.ts';
+import { RefusalLog } from '../admission.ts';
 import { PeerLinks } from './peers.ts';
 import { setBounded } from '../../util/bounded-map.ts';
 import type { RelayEntry } from '../../config/relay-entry.ts';
@@ -13,6 +14,13 @@ import { RelayRoster } from './roster.ts';
 
 /** Entries of other relays' devices kept in memory (from lookups and announcements); the oldest go first beyond it. */
 export const MAX_CACHED_ENTRIES = 100_000;
+/**
+ * ms an address the map does not hold is remembered as such: a client that
+ * retries a device that is offline (or a caller trying addresses at random)
+ * costs a Redis lookup per address and this long, not one per connect. An
+ * announcement of the address ends it at once.
+ */
+export const ABSENT_TTL_MS = 5_000;
 
 /**
  * The directory of a relay in a cluster: its own session set first, then
@@ -39,6 +47,9 @@ export class ClusterDirectory implements Directory {
   readonly #log: Logger;
   readonly #stats: RelayStats;
   readonly #cache = new Map<string, MapEntry>();
+  /** Addresses the map did not hold when last asked, and until when that answer stands (ABSENT_TTL_MS). */
+  readonly #absent = new Map<string, number>();
+  readonly #refusals: RefusalLog;
   #unsubscribe: (() => void) | undefined;
 
   /** @param options.maxWindow the largest receive window a stream of a relay link grows to (--max-stream-window) */
@@ -49,6 +60,7 @@ export class ClusterDirectory implements Directory {
     this.#allow = config.allow;
     this.#log = log;
     this.#stats = options.stats;
+    this.#refusals = new RefusalLog(log);
     this.store = new RedisStore({
       target: config.redis,
       relay: identity.address,
@@ -56,9 +68,10 @@ export class ClusterDirectory implements Directory {
       keyPrefix: config.keyPrefix,
       entryTtlMs: config.entryTtlMs,
       refreshIntervalMs: config.refreshIntervalMs,
+      allow: config.allow,
       log,
     });
-    this.peers = new PeerLinks(identity, log, options.stats, options.maxWindow);
+    this.peers = new PeerLinks({ identity, log, stats: options.stats, maxWindow: options.maxWindow, allow: config.allow });
     this.roster = new RelayRoster({
       store: this.store,
       self: identity.address,
@@ -68,15 +81,20 @@ export class ClusterDirectory implements Directory {
       log,
     });
     this.store.on('move', (address, entry) => {
-      if (entry) this.#remember(address, entry);
+      this.#absent.delete(address);
+      if (entry && this.#believed(address, entry)) this.#remember(address, entry);
       else this.#cache.delete(address);
     });
     this.store.on('superseded', (address, entry) => {
+      if (!this.#believed(address, entry)) return;
       this.#stats.count('cluster_superseded');
       this.#log.warn(`${address} began publishing on relay ${entry.relay} after its session here did: its streams go there`);
       this.#remember(address, entry);
     });
-    this.store.on('resync', () => this.#cache.clear());
+    this.store.on('resync', () => {
+      this.#cache.clear();
+      this.#absent.clear();
+    });
   }
 
   async start(): Promise<void> {
@@ -124,6 +142,7 @@ export class ClusterDirectory implements Directory {
       return newer ? this.#remote(address, entry!) : { kind: 'local', session: local };
     }
     if (!entry) {
+      if (!fresh && (this.#absent.get(address) ?? 0) > Date.now()) return undefined;
       try {
         entry = await this.store.lookup(address);
       } catch (err) {
@@ -131,10 +150,12 @@ export class ClusterDirectory implements Directory {
         this.#log.debug(`cluster map: lookup of ${address} failed: ${errorMessage(err)}`);
         return undefined;
       }
-      if (!entry) {
+      if (!entry || !this.#believed(address, entry)) {
         this.#cache.delete(address);
+        setBounded(this.#absent, address, Date.now() + ABSENT_TTL_MS, MAX_CACHED_ENTRIES);
         return undefined;
       }
+      this.#absent.delete(address);
       this.#remember(address, entry);
     }
     if (entry.relay === this.#self) {
@@ -156,6 +177,22 @@ export class ClusterDirectory implements Directory {
         void this.store.forget(address, entry);
       },
     };
+  }
+
+  /**
+   * A map entry is trusted only as far as its relay is: one that names a
+   * relay not on --cluster-allow, or is dated later than this relay's clock
+   * allows (MAX_CLOCK_SKEW_MS), is ignored and counted. Whoever can write to
+   * Redis could write it; the relays of the cluster never do.
+   */
+  #believed(address: string, entry: MapEntry): boolean {
+    let why: string | undefined;
+    if (entry.relay !== this.#self && !this.#allow.has(entry.relay)) why = `names relay ${entry.relay}, which is not on --cluster-allow`;
+    else if (entry.since > Date.now() + MAX_CLOCK_SKEW_MS) why = `is dated ${Math.round((entry.since - Date.now()) / 1000)} s ahead of this relay's clock (more than ${MAX_CLOCK_SKEW_MS / 1000} s)`;
+    if (why === undefined) return true;
+    this.#stats.count('refused_cluster_entry');
+    this.#refusals.refused('cluster_entry', `cluster map entry of ${address} ignored: it ${why} (who else writes to this Redis?)`);
+    return false;
   }
 
   #remember(address: string, entry: MapEntry): void {

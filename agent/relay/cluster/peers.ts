@@ -24,8 +24,12 @@ export class PeerLinks {
   #closed = false;
 
   readonly #maxWindow: number;
+  /** The relays this one links to: --cluster-allow (whatever a map entry names). */
+  readonly #allow: ReadonlySet<string>;
 
-  constructor(identity: Identity, log: Logger, stats: RelayStats, maxWindow: number) {
+  constructor(options: { identity: Identity; log: Logger; stats: RelayStats; maxWindow: number; allow: ReadonlySet<string> }) {
+    const { identity, log, stats, maxWindow } = options;
+    this.#allow = options.allow;
     this.#identity = identity;
     this.#maxWindow = maxWindow;
     this.#log = log;
@@ -61,6 +65,8 @@ export class PeerLinks {
   async #dial(address: string, endpoint: HostPort): Promise<MuxSession> {
     if (this.#closed) throw new Error('the relay is shutting down');
     if (address === this.#identity.address) throw new Error('a relay does not link to itself');
+    // Only the cluster's relays: a map entry naming another (written by whoever can write to Redis) leads nowhere.
+    if (!this.#allow.has(address)) throw new Error(`relay ${address} is not on --cluster-allow: not linked to`);
     let connection;
     try {
       connection = await dialRelay(endpoint, this.#identity, address, { role: 'relay', timeoutMs: PEER_DIAL_TIMEOUT_MS });

@@ -46,9 +46,13 @@ export function decodeEntry(value: string): MapEntry | undefined {
 }
 
 /**
- * claim: KEYS[1] the device's key; ARGV value, since, ttl ms, channel, device address, our relay address.
+ * claim: KEYS[1] the device's key; ARGV value, since, ttl ms, channel, device address, our relay
+ * address, the latest `since` to believe (our clock plus MAX_CLOCK_SKEW_MS), the relays of
+ * --cluster-allow (",0x…,0x…,", lower case).
  * Keeps a newer (or equally old) claim of another relay and returns it; otherwise writes ours,
- * announces it if it changed, and returns 1.
+ * announces it if it changed, and returns 1. A claim that names a relay not on the list, or a
+ * `since` past the skew (what a writer to Redis that is no relay of ours could forge), is no
+ * claim: ours replaces it.
  */
 const CLAIM_LUA = `
 local cur = redis.call('GET', KEYS[1])
@@ -58,7 +62,8 @@ if cur == ARGV[1] then
 end
 if cur then
   local since, owner = string.match(cur, '^(%d+) (%S+)')
-  if owner and string.lower(owner) ~= string.lower(ARGV[6]) and tonumber(since) >= tonumber(ARGV[2]) then
+  local believed = owner and tonumber(since) <= tonumber(ARGV[7]) and string.find(ARGV[8], ',' .. string.lower(owner) .. ',', 1, true)
+  if believed and string.lower(owner) ~= string.lower(ARGV[6]) and tonumber(since) >= tonumber(ARGV[2]) then
     return cur
   end
 end
@@ -86,7 +91,7 @@ return 1
 `;
 
 interface Scripts {
-  diodeClaim(key: string, value: string, since: string, ttl: string, channel: string, address: string, relay: string): Promise<number | string>;
+  diodeClaim(key: string, value: string, since: string, ttl: string, channel: string, address: string, relay: string, latest: string, allow: string): Promise<number | string>;
   diodeRelease(key: string, match: string, mode: 'exact' | 'owner', channel: string, address: string): Promise<number>;
 }
 
@@ -100,8 +105,19 @@ export interface RedisStoreOptions {
   keyPrefix: string;
   entryTtlMs: number;
   refreshIntervalMs: number;
+  /** The relays of the cluster (--cluster-allow): a claim of another relay is believed only from them. */
+  allow: ReadonlySet<string>;
   log: Logger;
 }
+
+/**
+ * ms: how far ahead of this relay's clock a map entry's `since` may be and
+ * still be believed: relays' clocks disagree by a little (NTP keeps them
+ * within milliseconds; a relay a minute off is broken). An entry dated
+ * later is forged, or from a relay whose clock is wrong: it would win every
+ * comparison for as long as it lives.
+ */
+export const MAX_CLOCK_SKEW_MS = 60_000;
 
 /** ms: a Redis command that gets no answer within this fails (the relay never waits on Redis for long). */
 const COMMAND_TIMEOUT_MS = 2_000;
@@ -144,6 +160,8 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> {
   #wasReady = false;
   #subscribed = false;
   #downSince: number | undefined = Date.now();
+  /** The current outage (or the wait for the first connection) has been logged. */
+  #downLogged = false;
   #closed = false;
   /** Redis calls made (a script call is one), for the bench's ops-per-device figure. */
   calls = 0;
@@ -290,7 +308,9 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> {
     const o = this.#options;
     try {
       this.calls++;
-      const result = await this.#client.diodeClaim(this.#key(address), value, value.slice(0, value.indexOf(' ')), String(o.entryTtlMs), this.#channel, address, o.relay);
+      const allow = `,${[...o.allow].map((a) => a.toLowerCase()).join(',')},`;
+      const latest = String(Date.now() + MAX_CLOCK_SKEW_MS);
+      const result = await this.#client.diodeClaim(this.#key(address), value, value.slice(0, value.indexOf(' ')), String(o.entryTtlMs), this.#channel, address, o.relay, latest, allow);
       if (typeof result === 'string' && this.#held.get(address) === value) {
         const other = decodeEntry(result);
         if (other) this.emit('superseded', address, other);
@@ -331,6 +351,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> {
     const outage = this.#downSince !== undefined && this.#wasReady ? ` after ${Math.round((Date.now() - this.#downSince) / 100) / 10} s away` : '';
     this.#log.info(`cluster map: connected to ${describeRedisTarget(this.#options.target)}${outage}; writing ${this.#held.size} entr${this.#held.size === 1 ? 'y' : 'ies'}`);
     this.#downSince = undefined;
+    this.#downLogged = false;
     const pending = [...this.#pendingRelease];
     this.#pendingRelease.clear();
     for (const [address, value] of pending) void this.#release(address, value, 'exact');
@@ -340,8 +361,10 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> {
   }
 
   #down(err: unknown): void {
-    if (this.#closed || this.#downSince !== undefined) return;
-    this.#downSince = Date.now();
+    if (this.#closed || this.#downLogged) return;
+    // Also before the first connection: a relay that cannot log in (WRONGPASS, NOAUTH) says so at once.
+    this.#downSince ??= Date.now();
+    this.#downLogged = true;
     this.#log.warn(`cluster map: Redis unreachable (${errorMessage(err)}); serving this relay's own devices and the entries it knows, retrying`);
   }
 }
@@ -356,7 +379,12 @@ function createClient(target: RedisTarget): Redis | Cluster {
     connectTimeout: CONNECT_TIMEOUT_MS,
     retryStrategy: (times: number) => Math.min(100 * times, MAX_RECONNECT_DELAY_MS),
   };
-  if (target.kind === 'single') return new Redis(target.url, common);
+  if (target.kind === 'single') {
+    // ioredis takes what the URL says over its options: the password goes into the URL here, in memory only.
+    const url = new URL(target.url);
+    if (target.password !== undefined) url.password = encodeURIComponent(target.password);
+    return new Redis(url.toString(), common);
+  }
   if (target.kind === 'sentinel') {
     return new Redis({
       ...common,
