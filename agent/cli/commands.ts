@@ -63,7 +63,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     flags: [
       { name: 'listen', type: 'string', placeholder: 'HOST:PORT', defaultValue: '127.0.0.1:1080', description: 'where the proxy listens (port 0 picks a free one); beyond loopback needs --allow-remote' },
       { name: 'allow-remote', type: 'boolean', description: 'allow --listen on a non-loopback address: anyone who reaches it then acts with this machine\'s key' },
-      { name: 'fallback', type: 'string', placeholder: 'direct|refuse', defaultValue: 'refuse', description: 'names that are not <address>.diode: refuse them, or connect directly (DNS lookup and TCP from this machine; for a browser\'s system proxy)' },
+      { name: 'fallback', type: 'string', placeholder: 'direct|refuse', defaultValue: 'refuse', description: 'names that are not <address>.diode: refuse them, or connect directly (DNS lookup and TCP from this machine; for a browser\'s system proxy). For a client on another machine (--allow-remote) never to this machine\'s loopback, its own or link-local addresses' },
       relay,
       metrics,
       logFormat,
