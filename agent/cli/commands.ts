@@ -29,7 +29,7 @@ export interface CommandSpec {
   rawArgs?: boolean;
 }
 
-const home: FlagSpec = { name: 'home', type: 'string', placeholder: 'DIR', description: 'state directory (key, config); env DIODE_HOME; default ~/.config/diode, /var/lib/diode for root' };
+const home: FlagSpec = { name: 'home', type: 'string', placeholder: 'DIR', description: 'state directory (key, config); env DIODE_HOME; default ~/.config/diode, for root /var/lib/diode while root owns it' };
 const help: FlagSpec = { name: 'help', type: 'boolean', description: 'show this help' };
 const logLevel: FlagSpec = { name: 'log-level', type: 'string', placeholder: 'LEVEL', description: 'stderr log level: debug, info, warn or error; env DIODE_LOG; default info' };
 const metrics: FlagSpec = { name: 'metrics', type: 'string', placeholder: 'HOST:PORT', description: 'serve Prometheus metrics on http://HOST:PORT/metrics and /healthz (e.g. 127.0.0.1:9464)' };

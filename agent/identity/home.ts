@@ -1,19 +1,36 @@
-import { mkdirSync, statSync } from 'node:fs';
+import { lstatSync, mkdirSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { DiodeError, UsageError, errorMessage } from '../util/errors.ts';
 
+/** The system agent's state directory (the Pi image's, the Debian package's services). */
+export const SYSTEM_HOME = '/var/lib/diode';
+
 /**
  * The state directory holds the identity key, the config and (for a relay)
- * its certificate. Root gets /var/lib/diode so a system service and an admin
- * shell agree on one identity.
+ * its certificate: ~/.config/diode; for root the system's SYSTEM_HOME, so a
+ * system agent and an admin shell agree on one identity (the Pi image runs
+ * its agent as root there), but only while root owns it: where it belongs
+ * to another user (the Debian package gives it to the user diode), root
+ * takes /root/.config/diode instead, never a directory whose links another
+ * user may plant. The services name theirs in their units (DIODE_HOME).
  */
-export function resolveHome(flag?: string): string {
+export function resolveHome(flag?: string, systemHome = SYSTEM_HOME): string {
   if (flag === '') throw new UsageError('--home is empty; give the state directory (--home DIR), or leave --home out for the default');
   if (flag) return flag;
   if (process.env.DIODE_HOME) return process.env.DIODE_HOME;
-  if (typeof process.getuid === 'function' && process.getuid() === 0) return '/var/lib/diode';
+  if (typeof process.getuid === 'function' && process.getuid() === 0 && rootMayUse(systemHome)) return systemHome;
   return join(homedir(), '.config', 'diode');
+}
+
+/** `dir` is missing (root makes it), or a directory root owns (not a link). */
+function rootMayUse(dir: string): boolean {
+  try {
+    const st = lstatSync(dir);
+    return st.isDirectory() && st.uid === 0;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT';
+  }
 }
 
 /**

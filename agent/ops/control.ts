@@ -1,5 +1,5 @@
 import { createServer, connect, type Server } from 'node:net';
-import { chmodSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../util/log.ts';
 import { errorMessage } from '../util/errors.ts';
@@ -39,8 +39,7 @@ export async function startControlSocket(home: string, role: AgentRole, report: 
   const dir = controlDir(home);
   const path = controlSocketPath(home, role);
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    chmodSync(dir, 0o700);
+    openRunDir(dir);
     removeStaleSockets(home);
     try {
       unlinkSync(path); // a previous process with our pid (after a reboot) left it
@@ -85,6 +84,31 @@ export async function startControlSocket(home: string, role: AgentRole, report: 
         } catch {}
       })),
   };
+}
+
+/**
+ * Makes `dir` (0700) or takes the one there, without following a link: a
+ * symbolic link or a directory of another user is refused, so an agent run
+ * as root in a directory another user can write to never chmods, nor puts
+ * its socket in, a place that user chose. The mode is set through a
+ * descriptor opened with O_NOFOLLOW, on the directory that was checked.
+ */
+export function openRunDir(dir: string): void {
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  if (lstatSync(dir).isSymbolicLink()) throw new Error(`${dir} is a symbolic link; not following it (remove it, and let the agent make the directory)`);
+  const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  try {
+    const st = fstatSync(fd);
+    const uid = typeof process.getuid === 'function' ? process.getuid() : st.uid;
+    if (st.uid !== uid) throw new Error(`${dir} belongs to uid ${st.uid}, not to this user (uid ${uid}); give this agent a state directory of its own (--home DIR)`);
+    fchmodSync(fd, 0o700);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Control sockets of processes that no longer exist (killed with SIGKILL, power cut): removed. */

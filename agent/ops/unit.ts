@@ -1,4 +1,5 @@
 import { UsageError } from '../util/errors.ts';
+import { SYSTEM_HOME } from '../identity/home.ts';
 /** A retired relay exits with it (agent/relay/retire.ts); its unit must not start it again. */
 export const RETIRED_EXIT_CODE = 10;
 
@@ -27,7 +28,8 @@ export const AGENT_HEAP_ENVIRONMENT = `Environment=NODE_OPTIONS=--max-old-space-
 
 /** The system user a system unit runs as (the Debian package creates the same one). */
 export const SERVICE_USER = 'diode';
-export const SYSTEM_STATE_DIR = '/var/lib/diode';
+/** The system unit's state directory (identity/home.ts: root's default only while root owns it). */
+export const SYSTEM_STATE_DIR = SYSTEM_HOME;
 
 export interface UnitOptions {
   role: ServiceRole;
