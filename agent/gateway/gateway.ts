@@ -52,10 +52,8 @@ export async function startGateway(relay: GatewayRelay, config: GatewayConfig, l
       socket.once('close', () => limiter.release(source));
       return undefined;
     }
-    relay.stats.count(`gateway_refused_${refusal === 'per-ip' ? 'per_ip' : 'total'}`);
-    log.info(
-      `${listener} ${source}: refused, ${refusal === 'per-ip' ? `already ${limits.maxConnsPerIp} connections from this source` : `gateway full (${limits.maxConns} connections)`}`,
-    );
+    relay.stats.count(`gateway_refused_${refusal === 'total' ? 'total' : refusal === 'per-ip' ? 'per_ip' : 'per_prefix'}`);
+    log.info(`${listener} ${source}: refused, ${refusal === 'total' ? `gateway full (${limits.maxConns} connections)` : limiter.describe(refusal, source, 'connections')}`);
     if (refusing >= MAX_REFUSING_CONNS) {
       relay.stats.count('gateway_refused_dropped');
       socket.destroy();
@@ -91,7 +89,7 @@ export async function startGateway(relay: GatewayRelay, config: GatewayConfig, l
           relay.stats.count(/larger than/.test(reason) ? 'gateway_socks_header_too_large' : 'gateway_socks_refused');
         };
         if (refusal) {
-          const why = refusal === 'per-ip' ? `too many connections from ${socket.remoteAddress}` : 'gateway full';
+          const why = refusal === 'total' ? 'gateway full' : `too many connections from ${socket.remoteAddress}${refusal === 'per-ip' ? '' : `'s ${refusal === 'per-56' ? '/56' : '/48'}`}`;
           handleSocksConnection(socket, {
             connector: async () => {
               throw new SocksRefusal(Rep.generalFailure, why);

@@ -11,6 +11,7 @@ import { errorMessage } from '../util/errors.ts';
 import { splice } from '../util/pump.ts';
 import type { GatewayLimits } from './config.ts';
 import type { Refusal } from './limiter.ts';
+import { PREFIX_48_FACTOR, PREFIX_56_FACTOR } from '../util/sources.ts';
 import { sendErrorPage, writeRawErrorPage } from './pages.ts';
 import { GATEWAY_ANSWER, UNKNOWN_NAME_ANSWER, dialPublic, gatewayTarget, type GatewayRelay } from './route.ts';
 
@@ -175,9 +176,11 @@ export class GatewayHttpRouter {
   #capRefusal(socket: Socket): { status: number; title: string; detail: string } | undefined {
     const refusal = this.#o.refusalOf(socket);
     if (!refusal) return undefined;
-    return refusal === 'per-ip'
-      ? { status: 429, title: 'Too many connections', detail: `at most ${this.#o.limits.maxConnsPerIp} connections from one address; close some and retry` }
-      : { status: 503, title: 'Gateway busy', detail: `the gateway holds its maximum of ${this.#o.limits.maxConns} connections; retry later` };
+    if (refusal === 'total') return { status: 503, title: 'Gateway busy', detail: `the gateway holds its maximum of ${this.#o.limits.maxConns} connections; retry later` };
+    const { maxConns, maxConnsPerIp } = this.#o.limits;
+    const cap = refusal === 'per-ip' ? maxConnsPerIp : Math.min(maxConns, maxConnsPerIp * (refusal === 'per-56' ? PREFIX_56_FACTOR : PREFIX_48_FACTOR));
+    const from = refusal === 'per-ip' ? 'one address' : `the addresses of one IPv6 ${refusal === 'per-56' ? '/56' : '/48'}`;
+    return { status: 429, title: 'Too many connections', detail: `at most ${cap} connections from ${from}; close some and retry` };
   }
 
   /** Resolves the target or explains, as [status, title, detail], why not. */

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:net';
-import { ConnectionLimiter, sourceKey } from '../gateway/limiter.ts';
+import { ConnectionLimiter, sourceKey, type Refusal } from '../util/sources.ts';
 import type { Logger } from '../util/log.ts';
 import { errorMessage } from '../util/errors.ts';
 import type { RelayLimits } from './config.ts';
@@ -43,10 +43,14 @@ export class RefusalLog {
   }
 }
 
+/** The counter and refusal kind of each level (a source, its IPv6 /56 or /48, everyone). */
+const LEVEL: Readonly<Record<Refusal, string>> = Object.freeze({ 'per-ip': 'per_ip', 'per-56': 'per_prefix', 'per-48': 'per_prefix', total: 'total' });
+
 /**
- * The agent port's admission: connections still in TLS or hello (per source
- * and in total) and authenticated sessions per source. Every `admit…` that
- * returns true needs exactly one matching release.
+ * The agent port's admission: connections still in TLS or hello and
+ * authenticated sessions, per source, per IPv6 /56 and /48 of sources, and
+ * in total. Every `admit…` that returns true needs exactly one matching
+ * release.
  */
 export class Admission {
   readonly #limits: RelayLimits;
@@ -60,20 +64,16 @@ export class Admission {
     this.#stats = stats;
     this.#refusals = refusals;
     this.#handshakes = new ConnectionLimiter(limits.maxHandshakes, limits.maxHandshakesPerIp);
-    this.#sessions = new ConnectionLimiter(Number.MAX_SAFE_INTEGER, limits.maxSessionsPerIp);
+    this.#sessions = new ConnectionLimiter(limits.maxSessions, limits.maxSessionsPerIp);
   }
 
   /** A new TCP connection from `source`: room for one more unauthenticated peer? */
   admitHandshake(source: string): boolean {
     const refusal = this.#handshakes.admit(source);
     if (refusal === undefined) return true;
-    if (refusal === 'per-ip') {
-      this.#stats.count('refused_handshakes_per_ip');
-      this.#refusals.refused('handshakes_per_ip', `connection from ${source}: already ${this.#limits.maxHandshakesPerIp} unauthenticated connections from this source (--max-handshakes-per-ip)`);
-    } else {
-      this.#stats.count('refused_handshakes_total');
-      this.#refusals.refused('handshakes_total', `connection from ${source}: already ${this.#limits.maxHandshakes} unauthenticated connections in total (--max-handshakes)`);
-    }
+    const flag = refusal === 'total' ? '--max-handshakes' : `--max-handshakes-per-ip${refusal === 'per-ip' ? '' : `, × ${this.#handshakes.cap(refusal) / this.#limits.maxHandshakesPerIp} for an IPv6 /${refusal.slice(4)}`}`;
+    this.#stats.count(`refused_handshakes_${LEVEL[refusal]}`);
+    this.#refusals.refused(`handshakes_${LEVEL[refusal]}`, `connection from ${source}: ${this.#handshakes.describe(refusal, source, 'unauthenticated connections')} (${flag})`);
     return false;
   }
 
@@ -83,9 +83,11 @@ export class Admission {
 
   /** An authenticated agent from `source`: room for one more session? */
   admitSession(source: string, address: string): boolean {
-    if (this.#sessions.admit(source) === undefined) return true;
-    this.#stats.count('refused_sessions_per_ip');
-    this.#refusals.refused('sessions_per_ip', `session of ${address} from ${source}: already ${this.#limits.maxSessionsPerIp} sessions from this source (--max-sessions-per-ip)`);
+    const refusal = this.#sessions.admit(source);
+    if (refusal === undefined) return true;
+    const flag = refusal === 'total' ? '--max-sessions' : `--max-sessions-per-ip${refusal === 'per-ip' ? '' : `, × ${this.#sessions.cap(refusal) / this.#limits.maxSessionsPerIp} for an IPv6 /${refusal.slice(4)}`}`;
+    this.#stats.count(`refused_sessions_${LEVEL[refusal]}`);
+    this.#refusals.refused(`sessions_${LEVEL[refusal]}`, `session of ${address} from ${source}: ${this.#sessions.describe(refusal, source, 'sessions')} (${flag})`);
     return false;
   }
 

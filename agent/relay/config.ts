@@ -19,8 +19,10 @@ export interface RelayLimits {
   maxHandshakes: number;
   /** Connections: the same, from one source (`--max-handshakes-per-ip`). */
   maxHandshakesPerIp: number;
-  /** Sessions: authenticated agent sessions from one source (`--max-sessions-per-ip`). */
+  /** Sessions: authenticated agent sessions from one source (`--max-sessions-per-ip`); 4× from one IPv6 /56, 8× from one /48 (util/sources.ts). */
   maxSessionsPerIp: number;
+  /** Sessions: authenticated agent sessions in total (`--max-sessions`): each holds tens of KiB and a descriptor. */
+  maxSessions: number;
   /** Streams: streams one agent session may have open through the relay at once (`--max-streams-per-session`). */
   maxStreamsPerSession: number;
   /** Streams: streams one caller (an address, or a gateway source) may have open toward one device (`--max-streams-per-caller`). */
@@ -72,6 +74,7 @@ export const DEFAULT_RELAY_LIMITS: Readonly<RelayLimits> = Object.freeze({
   maxHandshakes: 1024,
   maxHandshakesPerIp: 64,
   maxSessionsPerIp: 256,
+  maxSessions: 60_000,
   maxStreamsPerSession: 1024,
   maxStreamsPerCaller: 256,
   maxPendingPerCaller: 32,
@@ -97,7 +100,8 @@ export function validateRelayLimits(l: RelayLimits): RelayLimits {
   };
   int(l.maxHandshakes, '--max-handshakes', 1, 1_000_000);
   int(l.maxHandshakesPerIp, '--max-handshakes-per-ip', 1, l.maxHandshakes);
-  int(l.maxSessionsPerIp, '--max-sessions-per-ip', 1, 1_000_000);
+  int(l.maxSessions, '--max-sessions', 1, 10_000_000);
+  int(l.maxSessionsPerIp, '--max-sessions-per-ip', 1, l.maxSessions);
   int(l.maxStreamsPerSession, '--max-streams-per-session', 1, 1_000_000);
   int(l.maxStreamsPerCaller, '--max-streams-per-caller', 1, 1_000_000);
   int(l.maxPendingPerCaller, '--max-pending-per-caller', 1, l.maxStreamsPerCaller);
@@ -119,6 +123,7 @@ export interface RelayLimitFlags {
   'max-handshakes'?: string;
   'max-handshakes-per-ip'?: string;
   'max-sessions-per-ip'?: string;
+  'max-sessions'?: string;
   'max-streams-per-session'?: string;
   'max-streams-per-caller'?: string;
   'max-pending-per-caller'?: string;
@@ -147,6 +152,7 @@ export function relayLimitsFromFlags(flags: RelayLimitFlags): RelayLimits {
     maxHandshakes: f('max-handshakes', d.maxHandshakes),
     maxHandshakesPerIp: f('max-handshakes-per-ip', d.maxHandshakesPerIp),
     maxSessionsPerIp: f('max-sessions-per-ip', d.maxSessionsPerIp),
+    maxSessions: f('max-sessions', d.maxSessions),
     maxStreamsPerSession: f('max-streams-per-session', d.maxStreamsPerSession),
     maxStreamsPerCaller: f('max-streams-per-caller', d.maxStreamsPerCaller),
     maxPendingPerCaller: f('max-pending-per-caller', d.maxPendingPerCaller),
@@ -164,8 +170,9 @@ export function relayLimitsFromFlags(flags: RelayLimitFlags): RelayLimits {
 /** The command table's flag specs for these limits (name, default, what it bounds). */
 export const RELAY_LIMIT_FLAGS: ReadonlyArray<{ name: keyof RelayLimitFlags; placeholder: string; defaultValue: string; description: string }> = [
   { name: 'max-handshakes', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxHandshakes), description: 'agent connections still in TLS or hello, in total; over it: closed at once' },
-  { name: 'max-handshakes-per-ip', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxHandshakesPerIp), description: 'the same per IPv4 address / IPv6 /64' },
-  { name: 'max-sessions-per-ip', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxSessionsPerIp), description: 'authenticated agent sessions per IPv4 address / IPv6 /64; over it: go-away' },
+  { name: 'max-handshakes-per-ip', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxHandshakesPerIp), description: 'the same per IPv4 address / IPv6 /64 (4× per IPv6 /56, 8× per /48)' },
+  { name: 'max-sessions', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxSessions), description: 'authenticated agent sessions in total; over it: closed' },
+  { name: 'max-sessions-per-ip', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxSessionsPerIp), description: 'authenticated agent sessions per IPv4 address / IPv6 /64 (4× per IPv6 /56, 8× per /48); over it: closed' },
   { name: 'max-streams-per-session', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxStreamsPerSession), description: 'streams one agent session may have open; over it: reset' },
   { name: 'max-streams-per-caller', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxStreamsPerCaller), description: 'streams one caller (address or gateway IP) may have open toward one device; over it: "unavailable"' },
   { name: 'max-pending-per-caller', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxPendingPerCaller), description: 'of those, streams the device has not answered yet' },

@@ -149,6 +149,27 @@ export class Net {
     return host;
   }
 
+  /**
+   * IPv6 for a host: fd87:<n>::2/64 on its link (the hub fd87:<n>::1), a default route, forwarding
+   * in the hub; `routed` (e.g. 2001:db8:aa00::/48) is routed to the host too, for addresses it adds
+   * with addAddresses. Returns the host's address.
+   */
+  async ipv6(host: Host, routed?: string): Promise<string> {
+    const n = this.#hosts.indexOf(host) + 1;
+    const [mine, hub] = [`fd87:${n}::2`, `fd87:${n}::1`];
+    await sh('ip', ['netns', 'exec', this.hub, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.forwarding=1']);
+    await ip('-n', this.hub, '-6', 'addr', 'add', `${hub}/64`, 'dev', host.hubIf, 'nodad');
+    await ip('-n', host.ns, '-6', 'addr', 'add', `${mine}/64`, 'dev', host.ifname, 'nodad');
+    await ip('-n', host.ns, '-6', 'route', 'add', 'default', 'via', hub);
+    if (routed) await ip('-n', this.hub, '-6', 'route', 'add', routed, 'via', mine);
+    return mine;
+  }
+
+  /** More addresses on the host's interface (/128 each, no duplicate detection: usable at once). */
+  async addAddresses(host: Host, addresses: string[]): Promise<void> {
+    for (const a of addresses) await ip('-n', host.ns, 'addr', 'add', `${a}/128`, 'dev', host.ifname, 'nodad');
+  }
+
   /** Drops every packet to and from the host in the hub, silently for both ends (no RST, no ICMP). */
   async cut(host: Host): Promise<void> {
     await this.#iptables('-I', host);
