@@ -18,12 +18,13 @@ import { relayPair, type RelayPairResult } from './scenarios/relay-pair.ts';
 import { footprint, footprintTargets, formatFootprint, type FootprintResult, type RuntimeName } from './scenarios/footprint.ts';
 import { formatLogin, loginTimes, type LoginResult } from './scenarios/login.ts';
 import { formatIdle, idleMemory, type IdleResult } from './scenarios/idle.ts';
+import { updateDownload, UPDATE_QUICK_SIZES, UPDATE_SIZES, type UpdateResult } from './scenarios/update.ts';
 import { round, sleep } from './lib/stats.ts';
 import { printReport, targets, ratios } from './report.ts';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 const PATHS = ['direct', 'diode', 'ssh-tunnel'] as const;
-const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'readmit', 'relay-pair', 'footprint', 'login', 'idle'] as const;
+const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'readmit', 'relay-pair', 'footprint', 'login', 'idle', 'update'] as const;
 /** Minutes of the idle scenario (the issue's 30). */
 const DEFAULT_IDLE_MINUTES = 30;
 const RUNTIMES: readonly RuntimeName[] = ['bundle', 'x64', 'arm64'];
@@ -59,7 +60,7 @@ export interface BenchOptions {
 }
 
 const USAGE = `usage: tsx bench/run.ts [--quick] [--scenario NAME[,NAME]]... [--devices N[,N]] [--cluster-devices N] [--readmit-devices N] [--pair-devices N] [--soak-minutes N] [--before REF] [--runtimes bundle,x64,arm64] [--footprint-runs N] [--login-runs N] [--idle-minutes N] [--profile] [--out FILE] [--bundle dist/diode.cjs]
-  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000; footprint: start-up, idle memory and sizes of --before REF, default ${DEFAULT_BEFORE}, against the working tree, both built in the run, as --runtimes, default bundle,x64,arm64 (arm64 under qemu-user), --footprint-runs timed runs per figure, default 10; login: ssh … true over an emulated home-broadband path through diode proxy and socksd + nc (before and after) and an OpenSSH jump, --login-runs rounds, default 15; idle: an idle publish with one ssh login a minute through diode proxy for --idle-minutes, default ${DEFAULT_IDLE_MINUTES}, RSS at the end against minute 2)`;
+  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000; footprint: start-up, idle memory and sizes of --before REF, default ${DEFAULT_BEFORE}, against the working tree, both built in the run, as --runtimes, default bundle,x64,arm64 (arm64 under qemu-user), --footprint-runs timed runs per figure, default 10; login: ssh … true over an emulated home-broadband path through diode proxy and socksd + nc (before and after) and an OpenSSH jump, --login-runs rounds, default 15; idle: an idle publish with one ssh login a minute through diode proxy for --idle-minutes, default ${DEFAULT_IDLE_MINUTES}, RSS at the end against minute 2; update: round trips through a device while it downloads a release at update-rate, against idle)`;
 
 function parseOptions(argv: string[]): BenchOptions {
   const options: BenchOptions = { quick: false, scenarios: [], devices: [], clusterDevices: 1000, readmitDevices: 10_000, pairDevices: 10_000, soakMinutes: 0, before: DEFAULT_BEFORE, runtimes: [], footprintRuns: 0, loginRuns: 0, idleMinutes: 0, profile: false, out: undefined, bundle: undefined };
@@ -219,6 +220,15 @@ async function main(): Promise<void> {
   if (options.scenarios.includes('login')) loggedIn = await loginTimes({ before: options.before, runs: options.loginRuns }, log);
   let idled: IdleResult | undefined;
   if (options.scenarios.includes('idle')) idled = await idleMemory(bundle, options.idleMinutes, log);
+  let updated: UpdateResult | undefined;
+  if (options.scenarios.includes('update')) {
+    const sink = await startSink();
+    try {
+      updated = await updateDownload(bundle, sink.port, options.quick ? UPDATE_QUICK_SIZES : UPDATE_SIZES, log);
+    } finally {
+      await sink.proc.stop();
+    }
+  }
   if (profileDir) profiles = summariseProfiles(profileDir, bundle);
 
   const result = {
@@ -243,6 +253,7 @@ async function main(): Promise<void> {
     ...(footprinted ? { footprint: { ...footprinted, targets: footprintTargets(footprinted) } } : {}),
     ...(loggedIn ? { login: loggedIn } : {}),
     ...(idled ? { idle: idled } : {}),
+    ...(updated ? { update: updated } : {}),
     ...(profiles ? { profile: { dir: profileDir, processes: profiles } } : {}),
     targets: targets(paths, scale, soaked),
   };
@@ -284,6 +295,13 @@ async function main(): Promise<void> {
   }
   if (loggedIn) process.stdout.write(formatLogin(loggedIn));
   if (idled) process.stdout.write(formatIdle(idled));
+  if (updated) {
+    const u = updated;
+    process.stdout.write(
+      `\nupdate: a ${u.releaseBytes / 1048576} MiB release downloaded over the device's relay link at update-rate ${u.rateKiB} KiB/s: ${u.achievedKiBps} KiB/s kept (${u.downloadS} s; device CPU ${u.deviceCpuSec} s, relay ${u.relayCpuSec} s)\n` +
+        `  64-byte round trip through the device: idle p50 ${u.idle.rttP50us} µs p99 ${u.idle.rttP99us} µs; downloading p50 ${u.downloading.rttP50us} µs p99 ${u.downloading.rttP99us} µs (× ${u.ratioP50} / × ${u.ratioP99})\n`,
+    );
+  }
   process.stdout.write(`\nJSON: ${out}\n`);
 }
 
