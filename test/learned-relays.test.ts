@@ -2,7 +2,11 @@ import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { createServer, type Socket } from 'node:net';
+import { once } from 'node:events';
 import { runDiode, start, tempDir } from './helpers/diode.ts';
+import { socks5Connect } from './helpers/http.ts';
+import { RETIRED_EXIT_CODE } from '../agent/relay/retire.ts';
 import { startRedis } from './helpers/redis.ts';
 import { clusterRelays, within } from './helpers/cluster.ts';
 import { LEARNED_RELAY_DELAY_MS, LearnedRelays, MAX_LEARNED_RELAYS, readLearnedRelays } from '../agent/link/learned-relays.ts';
@@ -50,6 +54,48 @@ test('a device pinned to relay A learns relay B of its cluster, dials it only af
   await a.start();
   await within('the device back on A', 15_000, async () => (device.output().match(new RegExp(`connected to relay ${a.at.replace(/\./g, '\\.')} `, 'g')) ?? []).length > before);
   t.pass();
+});
+
+test('in a cluster, retiring relay A moves its device to B without losing it: a client on B reaches it, A leaves the roster and exits', async (t) => {
+  const redis = await startRedis(t);
+  const [a, b] = await clusterRelays(t, redis.url, 2);
+  await a.start();
+  await b.start();
+  const echo = createServer((s: Socket) => {
+    s.on('error', () => {});
+    s.pipe(s);
+  });
+  echo.listen(0, '127.0.0.1');
+  await once(echo, 'listening');
+  t.teardown(() => echo.close());
+  const device = start(t, ['publish', '-public', `${(echo.address() as { port: number }).port}:7`, '--relay', `${a.address}@${a.at}`, '--home', tempDir(t)]);
+  const address = (await device.waitFor(/ as (0x[0-9a-fA-F]{40})/))[1];
+  await device.waitFor(/connected to relay/);
+  const client = start(t, ['socksd', '--listen', '127.0.0.1:0', '--relay', `${b.address}@${b.at}`, '--home', tempDir(t)]);
+  const socksPort = Number((await client.waitFor(/listening on 127\.0\.0\.1:(\d+)/))[1]);
+  await client.waitFor(/connected to relay/);
+  const roundTrip = async () => {
+    const { rep, socket } = await socks5Connect(socksPort, `${address.toLowerCase()}.diode`, 7);
+    try {
+      if (rep !== 0) return false;
+      socket.resume();
+      socket.write('x');
+      await once(socket, 'data');
+      return true;
+    } finally {
+      socket.destroy();
+    }
+  };
+  t.true(await roundTrip(), 'across the cluster before: client on B, device on A');
+  t.is((await runDiode(['relay', '--retire-to', `${b.address}@${b.at}`, '--home', a.home])).code, 0);
+  await device.waitFor(new RegExp(`connected to relay ${b.at.replace(/\./g, '\\.')} `), 10_000);
+  await within('the device reached through B', 5_000, roundTrip);
+  t.is(await a.proc.exited(), RETIRED_EXIT_CODE);
+  t.regex(a.proc.output(), /retired: 1 agent moved, none left/);
+  const roster = await redis.cli('hkeys', 'diode:relays');
+  t.false(roster.includes(a.address), 'A left the roster');
+  t.true(roster.includes(b.address));
+  t.true(await roundTrip(), 'and after A is gone');
 });
 
 test('a relay that is not pinned teaches nothing: its cluster is not learned', async (t) => {
