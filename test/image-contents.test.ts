@@ -280,7 +280,7 @@ test('yaml-flat reads sequences at the key indentation, quoted keys, flow lists 
 });
 
 test('the units pass systemd-analyze verify (apart from paths that exist only in the image)', (t) => {
-  const units = ['diode-firstboot.service', 'diode-boot-config.service', 'diode.service', 'diode-relays.path', 'diode-issue.service', 'diode-issue.path'].map((u) => join(UNIT_DIR, u));
+  const units = ['diode-firstboot.service', 'diode-boot-config.service', 'diode.service', 'diode-relays.path', 'diode-relays.service', 'diode-issue.service', 'diode-issue.path'].map((u) => join(UNIT_DIR, u));
   const r = spawnSync('systemd-analyze', ['verify', ...units], { encoding: 'utf8' });
   const imageOnly = /^[\w.-]+: Command (\/usr\/lib\/diode\/(firstboot|boot-config|issue|has-relays|launch)|\/usr\/bin\/diode) is not executable: No such file or directory$/;
   const rest = (r.stdout + r.stderr).split('\n').filter((l) => l.trim() && !imageOnly.test(l));
@@ -417,12 +417,14 @@ test('item 1: the initrd gets fsck (FSTYPE=ext4 before update-initramfs) and the
   t.is(build.initrdProblems('usr/sbin/e2fsck\n').length, 3);
 });
 
-test('item 2: without a relay the agent is skipped, not restarted; diode-relays.path starts it once one is set', (t) => {
+test('item 2: without a relay the agent is skipped, not restarted; diode-relays.path starts it once one is set (and restarts it on a change)', (t) => {
   const unit = readFileSync(join(UNIT_DIR, 'diode.service'), 'utf8');
   t.regex(unit, /^ExecCondition=\/usr\/lib\/diode\/has-relays$/m);
   const path = readFileSync(join(UNIT_DIR, 'diode-relays.path'), 'utf8');
   t.regex(path, /^PathChanged=\/var\/lib\/diode\/config\.json$/m);
-  t.regex(path, /^Unit=diode\.service$/m);
+  // Issue 29: through a oneshot that restarts it, so a relay fixed by hand takes effect at once.
+  t.regex(path, /^Unit=diode-relays\.service$/m);
+  t.regex(readFileSync(join(UNIT_DIR, 'diode-relays.service'), 'utf8'), /^ExecStart=\/bin\/systemctl restart diode\.service$/m);
   t.true(build.ENABLED_UNITS.includes('diode-relays.path'));
   t.regex(readFileSync(join(UNIT_DIR, 'diode-issue.path'), 'utf8'), /^PathChanged=\/var\/lib\/diode\/config\.json$/m);
 
