@@ -5,7 +5,7 @@
 // (serial) console, then real OpenSSH through a host relay + socksd to
 // pi@<address>.diode; a reboot must keep the address and the host key.
 //
-//   node hw-test/run.mjs [--arch arm64|armhf] [--image FILE] [--timeout-min N] [--keep] [--no-update]
+//   node hw-test/run.mjs [--arch arm64|armhf] [--image FILE] [--timeout-min N] [--card-writes-min N] [--keep] [--no-update]
 //
 // Prints one line per step with the time since power-on, and a summary.
 import { spawn, spawnSync } from 'node:child_process';
@@ -38,13 +38,19 @@ const SSH_COMMAND_TIMEOUT_MS = 5 * 60_000;
 const PUBLISHED_POLL_MS = 1000;
 /** ms the guest's agent idles with its relay session before its memory is read (its heap watch settles in ≈ 10 s). */
 const AGENT_SETTLE_MS = 30_000;
+/** Minutes the card's writes are measured while the device is idle and connected (issue 29 item 6; 0: not measured). */
+const CARD_WRITES_MIN = 10;
+/** The most an idle, connected device may write to its card (issue 29 item 6), MiB per hour. */
+const CARD_WRITES_MAX_MIB_PER_HOUR = 1;
+/** A relay setting with a typo in its name (issue 29 item 3): the login screen must say what is wrong. */
+const MISTYPED_RELAY = 'relay.exmaple.org:41046';
 /** The login screen line diode-issue writes. */
 const ADDRESS_LINE = /diode address: (0x[0-9a-fA-F]{40})/g;
 
 class HwTestError extends Error {}
 
 function parseArgs(argv) {
-  const opts = { arch: 'arm64', image: null, bundle: BUNDLE, timeoutMin: 45, keep: false, update: true };
+  const opts = { arch: 'arm64', image: null, bundle: BUNDLE, timeoutMin: 45, cardWritesMin: CARD_WRITES_MIN, keep: false, update: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => argv[++i] ?? (() => { throw new HwTestError(`${a} needs a value`); })();
@@ -52,10 +58,11 @@ function parseArgs(argv) {
     else if (a === '--image') opts.image = value();
     else if (a === '--bundle') opts.bundle = value();
     else if (a === '--timeout-min') opts.timeoutMin = Number(value());
+    else if (a === '--card-writes-min') opts.cardWritesMin = Number(value());
     else if (a === '--keep') opts.keep = true;
     else if (a === '--no-update') opts.update = false;
     else if (a === '-h' || a === '--help') {
-      console.log('usage: node hw-test/run.mjs [--arch arm64|armhf] [--image FILE] [--bundle FILE] [--timeout-min N] [--keep] [--no-update]\n  --bundle FILE  the diode.cjs the host\'s relay, socksd and queries run (default dist/diode.cjs): an older image wants its own (with --no-update)');
+      console.log('usage: node hw-test/run.mjs [--arch arm64|armhf] [--image FILE] [--bundle FILE] [--timeout-min N] [--card-writes-min N] [--keep] [--no-update]\n  --bundle FILE  the diode.cjs the host\'s relay, socksd and queries run (default dist/diode.cjs): an older image wants its own (with --no-update)');
       process.exit(0);
     } else throw new HwTestError(`unknown option ${a}`);
   }
@@ -349,7 +356,18 @@ async function main() {
     ], { via: 'lan' });
     check('no relay: agent skipped, not restarting', idle.state === 'inactive' && idle.restarts === '0' && idle.result !== 'exit-code', `ActiveState=${idle.state} Result=${idle.result} NRestarts=${idle.restarts}`);
     check('diode-relays.path waits for a relay setting', idle.pathunit === 'active', idle.pathunit);
+    // Issue 29 item 3: a mistyped relay is named on the login screen, and diode status points pi to sudo.
+    const beforeTypo = qemu.output().length;
+    const typo = await ssh(`sudo -n diode config -set relays=${MISTYPED_RELAY}`, { via: 'lan' });
+    if (typo.status !== 0) throw new HwTestError(`diode config -set relays=${MISTYPED_RELAY} failed: ${typo.stderr}`);
+    const typoLine = await qemu.waitFor(/relay relay\.exmaple\.org:41046: its name (does not resolve|could not be resolved)/, 180_000, beforeTypo).catch(() => null);
+    check('login screen names the mistyped relay and why', Boolean(typoLine), typoLine ? typoLine.match[0] : 'no such line within 180 s');
+    const asPi = await ssh('diode status; echo "exit=$?"', { via: 'lan' });
+    check('diode status as pi points to sudo (not "no agent runs")', /sudo diode status/.test(asPi.stderr) && /exit=1/.test(asPi.stdout) && !/no diode agent runs/.test(asPi.stdout), `${asPi.stdout.trim()} ${asPi.stderr.trim()}`);
+    const asRoot = await ssh('sudo -n diode status; echo "exit=$?"', { via: 'lan' });
+    check('sudo diode status shows the agent and its relay problem', /NOT CONNECTED/.test(asRoot.stdout) && /exmaple/.test(asRoot.stdout) && /exit=1/.test(asRoot.stdout), asRoot.stdout.trim().split('\n').slice(0, 3).join(' | '));
     const beforeSet = qemu.output().length;
+    // diode-relays.path restarts the running agent with the new setting (issue 29: before, it kept the old one).
     const set = await ssh(`sudo -n diode config -set relays=${relaySetting}`, { via: 'lan' });
     if (set.status !== 0) throw new HwTestError(`diode config -set relays over the LAN failed: ${set.stderr}`);
     const tSet = Date.now();
@@ -360,6 +378,8 @@ async function main() {
     const refreshed = await qemu.waitFor(ADDRESS_LINE, 120_000, beforeSet).catch(() => null);
     const screen2 = refreshed ? qemu.output().slice(refreshed.at, refreshed.at + 4000).split('login: ')[0] : '';
     check('login screen refreshed without "no relay configured"', Boolean(refreshed) && !screen2.includes('no relay configured'), refreshed ? '' : 'no refreshed screen within 120 s');
+    const connectedLine = await qemu.waitFor(new RegExp(`relay ${HOST_FROM_GUEST.replace(/\./g, '\\.')}:${relayPort}: connected`), 120_000, beforeSet).catch(() => null);
+    check('login screen says the agent is connected to its relay', Boolean(connectedLine));
     const qr2 = refreshed ? loginScreenQr(qemu.output(), refreshed.at) : [];
     check('refreshed login screen QR code reads the address', qr2.length === 1 && qr2[0] === address, JSON.stringify(qr2));
 
@@ -505,6 +525,43 @@ async function main() {
       check(`after a reboot the agent runs ${release.version} from the state directory, the packaged binary untouched`, h.version.startsWith(`${release.version} `) && h.exe.startsWith('/var/lib/diode/update/diode-') && !h.packaged.includes(release.version) && h.rollbacks === '0', `version ${h.version}, exe ${h.exe}, packaged ${h.packaged}, rollbacks ${h.rollbacks}`);
       log(`  ${Math.round(tRebootOnNew / 1000)} s from reboot to ssh on ${release.version}`);
     }
+
+    // Issue 29 item 6: the journal and /var/log in RAM, one time stamp per agent line, no login or networkd noise.
+    const j = await facts([
+      'echo "varlog=$(findmnt -no FSTYPE /var/log)"',
+      'echo "journal=$(journalctl --header -q 2>/dev/null | sed -n "s/^File path: //p" | head -n 1)"',
+      'echo "stamped=$(journalctl -b -q --no-pager -o cat -u diode | grep -cE "^[0-9]{4}-[0-9]{2}-[0-9]{2}T")"',
+      'echo "agentlines=$(journalctl -b -q --no-pager -o cat -u diode | wc -l)"',
+      'echo "noise=$(journalctl -b -q --no-pager | grep -cE "pam_env|potentially unpredictable interface name")"',
+    ]);
+    check('/var/log is in RAM (tmpfs) and so is the journal', j.varlog === 'tmpfs' && j.journal.startsWith('/run/log/journal/'), `${j.varlog} ${j.journal}`);
+    check('agent lines in the journal carry one time stamp (journald\'s)', Number(j.agentlines) > 0 && j.stamped === '0', `${j.stamped} of ${j.agentlines} with their own`);
+    check('no pam_env or networkd interface-name noise in the journal', j.noise === '0', `${j.noise} lines`);
+    let cardWrites;
+    if (opts.cardWritesMin > 0) {
+      // Idle and connected, with two ssh logins on the way, as the issue measured: sectors written to
+      // every disk (/sys/block/*/stat field 7), and the agent's own (/proc/<pid>/io write_bytes).
+      const probe = async () => facts([
+        'sudo -n sync',
+        'echo "sectors=$(cat /sys/block/*/stat | awk "{ s += \\$7 } END { print s }")"',
+        'echo "agent=$(sudo -n awk "/^write_bytes/ { print \\$2 }" /proc/$(systemctl show -p MainPID --value diode)/io)"',
+        'echo "uptime=$(cut -d " " -f 1 /proc/uptime)"',
+      ]);
+      const first = await probe();
+      const third = (opts.cardWritesMin * 60_000) / 3;
+      for (let i = 0; i < 2; i++) {
+        await sleep(third);
+        await ssh('true');
+      }
+      await sleep(third);
+      const last = await probe();
+      const hours = (Number(last.uptime) - Number(first.uptime)) / 3600;
+      const mib = ((Number(last.sectors) - Number(first.sectors)) * 512) / 1048576;
+      cardWrites = { minutes: Math.round(hours * 60), mibPerHour: Number((mib / hours).toFixed(3)), agentBytes: Number(last.agent) - Number(first.agent) };
+      log(`  card writes over ${cardWrites.minutes} min idle and connected, two ssh logins: ${mib.toFixed(3)} MiB = ${cardWrites.mibPerHour} MiB/h; the agent's own: ${cardWrites.agentBytes} bytes`);
+      check(`card writes at most ${CARD_WRITES_MAX_MIB_PER_HOUR} MiB/h while idle and connected`, cardWrites.mibPerHour <= CARD_WRITES_MAX_MIB_PER_HOUR, `${cardWrites.mibPerHour} MiB/h`);
+      check('the agent itself writes nothing while idle', cardWrites.agentBytes === 0, `${cardWrites.agentBytes} bytes`);
+    }
     await ssh('sudo -n systemctl poweroff');
     await waitExit(boot2.qemu, 10 * 60_000);
     const clean = spawnSync('e2fsck', ['-fn', rootFs], { encoding: 'utf8' });
@@ -523,6 +580,7 @@ async function main() {
       agentRssAnonMiB: +(anonKiB / 1024).toFixed(1),
       agentRssFileMiB: +(fileKiB / 1024).toFixed(1),
       ...(release ? { updateVersion: release.version, updateKeysSetToStayingS: Math.round(tUpdate / 1000), rebootToSshOnNewVersionS: Math.round(tRebootOnNew / 1000) } : {}),
+      ...(cardWrites ? { cardWrites } : {}),
       checksFailed: failed.map(([w]) => w),
     };
     writeFileSync(join(ROOT, '.cache/hw-test', `result-${opts.arch}.json`), JSON.stringify(summary, null, 2) + '\n');

@@ -1,5 +1,6 @@
 // One line per event, to stderr, so stdout stays free for what a command prints
 // (an address, a port) and for ProxyCommand use.
+import { fstatSync } from 'node:fs';
 import { UsageError } from './errors.ts';
 import { escapeText } from './escape.ts';
 
@@ -30,7 +31,10 @@ export function logLevelChosen(): boolean {
 }
 
 /**
- * `text`: `<ISO time> <level> [<component>] <message>`.
+ * `text`: `<ISO time> <level> [<component>] <message>`; when stderr is the
+ * journal (systemd's JOURNAL_STREAM names it), `<syslog priority><level>
+ * [<component>] <message>`: journald stamps each line itself and reads the
+ * priority from the prefix, so a line carries one time stamp, not two.
  * `json`: one object per line, `{"time","level","component","msg",...fields}`,
  * for journald/Loki/Elastic; the fields repeat what the message says
  * (addresses, ports, reasons), never key material.
@@ -72,16 +76,41 @@ function currentFormat(): LogFormat {
   return process.env.DIODE_LOG_FORMAT === 'json' ? 'json' : 'text';
 }
 
-export function createLogger(component: string, sink: (line: string) => void = (l) => process.stderr.write(l + '\n')): Logger {
+/** syslog(3) priorities of the levels, for journald's `<N>` line prefix (SyslogLevelPrefix=yes, its default). */
+const SYSLOG_PRIORITY: Record<LogLevel, number> = { debug: 7, info: 6, warn: 4, error: 3 };
+
+const stderrSink = (line: string): void => void process.stderr.write(line + '\n');
+
+let journal: boolean | undefined;
+
+/**
+ * True when stderr is a stream to systemd's journal: JOURNAL_STREAM holds the
+ * "device:inode" of that stream, and stderr must be that very file (a child
+ * inherits the variable with its stderr redirected elsewhere).
+ */
+export function stderrIsJournal(env: NodeJS.ProcessEnv = process.env): boolean {
+  const m = /^(\d+):(\d+)$/.exec(env.JOURNAL_STREAM ?? '');
+  if (!m) return false;
+  try {
+    const st = fstatSync(2, { bigint: true });
+    return st.dev === BigInt(m[1]) && st.ino === BigInt(m[2]);
+  } catch {
+    return false;
+  }
+}
+
+export function createLogger(component: string, sink: (line: string) => void = stderrSink): Logger {
   const min = threshold();
   const json = currentFormat() === 'json';
+  journal ??= stderrIsJournal();
+  const toJournal = sink === stderrSink && journal;
   const emit = (level: LogLevel, msg: string, fields?: LogFields) => {
     if (LEVELS[level] < min) return;
-    const time = new Date().toISOString();
     // Messages quote what peers sent (names, reasons, frame kinds): escaped, one event stays one line.
     const text = escapeText(msg);
-    if (json) sink(JSON.stringify({ time, level, component, msg: text, ...escapeFields(fields) }));
-    else sink(`${time} ${level.padEnd(5)} [${component}] ${text}`);
+    if (json) sink(JSON.stringify({ time: new Date().toISOString(), level, component, msg: text, ...escapeFields(fields) }));
+    else if (toJournal) sink(`<${SYSLOG_PRIORITY[level]}>${level.padEnd(5)} [${component}] ${text}`);
+    else sink(`${new Date().toISOString()} ${level.padEnd(5)} [${component}] ${text}`);
   };
   return {
     debug: (m, f) => emit('debug', m, f),
