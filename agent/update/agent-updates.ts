@@ -2,9 +2,9 @@ import type { RelayLink } from '../link/relay-link.ts';
 import type { Logger } from '../util/log.ts';
 import { errorMessage } from '../util/errors.ts';
 import { releaseVersion } from '../cli/version.ts';
-import { commitTrial, updatePolicy } from './apply.ts';
-import { readRecord, readRollbacks } from './layout.ts';
-import { Updater, type UpdateStatus } from './updater.ts';
+import { readConfigValue } from '../config/read.ts';
+import { commitTrial, readRecord, readRollbacks } from './layout.ts';
+import type { Updater, UpdateStatus } from './updater.ts';
 
 export interface AgentUpdates {
   status(): UpdateStatus;
@@ -15,11 +15,12 @@ export interface AgentUpdates {
 
 /**
  * What `diode publish` does about releases: with update-keys set, an
- * Updater asks its relay on connect and daily; without, nothing is ever
- * asked. Started on trial by the launcher (DIODE_TRIAL = this version), it
- * tells the launcher once the link is up, so the update stays.
+ * Updater (loaded only then) asks its relay on connect and daily; without,
+ * nothing is ever asked. Started on trial by the launcher (DIODE_TRIAL =
+ * this version), it tells the launcher once the link is up, so the update
+ * stays.
  */
-export function startUpdates(home: string, link: RelayLink, log: Logger): AgentUpdates {
+export async function startUpdates(home: string, link: RelayLink, log: Logger): Promise<AgentUpdates> {
   const launcher = process.env.DIODE_LAUNCHER === '1';
   const version = releaseVersion();
   if (launcher && process.env.DIODE_TRIAL === version) {
@@ -34,10 +35,12 @@ export function startUpdates(home: string, link: RelayLink, log: Logger): AgentU
   }
   let restartInto: (version: string) => void = () => {};
   const restart = new Promise<string>((resolve) => (restartInto = resolve));
-  const keys = updatePolicy(home).keys;
-  const updater = keys.length > 0 ? new Updater({ home, link, log: log.child('update'), launcher, onApplied: restartInto }) : undefined;
-  updater?.start();
-  if (!updater) log.debug('no update-keys: this agent never asks for releases');
+  let updater: Updater | undefined;
+  if (readConfigValue(home, 'update-keys')) {
+    const { Updater } = await import('./updater.ts');
+    updater = new Updater({ home, link, log: log.child('update'), launcher, onApplied: restartInto });
+    updater.start();
+  } else log.debug('no update-keys: this agent never asks for releases');
   return {
     status: () => {
       if (updater) return updater.status();

@@ -104,8 +104,3 @@ export async function applyRelease(home: string, staged: string, manifest: Relea
   pruneReleases(home, previous === 'packaged' ? [selection] : [selection, previous]);
   return { version: manifest.version, previous };
 }
-
-/** The agent on trial reached a relay: tell the launcher, which keeps this version. */
-export function commitTrial(home: string, version: string): void {
-  writeUpdateFile(home, 'committed', `${version}\n`);
-}

@@ -169,3 +169,8 @@ export function pruneReleases(home: string, keep: readonly Selection[]): void {
     }
   }
 }
+
+/** The agent on trial reached a relay: tell the launcher, which keeps this version. */
+export function commitTrial(home: string, version: string): void {
+  writeUpdateFile(home, 'committed', `${version}\n`);
+}

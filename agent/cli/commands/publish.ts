@@ -61,7 +61,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   if (settings) log.info(`protected ports admit members of fleet ${settings.fleet} (via ${settings.rpc}, answers cached ${settings.ttlSeconds} s)`);
   // The relay's limits, checked here first: a set it would refuse is a start-up error (exit 2), not a retry loop.
   checkPublishSet(published);
-  const updates = startUpdates(ctx.home, link, log);
+  const updates = await startUpdates(ctx.home, link, log);
   const ops = await startOps({
     home: ctx.home,
     role: 'publish',
