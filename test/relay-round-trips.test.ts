@@ -16,6 +16,8 @@ import { certBoundAddress } from '../agent/protocol/cert-binding.ts';
 import { exchangeHelloAccepting } from '../agent/protocol/handshake.ts';
 import { silentLogger } from '../agent/util/log.ts';
 import { DelayLink } from '../bench/lib/delay-line.ts';
+import selfsigned from 'selfsigned';
+import { MuxSession } from '../agent/mux/index.ts';
 import { tempDir } from './helpers/diode.ts';
 import { listenTlsRelay } from './helpers/hostile-relay.ts';
 
@@ -87,3 +89,19 @@ test('a relay whose hello proves another address than its certificate: the pipel
   await new Promise((resolve) => (dialled.socket.destroyed ? resolve(undefined) : dialled.socket.once('close', resolve)));
   t.true(dialled.socket.destroyed);
 });
+
+test('a relay whose certificate carries no binding (an older relay\'s P-256 one) is waited for: its hello proves it, and the link comes up', async (t) => {
+  const relayId = Identity.random();
+  const old = await selfsigned.generate([{ name: 'commonName', value: 'diode-relay' }], { keyType: 'ec', curve: 'P-256', algorithm: 'sha256' });
+  const port = await listenTlsRelay(t, { key: old.private, cert: old.cert }, (tls) => {
+    exchangeHelloAccepting(tls, relayId, 'relay', ['agent'], 5_000).then(() => new MuxSession(tls, { role: 'server' }), () => tls.destroy());
+  });
+  const dialled = await dialRelay({ host: '127.0.0.1', port }, Identity.random(), relayId.address, { pipeline: true });
+  t.teardown(() => dialled.socket.destroy());
+  t.is(dialled.relayAddress, relayId.address);
+  t.is(dialled.verified, undefined, 'not pipelined: the hello was awaited');
+  const session = new MuxSession(dialled.socket, { role: 'client' });
+  await session.ping();
+  session.close();
+});
+

@@ -19,12 +19,13 @@ export interface HostileRelay {
 }
 
 /**
- * A TLS server on 127.0.0.1 with a relay certificate bound to `certOf`; each
+ * A TLS server on 127.0.0.1 with a relay certificate bound to `certOf` (or the given pair); each
  * connection's TLS socket goes to `onSecure` once TLS is up. Closed when the
  * test ends. What a fake relay of a test is built on.
  */
-export async function listenTlsRelay(t: ExecutionContext, certOf: Identity, onSecure: (tls: TLSSocket) => void): Promise<number> {
-  const cert = await loadOrCreateRelayCert(tempDir(t), certOf);
+export async function listenTlsRelay(t: ExecutionContext, certOf: Identity | { key: string; cert: string }, onSecure: (tls: TLSSocket) => void): Promise<number> {
+  // An identity: the relay certificate bound to it; else the given key and certificate (an older relay's).
+  const cert = certOf instanceof Identity ? await loadOrCreateRelayCert(tempDir(t), certOf) : certOf;
   const context = createSecureContext({ key: cert.key, cert: cert.cert, minVersion: 'TLSv1.3' });
   const sockets = new Set<Socket>();
   const server = createServer((raw) => {
