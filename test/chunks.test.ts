@@ -18,12 +18,13 @@ const INPUTS: Record<string, string[]> = JSON.parse(readFileSync(join(DIODE_BUND
 
 /** Source files no agent command may load unless a protected port needs the fleet client. */
 const FORBIDDEN: ReadonlyArray<[string, RegExp]> = [
-  ['ethers', /^node_modules\/ethers\//],
+  // Paths are esbuild's, relative to the clone (through a symlinked node_modules they lead elsewhere).
+  ['ethers', /(^|\/)node_modules\/ethers\//],
   ['the fleet admin and fleet client', /^agent\/fleet\/(?!rpc-url\.ts$)/],
   ['the relay', /^agent\/relay\/(?!config\.ts$)/],
   ['the gateway', /^agent\/gateway\/(?!config\.ts$)/],
-  ['the relay\'s certificate code', /^node_modules\/(selfsigned|@peculiar)\//],
-  ['ioredis', /^node_modules\/ioredis\//],
+  ['the relay\'s certificate code', /(^|\/)node_modules\/(selfsigned|@peculiar)\//],
+  ['ioredis', /(^|\/)node_modules\/ioredis\//],
 ];
 
 function loadedChunks(output: string): string[] {
