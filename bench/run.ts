@@ -17,6 +17,8 @@ import { readmit, type ReadmitResult } from './scenarios/readmit.ts';
 import { relayPair, type RelayPairResult } from './scenarios/relay-pair.ts';
 import { footprint, footprintTargets, formatFootprint, type FootprintResult, type RuntimeName } from './scenarios/footprint.ts';
 import { formatLogin, loginTimes, type LoginResult } from './scenarios/login.ts';
+import { wanPaths, formatWan, type WanResult } from './scenarios/wan.ts';
+import { buildProgram } from './lib/builds.ts';
 import { formatIdle, idleMemory, type IdleResult } from './scenarios/idle.ts';
 import { updateDownload, UPDATE_QUICK_SIZES, UPDATE_SIZES, type UpdateResult } from './scenarios/update.ts';
 import { round, sleep } from './lib/stats.ts';
@@ -24,7 +26,7 @@ import { printReport, targets, ratios } from './report.ts';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 const PATHS = ['direct', 'diode', 'ssh-tunnel'] as const;
-const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'readmit', 'relay-pair', 'footprint', 'login', 'idle', 'update'] as const;
+const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'readmit', 'relay-pair', 'footprint', 'login', 'idle', 'update', 'wan'] as const;
 /** Minutes of the idle scenario (the issue's 30). */
 const DEFAULT_IDLE_MINUTES = 30;
 const RUNTIMES: readonly RuntimeName[] = ['bundle', 'x64', 'arm64'];
@@ -51,6 +53,8 @@ export interface BenchOptions {
   footprintRuns: number;
   /** login: rounds of ssh logins (each way once per round). */
   loginRuns: number;
+  /** wan: new connections per way. */
+  wanConnections: number;
   /** idle: minutes an idle publish is watched. */
   idleMinutes: number;
   profile: boolean;
@@ -59,11 +63,11 @@ export interface BenchOptions {
   bundle: string | undefined;
 }
 
-const USAGE = `usage: tsx bench/run.ts [--quick] [--scenario NAME[,NAME]]... [--devices N[,N]] [--cluster-devices N] [--readmit-devices N] [--pair-devices N] [--soak-minutes N] [--before REF] [--runtimes bundle,x64,arm64] [--footprint-runs N] [--login-runs N] [--idle-minutes N] [--profile] [--out FILE] [--bundle dist/diode.cjs]
-  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000; footprint: start-up, idle memory and sizes of --before REF, default ${DEFAULT_BEFORE}, against the working tree, both built in the run, as --runtimes, default bundle,x64,arm64 (arm64 under qemu-user), --footprint-runs timed runs per figure, default 10; login: ssh … true over an emulated home-broadband path through diode proxy and socksd + nc (before and after) and an OpenSSH jump, --login-runs rounds, default 15; idle: an idle publish with one ssh login a minute through diode proxy for --idle-minutes, default ${DEFAULT_IDLE_MINUTES}, RSS at the end against minute 2; update: round trips through a device while it downloads a release at update-rate, against idle)`;
+const USAGE = `usage: tsx bench/run.ts [--quick] [--scenario NAME[,NAME]]... [--devices N[,N]] [--cluster-devices N] [--readmit-devices N] [--pair-devices N] [--soak-minutes N] [--before REF] [--runtimes bundle,x64,arm64] [--footprint-runs N] [--login-runs N] [--idle-minutes N] [--wan-connections N] [--profile] [--out FILE] [--bundle dist/diode.cjs]
+  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000; footprint: start-up, idle memory and sizes of --before REF, default ${DEFAULT_BEFORE}, against the working tree, both built in the run, as --runtimes, default bundle,x64,arm64 (arm64 under qemu-user), --footprint-runs timed runs per figure, default 10; login: ssh … true over an emulated home-broadband path through diode proxy and socksd + nc (before and after) and an OpenSSH jump, --login-runs rounds, default 15; idle: an idle publish with one ssh login a minute through diode proxy for --idle-minutes, default ${DEFAULT_IDLE_MINUTES}, RSS at the end against minute 2; update: round trips through a device while it downloads a release at update-rate, against idle; wan: new connections and a download's CPU per GiB over an emulated home-broadband path through --before REF and the working tree (protocol versions 3 and 4) and an OpenSSH jump host, --wan-connections per way, default 100)`;
 
 function parseOptions(argv: string[]): BenchOptions {
-  const options: BenchOptions = { quick: false, scenarios: [], devices: [], clusterDevices: 1000, readmitDevices: 10_000, pairDevices: 10_000, soakMinutes: 0, before: DEFAULT_BEFORE, runtimes: [], footprintRuns: 0, loginRuns: 0, idleMinutes: 0, profile: false, out: undefined, bundle: undefined };
+  const options: BenchOptions = { quick: false, scenarios: [], devices: [], clusterDevices: 1000, readmitDevices: 10_000, pairDevices: 10_000, soakMinutes: 0, before: DEFAULT_BEFORE, runtimes: [], footprintRuns: 0, loginRuns: 0, idleMinutes: 0, wanConnections: 100, profile: false, out: undefined, bundle: undefined };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -86,6 +90,7 @@ function parseOptions(argv: string[]): BenchOptions {
     else if (arg === '--before') options.before = value();
     else if (arg === '--footprint-runs') options.footprintRuns = positive(arg)(value());
     else if (arg === '--login-runs') options.loginRuns = positive(arg)(value());
+    else if (arg === '--wan-connections') options.wanConnections = positive(arg)(value());
     else if (arg === '--idle-minutes') options.idleMinutes = positive(arg)(value());
     else if (arg === '--runtimes') {
       for (const name of value().split(',')) {
@@ -220,6 +225,16 @@ async function main(): Promise<void> {
   if (options.scenarios.includes('login')) loggedIn = await loginTimes({ before: options.before, runs: options.loginRuns }, log);
   let idled: IdleResult | undefined;
   if (options.scenarios.includes('idle')) idled = await idleMemory(bundle, options.idleMinutes, log);
+  let wan: WanResult | undefined;
+  if (options.scenarios.includes('wan')) {
+    const before = buildProgram('before', options.before, scratch('wan-before'), [], log);
+    const sink = await startSink();
+    try {
+      wan = await wanPaths({ bundle, before: { bundle: before.bundle, commit: before.commit }, sinkPort: sink.port, connections: options.quick ? 20 : options.wanConnections, downloadBytes: options.quick ? 4 * 1024 * 1024 : 32 * 1024 * 1024 }, log);
+    } finally {
+      await sink.proc.stop();
+    }
+  }
   let updated: UpdateResult | undefined;
   if (options.scenarios.includes('update')) {
     const sink = await startSink();
@@ -253,6 +268,7 @@ async function main(): Promise<void> {
     ...(footprinted ? { footprint: { ...footprinted, targets: footprintTargets(footprinted) } } : {}),
     ...(loggedIn ? { login: loggedIn } : {}),
     ...(idled ? { idle: idled } : {}),
+    ...(wan ? { wan } : {}),
     ...(updated ? { update: updated } : {}),
     ...(profiles ? { profile: { dir: profileDir, processes: profiles } } : {}),
     targets: targets(paths, scale, soaked),
@@ -264,7 +280,7 @@ async function main(): Promise<void> {
   if (cluster) {
     const c = cluster;
     const line = (name: string, f: ClusterResult['sameRelay']) =>
-      `  ${name.padEnd(12)} set-up p50 ${f.setupP50ms} ms p99 ${f.setupP99ms} ms | RTT p50 ${f.rttP50us} µs p99 ${f.rttP99us} µs | single stream ${f.singleStreamMBps.join(' / ')} MB/s`;
+      `  ${name.padEnd(12)} set-up p50 ${f.setupP50ms} ms p99 ${f.setupP99ms} ms | RTT p50 ${f.rttP50us} µs p99 ${f.rttP99us} µs | single stream ${f.singleStreamMBps.join(' / ')} MB/s | relay CPU s/GiB ${Object.entries(f.relayCpuSecPerGiB).map(([r, v]) => `${r} ${v}`).join(', ')}`;
     process.stdout.write(
       `\ncluster: ${c.relays} relays × ${c.devicesPerRelay} simulated devices on one Redis (${c.admitted} admitted, ${c.failed} failed${c.firstError ? ` (first: ${c.firstError})` : ''}, ${c.admitPerSec}/s; ${c.mapEntries} map entries)\n` +
         `${line('same relay', c.sameRelay)}\n${line('cross relay', c.crossRelay)}\n` +
@@ -295,6 +311,7 @@ async function main(): Promise<void> {
   }
   if (loggedIn) process.stdout.write(formatLogin(loggedIn));
   if (idled) process.stdout.write(formatIdle(idled));
+  if (wan) process.stdout.write(formatWan(wan));
   if (updated) {
     const u = updated;
     process.stdout.write(

@@ -1,7 +1,8 @@
 // The far end of every path: a small TCP server in its own process (so its CPU
 // is not the bench client's), started by bench/run.ts over IPC. See lib/wire.ts.
 import { createServer, type Socket } from 'node:net';
-import { COUNT_BYTES, MODE_DISCARD, MODE_ECHO, MODE_SLOW } from './lib/wire.ts';
+import { COUNT_BYTES, MODE_DISCARD, MODE_ECHO, MODE_GENERATE, MODE_SLOW } from './lib/wire.ts';
+import { randomBytes } from 'node:crypto';
 
 /** ms between the slow reader's progress reports and read slices. */
 const SLOW_TICK_MS = 100;
@@ -72,6 +73,33 @@ function slow(socket: Socket, first: Buffer): void {
   socket.once('end', () => socket.end(countBuffer(count)));
 }
 
+/** What the generator writes, again and again (random: nothing on a path compresses it). */
+const GENERATED = randomBytes(256 * 1024);
+
+function generate(socket: Socket, first: Buffer): void {
+  let head = first;
+  const start = (count: number) => {
+    let left = count;
+    const pump = () => {
+      while (left > 0) {
+        const n = Math.min(left, GENERATED.length);
+        left -= n;
+        if (!socket.write(n === GENERATED.length ? GENERATED : GENERATED.subarray(0, n))) return void socket.once('drain', pump);
+      }
+      socket.end();
+    };
+    pump();
+  };
+  if (head.length >= COUNT_BYTES) return start(Number(head.readBigUInt64BE(0)));
+  const onData = (chunk: Buffer) => {
+    head = Buffer.concat([head, chunk]);
+    if (head.length < COUNT_BYTES) return;
+    socket.off('data', onData);
+    start(Number(head.readBigUInt64BE(0)));
+  };
+  socket.on('data', onData);
+}
+
 const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
   socket.on('error', () => socket.destroy());
   socket.once('data', (chunk: Buffer) => {
@@ -80,6 +108,7 @@ const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => 
     if (mode === MODE_DISCARD) discard(socket, rest);
     else if (mode === MODE_ECHO) echo(socket, rest);
     else if (mode === MODE_SLOW) slow(socket, rest);
+    else if (mode === MODE_GENERATE) generate(socket, rest);
     else socket.destroy();
   });
 });

@@ -94,3 +94,32 @@ test('an orderly end of the remote side still arrives as a FIN through the tunne
   t.is(end.how, 'fin');
   t.is(Buffer.concat(chunks).toString(), 'bye');
 });
+
+test('socksd kill -9 (its data connections end with a FIN): the device leg to its local port is reset, not ended', async (t) => {
+  const accepted: Socket[] = [];
+  const service = createServer({ allowHalfOpen: true }, (s) => {
+    accepted.push(s);
+    s.on('error', () => {});
+    s.on('data', (d) => s.write(d));
+  });
+  service.listen(0, '127.0.0.1');
+  await once(service, 'listening');
+  t.teardown(() => service.close());
+  const relay = await startRelay(t);
+  const device = await startPublish(t, relay.port, ['-public', `${(service.address() as { port: number }).port}:7`]);
+  const socks = await startSocksd(t, relay.port);
+  const client = await socks5Connect(socks.port, `${device.address.toLowerCase()}.diode`, 7);
+  t.teardown(() => client.destroy());
+  client.on('error', () => {});
+  client.write('ping');
+  client.resume();
+  await once(client, 'data');
+  const deviceEnd = howItEnds(accepted.find((s) => s.bytesRead > 0)!);
+  const lost = performance.now();
+  socks.proc.child.kill('SIGKILL');
+  const timeout = new Promise<{ how: string; at: number }>((r) => setTimeout(() => r({ how: 'hung', at: Infinity }), MAX_END_MS * 3).unref());
+  const d = await Promise.race([deviceEnd, timeout]);
+  t.log(`after socksd's death the device leg ended by ${d.how} at ${(d.at - lost).toFixed(0)} ms`);
+  t.is(d.how, 'reset');
+  t.true(d.at - lost < MAX_END_MS);
+});

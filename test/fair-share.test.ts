@@ -1,6 +1,6 @@
 // Issue 14, item 3: one caller cannot take a device's stream slots with streams it never uses.
 import test, { type ExecutionContext } from 'ava';
-import { createServer, connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Identity } from '../agent/identity/index.ts';
 import { startRelay } from '../agent/relay/listen.ts';
@@ -19,30 +19,14 @@ import { DEFAULT_RELAY_LIMITS } from '../agent/relay/config.ts';
 import type { AccessMode } from '../agent/protocol/messages.ts';
 import { silentLogger } from '../agent/util/log.ts';
 import { tempDir } from './helpers/diode.ts';
+import { echoServer } from './helpers/agents.ts';
 
 const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** An echo server standing for the device's sshd. */
-async function echoServer(t: ExecutionContext): Promise<number> {
-  const sockets = new Set<Socket>();
-  const server = createServer((s) => {
-    sockets.add(s);
-    s.on('error', () => {});
-    s.once('close', () => sockets.delete(s));
-    s.pipe(s);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => {
-    sockets.forEach((s) => s.destroy());
-    server.close();
-  });
-  return (server.address() as { port: number }).port;
-}
 
 async function relayAndDevice(t: ExecutionContext, mode: AccessMode) {
   const relay = await startRelay({ listen: { host: '127.0.0.1', port: 0 }, home: tempDir(t), identity: Identity.random(), log: silentLogger });
   t.teardown(() => relay.close());
-  const localPort = await echoServer(t);
+  const localPort = (await echoServer(t)).port;
   const device = Identity.random();
   const lines: string[] = [];
   const log = { ...silentLogger, warn: (m: string) => lines.push(m), info: (m: string) => lines.push(m) };

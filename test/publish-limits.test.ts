@@ -88,3 +88,35 @@ test('diode publish refuses a set over the limits at start: one line, exit 2', a
   t.is(await wide.exited(), 2);
   t.regex(wide.output(), /1,?024/);
 });
+
+/** A client link's new stream, for raw frames. */
+async function rawStream(t: ExecutionContext) {
+  const relay = await relayFor(t);
+  const client = link(t, relay.port, Identity.random(), []);
+  client.start();
+  const stream = (await client.waitForSession(5000)).open();
+  stream.on('error', () => {});
+  return stream;
+}
+
+test('a length over 4 KiB whose first body bytes already show it is no publish is refused at once, not at the 10 s header deadline', async (t) => {
+  const stream = await rawStream(t);
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(5000);
+  const started = Date.now();
+  stream.write(Buffer.concat([length, Buffer.from('{"t":"c', 'latin1')]));
+  const answer = await readFrame(stream, 4096, 15_000);
+  t.true(Date.now() - started < 3000, `answered after ${Date.now() - started} ms`);
+  t.is(answer.code, 'bad-request');
+  t.regex(String(answer.message), /frame of 5000 bytes exceeds the 4096-byte limit \(only a publish/);
+});
+
+test('a publish over 256 KiB is refused naming the 262,144-byte publish limit, not the 4,096-byte header one', async (t) => {
+  const stream = await rawStream(t);
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(300_000);
+  stream.write(Buffer.concat([length, Buffer.from('{"t":"publish","ports":[', 'latin1')]));
+  const answer = await readFrame(stream, 4096, 5000);
+  t.is(answer.code, 'bad-request');
+  t.is(answer.message, 'frame of 300000 bytes exceeds the 262144-byte limit');
+});

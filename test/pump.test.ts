@@ -88,3 +88,58 @@ test.serial('a side that dies takes the other down and reports the error once', 
   t.true(errors[0] instanceof Error);
   left.destroy();
 });
+
+/** left → a 20 Mbit/s delay line → [a splice b] → right. */
+async function trickleSplice(): Promise<{ left: Socket; right: Socket; a: Socket; close: () => Promise<void> }> {
+  const { DelayLink } = await import('../bench/lib/delay-line.ts');
+  const server = createServer({ allowHalfOpen: true });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const link = new DelayLink({ oneWayMs: 5, upBitsPerSec: 20e6 });
+  const line = await link.forward({ port: (server.address() as AddressInfo).port });
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const left = connect({ port: line.port, host: '127.0.0.1', allowHalfOpen: true });
+  await once(left, 'connect');
+  const [a] = await accepted;
+  server.close();
+  const [b, right] = await tcpPair();
+  splice(a, b);
+  return { left, right, a, close: () => link.close() };
+}
+
+test.serial('a one-way trickle (a 20 Mbit/s link delivering one segment at a time) is read in gathered reads, not a read per segment', async (t) => {
+  const { left, right, a, close } = await trickleSplice();
+  for (const s of [left, right]) s.on('error', () => {});
+  t.teardown(async () => {
+    left.destroy();
+    right.destroy();
+    await close();
+  });
+  let reads = 0;
+  a.on('data', () => reads++);
+  const bytes = 2 * 1024 * 1024;
+  const got = readAll(right);
+  left.end(Buffer.alloc(bytes, 7));
+  t.is((await got).length, bytes);
+  const perRead = bytes / reads;
+  t.log(`${reads} reads, ${Math.round(perRead)} bytes each on average (a segment is 1,448)`);
+  t.true(perRead >= 12 * 1024, `${Math.round(perRead)} bytes per read`);
+});
+
+test.serial('a ping-pong through a splice is not held: 64-byte round trips stay well under a millisecond each', async (t) => {
+  const { left, right } = await splicedPair();
+  right.on('data', (c: Buffer) => right.write(c));
+  const times: number[] = [];
+  for (let i = 0; i < 300; i++) {
+    const started = performance.now();
+    left.write(Buffer.alloc(64, i));
+    await once(left, 'data');
+    times.push(performance.now() - started);
+  }
+  times.sort((x, y) => x - y);
+  const p50 = times[Math.floor(times.length / 2)];
+  t.log(`round trip p50 ${p50.toFixed(3)} ms, p90 ${times[Math.floor(times.length * 0.9)].toFixed(3)} ms`);
+  t.true(p50 < 1, `p50 ${p50} ms`);
+  left.destroy();
+  right.destroy();
+});

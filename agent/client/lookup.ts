@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { RelayLink } from '../link/relay-link.ts';
+import { CLIENT_DATA_POOL } from '../link/data-pool.ts';
 import type { Identity } from '../identity/index.ts';
 import type { RelayEntry } from '../config/relay-entry.ts';
 import type { Logger } from '../util/log.ts';
@@ -9,10 +10,12 @@ import { dialThroughRelay, DialError } from './dial.ts';
 /**
  * A client's links to its configured relays, one per relay (each stays on
  * its own relay: a device may be on any of them). Until relays share a
- * registry (the cluster), a device is found by asking all of them.
+ * registry (the cluster), a device is found by asking all of them. Each
+ * keeps `dataPool` data connections ready (0: none, every stream on the link).
  */
-export function clientLinks(relays: RelayEntry[], identity: Identity, log: Logger, learned?: LearnedRelays): RelayLink[] {
-  return relays.map((relay) => new RelayLink({ relays: [relay], identity, log, learned }));
+export function clientLinks(relays: RelayEntry[], identity: Identity, log: Logger, options: { learned?: LearnedRelays; dataPool?: number } = {}): RelayLink[] {
+  const { learned, dataPool = CLIENT_DATA_POOL } = options;
+  return relays.map((relay) => new RelayLink({ relays: [relay], identity, log, learned, dataPool }));
 }
 
 /** The link to report in `diode status`: the first one with a live session, else the first. */

@@ -19,6 +19,8 @@ export interface ClientSessionOptions {
   notice?: (line: string) => void;
   /** Relays learned from the cluster, tried after the configured ones (link/learned-relays.ts). */
   learned?: LearnedRelays;
+  /** Data connections each link keeps ready (default CLIENT_DATA_POOL; 0 for a one-shot command: `diode proxy`). */
+  dataPool?: number;
 }
 
 /** A client's relay session plus dialling with its identity: what proxy and bind share with socksd. */
@@ -31,7 +33,7 @@ export class ClientSession {
 
   constructor(options: ClientSessionOptions) {
     this.identity = options.identity;
-    this.links = clientLinks(options.relays, options.identity, options.log, options.learned);
+    this.links = clientLinks(options.relays, options.identity, options.log, { learned: options.learned, dataPool: options.dataPool });
     this.names = clientResolver(options.home, this.links, options.notice ?? ((line) => options.log.info(line)));
     for (const link of this.links) link.start();
   }

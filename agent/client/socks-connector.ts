@@ -24,6 +24,8 @@ const REPLY_FOR: Record<DialError['reply'], RepCode> = {
   unavailable: Rep.hostUnreachable,
   'no-relay': Rep.networkUnreachable,
   'no-e2e': Rep.generalFailure,
+  // Dialled again over the relay link before it could reach socksd (dial.ts); general failure if it still did.
+  'data-closed': Rep.generalFailure,
 };
 
 /**

@@ -4,7 +4,8 @@ import type { MuxStream } from '../mux/index.ts';
 import type { Identity } from '../identity/index.ts';
 import type { Logger } from '../util/log.ts';
 import { errorMessage } from '../util/errors.ts';
-import { splice } from '../util/pump.ts';
+import { abort, gateEnd, splice } from '../util/pump.ts';
+import type { DataConn, DataPool } from '../link/data-pool.ts';
 import { readFrame, writeFrame } from '../protocol/frames.ts';
 import { parseIncoming, parsePing, errorReply, type AccessMode, type Reply, type Incoming } from '../protocol/messages.ts';
 import { MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../protocol/limits.ts';
@@ -61,9 +62,10 @@ export class IncomingHandler {
     this.#stats = options.stats;
   }
 
-  handle(stream: MuxStream): void {
+  /** An inbound stream of the relay link; `data`: that session's data connections (`incoming.data` names one). */
+  handle(stream: MuxStream, data?: DataPool): void {
     stream.on('error', () => {});
-    this.#handle(stream).catch((err) => {
+    this.#handle(stream, data).catch((err) => {
       this.#stats?.fail('bad-request', `incoming stream dropped: ${errorMessage(err)}`);
       this.#log.info(`incoming stream dropped: ${errorMessage(err)}`);
       stream.destroy();
@@ -86,7 +88,7 @@ export class IncomingHandler {
     this.#log.info(text, { event: 'stream', result, client, port, mode: mode || undefined, via, proof: result === 'no-e2e' ? 'none' : e2e ? 'e2e' : 'relay' });
   }
 
-  async #handle(stream: MuxStream): Promise<void> {
+  async #handle(stream: MuxStream, data: DataPool | undefined): Promise<void> {
     const first = await readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS);
     if (first.t === 'ping') {
       // `diode query --ping`: answered at once, no port involved.
@@ -95,16 +97,23 @@ export class IncomingHandler {
       return answer(stream, { t: 'ok' }, true);
     }
     const incoming = parseIncoming(first);
+    // The relay paired one of our data connections for this stream: its bytes travel there.
+    let conn: DataConn | undefined;
+    if (incoming.data !== undefined) {
+      conn = await data?.claim(incoming.data);
+      if (!conn) return answer(stream, errorReply('data-closed', `data connection ${incoming.data.slice(0, 8)}… is not held by this device; use another`), true);
+    }
     const mapping = this.#ports.get(incoming.port);
     // A caller that asked for the end-to-end layer hears about an unpublished port inside it, as it
     // would about a port it may not use: the two answers are the same (notPublished), and so is their way.
-    if (!mapping && incoming.e2e) return this.#refuseE2E(stream, incoming);
+    if (!mapping && incoming.e2e) return this.#refuseE2E(stream, incoming, conn?.socket);
     if (!mapping || (!incoming.e2e && E2E_MODES.has(mapping.mode))) {
+      if (conn) abort(conn.socket);
       // Without the layer a private or protected port is not there for the caller (the public gateway).
       this.#verdict(mapping ? 'denied' : 'no-such-port', incoming.from, incoming.port, mapping?.mode ?? '', incoming.via, mapping ? 'no end-to-end layer asked for' : 'not published');
       return answer(stream, this.#notPublished(incoming.port), true);
     }
-    if (incoming.e2e || E2E_MODES.has(mapping.mode)) return this.#handleE2E(stream, mapping, incoming);
+    if (incoming.e2e || E2E_MODES.has(mapping.mode)) return this.#handleE2E(stream, mapping, incoming, conn?.socket);
     if (!(await this.#check(mapping, incoming.from))) {
       this.#verdict('denied', incoming.from, incoming.port, mapping.mode, incoming.via);
       return answer(stream, this.#notPublished(incoming.port), true);
@@ -127,8 +136,10 @@ export class IncomingHandler {
    * client, whatever the relay claims; plaintext fails the TLS handshake and
    * never reaches the local port.
    */
-  async #handleE2E(stream: MuxStream, mapping: PortMapping, incoming: Incoming): Promise<void> {
-    answer(stream, { t: 'ok', e2e: true }, false);
+  async #handleE2E(stream: MuxStream, mapping: PortMapping, incoming: Incoming, dataSocket: Socket | undefined): Promise<void> {
+    // On a data connection the answer is all the link's stream carries.
+    answer(stream, { t: 'ok', e2e: true }, dataSocket !== undefined);
+    const under: Duplex = dataSocket ?? stream;
     // A public port admits every proven client, so its local connection is opened while the
     // handshake runs (the verdict can then leave with our hello); no byte reaches it before the
     // verdict, and it is closed unused if the client proves nothing. Other modes connect after the check.
@@ -136,12 +147,12 @@ export class IncomingHandler {
     const dropEarly = () => void early?.then((s) => s instanceof Socket && s.destroy());
     let session;
     try {
-      session = await acceptE2E(stream, this.#identity);
+      session = await acceptE2E(under, this.#identity);
     } catch (err) {
       dropEarly();
       this.#verdict('no-e2e', incoming.from, incoming.port, mapping.mode, incoming.via, `no end-to-end proof: ${errorMessage(err)}`);
-      // A refused hello was answered inside TLS and ended (the TLS socket frees the stream when it closes).
-      if (!stream.writableEnded) stream.destroy();
+      // The TLS socket frees the stream when it closes: reset after a failure, closed in order after
+      // a refused hello (its reason went ahead of close_notify and FIN).
       return;
     }
     const client = session.peer;
@@ -166,6 +177,8 @@ export class IncomingHandler {
     this.#verdict('accepted', client, incoming.port, mapping.mode, incoming.via);
     this.#stats?.track(local);
     sendVerdict(session, { t: 'ok' });
+    // On a data connection a FIN is the client's only while the relay is there to have passed it on.
+    if (dataSocket) gateEnd(session.socket, () => stream.session.ping());
     splice(session.socket, local);
   }
 
@@ -175,14 +188,14 @@ export class IncomingHandler {
   }
 
   /** An unpublished port, for a caller that asked for the end-to-end layer: answered inside it, as a refusal is. */
-  async #refuseE2E(stream: MuxStream, incoming: Incoming): Promise<void> {
-    answer(stream, { t: 'ok', e2e: true }, false);
+  async #refuseE2E(stream: MuxStream, incoming: Incoming, dataSocket: Socket | undefined): Promise<void> {
+    answer(stream, { t: 'ok', e2e: true }, dataSocket !== undefined);
     let session;
     try {
-      session = await acceptE2E(stream, this.#identity);
+      session = await acceptE2E(dataSocket ?? stream, this.#identity);
     } catch (err) {
+      // The TLS socket frees what runs under it when it closes (see #handleE2E).
       this.#verdict('no-e2e', incoming.from, incoming.port, '', incoming.via, `no end-to-end proof: ${errorMessage(err)}`);
-      if (!stream.writableEnded) stream.destroy();
       return;
     }
     this.#verdict('no-such-port', session.peer, incoming.port, '', incoming.via, 'not published');

@@ -1,7 +1,10 @@
+import { Socket } from 'node:net';
 import { connect, TLSSocket } from 'node:tls';
+import { abort } from '../util/pump.ts';
 import type { Duplex } from 'node:stream';
 import { verifyAuth, type AuthProof, type Identity } from '../identity/index.ts';
 import { readFrame, writeFrame } from '../protocol/frames.ts';
+import { withArticle } from '../protocol/handshake.ts';
 import { parseHello, parseReply, PROTOCOL_VERSION, type Hello, type Reply } from '../protocol/messages.ts';
 import { E2E_HANDSHAKE_TIMEOUT_MS, E2E_SILENT_CLIENT_TIMEOUT_MS, MAX_HELLO_BYTES, MAX_STREAM_HEADER_BYTES } from '../protocol/limits.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
@@ -29,7 +32,7 @@ import { setBounded } from '../util/bounded-map.ts';
  * signed once per process.
  */
 export class E2EError extends DiodeError {
-  constructor(code: 'EE2E_AUTH' | 'EE2E_PROTO', message: string) {
+  constructor(code: 'EE2E_AUTH' | 'EE2E_PROTO' | 'EE2E_SILENT', message: string) {
     super(code, message);
     this.name = 'E2EError';
   }
@@ -61,7 +64,7 @@ function ownHello(identity: Identity, role: E2ERole): Hello {
 
 /** The address a peer's hello proves for the certificate its TLS handshake used. */
 function verifyPeer(socket: TLSSocket, hello: Hello, expectRole: E2ERole): string {
-  if (hello.role !== expectRole) throw new E2EError('EE2E_AUTH', `peer says it is a ${hello.role}, expected a ${expectRole}`);
+  if (hello.role !== expectRole) throw new E2EError('EE2E_AUTH', `peer says it is ${withArticle(hello.role)}, expected ${withArticle(expectRole)}`);
   const cert = socket.getPeerX509Certificate();
   if (!cert) throw new E2EError('EE2E_AUTH', 'peer presented no TLS certificate');
   const hash = certHash(cert);
@@ -89,33 +92,85 @@ function holdFlights(stream: Duplex, on: boolean): void {
   if (typeof mux.lateFlush === 'boolean') mux.lateFlush = on;
 }
 
-/** Device side: TLS server over the stream, then the hellos. The caller decides and sends the verdict. */
-export function acceptE2E(stream: Duplex, identity: Identity): Promise<E2ESession> {
+/** ms a side that refused (a hello, or with its verdict) keeps its end of the session open so that its reason arrives. */
+const REFUSAL_LINGER_MS = 1_000;
+
+/** TLS sockets whose close after our close_notify is an orderly one, not an abort (they refused, and said why). */
+const refusing = new WeakSet<TLSSocket>();
+
+/**
+ * Ends a session after a refusal: close_notify and FIN go out behind the
+ * reason, the peer gets REFUSAL_LINGER_MS to read it and close, then our
+ * side closes without a reset (a reset can discard the reason unread).
+ */
+function refuseAndClose(socket: TLSSocket): void {
+  refusing.add(socket);
+  socket.end();
+  setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
+}
+
+/**
+ * Device side: TLS server over the stream (a mux stream, or a data
+ * connection's socket: native TLS on its TCP handle), then the hellos. The
+ * caller decides and sends the verdict.
+ */
+export async function acceptE2E(stream: Duplex, identity: Identity): Promise<E2ESession> {
+  // A client that says nothing is dropped fast: it holds one of the device's stream slots.
+  let silent: NodeJS.Timeout | undefined;
+  const tooSilent = () => new E2EError('EE2E_PROTO', `the client sent no end-to-end handshake within ${E2E_SILENT_CLIENT_TIMEOUT_MS} ms`);
+  if (stream instanceof Socket) {
+    // Wrapped once its first byte is there (TLS takes over the TCP handle and picks up what the
+    // socket holds already), so that the silence is timed on the socket itself.
+    await firstBytes(stream, E2E_SILENT_CLIENT_TIMEOUT_MS, tooSilent);
+  } else {
+    silent = setTimeout(() => socket.destroy(tooSilent()), E2E_SILENT_CLIENT_TIMEOUT_MS);
+  }
   holdFlights(stream, true);
   const socket = new TLSSocket(stream, { isServer: true, secureContext: e2eCredentials().server, requestCert: true, rejectUnauthorized: false });
-  // A client that says nothing is dropped fast: it holds one of the device's stream slots.
-  const silent = setTimeout(
-    () => socket.destroy(new E2EError('EE2E_PROTO', `the client sent no end-to-end handshake within ${E2E_SILENT_CLIENT_TIMEOUT_MS} ms`)),
-    E2E_SILENT_CLIENT_TIMEOUT_MS,
-  );
   const heard = () => clearTimeout(silent);
-  stream.once('data', heard);
+  if (silent !== undefined) stream.once('data', heard);
   socket.once('close', heard);
   socket.once('close', () => holdFlights(stream, false));
-  return handshake(stream, socket, 'secure', undefined, async () => {
+  return handshake({ stream, socket, event: 'secure' }, async () => {
     writeFrame(socket, ownHello(identity, 'device'));
     let peer: string;
     try {
       peer = verifyPeer(socket, parseHello(await readFrame(socket, MAX_HELLO_BYTES, E2E_HANDSHAKE_TIMEOUT_MS)), 'client');
     } catch (err) {
-      // One line back before the close, so the client can say why.
+      // One line back before the close (close_notify and FIN, no reset), so the client can say why.
       if (!socket.destroyed) {
         writeFrame(socket, { t: 'error', code: 'bad-request', message: `end-to-end hello refused: ${errorMessage(err)}` });
-        socket.end();
+        refuseAndClose(socket);
       }
       throw err;
     }
     return { socket, peer, stream };
+  });
+}
+
+/** Resolves once `socket` has a byte to read; rejects if it ends, fails or stays silent for `ms`. */
+function firstBytes(socket: Socket, ms: number, silent: () => Error): Promise<void> {
+  if (socket.readableLength > 0) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      socket.off('readable', onReadable);
+      socket.off('close', onClose);
+      socket.off('error', done);
+      if (err) {
+        abort(socket);
+        reject(err);
+      } else resolve();
+    };
+    const onReadable = () => {
+      if (socket.readableLength > 0) done();
+      else if (socket.read() === null && socket.readableEnded) done(new E2EError('EE2E_PROTO', 'the client closed before its end-to-end handshake'));
+    };
+    const onClose = () => done(new E2EError('EE2E_PROTO', 'the client closed before its end-to-end handshake'));
+    const timer = setTimeout(() => done(silent()), ms);
+    socket.on('readable', onReadable);
+    socket.once('close', onClose);
+    socket.once('error', done);
   });
 }
 
@@ -125,11 +180,23 @@ export function acceptE2E(stream: Duplex, identity: Identity): Promise<E2ESessio
  * Throws E2EError if the peer is not `expectDevice`, and returns the
  * device's refusal as `{ refused }` so the caller can map its code.
  */
-export async function connectE2E(stream: Duplex, identity: Identity, expectDevice: string, answered?: Promise<unknown>): Promise<{ socket: TLSSocket } | { refused: Extract<Reply, { t: 'error' }> }> {
+export interface ConnectE2EOptions {
+  /** The relay's answer: the handshake's deadlines count from it (the ClientHello went out before it). */
+  answered?: Promise<unknown>;
+  /**
+   * ms after the answer by which the device's TLS server flight must have
+   * arrived (it leaves the device with its ok), else E2EError `EE2E_SILENT`:
+   * the connection under the session carries nothing (a data connection
+   * that died without a word), and the caller may try another way.
+   */
+  flightTimeoutMs?: number;
+}
+
+export async function connectE2E(stream: Duplex, identity: Identity, expectDevice: string, options: ConnectE2EOptions = {}): Promise<{ socket: TLSSocket } | { refused: Extract<Reply, { t: 'error' }> }> {
   holdFlights(stream, true);
   const socket = connect({ socket: stream, secureContext: e2eCredentials().client, rejectUnauthorized: false });
   socket.once('close', () => holdFlights(stream, false));
-  const session = await handshake(stream, socket, 'secureConnect', answered, async () => {
+  const session = await handshake({ stream, socket, event: 'secureConnect', armed: options.answered, flightTimeoutMs: options.flightTimeoutMs }, async () => {
     writeFrame(socket, ownHello(identity, 'client'));
     const peer = verifyPeer(socket, parseHello(await readFrame(socket, MAX_HELLO_BYTES, E2E_HANDSHAKE_TIMEOUT_MS)), 'device');
     return { socket, peer, stream };
@@ -151,13 +218,13 @@ export async function connectE2E(stream: Duplex, identity: Identity, expectDevic
   }
 }
 
-/** Device side: the verdict frame, inside TLS. A refusal ends the session. */
+/** Device side: the verdict frame, inside TLS. A refusal ends the session (orderly: the client reads why). */
 export function sendVerdict(session: E2ESession, verdict: Reply): void {
   if (session.socket.destroyed) return;
   writeFrame(session.socket, verdict);
   // The verdict still joins the hello's write; what follows goes out at the end of each turn again.
   setImmediate(() => holdFlights(session.stream, false));
-  if (verdict.t === 'error') session.socket.end();
+  if (verdict.t === 'error') refuseAndClose(session.socket);
 }
 
 /**
@@ -165,36 +232,54 @@ export function sendVerdict(session: E2ESession, verdict: Reply): void {
  * `armed` (the relay's answer, when the client started its handshake right
  * behind its `connect`) or of now.
  */
-function handshake(stream: Duplex, socket: TLSSocket, event: 'secure' | 'secureConnect', armed: Promise<unknown> | undefined, hellos: () => Promise<E2ESession>): Promise<E2ESession> {
-  // Tearing down the TLS socket early must also free the stream under it, as an abort (RST).
-  // A clean close (both close_notify alerts passed) is left to Node, which destroys the stream
-  // after ending it: a mux stream then lingers for the peer's FIN instead of resetting it.
+function handshake(
+  h: { stream: Duplex; socket: TLSSocket; event: 'secure' | 'secureConnect'; armed?: Promise<unknown>; flightTimeoutMs?: number },
+  hellos: () => Promise<E2ESession>,
+): Promise<E2ESession> {
+  const { stream, socket, event, armed } = h;
+  // Tearing down the TLS socket early must also free the stream under it, as an abort (RST: a
+  // mux stream is reset, a data connection's TCP socket too). A clean close (both close_notify
+  // alerts passed, or ours after a refusal, whose reason must not be discarded by a reset) is
+  // left to Node, which ends and destroys the stream: a mux stream then lingers for the peer's
+  // FIN instead of resetting it.
   socket.once('close', () => {
-    if (socket.readableEnded && socket.writableFinished && !socket.errored) return;
-    const under = stream as Duplex & { reset?: () => void };
-    if (typeof under.reset === 'function') under.reset();
-    else if (!stream.writableEnded) stream.destroy();
+    if (!socket.errored && socket.writableFinished && (socket.readableEnded || refusing.has(socket))) {
+      if (!stream.destroyed) stream.destroy();
+      return;
+    }
+    abort(stream);
   });
   return new Promise<E2ESession>((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;
+    let flight: NodeJS.Timeout | undefined;
     let over = false;
+    /** The TLS handshake is done (the device's flight arrived, perhaps before the relay's answer was read). */
+    let secured = false;
     const arm = () => {
-      if (!over) timer = setTimeout(() => fail(new E2EError('EE2E_PROTO', `no end-to-end handshake within ${E2E_HANDSHAKE_TIMEOUT_MS} ms`)), E2E_HANDSHAKE_TIMEOUT_MS);
+      if (over) return;
+      timer = setTimeout(() => fail(new E2EError('EE2E_PROTO', `no end-to-end handshake within ${E2E_HANDSHAKE_TIMEOUT_MS} ms`)), E2E_HANDSHAKE_TIMEOUT_MS);
+      const ms = h.flightTimeoutMs;
+      if (ms !== undefined && !secured) flight = setTimeout(() => fail(new E2EError('EE2E_SILENT', `no TLS answer from the device within ${ms} ms of the relay's ok`)), ms);
     };
     if (armed) armed.then(arm, () => {});
     else arm();
     const fail = (err: Error) => {
+      if (over) return;
       over = true;
       clearTimeout(timer);
-      if (!socket.writableEnded) socket.destroy();
+      clearTimeout(flight);
+      if (!socket.writableEnded) abort(socket);
       reject(err instanceof DiodeError ? err : new E2EError('EE2E_PROTO', `end-to-end TLS: ${errorMessage(err)}`));
     };
     socket.once('error', fail);
     socket.once(event, () => {
+      secured = true;
+      clearTimeout(flight);
       hellos().then(
         (session) => {
           over = true;
           clearTimeout(timer);
+          clearTimeout(flight);
           socket.off('error', fail);
           socket.on('error', () => {});
           resolve(session);

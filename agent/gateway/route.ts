@@ -20,6 +20,8 @@ export const GATEWAY_ANSWER: Readonly<Record<ReplyCode, { rep: RepCode; status: 
   refused: { rep: Rep.connectionRefused, status: 502, title: 'Device refused the connection' },
   unavailable: { rep: Rep.hostUnreachable, status: 504, title: 'Device did not answer' },
   'bad-request': { rep: Rep.generalFailure, status: 502, title: 'Bad gateway' },
+  // Never for the gateway (its streams use no data connections); a bad gateway if a device said it.
+  'data-closed': { rep: Rep.generalFailure, status: 502, title: 'Bad gateway' },
 });
 
 /** How the gateway answers a name nobody holds (no DNS lookup is ever made): SOCKS 0x04, HTTP 404. */

@@ -32,10 +32,10 @@ export const SIGNATURE_HEX = /^0x[0-9a-fA-F]{128}$/;
 export type AuthPurpose = 'diode-auth' | 'diode-e2e' | 'diode-relay-cert';
 
 /** The protocol version named in every signed text (a proof made for one version is no proof for another). */
-export const AUTH_TEXT_VERSION = 3;
+export const AUTH_TEXT_VERSION = 4;
 
 /**
- * The text signed to prove a key: `<purpose>/v3 <role> 0x<bytes as lower-case hex>`.
+ * The text signed to prove a key: `<purpose>/v4 <role> 0x<bytes as lower-case hex>`.
  * The keying material is unique to the session, so a link signature
  * cannot be replayed on another connection; the role keeps a proof from
  * being reflected as the other side's.

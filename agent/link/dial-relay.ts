@@ -19,6 +19,8 @@ export interface RelayConnection {
    * may be read from the socket before it resolves; writing may go on.
    */
   verified?: Promise<void>;
+  /** The relay's IP and port as this connection reached it, and our end's address: data connections go the same way. */
+  endpoint: { host: string; port: number; localAddress?: string };
 }
 
 /**
@@ -79,6 +81,7 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
       tls.once('error', (err) => fail(tlsError(target, err, secured)));
       tls.once('secureConnect', () => {
         secured = true;
+        const endpoint = { host: tcp.remoteAddress ?? target.host, port: tcp.remotePort ?? target.port, localAddress: tcp.localAddress };
         const bound = options.pipeline ? boundAddress(tls) : undefined;
         if (bound !== undefined) {
           // The relay is known from its certificate: a wrong one is refused before anything of ours is sent.
@@ -89,7 +92,7 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
             throw tlsError(target, err, true);
           });
           verified.catch(() => {}); // the caller's session handles it
-          resolve({ socket: tls, relayAddress: bound, verified });
+          resolve({ socket: tls, relayAddress: bound, verified, endpoint });
           return;
         }
         exchangeHelloAccepting(tls, identity, options.role ?? 'agent', ['relay'], timeoutMs).then(
@@ -100,7 +103,7 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
               reject(pinRefusal(relayAddress, expectRelay));
               return;
             }
-            resolve({ socket: tls, relayAddress });
+            resolve({ socket: tls, relayAddress, endpoint });
           },
           fail,
         );

@@ -17,6 +17,7 @@ import { hasLocalAddress, watchNetwork, type NetworkWatch } from './network-watc
 import { formatRelayEntry, type RelayEntry } from '../config/relay-entry.ts';
 import type { LinkStatus } from '../ops/status.ts';
 import type { LastError } from '../ops/stream-stats.ts';
+import { DataPool } from './data-pool.ts';
 
 /** ms a session must last before a later loss restarts the backoff from the bottom. */
 const STABLE_SESSION_MS = 10_000;
@@ -49,7 +50,13 @@ export interface RelayLinkOptions {
   /** Ports to publish on every (re)connect; omit for a pure client. */
   publish?: PublishedPort[];
   /** Inbound streams (device role). Without it inbound streams are reset. */
-  onStream?: (stream: MuxStream, relayAddress: string) => void;
+  onStream?: (stream: MuxStream, relayAddress: string, data: DataPool | undefined) => void;
+  /**
+   * Data connections to keep ready per session (CLIENT_DATA_POOL, DEVICE_DATA_POOL; 0 or
+   * omitted: none, every stream on the link): each stream between two agents then travels on
+   * one of its own, which the relay splices without reading.
+   */
+  dataPool?: number;
   backoff?: BackoffConfig;
   /** Pin every relay without a pin of its own to this address. */
   expectRelay?: string;
@@ -128,6 +135,10 @@ export class RelayLink extends EventEmitter {
   readonly #unpinnedLogged = new Set<string>();
   /** Pin refusals already logged (once each). */
   readonly #pinRefusalsLogged = new Set<string>();
+  /** Each session's data connections. */
+  readonly #pools = new Map<MuxSession, DataPool>();
+  /** Relays whose data connections failed, already logged (once each). */
+  readonly #dataProblemsLogged = new Set<string>();
   /** For `diode status`: the relay being dialled or in use, since when, and the last failure (kept after recovery). */
   #target: RelayEntry | undefined;
   #since: number | undefined;
@@ -160,6 +171,11 @@ export class RelayLink extends EventEmitter {
 
   get relayAddress(): string | undefined {
     return this.#relayAddress;
+  }
+
+  /** The data connections of the current session (undefined: none kept, or no session). */
+  get dataPool(): DataPool | undefined {
+    return this.#session && this.#pools.get(this.#session);
   }
 
   /** "host:port" of the relay of the current (or last) session. */
@@ -431,7 +447,7 @@ export class RelayLink extends EventEmitter {
     const session = new MuxSession(socket, { role: 'client', keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS, readAfter: dialled.verified });
     const closed = new Promise<Error | undefined>((resolve) => session.once('close', resolve));
     session.on('stream', (stream: MuxStream) => {
-      if (this.#options.onStream) this.#options.onStream(stream, relayAddress);
+      if (this.#options.onStream) this.#options.onStream(stream, relayAddress, this.#pools.get(session));
       else stream.reset();
     });
     const key = formatRelayEntry(target);
@@ -446,6 +462,11 @@ export class RelayLink extends EventEmitter {
     this.#held.delete(key);
     const control = this.#controlOf.get(session);
     if (control) this.#readControl(session, control, dialled);
+    if (this.#options.dataPool) {
+      const pool = new DataPool({ session, endpoint: dialled.endpoint, size: this.#options.dataPool, onProblem: (reason) => this.#dataProblem(endpoint, relayAddress, reason) });
+      this.#pools.set(session, pool);
+      session.once('close', () => this.#pools.delete(session));
+    }
     return { ...dialled, session, closed };
   }
 
@@ -626,13 +647,15 @@ export class RelayLink extends EventEmitter {
     });
   }
 
-  /** Go-away on a session we moved from: no new streams; closed when only its control stream is left. */
+  /** Go-away on a session we moved from: no new streams; closed when only its control stream is left (and no stream on a data connection). */
   #retire(session: MuxSession): void {
     this.#retiring.add(session);
     session.goAway();
+    const pool = this.#pools.get(session);
+    pool?.retire();
     const started = performance.now();
     const check = setInterval(() => {
-      if (session.closed || session.streamCount <= 1 || performance.now() - started > RETIRE_MAX_MS) {
+      if (session.closed || (session.streamCount <= 1 && (pool?.active ?? 0) === 0) || performance.now() - started > RETIRE_MAX_MS) {
         clearInterval(check);
         this.#retiring.delete(session);
         session.close();
@@ -657,6 +680,33 @@ export class RelayLink extends EventEmitter {
     writeFrame(control, { t: 'publish', ports });
     this.#controlOf.set(session, control);
     return control;
+  }
+
+  /**
+   * A stream found its data connection dead (no answer on it after the
+   * relay's ok) and went over the link instead: said once per relay, as
+   * other data connection problems are.
+   */
+  dataFailed(reason: string): void {
+    const endpoint = this.#relayEndpoint ?? 'unknown';
+    const key = `failed ${endpoint}`;
+    if (this.#dataProblemsLogged.has(key)) return this.#log.debug(`relay ${endpoint}: a stream's data connection failed: ${reason}`);
+    this.#dataProblemsLogged.add(key);
+    this.#log.warn(`relay ${endpoint} (${this.#relayAddress ?? 'unknown address'}): a stream's data connection failed (${reason}); it went over the relay link instead`);
+  }
+
+  /**
+   * Data connections to this relay cannot be made (a relay or network that
+   * takes no second connection, a refusal): streams go over the relay link
+   * meanwhile. One line per relay; the pool retries with backoff.
+   */
+  #dataProblem(endpoint: string, relayAddress: string, reason: string): void {
+    if (this.#dataProblemsLogged.has(endpoint)) {
+      this.#log.debug(`relay ${endpoint}: data connection: ${reason}`);
+      return;
+    }
+    this.#dataProblemsLogged.add(endpoint);
+    this.#log.warn(`relay ${endpoint} (${relayAddress}): no data connections (${reason}); streams go over the relay link instead (slower: the relay decrypts and re-encrypts them); retrying with backoff`);
   }
 
   /**

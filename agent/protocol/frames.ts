@@ -53,13 +53,17 @@ const KIND_PREFIX_BYTES = 32;
 
 /**
  * The limit that applies to a frame of `length` whose body starts with
- * `prefix` (undefined: too few bytes yet to tell).
+ * `prefix` (undefined: too few bytes yet to tell). A body whose first bytes
+ * already differ from `{"t":"<kind>"` keeps the base limit at once; one that
+ * begins so gets the kind's limit, and a frame above even that is refused
+ * naming it.
  */
 function limitFor(length: number, prefix: Buffer, maxBytes: number, large: LargeFrameKind | undefined): number | undefined {
-  if (length <= maxBytes || !large || length > large.maxBytes) return maxBytes;
+  if (length <= maxBytes || !large) return maxBytes;
   const marker = `{"t":${JSON.stringify(large.kind)}`;
-  if (prefix.length < Math.min(length, marker.length)) return undefined;
-  if (prefix.subarray(0, marker.length).toString('latin1') !== marker) return maxBytes;
+  const have = prefix.subarray(0, Math.min(prefix.length, marker.length)).toString('latin1');
+  if (!marker.startsWith(have)) return maxBytes;
+  if (have.length < Math.min(length, marker.length)) return undefined;
   return !large.claim || large.claim() ? large.maxBytes : maxBytes;
 }
 

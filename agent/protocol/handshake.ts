@@ -67,7 +67,7 @@ export async function exchangeHelloAccepting(
       throw refusedBy(first);
     }
     const peer = parseHello(first);
-    if (!accept.includes(peer.role)) throw new FrameError('EPROTO', `peer says it is a ${peer.role}, expected a ${accept.join(' or a ')}`);
+    if (!accept.includes(peer.role)) throw new FrameError('EPROTO', `peer says it is ${withArticle(peer.role)}, expected ${accept.map(withArticle).join(' or ')}`);
     try {
       proof = { address: verifyAuth(peer.role, ekm, peer), role: peer.role };
     } catch {
@@ -116,6 +116,11 @@ export async function pipelinedHello(socket: TLSSocket, identity: Identity, role
   if (address !== expected) throw new FrameError('EAUTH', `the relay's hello proves ${address}, but its certificate is bound to ${expected}`);
   const verdict = await readFrame(socket, MAX_HELLO_BYTES, timeoutMs);
   if (verdict.t !== 'ok') throw refusedBy(verdict);
+}
+
+/** `an agent`, `a relay`: a role as the reasons name it. */
+export function withArticle(role: HelloRole): string {
+  return `${role === 'agent' ? 'an' : 'a'} ${role}`;
 }
 
 function refusedBy(frame: Record<string, unknown>): FrameError {

@@ -60,3 +60,29 @@ export const E2E_SILENT_CLIENT_TIMEOUT_MS = 3_000;
  * An agent keeps at most MAX_LEARNED_RELAYS of them (agent/link/learned-relays.ts).
  */
 export const MAX_ANNOUNCED_RELAYS = 16;
+/**
+ * ms a data connection token stays valid once issued: an agent uses it within one TCP connect
+ * (a slow path's SYN retries at 1 and 3 s included); an unused one then no longer counts against
+ * its session's data connections.
+ */
+export const DATA_TOKEN_TTL_MS = 10_000;
+/**
+ * ms a data connection may wait to be paired once it is spoken for: bytes arrived on it ahead of
+ * the `connect` that names it (the client's ClientHello may overtake its connect, which travels on
+ * another TCP connection), or the relay named it in an `incoming` and waits for the device's
+ * answer. The same as the device's answer deadline: nothing honest takes longer.
+ */
+export const DATA_PAIRING_TIMEOUT_MS = STREAM_HEADER_TIMEOUT_MS;
+/**
+ * ms a data connection may sit idle in a relay's pool: twice an agent's own idle lifetime (the
+ * agent replaces its idle connections after 5 min, to keep them fresh through NATs), so only a
+ * peer that never replaces its connections meets it.
+ */
+export const DATA_IDLE_MAX_MS = 10 * 60_000;
+/**
+ * bytes a caller may send behind its header before the device answered (its TLS ClientHello, one
+ * record of at most 16 KiB plus its 5-byte header, with room to spare): the relay keeps a copy of
+ * them until the device's answer, so that a device leg found dead can be replaced by another.
+ * Beyond it the relay stops reading the caller until the answer.
+ */
+export const MAX_EARLY_BYTES = 32 * 1024;

@@ -1,4 +1,5 @@
-import { toChecksumAddress as getAddress } from '../identity/checksum.ts';
+import { toChecksumAddress as getAddress, isValidAddress } from '../identity/checksum.ts';
+import { TOKEN_HEX } from '../data/wire.ts';
 import { PUBLIC_KEY_HEX, SIGNATURE_HEX } from '../identity/identity.ts';
 import { FrameError } from './frames.ts';
 import { MAX_ALLOWED_ADDRESSES, MAX_PUBLISHED_PORTS, MAX_REPLY_MESSAGE_CHARS } from './limits.ts';
@@ -8,11 +9,14 @@ import { peerText } from '../util/escape.ts';
 // every field before anything uses it. See docs/PROTOCOL.md for the layout.
 
 /**
- * 3: every stream between two agents runs the end-to-end layer (`connect.e2e`,
- * `incoming.e2e`, certificate-bound e2e hellos), and a hello is answered with
- * a verdict frame. 2: e2e for private/protected ports only, EKM-signed e2e hellos.
+ * 4: a stream between two agents may travel on a data connection of its own
+ * from each agent to the relay (`tokens`, `connect.data`, `incoming.data`),
+ * which the relay splices without reading. 3: every stream between two
+ * agents runs the end-to-end layer (`connect.e2e`, `incoming.e2e`,
+ * certificate-bound e2e hellos), and a hello is answered with a verdict
+ * frame. 2: e2e for private/protected ports only, EKM-signed e2e hellos.
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 export type AccessMode = 'public' | 'private' | 'protected';
 export const ACCESS_MODES: readonly AccessMode[] = ['public', 'private', 'protected'];
@@ -53,6 +57,12 @@ export interface Connect {
   port: number;
   /** The client will run the end-to-end layer: agents always send it; the relay passes it on in `incoming`. */
   e2e?: true;
+  /**
+   * Token of one of this session's data connections (32 hex digits): the
+   * stream's bytes travel on it, not on this stream (which carries only the
+   * answer). Only with `e2e`.
+   */
+  data?: string;
 }
 
 /** Data stream, relay → device: who (as proven to the relay) wants which port. */
@@ -64,7 +74,28 @@ export interface Incoming {
   via: string;
   /** The caller asked for the end-to-end layer (always, from an agent; never from the public gateway). */
   e2e?: true;
+  /** Token of one of the device's data connections: the stream's bytes travel on it (only with `e2e`). */
+  data?: string;
 }
+
+/**
+ * Agent → relay, first frame of a stream: `n` tokens for data connections,
+ * answered by a `tokens` frame (or an error), then the stream ends.
+ */
+export interface TokensRequest {
+  t: 'tokens';
+  n: number;
+}
+
+/** The relay's answer: single-use tokens, each valid for `ttl` ms. */
+export interface TokensAnswer {
+  t: 'tokens';
+  tokens: string[];
+  ttl: number;
+}
+
+/** Tokens one `tokens` request may ask for (its answer stays far below MAX_STREAM_HEADER_BYTES). */
+export const MAX_TOKENS_PER_REQUEST = 16;
 
 /**
  * Relay-to-relay data stream, first frame: a stream for a device that the
@@ -125,8 +156,8 @@ export interface Ping {
   via?: string;
 }
 
-export type ReplyCode = 'offline' | 'no-such-port' | 'denied' | 'refused' | 'bad-request' | 'unavailable';
-export const REPLY_CODES: readonly ReplyCode[] = ['offline', 'no-such-port', 'denied', 'refused', 'bad-request', 'unavailable'];
+export type ReplyCode = 'offline' | 'no-such-port' | 'denied' | 'refused' | 'bad-request' | 'unavailable' | 'data-closed';
+export const REPLY_CODES: readonly ReplyCode[] = ['offline', 'no-such-port', 'denied', 'refused', 'bad-request', 'unavailable', 'data-closed'];
 
 /**
  * Answer to a publish, connect or incoming header. `e2e: true` on the answer
@@ -144,13 +175,27 @@ function isPort(n: unknown): n is number {
   return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 65535;
 }
 
+/**
+ * An address field: 0x and 40 hex digits, all lower case, all upper case, or
+ * a valid EIP-55 checksum (a mixed-case address with a wrong checksum is a
+ * typo, refused as `diode query` refuses it); returned checksummed.
+ */
 function checkedAddress(value: unknown, field: string): string {
   if (typeof value !== 'string' || !/^0x[0-9a-fA-F]{40}$/.test(value)) fail(`${field} is not an address`);
-  try {
-    return getAddress(value.toLowerCase());
-  } catch {
-    return fail(`${field} is not an address`);
-  }
+  if (!isValidAddress(value)) fail(`${field} has mixed case but not a valid EIP-55 checksum (write it all lower case, or with its checksum)`);
+  return getAddress(value);
+}
+
+function checkedToken(value: unknown, field: string): string {
+  if (typeof value !== 'string' || !TOKEN_HEX.test(value)) fail(`${field} is not a data token (32 lower-case hex digits)`);
+  return value;
+}
+
+/** `data` is only meaningful on a stream that runs the end-to-end layer: nothing else may travel unread by the relay. */
+function dataField(m: Record<string, unknown>, what: string): { data?: string } {
+  if (m.data === undefined) return {};
+  if (m.e2e !== true) fail(`${what}.data needs ${what}.e2e: only end-to-end streams travel on data connections`);
+  return { data: checkedToken(m.data, `${what}.data`) };
 }
 
 export function parseHello(m: Record<string, unknown>): Hello {
@@ -193,7 +238,7 @@ export function parsePublish(m: Record<string, unknown>): Publish {
 export function parseConnect(m: Record<string, unknown>): Connect {
   if (m.t !== 'connect') fail('expected connect');
   if (!isPort(m.port)) fail('connect.port');
-  return { t: 'connect', to: checkedAddress(m.to, 'connect.to'), port: m.port, ...(m.e2e === true ? { e2e: true as const } : {}) };
+  return { t: 'connect', to: checkedAddress(m.to, 'connect.to'), port: m.port, ...(m.e2e === true ? { e2e: true as const } : {}), ...dataField(m, 'connect') };
 }
 
 export function parseIncoming(m: Record<string, unknown>): Incoming {
@@ -205,7 +250,21 @@ export function parseIncoming(m: Record<string, unknown>): Incoming {
     port: m.port,
     via: checkedAddress(m.via, 'incoming.via'),
     ...(m.e2e === true ? { e2e: true as const } : {}),
+    ...dataField(m, 'incoming'),
   };
+}
+
+export function parseTokensRequest(m: Record<string, unknown>): TokensRequest {
+  if (m.t !== 'tokens') fail('expected tokens');
+  if (typeof m.n !== 'number' || !Number.isInteger(m.n) || m.n < 1 || m.n > MAX_TOKENS_PER_REQUEST) fail(`tokens.n (1 to ${MAX_TOKENS_PER_REQUEST})`);
+  return { t: 'tokens', n: m.n };
+}
+
+export function parseTokensAnswer(m: Record<string, unknown>): TokensAnswer {
+  if (m.t !== 'tokens') fail('expected tokens');
+  if (!Array.isArray(m.tokens) || m.tokens.length > MAX_TOKENS_PER_REQUEST) fail('tokens.tokens');
+  if (typeof m.ttl !== 'number' || !Number.isFinite(m.ttl) || m.ttl <= 0) fail('tokens.ttl');
+  return { t: 'tokens', tokens: m.tokens.map((x, i) => checkedToken(x, `tokens.tokens[${i}]`)), ttl: m.ttl };
 }
 
 export function parseForward(m: Record<string, unknown>): Forward {

@@ -64,6 +64,16 @@ export interface RelayLimits {
   nameClaimsPerIp: number;
   /** ms a name stays reserved for its address after the device stopped publishing (`--name-hold-days`, days). */
   nameHoldMs: number;
+  /**
+   * Data connections: tokens outstanding plus data connections waiting in one session's pool
+   * (`--max-data-per-session`; 0 = the relay takes no data connections, every stream stays on the
+   * link). Agents keep 4 ready; the rest is room for a pool being replaced.
+   */
+  maxDataPerSession: number;
+  /** Data connections: waiting (unpaired) data connections from one source (`--max-data-per-ip`). */
+  maxDataPerIp: number;
+  /** Data connections: waiting (unpaired) data connections in total (`--max-data-conns`); each holds a file descriptor. */
+  maxDataConns: number;
 }
 
 const DAY_MS = 86_400_000;
@@ -87,6 +97,9 @@ export const DEFAULT_RELAY_LIMITS: Readonly<RelayLimits> = Object.freeze({
   maxNamesPerAddress: 1,
   nameClaimsPerIp: 1,
   nameHoldMs: 30 * DAY_MS,
+  maxDataPerSession: 8,
+  maxDataPerIp: 512,
+  maxDataConns: 32_768,
 });
 
 const MIB = 1024 * 1024;
@@ -115,6 +128,9 @@ export function validateRelayLimits(l: RelayLimits): RelayLimits {
   int(l.maxNamesPerAddress, '--max-names-per-address', 0, MAX_CLAIM_NAMES);
   int(l.nameClaimsPerIp, '--name-claims-per-ip', 1, 1_000_000);
   int(l.nameHoldMs, 'name hold (ms)', 1, MAX_NAME_HOLD_DAYS * DAY_MS);
+  int(l.maxDataPerSession, '--max-data-per-session', 0, 1024);
+  int(l.maxDataPerIp, '--max-data-per-ip', 0, 1_000_000);
+  int(l.maxDataConns, '--max-data-conns', 0, 1_000_000);
   return l;
 }
 
@@ -135,6 +151,9 @@ export interface RelayLimitFlags {
   'max-names-per-address'?: string;
   'name-claims-per-ip'?: string;
   'name-hold-days'?: string;
+  'max-data-per-session'?: string;
+  'max-data-per-ip'?: string;
+  'max-data-conns'?: string;
 }
 
 function intFlag(value: string | undefined, flag: string, fallback: number): number {
@@ -164,6 +183,9 @@ export function relayLimitsFromFlags(flags: RelayLimitFlags): RelayLimits {
     maxNamesPerAddress: f('max-names-per-address', d.maxNamesPerAddress),
     nameClaimsPerIp: f('name-claims-per-ip', d.nameClaimsPerIp),
     nameHoldMs: f('name-hold-days', d.nameHoldMs / DAY_MS) * DAY_MS,
+    maxDataPerSession: f('max-data-per-session', d.maxDataPerSession),
+    maxDataPerIp: f('max-data-per-ip', d.maxDataPerIp),
+    maxDataConns: f('max-data-conns', d.maxDataConns),
   });
 }
 
@@ -184,4 +206,7 @@ export const RELAY_LIMIT_FLAGS: ReadonlyArray<{ name: keyof RelayLimitFlags; pla
   { name: 'max-names-per-address', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxNamesPerAddress), description: 'names one device address may hold (0: this relay takes no name claims)' },
   { name: 'name-claims-per-ip', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.nameClaimsPerIp), description: `names one IPv4 address / IPv6 /64 may claim per second (after ${NAME_CLAIM_BURST} at once); over it: "unavailable", the device retries` },
   { name: 'name-hold-days', placeholder: 'DAYS', defaultValue: String(DEFAULT_RELAY_LIMITS.nameHoldMs / DAY_MS), description: 'days a name stays reserved for its device after it went offline' },
+  { name: 'max-data-per-session', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxDataPerSession), description: 'data connections (tokens issued plus connections waiting) per agent session; 0: no data connections, streams stay on the relay link' },
+  { name: 'max-data-per-ip', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxDataPerIp), description: 'waiting data connections per IPv4 address / IPv6 /64; over it: refused' },
+  { name: 'max-data-conns', placeholder: 'N', defaultValue: String(DEFAULT_RELAY_LIMITS.maxDataConns), description: 'waiting data connections in total; over it: refused' },
 ];

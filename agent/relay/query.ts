@@ -56,7 +56,7 @@ export async function pingDevice({ registry, relayAddress, caller, to, shares }:
       const refused = err instanceof HeaderRefused ? err.reply : undefined;
       throw new RouteError(refused?.code ?? 'unavailable', `device ${to} did not answer the ping${refused ? '' : ' (an older diode answers no pings)'}: ${errorMessage(err)}`);
     }
-    return { stream, e2e: false };
+    return { stream, e2e: false, leg: 'link' as const };
   });
   stream.destroy();
 }

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import type { MuxStream } from '../mux/index.ts';
 import type { Forward, Incoming, ReplyCode } from '../protocol/messages.ts';
 import { requestStream, HeaderRefused } from '../protocol/request.ts';
@@ -8,6 +8,9 @@ import type { AgentSession } from './registry.ts';
 import type { Directory, Location } from './directory.ts';
 import type { CallerShares, Share } from './fair-share.ts';
 import type { StreamHold } from './hold.ts';
+import type { Ahead } from './ahead.ts';
+import type { DataConns } from './data-conns.ts';
+import { abort } from '../util/pump.ts';
 
 export class RouteError extends DiodeError {
   readonly reply: ReplyCode;
@@ -61,35 +64,62 @@ export function moveWaitingStreams(superseded: AgentSession): void {
  * Opens a stream to a device's published port on behalf of a caller and
  * returns it once the device said ok. The relay checks what it can (online,
  * published, mode) so unwanted traffic never reaches the device's link; the
- * device checks again, and its check is the one that counts.
+ * device checks again, and its check is the one that counts. (The public
+ * gateway's way in: a stream on the device's relay link, never a data
+ * connection.)
  */
 export async function dialDevice(directory: Directory, relayAddress: string, caller: Caller, to: string, port: number, shares?: CallerShares): Promise<MuxStream> {
-  return (await routeToDevice(directory, relayAddress, caller, to, port, false, shares)).stream;
+  return (await routeToDevice({ directory, relayAddress, caller, to, port, e2e: false, shares })).stream as MuxStream;
 }
 
-/** A stream the device accepted, and whether its bytes are an end-to-end TLS session (the client must run it). */
-export interface Routed {
-  stream: MuxStream;
+/** What a route needs: where devices are, who asks for which port, and what it already sent. */
+export interface RouteRequest {
+  directory: Directory;
+  /** This relay's address (`incoming.via` for its own callers). */
+  relayAddress: string;
+  caller: Caller;
+  to: string;
+  port: number;
+  /** The caller (an agent) asked for the end-to-end layer; passed on in `incoming` (and `forward`). */
   e2e: boolean;
+  shares?: CallerShares;
+  /** The caller's leg, whose bytes sent ahead of the answer go on to the device leg. */
+  ahead?: Ahead;
+  /** This relay's data connections: an end-to-end stream of an agent gets a device leg on one of the device's. */
+  data?: DataConns;
 }
 
 /**
- * dialDevice, also reporting the device's `e2e` flag, which the relay passes
- * on to an agent client. `e2e`: the caller (an agent) asked for the
- * end-to-end layer; it is passed on in `incoming` (and `forward`). The directory says where the device is: here, or
- * on another relay of the cluster (then the stream is forwarded to it). A
- * relay that turns out not to hold the device (unreachable, or it answers
- * `offline`) makes its entry stale, and the device is looked up once more.
- * The fair share toward the device is counted here in both cases.
+ * A device leg the device accepted, and whether its bytes are an end-to-end
+ * TLS session (the client must run it). `leg`: the device's data connection,
+ * or a stream on a relay link (the device's own, or a link to the relay of
+ * the cluster that holds the device).
  */
-export async function routeToDevice(directory: Directory, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, shares?: CallerShares, early?: Readable): Promise<Routed> {
+export interface Routed {
+  stream: Duplex;
+  e2e: boolean;
+  leg: 'data' | 'link';
+  /** A data leg's session (the device's link): its FIN is the device's only while that session answers. */
+  owner?: AgentSession;
+}
+
+/**
+ * The route to a device: here, or on another relay of the cluster (then the
+ * stream is forwarded to it), as the directory says. A relay that turns out
+ * not to hold the device (unreachable, or it answers `offline`) makes its
+ * entry stale, and the device is looked up once more; a stream whose session
+ * was superseded while it waited is routed to the newest. The fair share
+ * toward the device is counted here in all cases.
+ */
+export async function routeToDevice(req: RouteRequest): Promise<Routed> {
+  const { directory, caller, to, shares } = req;
   let where = await directory.locate(to);
   let moves = 0;
   for (let attempt = 0; ; attempt++) {
     if (!where) throw new RouteError('offline', `device ${to} is not connected`);
     if (where.kind === 'local') {
       try {
-        return await routeLocal(where.session, relayAddress, caller, to, port, e2e, shares, early);
+        return await routeLocal(where.session, req);
       } catch (err) {
         if (!(err instanceof MovedRoute) || ++moves > MAX_MOVES) throw err;
         where = await directory.locate(to, true);
@@ -98,7 +128,7 @@ export async function routeToDevice(directory: Directory, relayAddress: string, 
       }
     }
     try {
-      return await withShare(shares, caller, to, () => forwardTo(where as Extract<Location, { kind: 'relay' }>, caller, to, port, e2e, early));
+      return await withShare(shares, caller, to, () => forwardTo(where as Extract<Location, { kind: 'relay' }>, req));
     } catch (err) {
       if (!(err instanceof StaleRoute)) throw err;
       where.stale();
@@ -159,24 +189,11 @@ function refusedHere(device: AgentSession, caller: Caller, port: number, e2e: bo
 }
 
 /** Routes to a session of this relay: the relay's own checks, then `incoming` to the device. */
-export async function routeLocal(device: AgentSession, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, shares?: CallerShares, early?: Readable): Promise<Routed> {
+export async function routeLocal(device: AgentSession, req: RouteRequest): Promise<Routed> {
+  const { caller, to, port, e2e } = req;
   if (refusedHere(device, caller, port, e2e)) throw notPublished(to, port);
   // Fair share of the device's stream slots: counted until the stream closes.
-  return withShare(shares, caller, to, () => openLocal(device, relayAddress, caller, to, port, e2e, early));
-}
-
-/**
- * What the caller already sent behind its header (the client's end-to-end
- * TLS ClientHello, sent without waiting for our answer) goes on right behind
- * the header we send: the device's answer can then carry its TLS reply, a
- * round trip earlier. The device reads these bytes only after it decided; the
- * rest of the caller's bytes follow once the streams are spliced.
- */
-function passEarly(early: Readable | undefined, next: MuxStream): Buffer | null {
-  if (!early || early.readableLength === 0 || early.destroyed) return null;
-  const bytes = early.read() as Buffer | null;
-  if (bytes !== null && bytes.length > 0) next.write(bytes);
-  return bytes;
+  return withShare(req.shares, caller, to, () => openLocal(device, req));
 }
 
 /** A new stream to a device's session; `offline` if the session no longer takes streams (going away). */
@@ -191,13 +208,18 @@ export function openDeviceStream(device: AgentSession, to: string): MuxStream {
   return stream;
 }
 
-async function openLocal(device: AgentSession, relayAddress: string, caller: Caller, to: string, port: number, e2e: boolean, early?: Readable): Promise<Routed> {
+/** Data connections of the device tried for one stream before its relay link is used. */
+const MAX_DATA_LEG_TRIES = 2;
+
+/**
+ * Asks the device (`incoming`) on `leg`, a new stream of its session or,
+ * with `member`, one of its data connections: withdrawn (MovedRoute) if a
+ * newer session of the address publishes meanwhile.
+ */
+async function askDevice(device: AgentSession, req: RouteRequest, header: Incoming, member?: { socket: Duplex; token: string }) {
+  const { caller, to, ahead } = req;
   const stream = openDeviceStream(device, to);
   caller.hold?.attach(stream);
-  const from = caller.kind === 'agent' ? caller.address : ZERO_ADDRESS;
-  const header: Incoming = { t: 'incoming', from, port, via: caller.via ?? relayAddress, ...(e2e && caller.kind === 'agent' ? { e2e: true as const } : {}) };
-  let reply;
-  let passed: Buffer | null = null;
   let moved = false;
   const move = (): void => {
     moved = true;
@@ -207,27 +229,68 @@ async function openLocal(device: AgentSession, relayAddress: string, caller: Cal
   waiting.set(device, waitingHere);
   waitingHere.add(move);
   try {
-    const answer = requestStream(stream, header);
-    passed = passEarly(early, stream);
-    reply = await answer;
+    const answer = requestStream(stream, member ? { ...header, data: member.token } : header);
+    ahead?.to(member?.socket ?? stream);
+    return { stream, reply: await answer };
   } catch (err) {
-    if (moved) {
-      // Asked again elsewhere: the caller's early bytes go there.
-      if (passed && early && !early.destroyed) early.unshift(passed);
-      throw new MovedRoute(to);
-    }
-    const refused = err instanceof HeaderRefused ? err.reply : undefined;
-    if (refused) throw new RouteError(refused.code, refused.message || `device refused: ${refused.code}`);
-    throw new RouteError('unavailable', `device ${to} did not answer for port ${port}: ${errorMessage(err)}`);
+    // Asked again elsewhere (another leg, another session): the caller's early bytes go there (the copy is kept).
+    ahead?.detach();
+    if (member) abort(member.socket);
+    if (moved) throw new MovedRoute(to);
+    throw err;
   } finally {
     waitingHere.delete(move);
   }
+}
+
+async function openLocal(device: AgentSession, req: RouteRequest): Promise<Routed> {
+  const { caller, to, port, e2e, ahead, data } = req;
+  const from = caller.kind === 'agent' ? caller.address : ZERO_ADDRESS;
+  const header: Incoming = { t: 'incoming', from, port, via: caller.via ?? req.relayAddress, ...(e2e && caller.kind === 'agent' ? { e2e: true as const } : {}) };
+  if (header.e2e && data) {
+    // The device leg on one of the device's data connections; one it no longer holds is replaced by the next.
+    for (let tries = 0; tries < MAX_DATA_LEG_TRIES; tries++) {
+      const member = data.takeIdle(device);
+      if (!member) break;
+      let asked;
+      try {
+        asked = await askDevice(device, req, header, member);
+      } catch (err) {
+        if (err instanceof HeaderRefused && err.reply?.code === 'data-closed') {
+          data.stale();
+          continue;
+        }
+        throw answerError(err, to, port);
+      }
+      // The answer was all this stream was for.
+      asked.stream.end();
+      asked.stream.resume();
+      ahead?.commit();
+      return { stream: member.socket, e2e: asked.reply.e2e === true, leg: 'data', owner: device };
+    }
+  }
+  let asked;
+  try {
+    asked = await askDevice(device, req, header);
+  } catch (err) {
+    throw answerError(err, to, port);
+  }
+  ahead?.commit();
+  const { stream, reply } = asked;
   if (reply.e2e && caller.kind === 'gateway') {
     // The gateway has no key to run the end-to-end layer with: to it, such a port is not there.
     stream.destroy();
     throw notPublished(to, port);
   }
-  return { stream, e2e: reply.e2e === true };
+  return { stream, e2e: reply.e2e === true, leg: 'link' };
+}
+
+/** The device's refusal as the caller gets it, `unavailable` when it did not answer; a withdrawn stream stays a MovedRoute. */
+function answerError(err: unknown, to: string, port: number): RouteError {
+  if (err instanceof MovedRoute) return err;
+  const refused = err instanceof HeaderRefused ? err.reply : undefined;
+  if (refused) return new RouteError(refused.code, refused.message || `device refused: ${refused.code}`);
+  return new RouteError('unavailable', `device ${to} did not answer for port ${port}: ${errorMessage(err)}`);
 }
 
 /** The relay a directory entry named does not hold the device (any more). */
@@ -239,8 +302,14 @@ class StaleRoute extends Error {
   }
 }
 
-/** One extra hop: `forward` to the relay holding the device, which routes it as its own caller's and answers for the device. */
-async function forwardTo(where: Extract<Location, { kind: 'relay' }>, caller: Caller, to: string, port: number, e2e: boolean, early?: Readable): Promise<Routed> {
+/**
+ * One extra hop: `forward` to the relay holding the device, which routes it
+ * as its own caller's and answers for the device. The stream stays on the
+ * relay-to-relay link; the holding relay may give it a data connection of
+ * the device's for its last leg.
+ */
+async function forwardTo(where: Extract<Location, { kind: 'relay' }>, req: RouteRequest): Promise<Routed> {
+  const { caller, to, port, e2e, ahead } = req;
   let stream: MuxStream;
   try {
     stream = await where.open();
@@ -254,18 +323,18 @@ async function forwardTo(where: Extract<Location, { kind: 'relay' }>, caller: Ca
       ? { t: 'forward', to, port, from: caller.address, ...(e2e ? { e2e: true as const } : {}) }
       : { t: 'forward', to, port, from: ZERO_ADDRESS, gateway: true };
   let reply;
-  let passed: Buffer | null = null;
   try {
     const answer = requestStream(stream, header, FORWARD_ANSWER_TIMEOUT_MS);
-    passed = passEarly(early, stream);
+    ahead?.to(stream);
     reply = await answer;
   } catch (err) {
+    // Tried again elsewhere: the caller's early bytes go there (the copy is kept).
+    ahead?.detach();
     const refused = err instanceof HeaderRefused ? err.reply : undefined;
-    // Tried again elsewhere: the caller's early bytes go there.
-    if (refused?.code === 'offline' && passed && early && !early.destroyed) early.unshift(passed);
     if (refused?.code === 'offline') throw new StaleRoute(new RouteError('offline', refused.message || `device ${to} is not connected`));
     if (refused) throw new RouteError(refused.code, refused.message || `relay ${where.relay} refused: ${refused.code}`);
     throw new RouteError('unavailable', `relay ${where.relay} did not answer for ${to}:${port}: ${errorMessage(err)}`);
   }
-  return { stream, e2e: reply.e2e === true };
+  ahead?.commit();
+  return { stream, e2e: reply.e2e === true, leg: 'link' };
 }

@@ -1,14 +1,18 @@
 import { TLSSocket, createSecureContext, type SecureContext } from 'node:tls';
 import type { Socket } from 'node:net';
-import { MuxError, MuxSession, WindowBudget, type MuxStream } from '../mux/index.ts';
+import { MuxError, MuxSession, MuxStream, WindowBudget } from '../mux/index.ts';
 import type { Identity } from '../identity/index.ts';
 import type { Logger } from '../util/log.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
-import { splice } from '../util/pump.ts';
+import { abort, gateEnd, splice } from '../util/pump.ts';
+import type { Duplex } from 'node:stream';
 import { exchangeHelloAccepting, type PeerProof } from '../protocol/handshake.ts';
 import { readFrame, readFrames, writeFrame } from '../protocol/frames.ts';
 import { parseReleaseGet, parseReleaseQuery } from '../protocol/release-messages.ts';
-import { parseConnect, parseForward, parsePublish, parsePing, parseQuery, errorReply, type Reply } from '../protocol/messages.ts';
+import { parseConnect, parseForward, parsePublish, parsePing, parseQuery, parseTokensRequest, errorReply, type Reply, type TokensAnswer } from '../protocol/messages.ts';
+import { startsLikeData } from '../data/wire.ts';
+import { DataConns } from './data-conns.ts';
+import { Ahead } from './ahead.ts';
 import {
   HANDSHAKE_TIMEOUT_MS,
   KEEPALIVE_INTERVAL_MS,
@@ -18,6 +22,7 @@ import {
   MAX_STREAM_HEADER_BYTES,
   STREAM_HEADER_TIMEOUT_MS,
   FRAME_BODY_TIMEOUT_MS,
+  DATA_TOKEN_TTL_MS,
 } from '../protocol/limits.ts';
 import { Registry, type AgentSession, type PublisherChange, type SessionSet } from './registry.ts';
 import { checkSuperseded } from './superseded.ts';
@@ -117,6 +122,8 @@ export class RelayServer {
   readonly #unwatchRelays: () => void;
   readonly #nameService: NameService;
   readonly #releases: ReleaseShelf | undefined;
+  /** Data connections: tokens, each session's waiting pool, their caps. */
+  readonly data: DataConns;
 
   constructor(options: RelayServerOptions) {
     this.identity = options.identity;
@@ -144,8 +151,8 @@ export class RelayServer {
     this.#idle = new IdleSweeper(this.limits.streamIdleTimeoutMs, (a, b, ms) => {
       this.stats.count('stream_idle_timeout');
       this.refusals.refused('stream_idle', `relayed stream reset after ${Math.round(ms / 1000)} s with no byte either way (--stream-idle-timeout)`);
-      a.destroy();
-      b.destroy();
+      abort(a);
+      abort(b);
     });
     this.names = options.names ?? new MemoryNameTable({ sessions: this.registry, holdMs: this.limits.nameHoldMs });
     this.#nameService = { names: this.names, limits: this.limits, stats: this.stats, refusals: this.refusals, log: this.#log, rate: new ClaimRate(this.limits.nameClaimsPerIp) };
@@ -153,6 +160,7 @@ export class RelayServer {
     this.controls = new ControlChannels(this.stats, this.#log);
     this.#releases = options.releases;
     this.#unwatchRelays = this.directory.watchRelays((relays) => this.controls.setRelays(relays));
+    this.data = new DataConns({ limits: this.limits, stats: this.stats, refusals: this.refusals, log: this.#log, traffic: this.traffic });
   }
 
   get address(): string {
@@ -164,7 +172,13 @@ export class RelayServer {
     return this.#streamsOpen;
   }
 
-  /** Takes over an accepted TCP connection. */
+  /**
+   * Takes over an accepted TCP connection: a relay link (TLS, whose first
+   * byte is a handshake record's 0x16) or a data connection (the data
+   * magic, docs/PROTOCOL.md "Data connections"), told apart by the first
+   * byte. Both count as handshakes until authenticated (the link's hello,
+   * the data connection's token), under one deadline.
+   */
   handleSocket(raw: Socket): void {
     const remote = `${raw.remoteAddress}:${raw.remotePort}`;
     const source = sourceKey(raw.remoteAddress);
@@ -179,22 +193,22 @@ export class RelayServer {
     raw.setKeepAlive(true, TCP_KEEPALIVE_MS);
     // TLS not completed (not TLS, a protocol or cipher it may not use, closed before it finished):
     // counted once as handshake_tls, logged at debug only (port scanners make most of them).
-    // Settled: the handshake's outcome is counted (secure, failed, or the deadline's timeout).
-    let tlsSettled = false;
+    // Settled: the handshake's outcome is counted (secure, failed, data, or the deadline's timeout).
+    let settled = false;
     const tlsFailed = (why: string) => {
-      if (tlsSettled) return;
-      tlsSettled = true;
+      if (settled) return;
+      settled = true;
       this.stats.count('handshake_tls');
       this.#log.debug(`connection ${remote}: ${why}`);
     };
-    // One deadline for TCP → TLS → hello: a peer that stalls anywhere before it is authenticated is dropped.
+    // One deadline for TCP → TLS → hello (or the data connection's opening): a peer that stalls
+    // anywhere before it is authenticated is dropped.
     const deadline = setTimeout(() => {
-      tlsSettled = true;
+      settled = true;
       this.stats.count('handshake_timeout');
       this.refusals.refused('handshake_timeout', `${remote}: no TLS handshake and hello within ${HANDSHAKE_TIMEOUT_MS} ms`);
       raw.destroy();
     }, HANDSHAKE_TIMEOUT_MS);
-    const tls = new TLSSocket(raw, { isServer: true, secureContext: this.#context });
     let released = false;
     const cleanup = () => {
       clearTimeout(deadline);
@@ -204,13 +218,39 @@ export class RelayServer {
     };
     raw.once('close', cleanup);
     raw.once('close', () => tlsFailed('closed before the TLS handshake finished'));
+    raw.on('error', () => {}); // reported by the TLS socket or the data connection's reader
+    const sniff = () => {
+      const first = raw.read() as Buffer | null;
+      if (first === null) return;
+      raw.off('readable', sniff);
+      raw.unshift(first);
+      if (!startsLikeData(first)) return this.#startTls(raw, { remote, source, accepted, tlsFailed, cleanup, settle: () => (settled = true) });
+      settled = true;
+      this.data.accept(raw, {
+        source,
+        remote,
+        settled: () => {
+          cleanup();
+          raw.off('close', cleanup);
+        },
+      });
+    };
+    raw.on('readable', sniff);
+  }
+
+  /** A relay link: TLS 1.3, then the hello (an agent's session, or a relay of the cluster). */
+  #startTls(raw: Socket, c: { remote: string; source: string; accepted: number; tlsFailed: (why: string) => void; cleanup: () => void; settle: () => void }): void {
+    const { remote, source, accepted, tlsFailed, cleanup } = c;
+    const tls = new TLSSocket(raw, { isServer: true, secureContext: this.#context });
+    let secured = false;
     tls.on('error', (err) => {
-      if (tlsSettled) this.#log.debug(`connection ${remote}: ${errorMessage(err)}`);
+      if (secured) this.#log.debug(`connection ${remote}: ${errorMessage(err)}`);
       else tlsFailed(`TLS handshake failed: ${errorMessage(err)}`);
       tls.destroy();
     });
     tls.once('secure', () => {
-      tlsSettled = true;
+      secured = true;
+      c.settle();
       // A relay-to-relay link is refused inside the hello exchange, so the peer reads why.
       const admitPeer = ({ address, role }: PeerProof) => {
         const refusal = role === 'relay' ? this.directory.refusesRelay(address) : undefined;
@@ -231,7 +271,8 @@ export class RelayServer {
         (err) => {
           this.stats.count('hello_rejected');
           this.refusals.refused('hello_rejected', `${remote}: hello rejected: ${errorMessage(err)}`);
-          // A refused hello was answered with its reason and an end: give that a moment to reach the peer.
+          // A refused hello was answered with its reason and an end (the FIN leaves at once): the
+          // socket is destroyed REFUSAL_LINGER_MS later, so that the line reaches the peer.
           if (tls.writableEnded) setTimeout(() => tls.destroy(), REFUSAL_LINGER_MS).unref();
           else tls.destroy();
         },
@@ -260,6 +301,8 @@ export class RelayServer {
         this.stats.count(err.code === 'ECONTROLSTALL' ? 'session_control_stall' : 'session_timeout');
         this.refusals.line('info', 'session_closed', `closed the session of ${address} from ${remote}: ${errorMessage(err)}`, 'sessions closed');
       }
+      // Its data connections go with it, paired or not: a tunnel lives no longer than its sessions.
+      this.data.sessionClosed(session);
       if (this.registry.remove(session)) this.#log.debug(`${address} disconnected${err ? `: ${errorMessage(err)}` : ''}`);
     });
   }
@@ -327,6 +370,7 @@ export class RelayServer {
         } else if (first.t === 'connect') this.#onConnect(session, stream, first, hold);
         else if (first.t === 'query') this.#onQuery(session, stream, first);
         else if (first.t === 'ping') this.#onPing(session, stream, first);
+        else if (first.t === 'tokens') this.#onTokens(session, stream, first);
         else if (first.t === 'claim') return answerClaim(this.#nameService, session, stream, first);
         else if (first.t === 'lookup') return answerLookup(this.#nameService, stream, first);
         else if (first.t === 'releases') this.#onReleases(stream, first);
@@ -373,12 +417,39 @@ export class RelayServer {
     });
   }
 
-  #onConnect(session: AgentSession, client: MuxStream, first: Record<string, unknown>, hold: StreamHold): void {
+  #onConnect(session: AgentSession, stream: MuxStream, first: Record<string, unknown>, hold: StreamHold): void {
     const connect = parseConnect(first);
     const caller: Caller = { kind: 'agent', address: session.address, source: session.source, hold };
     const started = performance.now();
-    const route = routeToDevice(this.directory, this.address, caller, connect.to, connect.port, connect.e2e === true, this.shares, client);
-    this.#answer(client, route, session.address, `${connect.to}:${connect.port}`, 'stream_routed', started, hold);
+    let client: Duplex = stream;
+    if (connect.data !== undefined) {
+      // The stream's bytes travel on one of this session's data connections; this stream carries the answer.
+      const socket = this.data.claim(session, connect.data);
+      if (!socket) {
+        this.stats.count('route_data-closed');
+        refuse(stream, errorReply('data-closed', `data connection ${connect.data.slice(0, 8)}… is not held for this session (closed, or never accepted); dial again`));
+        return;
+      }
+      client = socket;
+      this.#holdStreamSlot(session, socket);
+    }
+    const route = routeToDevice({ directory: this.directory, relayAddress: this.address, caller, to: connect.to, port: connect.port, e2e: connect.e2e === true, shares: this.shares, ahead: new Ahead(client), data: this.data });
+    this.#answer({ answer: stream, client, route, who: session.address, target: `${connect.to}:${connect.port}`, counter: 'stream_routed', started, hold, e2e: connect.e2e === true, session });
+  }
+
+  /** A stream of `session` on a data connection counts against --max-streams-per-session until it closes, as one on the link. */
+  #holdStreamSlot(session: AgentSession, socket: Duplex): void {
+    this.#streamsOf.set(session, (this.#streamsOf.get(session) ?? 0) + 1);
+    socket.once('close', () => this.#streamsOf.set(session, (this.#streamsOf.get(session) ?? 1) - 1));
+  }
+
+  /** Tokens for data connections (docs/PROTOCOL.md §10), then the stream ends. */
+  #onTokens(session: AgentSession, stream: MuxStream, first: Record<string, unknown>): void {
+    const request = parseTokensRequest(first);
+    const tokens = this.data.issue(session, request.n);
+    if (typeof tokens === 'string') reply(stream, errorReply('unavailable', `no data connections: ${tokens}`));
+    else if (stream.writable) writeFrame(stream, { t: 'tokens', tokens, ttl: DATA_TOKEN_TTL_MS } satisfies TokensAnswer);
+    finish(stream);
   }
 
   /** A stream another relay forwards for a caller it authenticated: only to a device this relay holds (one hop at most). */
@@ -396,21 +467,35 @@ export class RelayServer {
       // Held here, unless a newer session of the device is on another relay (the directory knows).
       route = this.directory.locate(forward.to).then((where) => {
         if (where?.kind !== 'local') throw offline();
-        return routeLocal(where.session, this.address, caller, forward.to, forward.port, forward.e2e === true, this.shares, stream);
+        const e2e = forward.e2e === true;
+        return routeLocal(where.session, { directory: this.directory, relayAddress: this.address, caller, to: forward.to, port: forward.port, e2e, shares: this.shares, ahead: new Ahead(stream), data: this.data });
       });
     }
-    this.#answer(stream, route, `${forward.from} via relay ${peer}`, `${forward.to}:${forward.port}`, 'forward_routed', performance.now(), hold);
+    this.#answer({ answer: stream, client: stream, route, who: `${forward.from} via relay ${peer}`, target: `${forward.to}:${forward.port}`, counter: 'forward_routed', started: performance.now(), hold, e2e: forward.e2e === true });
   }
 
-  /** Passes the route's answer back to the caller's stream, then splices the two. */
-  #answer(client: MuxStream, route: Promise<Routed>, who: string, target: string, counter: string, started: number, hold: StreamHold): void {
-    route.then(
-      ({ stream: device, e2e }) => {
-        this.stats.count(counter);
-        this.stats.observe('stream_setup', (performance.now() - started) / 1000);
-        reply(client, e2e ? { t: 'ok', e2e } : { t: 'ok' });
-        // The headers are consumed: the pair holds what is buffered, and gives back what it sends on.
-        hold.settle(bufferedIn(client, device), 'sent');
+  /**
+   * Passes the route's answer back on the caller's stream, then splices the
+   * caller's leg (that stream, or its data connection) with the device's.
+   * From then on the relay only copies bytes between the two.
+   */
+  #answer(a: { answer: MuxStream; client: Duplex; route: Promise<Routed>; who: string; target: string; counter: string; started: number; hold: StreamHold; e2e: boolean; session?: AgentSession }): void {
+    const { answer, client, hold } = a;
+    a.route.then(
+      ({ stream: device, e2e, leg, owner }) => {
+        this.stats.count(a.counter);
+        if (a.e2e) this.stats.count(`stream_legs_${client === answer ? 'link' : 'data'}_${leg}`);
+        this.stats.observe('stream_setup', (performance.now() - a.started) / 1000);
+        reply(answer, e2e ? { t: 'ok', e2e } : { t: 'ok' });
+        // A data connection's FIN is passed on only while its session answers a ping: an agent killed
+        // with -9 ends its TCP connections with a FIN, which must reach the other end as a reset.
+        if (client !== answer && a.session) gateEnd(client, () => a.session!.mux.ping());
+        if (owner) gateEnd(device, () => owner.mux.ping());
+        // The answer was all the caller's stream was for when its bytes are on its data connection.
+        if (client !== answer) finish(answer);
+        // The headers are consumed: the pair holds what its mux legs buffer, and gives back what it sends on.
+        // (A data connection's bytes sit in its socket's bounded buffers: see docs/PROTOCOL.md §10.)
+        hold.settle(bufferedIn(...[client, device].filter((s): s is MuxStream => s instanceof MuxStream)), 'sent');
         this.#streamsOpen++;
         splice(client, device, () => this.#streamsOpen--);
         this.#idle.watch(client, device);
@@ -418,8 +503,9 @@ export class RelayServer {
       (err) => {
         const code = err instanceof RouteError ? err.reply : 'unavailable';
         this.stats.count(`route_${code}`);
-        this.refusals.refused(`route_${code}`, `${who} → ${target}: ${errorMessage(err)}`);
-        refuse(client, errorReply(code, errorMessage(err)));
+        this.refusals.refused(`route_${code}`, `${a.who} → ${a.target}: ${errorMessage(err)}`);
+        refuse(answer, errorReply(code, errorMessage(err)));
+        if (client !== answer) abort(client);
       },
     );
   }
@@ -431,11 +517,11 @@ export class RelayServer {
     describeDevice(this.registry, this.directory, session.address, query.address).then(
       (info) => {
         if (stream.writable) writeFrame(stream, info);
-        stream.end();
+        finish(stream);
       },
       (err) => {
         reply(stream, errorReply('unavailable', errorMessage(err)));
-        stream.end();
+        finish(stream);
       },
     );
   }
@@ -447,12 +533,12 @@ export class RelayServer {
     pingDevice({ registry: this.registry, relayAddress: this.address, caller: { kind: 'agent', address: session.address, source: session.source }, to: ping.to!, shares: this.shares }).then(
       () => {
         reply(stream, { t: 'ok' });
-        stream.end();
+        finish(stream);
       },
       (err) => {
         const code = err instanceof RouteError ? err.reply : 'unavailable';
         reply(stream, errorReply(code, errorMessage(err)));
-        stream.end();
+        finish(stream);
       },
     );
   }
@@ -462,14 +548,14 @@ export class RelayServer {
     if (this.#releases) return this.#releases.answerQuery(stream, first);
     parseReleaseQuery(first);
     if (stream.writable) writeFrame(stream, { t: 'releases', releases: [] });
-    stream.end();
+    finish(stream);
   }
 
   #onReleaseGet(session: AgentSession, stream: MuxStream, first: Record<string, unknown>): void {
     if (this.#releases) return this.#releases.serve(session, stream, first);
     parseReleaseGet(first);
     reply(stream, errorReply('unavailable', 'this relay serves no releases'));
-    stream.end();
+    finish(stream);
   }
 
   /** One line per change of who gets an address's streams; a warning when several sessions publish it. */
@@ -505,6 +591,7 @@ export class RelayServer {
     this.#unwatchRelays();
     this.#releases?.close();
     this.#idle.close();
+    this.data.close();
     for (const raw of this.#pending) raw.destroy();
     for (const session of [...this.registry.all()]) session.mux.close();
     for (const peer of [...this.#peers]) peer.close();
@@ -524,4 +611,14 @@ function reply(stream: MuxStream, message: Reply): void {
 function refuse(stream: MuxStream, message: Reply): void {
   reply(stream, message);
   stream.end(() => stream.destroy());
+}
+
+/**
+ * A stream whose one answer was sent: our FIN, and whatever the peer still
+ * sends is read to its FIN, so the stream closes (and stops counting
+ * against its session) once both ends are done.
+ */
+function finish(stream: MuxStream): void {
+  stream.end();
+  stream.resume();
 }

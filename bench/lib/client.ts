@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { COUNT_BYTES, MODE_DISCARD, MODE_ECHO, MODE_SLOW } from './wire.ts';
+import { COUNT_BYTES, MODE_DISCARD, MODE_ECHO, MODE_GENERATE, MODE_SLOW } from './wire.ts';
 
 /** Bytes per client write in bulk transfers (what `cat`/`scp` style writers do). */
 const WRITE_CHUNK = 256 * 1024;
@@ -127,6 +127,25 @@ export async function sendBulk(socket: Socket, bytes: number): Promise<Transfer>
   const ms = Number(process.hrtime.bigint() - start) / 1e6;
   socket.destroy();
   if (count !== bytes) throw new Error(`sink counted ${count} bytes, ${bytes} were sent`);
+  return { bytes, ms };
+}
+
+/** Asks the sink for `bytes` (generate mode) and reads them to the sink's end: a download from the far side. */
+export async function receiveBulk(socket: Socket, bytes: number): Promise<Transfer> {
+  socket.on('error', () => {});
+  const head = Buffer.alloc(1 + COUNT_BYTES);
+  head[0] = MODE_GENERATE;
+  head.writeBigUInt64BE(BigInt(bytes), 1);
+  const start = process.hrtime.bigint();
+  let got = 0;
+  socket.on('data', (chunk: Buffer) => (got += chunk.length));
+  const ended = once(socket, 'end');
+  socket.write(head);
+  socket.resume();
+  await ended;
+  const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  socket.destroy();
+  if (got !== bytes) throw new Error(`received ${got} bytes, the sink was asked for ${bytes}`);
   return { bytes, ms };
 }
 

@@ -1,12 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startProcess, type BenchProcess } from '../lib/procs.ts';
+import { cpuSeconds, startProcess, type BenchProcess } from '../lib/procs.ts';
 import { startRedis } from '../lib/redis.ts';
 import { freePort, scratch, untilOpen, type Path } from '../lib/paths.ts';
 import { ask, type FleetMessage } from '../lib/ipc.ts';
 import { sendBulk, socks5Connect } from '../lib/client.ts';
-import { MiB, median, quantile, round, sleep } from '../lib/stats.ts';
+import { GiB, MiB, median, quantile, round, sleep } from '../lib/stats.ts';
 import { measureLatencies, type LatencySizes } from './latency.ts';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -39,8 +39,18 @@ export interface ClusterResult {
   /** Keys in Redis after admission (one per device held). */
   mapEntries: number;
   rest: { windowS: number; evalshaPerDevicePerMin: number; commandsPerDevicePerMin: number };
-  sameRelay: { setupP50ms: number; setupP99ms: number; rttP50us: number; rttP99us: number; singleStreamMBps: number[] };
-  crossRelay: { setupP50ms: number; setupP99ms: number; rttP50us: number; rttP99us: number; singleStreamMBps: number[] };
+  sameRelay: PathFigures;
+  crossRelay: PathFigures;
+}
+
+export interface PathFigures {
+  setupP50ms: number;
+  setupP99ms: number;
+  rttP50us: number;
+  rttP99us: number;
+  singleStreamMBps: number[];
+  /** CPU seconds per GiB of the single-stream trials, of the relays on the path (B; A + B across), each. */
+  relayCpuSecPerGiB: Record<string, number>;
 }
 
 function redisCli(port: number, ...args: string[]): string {
@@ -100,12 +110,18 @@ export async function clusterScale(bundle: string, sinkPort: number, sizes: Clus
     const throughput: number[][] = [[], []];
     await sendBulk(await paths[0].connector(), 32 * MiB);
     await sendBulk(await paths[1].connector(), 32 * MiB);
+    // The relays on each path: B alone for the same-relay path, A and B across.
+    const onPath = [[relays[1]], [relays[0], relays[1]]];
+    const cpu: Array<Map<string, number>> = [new Map(), new Map()];
     for (let trial = 0; trial < sizes.singleTrials; trial++) {
       for (const [k, p] of paths.entries()) {
+        const before = onPath[k].map((r) => cpuSeconds(r));
         const t = await sendBulk(await p.connector(), sizes.singleBytes);
+        onPath[k].forEach((r, i) => cpu[k].set(r.name, (cpu[k].get(r.name) ?? 0) + cpuSeconds(r) - before[i]));
         throughput[k].push(round(t.bytes / MiB / (t.ms / 1000)));
       }
     }
+    const movedGiB = (sizes.singleBytes * sizes.singleTrials) / GiB;
     log(`cluster: single stream same ${throughput[0].join('/')} MB/s, cross ${throughput[1].join('/')} MB/s`);
 
     // Simulated devices, spread over the three relays, admitted at once.
@@ -140,6 +156,7 @@ export async function clusterScale(bundle: string, sinkPort: number, sizes: Clus
       rttP50us: round(median(latencies.rtts[k])),
       rttP99us: round(quantile(latencies.rtts[k], 0.99)),
       singleStreamMBps: throughput[k],
+      relayCpuSecPerGiB: Object.fromEntries([...cpu[k]].map(([name, s]) => [name, round(s / movedGiB)])),
     });
     return {
       relays: 3,

@@ -179,6 +179,11 @@ export class Net {
     await this.#iptables('-D', host);
   }
 
+  /** One iptables rule in the hub's FORWARD chain (op -I adds it first, -D deletes it): what a middlebox between the hosts does. */
+  async forwardRule(op: '-I' | '-D', rule: string[]): Promise<void> {
+    await sh('ip', ['netns', 'exec', this.hub, 'iptables', '-w', '10', op, 'FORWARD', ...rule]);
+  }
+
   async #iptables(op: '-I' | '-D', host: Host): Promise<void> {
     for (const dir of ['-i', '-o']) await sh('ip', ['netns', 'exec', this.hub, 'iptables', '-w', '10', op, 'FORWARD', dir, host.hubIf, '-j', 'DROP']);
   }

@@ -13,6 +13,13 @@ import { resolveRelays } from '../relays.ts';
 import { NameError } from '../../names/name.ts';
 
 /**
+ * Data connections `diode proxy` keeps: none. It makes one stream and exits, so a data connection
+ * would be opened for that stream alone (a token round trip, a TCP connect and its answer after
+ * the link is up), where the link is there already. (bench/README.md, "diode proxy".)
+ */
+const PROXY_DATA_POOL = 0;
+
+/**
  * stdin/stdout ↔ a device port (ssh's ProxyCommand). Quiet unless it fails:
  * ssh shows whatever we print on stderr, so a failure is one line and a
  * non-zero exit (set --log-level info or DIODE_LOG=info to see the relay link's log).
@@ -26,7 +33,8 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const log = logLevelChosen() ? createLogger('proxy') : silentLogger;
   // Learns and follows as the long-running agents do: a laptop that only ever runs ssh (through proxy) still finds a relay that moved.
   // The line about a newly pinned name goes to stderr even when quiet: ssh shows it, as its own "Permanently added".
-  const client = new ClientSession({ relays, identity, log, home: ctx.home, learned: new LearnedRelays(ctx.home, log), notice: (line) => process.stderr.write(`diode: ${line}\n`) });
+  // One-shot: no warm pool of data connections (see PROXY_DATA_POOL).
+  const client = new ClientSession({ relays, identity, log, home: ctx.home, learned: new LearnedRelays(ctx.home, log), dataPool: PROXY_DATA_POOL, notice: (line) => process.stderr.write(`diode: ${line}\n`) });
   try {
     let tunnel: Duplex;
     try {

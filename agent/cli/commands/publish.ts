@@ -7,6 +7,7 @@ import { IncomingHandler, defaultAccessCheck, type AccessCheck } from '../../dev
 import { RelayLink } from '../../link/relay-link.ts';
 import { LearnedRelays } from '../../link/learned-relays.ts';
 import { startUpdates } from '../../update/agent-updates.ts';
+import { DEVICE_DATA_POOL } from '../../link/data-pool.ts';
 import { describeMappings, sshLine, warnUnreachableTargets } from '../../device/preflight.ts';
 import { resolveRelays } from '../relays.ts';
 import { formatRelayEntry } from '../../config/relay-entry.ts';
@@ -52,7 +53,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const handler = new IncomingHandler(mappings, log, { identity, check, stats });
   const published = toPublished(mappings);
   const learned = new LearnedRelays(ctx.home, log);
-  const link = new RelayLink({ relays, identity, log, publish: published, onStream: (s) => handler.handle(s), learned });
+  const link = new RelayLink({ relays, identity, log, publish: published, dataPool: DEVICE_DATA_POOL, onStream: (s, _relay, data) => handler.handle(s, data), learned });
   const claimer = new NameClaimer({ identity, names, log, link });
   const named = names.length > 0 ? ` named ${names.join(', ')}` : '';
   process.stdout.write(`publishing ${describeMappings(mappings)} as ${identity.address}${named} via ${relays.map(formatRelayEntry).join(', ')}\n`);

@@ -27,7 +27,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const metrics = parseMetricsFlag(args.flags.metrics);
   const { identity } = loadOrCreateIdentity(ctx.home);
   const log = createLogger('socksd');
-  const links = clientLinks(relays, identity, log, new LearnedRelays(ctx.home, log));
+  const links = clientLinks(relays, identity, log, { learned: new LearnedRelays(ctx.home, log) });
   const stats = new StreamStats();
   const dial = diodeConnector(links, identity, clientResolver(ctx.home, links, (line) => log.info(line)), fallback);
   const connector: SocksConnector = (request, from) =>

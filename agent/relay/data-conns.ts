@@ -1,0 +1,325 @@
+import type { Socket } from 'node:net';
+import type { Logger } from '../util/log.ts';
+import { abort } from '../util/pump.ts';
+import { DATA_IDLE_MAX_MS, DATA_PAIRING_TIMEOUT_MS, DATA_TOKEN_TTL_MS } from '../protocol/limits.ts';
+import { DATA_ACCEPTED, DATA_HEADER_BYTES, DataRefusal, encodeRefusal, newToken, parseOpening, refusalName, type DataRefusalCode } from '../data/wire.ts';
+import type { ByteMeter } from '../ops/stream-stats.ts';
+import type { AgentSession } from './registry.ts';
+import type { RelayLimits } from './config.ts';
+import type { RelayStats } from './stats.ts';
+import type { RefusalLog } from './admission.ts';
+
+/** ms a refused data connection stays open after its FIN so the reason reaches the agent. */
+const REFUSAL_LINGER_MS = 1_000;
+
+/**
+ * One data connection the relay holds for a session:
+ * - `idle`: in the session's pool, for a device leg when the session's device is called;
+ * - `early`: bytes arrived on it (a client's ClientHello that overtook the `connect`
+ *   naming it); no longer offered as a device leg, it waits for that `connect`;
+ * - `claimed`: given to a stream; the splice owns it from here.
+ */
+interface Member {
+  token: string;
+  socket: Socket;
+  session: AgentSession;
+  source: string;
+  state: 'idle' | 'early' | 'claimed';
+  timer: NodeJS.Timeout | undefined;
+  /** Watches the waiting connection (removed when it is claimed). */
+  onReadable: () => void;
+  onEnd: () => void;
+}
+
+interface SessionData {
+  /** Tokens issued to the session and not presented yet. */
+  tokens: Set<string>;
+  /** Idle and early members by token. */
+  waiting: Map<string, Member>;
+  /** Idle members, oldest first (a device leg takes the newest: the least likely to be stale). */
+  idle: Member[];
+  /** Every data connection of the session in any state: reset when the session ends. */
+  all: Set<Socket>;
+  closed: boolean;
+}
+
+/** What handleSocket hands over with a connection whose first byte says it is a data connection. */
+export interface DataOpening {
+  /** IPv4 address or IPv6 /64 of the connection. */
+  source: string;
+  remote: string;
+  /** The opening was read (accepted or refused): the connection no longer counts as a handshake. */
+  settled(): void;
+}
+
+/**
+ * The relay's data connections (docs/PROTOCOL.md, "Data connections"): the
+ * tokens it issues on sessions' relay links, the connections that present
+ * them, each session's pool of waiting connections, and the caps on all of
+ * it. Pairing itself is the router's: it claims the client's connection by
+ * the token its `connect` names and takes one of the device's for the other
+ * leg; the relay then only copies bytes between the two sockets.
+ */
+export class DataConns {
+  readonly #limits: RelayLimits;
+  readonly #stats: RelayStats;
+  readonly #refusals: RefusalLog;
+  readonly #log: Logger;
+  readonly #traffic: ByteMeter | undefined;
+  readonly #tokens = new Map<string, { session: AgentSession; timer: NodeJS.Timeout }>();
+  readonly #sessions = new WeakMap<AgentSession, SessionData>();
+  /** Waiting (idle or early) members per source. */
+  readonly #perSource = new Map<string, number>();
+  #waiting = 0;
+  readonly #live = new Set<SessionData>();
+
+  constructor(options: { limits: RelayLimits; stats: RelayStats; refusals: RefusalLog; log: Logger; traffic?: ByteMeter }) {
+    this.#limits = options.limits;
+    this.#stats = options.stats;
+    this.#refusals = options.refusals;
+    this.#log = options.log;
+    this.#traffic = options.traffic;
+  }
+
+  /** Data connections waiting in pools (idle or early), relay-wide. */
+  get waiting(): number {
+    return this.#waiting;
+  }
+
+  /**
+   * Bytes the relay holds in user space for data connections right now:
+   * what waits to be written to each and what was read from each but not
+   * passed on yet (the pump bounds both, see docs/OPERATING.md).
+   */
+  buffered(): number {
+    let bytes = 0;
+    for (const d of this.#live) for (const s of d.all) bytes += s.writableLength + s.readableLength;
+    return bytes;
+  }
+
+  /** Issues up to `n` tokens to `session`, or says why none. */
+  issue(session: AgentSession, n: number): string[] | string {
+    const max = this.#limits.maxDataPerSession;
+    if (max === 0) return 'this relay takes no data connections (--max-data-per-session 0): streams stay on the relay link';
+    const d = this.#of(session);
+    if (d.closed) return 'the session is closing';
+    const room = max - d.tokens.size - d.waiting.size;
+    if (room <= 0) {
+      this.#stats.count('refused_data_per_session');
+      const why = `${session.address} from ${session.remote} already holds ${d.tokens.size} tokens and ${d.waiting.size} waiting data connections (--max-data-per-session ${max})`;
+      this.#refusals.refused('data_per_session', `tokens for ${why}`);
+      return why;
+    }
+    const tokens: string[] = [];
+    for (let i = 0; i < Math.min(n, room); i++) {
+      const token = newToken();
+      const timer = setTimeout(() => this.#expire(token), DATA_TOKEN_TTL_MS).unref();
+      this.#tokens.set(token, { session, timer });
+      d.tokens.add(token);
+      tokens.push(token);
+    }
+    this.#stats.count('data_tokens_issued', tokens.length);
+    return tokens;
+  }
+
+  /** Takes over a connection whose first byte is the data magic: reads its opening, then accepts or refuses it. */
+  accept(raw: Socket, opening: DataOpening): void {
+    raw.on('error', () => {});
+    let buffered: Buffer = Buffer.alloc(0);
+    const onReadable = (): void => {
+      let chunk: Buffer | null;
+      while ((chunk = raw.read() as Buffer | null) !== null) {
+        buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+        if (buffered.length < DATA_HEADER_BYTES) continue;
+        raw.off('readable', onReadable);
+        const rest = buffered.subarray(DATA_HEADER_BYTES);
+        if (rest.length > 0) raw.unshift(rest);
+        opening.settled();
+        this.#opened(raw, buffered.subarray(0, DATA_HEADER_BYTES), opening);
+        return;
+      }
+    };
+    raw.on('readable', onReadable);
+    onReadable();
+  }
+
+  /**
+   * The client leg of a `connect` naming `token`: a waiting data connection
+   * of this very session (undefined: unknown, of another session, or gone).
+   */
+  claim(session: AgentSession, token: string): Socket | undefined {
+    const member = this.#sessions.get(session)?.waiting.get(token);
+    if (!member || !usable(member.socket)) return undefined;
+    this.#take(member);
+    return member.socket;
+  }
+
+  /** A device leg: the newest idle data connection of the device's session, if it has one. */
+  takeIdle(session: AgentSession): { socket: Socket; token: string } | undefined {
+    const d = this.#sessions.get(session);
+    if (!d) return undefined;
+    for (let member = d.idle.pop(); member; member = d.idle.pop()) {
+      if (!usable(member.socket)) continue;
+      this.#take(member);
+      return { socket: member.socket, token: member.token };
+    }
+    return undefined;
+  }
+
+  /** A device answered that it no longer holds the data connection paired for it (its leg goes to the next). */
+  stale(): void {
+    this.#stats.count('data_device_stale');
+  }
+
+  /** The session ended: its tokens lapse and every data connection it holds, paired or not, is reset. */
+  sessionClosed(session: AgentSession): void {
+    const d = this.#sessions.get(session);
+    if (!d) return;
+    d.closed = true;
+    this.#live.delete(d);
+    for (const token of d.tokens) this.#expire(token);
+    for (const socket of [...d.all]) abort(socket);
+  }
+
+  close(): void {
+    for (const d of [...this.#live]) {
+      d.closed = true;
+      for (const socket of [...d.all]) abort(socket);
+    }
+    this.#live.clear();
+    for (const { timer } of this.#tokens.values()) clearTimeout(timer);
+    this.#tokens.clear();
+  }
+
+  #of(session: AgentSession): SessionData {
+    let d = this.#sessions.get(session);
+    if (!d) {
+      d = { tokens: new Set(), waiting: new Map(), idle: [], all: new Set(), closed: session.mux.closed };
+      this.#sessions.set(session, d);
+      if (!d.closed) this.#live.add(d);
+    }
+    return d;
+  }
+
+  #expire(token: string): void {
+    const entry = this.#tokens.get(token);
+    if (!entry) return;
+    clearTimeout(entry.timer);
+    this.#tokens.delete(token);
+    this.#sessions.get(entry.session)?.tokens.delete(token);
+  }
+
+  #opened(raw: Socket, header: Buffer, opening: DataOpening): void {
+    const parsed = parseOpening(header);
+    if ('refusal' in parsed) return this.#refuse(raw, parsed.refusal, `${opening.remote}: ${parsed.reason}`, parsed.reason);
+    const entry = this.#tokens.get(parsed.token);
+    const d = entry && this.#sessions.get(entry.session);
+    if (!entry || !d || d.closed) {
+      return this.#refuse(raw, DataRefusal.token, `${opening.remote}: a data connection with an unknown, used or expired token`, 'unknown, used or expired token');
+    }
+    const { session } = entry;
+    if (opening.source !== session.source) {
+      // The token stays valid: whoever saw it cannot burn it for its owner from elsewhere.
+      const why = `token of ${session.address}'s session from ${session.source} presented from ${opening.source}`;
+      return this.#refuse(raw, DataRefusal.source, `${opening.remote}: ${why}`, why);
+    }
+    if ((this.#perSource.get(opening.source) ?? 0) >= this.#limits.maxDataPerIp) {
+      const why = `already ${this.#limits.maxDataPerIp} waiting data connections from ${opening.source} (--max-data-per-ip)`;
+      return this.#refuse(raw, DataRefusal.limit, why, why, 'data_per_ip');
+    }
+    if (this.#waiting >= this.#limits.maxDataConns) {
+      const why = `already ${this.#limits.maxDataConns} waiting data connections in total (--max-data-conns)`;
+      return this.#refuse(raw, DataRefusal.limit, why, why, 'data_total');
+    }
+    this.#expire(parsed.token);
+    raw.allowHalfOpen = true;
+    raw.write(Buffer.from([DATA_ACCEPTED]));
+    const member: Member = {
+      token: parsed.token,
+      socket: raw,
+      session,
+      source: opening.source,
+      state: 'idle',
+      timer: undefined,
+      onReadable: () => this.#onWaitingReadable(member),
+      // The agent closed it: forgotten (the close handler takes it out of the pool).
+      onEnd: () => raw.destroy(),
+    };
+    d.waiting.set(member.token, member);
+    d.idle.push(member);
+    d.all.add(raw);
+    this.#perSource.set(member.source, (this.#perSource.get(member.source) ?? 0) + 1);
+    this.#waiting++;
+    this.#traffic?.add(raw);
+    this.#stats.count('data_accepted');
+    raw.once('close', () => {
+      d.all.delete(raw);
+      if (member.state !== 'claimed') this.#unwait(member);
+    });
+    member.timer = setTimeout(() => {
+      this.#stats.count('data_idle_timeout');
+      this.#log.debug(`data connection of ${session.address} from ${opening.remote} closed after ${DATA_IDLE_MAX_MS / 1000} s idle`);
+      raw.destroy();
+    }, DATA_IDLE_MAX_MS).unref();
+    raw.on('readable', member.onReadable);
+    raw.once('end', member.onEnd);
+  }
+
+  /**
+   * A waiting member's socket is readable: its end (the agent closed it) or
+   * bytes ahead of the `connect` naming it, which stay unread for the splice.
+   */
+  #onWaitingReadable(member: Member): void {
+    if (member.state === 'claimed') return;
+    if (member.socket.readableLength === 0) {
+      member.socket.read(); // lets a pending end be seen
+      return;
+    }
+    if (member.state === 'early') return;
+    member.state = 'early';
+    const d = this.#sessions.get(member.session)!;
+    const at = d.idle.indexOf(member);
+    if (at >= 0) d.idle.splice(at, 1);
+    clearTimeout(member.timer);
+    member.timer = setTimeout(() => {
+      this.#stats.count('data_pairing_timeout');
+      this.#refusals.refused('data_pairing_timeout', `data connection of ${member.session.address}: bytes arrived but no connect named it within ${DATA_PAIRING_TIMEOUT_MS} ms`);
+      abort(member.socket);
+    }, DATA_PAIRING_TIMEOUT_MS).unref();
+  }
+
+  #take(member: Member): void {
+    this.#unwait(member);
+    member.state = 'claimed';
+    member.socket.off('readable', member.onReadable);
+    member.socket.off('end', member.onEnd);
+  }
+
+  /** The member no longer waits in its session's pool (claimed, closed, timed out). */
+  #unwait(member: Member): void {
+    clearTimeout(member.timer);
+    member.timer = undefined;
+    const d = this.#sessions.get(member.session);
+    if (!d || d.waiting.get(member.token) !== member) return;
+    d.waiting.delete(member.token);
+    const at = d.idle.indexOf(member);
+    if (at >= 0) d.idle.splice(at, 1);
+    const n = (this.#perSource.get(member.source) ?? 1) - 1;
+    if (n === 0) this.#perSource.delete(member.source);
+    else this.#perSource.set(member.source, n);
+    this.#waiting--;
+  }
+
+  #refuse(raw: Socket, code: DataRefusalCode, logLine: string, reason: string, kind = `data_${refusalName(code)}`): void {
+    this.#stats.count(`refused_${kind}`);
+    this.#refusals.refused(kind, `data connection ${logLine}`);
+    raw.on('error', () => {});
+    raw.end(encodeRefusal(code, reason));
+    setTimeout(() => raw.destroy(), REFUSAL_LINGER_MS).unref();
+  }
+}
+
+/** A socket that can still carry a stream. */
+function usable(socket: Socket): boolean {
+  return !socket.destroyed && socket.readyState === 'open';
+}
