@@ -26,7 +26,8 @@ test('address fields: all lower, all upper and a valid checksum are taken; mixed
 
 test('the relay answers a connect to a mixed-case address with a wrong checksum bad-request, and refuses such an allow list', async (t) => {
   const relay = await relayHere(t);
-  const client = await clientHere(t, relay.port, 0);
+  // No control stream of its own: the test's publish is the session's first.
+  const client = await clientHere(t, relay.port, 0, undefined, false);
   const session = await client.link.waitForSession(5000);
   const connect = session.open();
   connect.on('error', () => {});

@@ -92,7 +92,9 @@ test('diode publish refuses a set over the limits at start: one line, exit 2', a
 /** A client link's new stream, for raw frames. */
 async function rawStream(t: ExecutionContext) {
   const relay = await relayFor(t);
-  const client = link(t, relay.port, Identity.random(), []);
+  // No control stream of its own: the raw stream is the session's first, the one a publish may claim.
+  const client = new RelayLink({ relays: [{ host: '127.0.0.1', port: relay.port }], identity: Identity.random(), log: silentLogger, control: false });
+  t.teardown(() => client.stop());
   client.start();
   const stream = (await client.waitForSession(5000)).open();
   stream.on('error', () => {});

@@ -79,10 +79,10 @@ export async function deviceHere(t: ExecutionContext, relayPort: number, options
 }
 
 /** A client link keeping `dataPool` data connections ready; `lines` are what it logged. */
-export async function clientHere(t: ExecutionContext, relayPort: number, dataPool = 4, identity = Identity.random()): Promise<{ identity: Identity; link: RelayLink; lines: string[] }> {
+export async function clientHere(t: ExecutionContext, relayPort: number, dataPool = 4, identity = Identity.random(), control = true): Promise<{ identity: Identity; link: RelayLink; lines: string[] }> {
   const lines: string[] = [];
   const log: Logger = { ...silentLogger, info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m), error: (m: string) => lines.push(m) };
-  const link = new RelayLink({ relays: [{ host: '127.0.0.1', port: relayPort }], identity, log, dataPool, watchNetwork: false });
+  const link = new RelayLink({ relays: [{ host: '127.0.0.1', port: relayPort }], identity, log, dataPool, watchNetwork: false, control });
   t.teardown(() => link.stop());
   link.start();
   await link.waitForSession(10_000);
