@@ -493,9 +493,12 @@ export class RelayServer {
         if (owner) gateEnd(device, () => owner.mux.ping());
         // The answer was all the caller's stream was for when its bytes are on its data connection.
         if (client !== answer) finish(answer);
-        // The headers are consumed: the pair holds what its mux legs buffer, and gives back what it sends on.
-        // (A data connection's bytes sit in its socket's bounded buffers: see docs/PROTOCOL.md §10.)
-        hold.settle(bufferedIn(...[client, device].filter((s): s is MuxStream => s instanceof MuxStream)), 'sent');
+        // The headers are consumed: the pair holds what its mux legs buffer. Two mux legs give back what
+        // they send on; one beside a data connection gives back what the splice reads off it (what it then
+        // writes to the socket waits within the pump's bound: docs/PROTOCOL.md §10). Two data connections
+        // hold nothing here.
+        const muxLegs = [client, device].filter((s): s is MuxStream => s instanceof MuxStream);
+        hold.settle(bufferedIn(...muxLegs), muxLegs.length === 2 ? 'sent' : 'granted');
         this.#streamsOpen++;
         splice(client, device, () => this.#streamsOpen--);
         this.#idle.watch(client, device);
