@@ -117,7 +117,12 @@ test('a stale map entry never routes: the named relay answers offline and fixes 
 
   // The map names a relay that is gone (nothing listens there any more).
   const gonePort = await freePort();
-  await redis.cli('set', key, encodeEntry(dead.address, { host: '127.0.0.1', port: gonePort }, Date.now()), 'px', '60000');
+  // Written and announced as a relay would: a remembers the device as absent for 5 s after viaB
+  // (ABSENT_TTL_MS), and only an announcement ends that early.
+  const value = encodeEntry(dead.address, { host: '127.0.0.1', port: gonePort }, Date.now());
+  await redis.cli('set', key, value, 'px', '60000');
+  await redis.cli('publish', 'diode:moves', `${device} ${value}`);
+  await new Promise((resolve) => setTimeout(resolve, 500));
   const started = Date.now();
   const viaDead = await connectThrough(a.port, device);
   t.is(viaDead.code, 'offline');

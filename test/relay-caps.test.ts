@@ -116,6 +116,16 @@ test('refusals of one kind are logged once a second with a count, not once each'
   t.regex(lines[1], /999 more x refusals/);
 });
 
+test('a kind allowed several lines a second logs that many, then counts the rest', (t) => {
+  const lines: string[] = [];
+  const log = new RefusalLog({ ...silentLogger, info: (m: string) => lines.push(m) });
+  for (let i = 0; i < 100; i++) log.line('info', 'closed', `session ${i}`, 'sessions closed', 10_000 + i, 20);
+  log.line('info', 'closed', 'session later', 'sessions closed', 11_500, 20);
+  t.is(lines.length, 21);
+  t.is(lines[19], 'session 19');
+  t.is(lines[20], 'session later (80 more sessions closed since the last line)');
+});
+
 test('the open-files limit is read from /proc/self/limits', (t) => {
   t.is(openFilesLimit('Max open files            1024                 524288               files     \n'), 1024);
   t.is(openFilesLimit('Max open files            unlimited            unlimited            files     \n'), undefined);

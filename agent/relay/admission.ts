@@ -20,7 +20,7 @@ const LINE_INTERVAL_MS = 1_000;
  */
 export class RefusalLog {
   readonly #log: Logger;
-  readonly #last = new Map<string, { at: number; suppressed: number }>();
+  readonly #last = new Map<string, { at: number; lines: number; suppressed: number }>();
 
   constructor(log: Logger) {
     this.#log = log;
@@ -30,15 +30,26 @@ export class RefusalLog {
     this.line('info', kind, `refused: ${message}`, `${kind} refusals`, now);
   }
 
-  /** A line of `kind` at `level`, unless one went out less than a second ago; `what` names the suppressed ones in the next line. */
-  line(level: 'info' | 'warn', kind: string, message: string, what = `${kind} lines`, now = Date.now()): void {
-    const last = this.#last.get(kind);
+  /**
+   * A line of `kind` at `level`, unless `perInterval` of that kind went out in
+   * the current second; `what` names the suppressed ones in the next line.
+   * Most kinds allow one a second; a kind whose lines each say something an
+   * operator needs apart (which device's session ended) allows a few more.
+   */
+  line(level: 'info' | 'warn', kind: string, message: string, what = `${kind} lines`, now = Date.now(), perInterval = 1): void {
+    let last = this.#last.get(kind);
     if (last && now - last.at < LINE_INTERVAL_MS) {
-      last.suppressed++;
-      return;
+      if (last.lines >= perInterval) {
+        last.suppressed++;
+        return;
+      }
+      last.lines++;
+    } else {
+      last = { at: now, lines: 1, suppressed: last?.suppressed ?? 0 };
+      this.#last.set(kind, last);
     }
-    const more = last && last.suppressed > 0 ? ` (${last.suppressed} more ${what} since the last line)` : '';
-    this.#last.set(kind, { at: now, suppressed: 0 });
+    const more = last.suppressed > 0 ? ` (${last.suppressed} more ${what} since the last line)` : '';
+    last.suppressed = 0;
     this.#log[level](`${message}${more}`);
   }
 }

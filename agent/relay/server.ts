@@ -47,6 +47,9 @@ import { HoldBudget, StreamHold, bufferedIn, type Holder, type HoldLevel } from 
 /** Which flag names each hold cap, for the refusal line. */
 const HOLD_FLAG: Readonly<Record<HoldLevel, string>> = Object.freeze({ session: '--session-buffer-budget', source: '--source-buffer-budget', total: '--stream-buffer-budget' });
 
+/** Lines a second naming a session closed for a dead path or an unread control stream (a few rows of devices losing one shared path at once each get theirs). */
+const SESSION_CLOSED_LINES = 20;
+
 /**
  * Publish sets one session may send: PUBLISH_BURST at once, then
  * PUBLISH_PER_SECOND. An agent sends one per session (and one more per
@@ -299,7 +302,8 @@ export class RelayServer {
       if (err instanceof MuxError && (err.code === 'ECONTROLSTALL' || err.code === 'ETIMEDOUT')) {
         // A peer that floods us without reading, or a path that died: worth a line and a counter.
         this.stats.count(err.code === 'ECONTROLSTALL' ? 'session_control_stall' : 'session_timeout');
-        this.refusals.line('info', 'session_closed', `closed the session of ${address} from ${remote}: ${errorMessage(err)}`, 'sessions closed');
+        // Which device lost its path is what an operator looks for: up to SESSION_CLOSED_LINES a second, each its own line.
+        this.refusals.line('info', 'session_closed', `closed the session of ${address} from ${remote}: ${errorMessage(err)}`, 'sessions closed', Date.now(), SESSION_CLOSED_LINES);
       }
       // Its data connections go with it, paired or not: a tunnel lives no longer than its sessions.
       this.data.sessionClosed(session);
