@@ -2,11 +2,10 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect } from 'node:net';
 import { promisify } from 'node:util';
 import { DIODE_BUNDLE, runDiode, start, startPublishNamed, startRelay, tempDir } from './helpers/diode.ts';
 import { startSshd, type Sshd } from './helpers/sshd.ts';
-import { socks5Connect, startOrigin } from './helpers/http.ts';
+import { socks4aReply, socks5Connect, startOrigin } from './helpers/http.ts';
 import { makeHome } from './helpers/cluster.ts';
 
 const run = promisify(execFile);
@@ -21,21 +20,6 @@ async function sshConfig(home: string, relayPort: number, sshd: Sshd): Promise<s
 }
 
 const publishNamed = (t: Parameters<typeof tempDir>[0], relayPort: number, ports: string[], names: string[], home?: string) => startPublishNamed(t, `127.0.0.1:${relayPort}`, ports, names, home);
-
-/** A SOCKS4a CONNECT to host:port (the name in the request); resolves with the reply code (0x5a granted, 0x5b rejected). */
-function socks4aReply(proxyPort: number, host: string, port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(proxyPort, '127.0.0.1');
-    const head = Buffer.from([4, 1, port >> 8, port & 0xff, 0, 0, 0, 1, 0]);
-    socket.once('connect', () => socket.write(Buffer.concat([head, Buffer.from(`${host}\0`)])));
-    socket.once('data', (reply: Buffer) => {
-      socket.destroy();
-      resolve(reply[1]);
-    });
-    socket.once('error', reject);
-    socket.setTimeout(20_000, () => socket.destroy(new Error('no SOCKS4a reply')));
-  });
-}
 
 const pinnedLines = (stderr: string) => stderr.split('\n').filter((l) => /pinned in/.test(l));
 

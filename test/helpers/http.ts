@@ -162,3 +162,18 @@ export function socks5Connect(proxyPort: number, host: string, port: number, loc
     socket.on('close', () => reject(new Error(`SOCKS server closed after ${buf.length} bytes`)));
   });
 }
+
+/** A SOCKS4a CONNECT to host:port (the name in the request); resolves with the reply code (0x5a granted, 0x5b rejected). */
+export function socks4aReply(proxyPort: number, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(proxyPort, '127.0.0.1');
+    const head = Buffer.from([4, 1, port >> 8, port & 0xff, 0, 0, 0, 1, 0]);
+    socket.once('connect', () => socket.write(Buffer.concat([head, Buffer.from(`${host}\0`)])));
+    socket.once('data', (reply: Buffer) => {
+      socket.destroy();
+      resolve(reply[1]);
+    });
+    socket.once('error', reject);
+    socket.setTimeout(20_000, () => socket.destroy(new Error('no SOCKS4a reply')));
+  });
+}
