@@ -261,3 +261,36 @@ test('the launcher gives an update on trial 3 minutes by default, and runs the p
   t.regex(r.stderr, /diode-launch: .*diode-0\.6\.0 is missing or does not match its SHA-256; running/);
   t.regex(r.stdout, /^diode 0\.5\.0 /);
 });
+
+test('with the default trial time, an update that never reaches a relay is rolled back within 3 minutes of starting, and the previous agent reaches the relay again', async (t) => {
+  // The stated figure itself (the launcher's default, no DIODE_TRIAL_SECONDS): the test above shortens it.
+  const TRIAL_MS = 180_000;
+  t.timeout(TRIAL_MS + 150_000);
+  const dir = tempDir(t);
+  const key = await releaseKey(dir);
+  const packaged = await buildVersion(dir, OLD);
+  const never = scriptRelease(dir, NEW); // answers --version, then sleeps
+  await sign(key.path, never, ['--arch', 'linux-x64']);
+  const relay = await startRelay(t);
+  const home = tempDir(t);
+  await runDiode(['config', '--home', home, '-set', `update-keys=${key.address}`]);
+  t.is((await runDiode(['update', '--from', never, '--home', home])).code, 0);
+  const device = superviseLauncher(t, { home, packaged, args: ['publish', '-public', '22:22', '--relay', `127.0.0.1:${relay.port}`, '--home', home] });
+  await device.waitFor(/diode-launch: starting update 0\.6\.0 on trial \(start 1 of 3\): it must reach a relay within 180 s/, 15_000);
+  const trialAt = Date.now();
+  const back = await device.waitFor(/diode-launch: update 0\.6\.0 rolled back to packaged: (.*)/, TRIAL_MS + 60_000);
+  const rolledBack = Date.now() - trialAt;
+  t.is(back[1], 'it did not reach a relay within 180 s');
+  const from = device.output().lastIndexOf('rolled back to packaged');
+  await device.waitFor(/connected to relay 127\.0\.0\.1/, 60_000, from);
+  const reconnected = Date.now() - trialAt;
+  t.log(`trial started → rolled back ${(rolledBack / 1000).toFixed(1)} s, → the packaged 0.5.0 on the relay ${(reconnected / 1000).toFixed(1)} s (stated: 3 minutes)`);
+  // Not before its time (the clock is /proc/uptime in whole seconds), and the previous agent runs within 3 minutes plus a loaded machine's margin.
+  t.true(rolledBack >= TRIAL_MS - 2_000, `rolled back after ${rolledBack} ms`);
+  t.true(rolledBack <= TRIAL_MS + 20_000, `rolled back after ${rolledBack} ms`);
+  t.true(reconnected <= TRIAL_MS + 40_000, `previous agent on the relay after ${reconnected} ms`);
+  const s = (await status(home)).find((x) => x.role === 'publish')!;
+  t.regex(s.version, /^0\.5\.0 /);
+  t.is(s.update?.rollbacks, 1);
+  t.regex(readFileSync(join(home, 'update', 'bad'), 'utf8'), /^0\.6\.0$/m);
+});
