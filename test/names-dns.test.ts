@@ -2,6 +2,7 @@ import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DIODE_BUNDLE, start, startPublishNamed, tempDir, type Running } from './helpers/diode.ts';
@@ -61,7 +62,7 @@ const refused = await refusal();
 if (refused) {
   test.skip(`names-dns skipped: ${refused}`, () => {});
 } else {
-  test('a name that resolves nowhere is never a DNS lookup: socksd (SOCKS5 and 4a, also with --fallback direct), diode proxy and query, ssh through ssh-config, the gateway\'s SOCKS and HTTP; kitchen.diode by name asks no DNS either', async (t) => {
+  test('a name that resolves nowhere is never a DNS lookup: socksd (SOCKS5 and 4a, also with --fallback direct), diode proxy, query and bind, ssh through ssh-config, the gateway\'s SOCKS and HTTP; kitchen.diode by name asks no DNS either', async (t) => {
     const dns = await dnsRecorder(t);
     const dir = tempDir(t);
     const resolvConf = join(dir, 'resolv.conf');
@@ -113,6 +114,13 @@ if (refused) {
     t.is(proxy.stderr.trim().split('\n').length, 1, proxy.stderr);
     const query = await ran([process.execPath, DIODE_BUNDLE, 'query', 'nobody', ...at]);
     t.is(query.code, 1);
+    // diode bind by a name nobody holds: each connection closed with one line naming the port it came in on.
+    const bind = diode(t, ['bind', '0:nobody.diode:22', ...at]);
+    const bound = Number((await bind.waitFor(/bind 127\.0\.0\.1:(\d+) → nobody\.diode:22/))[1]);
+    const local = connect(bound, '127.0.0.1');
+    local.on('error', () => {});
+    await new Promise((resolve) => local.once('close', resolve));
+    await bind.waitFor(new RegExp(`warn  \\[bind\\] 127\\.0\\.0\\.1:${bound} → nobody\\.diode:22: nobody\\.diode: no device has this name`));
     // Plain ssh through the block ssh-config prints.
     const sshConfig = join(dir, 'ssh_config');
     writeFileSync(sshConfig, (await run(process.execPath, [DIODE_BUNDLE, 'ssh-config', ...at])).stdout + 'Host *\n  BatchMode yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n');

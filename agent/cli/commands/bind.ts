@@ -1,4 +1,4 @@
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { ParsedArgs } from '../args.ts';
 import type { CommandContext } from '../commands.ts';
 import { loadOrCreateIdentity } from '../../identity/index.ts';
@@ -67,6 +67,8 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
 }
 
 function listen(spec: BindSpec, client: ClientSession, log: Logger, sockets: Set<Socket>, stats: StreamStats): Promise<Server> {
+  // What the lines say: the port actually listened on (a spec's 0 picks one).
+  const route = () => `${BIND_HOST}:${(server.address() as AddressInfo | null)?.port ?? spec.localPort} → ${hostLabel(spec.target)}:${spec.target.port}`;
   const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
@@ -76,12 +78,12 @@ function listen(spec: BindSpec, client: ClientSession, log: Logger, sockets: Set
         if (socket.destroyed) return void tunnel.destroy();
         stats.track(socket);
         splice(socket, tunnel, (err) => {
-          if (err) log.debug(`${BIND_HOST}:${spec.localPort} → ${hostLabel(spec.target)}:${spec.target.port}: tunnel ended by an error: ${errorMessage(err)}`);
+          if (err) log.debug(`${route()}: tunnel ended by an error: ${errorMessage(err)}`);
         });
         socket.resume();
       },
       (err) => {
-        const text = `${BIND_HOST}:${spec.localPort} → ${hostLabel(spec.target)}:${spec.target.port}: ${errorMessage(err)}`;
+        const text = `${route()}: ${errorMessage(err)}`;
         stats.fail(err instanceof DialError ? err.reply : err instanceof NameError ? `name-${err.reason}` : 'error', text);
         log.warn(text);
         socket.destroy();
