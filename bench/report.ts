@@ -17,6 +17,12 @@ export interface Ratios {
   diodeAddedRttP99ms?: number;
   sshAddedRttP50ms?: number;
   sshAddedRttP99ms?: number;
+  /** diode / diode-before (the same path from a build of --before REF): single stream and 64 streams. */
+  diodeVsBeforeSingle?: number;
+  diodeVsBeforeMulti?: number;
+  beforeVsSshSingle?: number;
+  beforeAddedRttP50ms?: number;
+  beforeAddedRttP99ms?: number;
 }
 
 export function ratios(paths: Paths): Ratios {
@@ -31,6 +37,16 @@ export function ratios(paths: Paths): Ratios {
     r.diodeVsDirectSingle = round(diode.singleStream.medianMBps / direct.singleStream.medianMBps);
     r.diodeAddedRttP50ms = round((diode.rtt.p50us - direct.rtt.p50us) / 1000);
     r.diodeAddedRttP99ms = round((diode.rtt.p99us - direct.rtt.p99us) / 1000);
+  }
+  const before = paths['diode-before'];
+  if (diode && before) {
+    r.diodeVsBeforeSingle = round(diode.singleStream.medianMBps / before.singleStream.medianMBps);
+    r.diodeVsBeforeMulti = round(diode.multiStream.totalMBps / before.multiStream.totalMBps);
+  }
+  if (before && ssh) r.beforeVsSshSingle = round(before.singleStream.medianMBps / ssh.singleStream.medianMBps);
+  if (before && direct) {
+    r.beforeAddedRttP50ms = round((before.rtt.p50us - direct.rtt.p50us) / 1000);
+    r.beforeAddedRttP99ms = round((before.rtt.p99us - direct.rtt.p99us) / 1000);
   }
   if (ssh && direct) {
     r.sshAddedRttP50ms = round((ssh.rtt.p50us - direct.rtt.p50us) / 1000);
@@ -57,6 +73,15 @@ export function targets(paths: Paths, scale: RelayScaleResult[], soak: SoakResul
   add('added p50 RTT over direct <= 0.5 ms', r.diodeAddedRttP50ms, (v) => v <= 0.5, ' ms');
   add('added p99 RTT over direct <= 2 ms', r.diodeAddedRttP99ms, (v) => v <= 2, ' ms');
   add('new connection p50 <= 10 ms', paths.diode?.setup.p50ms, (v) => v <= 10, ' ms');
+  // Issue 27 (protocol version 4, data connections spliced by the relay).
+  const cpu = (role: string) => paths.diode?.processes[role]?.cpuSecPerGiB;
+  add('issue 27: relay CPU <= 0.8 s/GiB (end-to-end stream)', cpu('relay'), (v) => v <= 0.8, ' s/GiB');
+  const ends = paths.diode ? Math.max(cpu('socksd')!, cpu('publish')!) : undefined;
+  add('issue 27: each end <= 1.4 s/GiB (socksd, publish)', ends, (v) => v <= 1.4, ' s/GiB');
+  add('issue 27: added p50 RTT over direct <= 0.25 ms', r.diodeAddedRttP50ms, (v) => v <= 0.25, ' ms');
+  add('issue 27: added p99 RTT over direct <= 1 ms', r.diodeAddedRttP99ms, (v) => v <= 1, ' ms');
+  add('issue 27: new connection p50 <= 7 ms', paths.diode?.setup.p50ms, (v) => v <= 7, ' ms');
+  add('issue 27: 64 streams total >= diode-before (same run)', r.diodeVsBeforeMulti, (v) => v >= 1, 'x');
   const biggest = [...scale].sort((a, b) => b.devices - a.devices)[0];
   add(`relay <= 64 KiB per idle device (at ${biggest?.devices ?? 10_000})`, biggest?.relayKiBPerDevice, (v) => v <= 64 && biggest.failed === 0, ' KiB');
   if (biggest && biggest.devices < 10_000) out[out.length - 1].target += ' [target is at 10,000]';
@@ -90,7 +115,7 @@ function table(rows: string[][]): string {
 
 export function printReport(report: Report): void {
   const w = (s = '') => process.stdout.write(s + '\n');
-  const names = (['direct', 'diode', 'ssh-tunnel'] as const).filter((n) => report.paths[n]);
+  const names = (['direct', 'diode', 'diode-before', 'ssh-tunnel'] as const).filter((n) => report.paths[n]);
   w(`\ndiode bench ${report.startedAt} commit ${report.commit}${report.dirty ? '+dirty' : ''}${report.quick ? ' (QUICK: small sizes, not for comparison)' : ''}`);
   w(`load average at start ${report.loadAverage.start.join(' ')}, at end ${report.loadAverage.end.join(' ')}`);
   if (names.length > 0) {
@@ -119,6 +144,9 @@ export function printReport(report: Report): void {
     w();
     if (r.diodeVsSshSingle !== undefined) w(`diode / ssh-tunnel throughput: single ${r.diodeVsSshSingle}x, ${report.paths.diode!.multiStream.streams} streams ${r.diodeVsSshMulti}x`);
     if (r.diodeVsDirectSingle !== undefined) w(`diode / direct single stream: ${r.diodeVsDirectSingle}x; diode adds RTT p50 ${r.diodeAddedRttP50ms} ms, p99 ${r.diodeAddedRttP99ms} ms over direct`);
+    if (r.diodeVsBeforeSingle !== undefined) w(`diode / diode-before: single ${r.diodeVsBeforeSingle}x, ${report.paths.diode!.multiStream.streams} streams ${r.diodeVsBeforeMulti}x`);
+    if (r.beforeVsSshSingle !== undefined) w(`diode-before / ssh-tunnel single stream: ${r.beforeVsSshSingle}x`);
+    if (r.beforeAddedRttP50ms !== undefined) w(`diode-before adds RTT p50 ${r.beforeAddedRttP50ms} ms, p99 ${r.beforeAddedRttP99ms} ms over direct`);
     if (r.sshAddedRttP50ms !== undefined) w(`ssh-tunnel adds RTT p50 ${r.sshAddedRttP50ms} ms, p99 ${r.sshAddedRttP99ms} ms over direct`);
   }
   if (report.relayScale.length > 0) {

@@ -25,12 +25,12 @@ import { round, sleep } from './lib/stats.ts';
 import { printReport, targets, ratios } from './report.ts';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
-const PATHS = ['direct', 'diode', 'ssh-tunnel'] as const;
+const PATHS = ['direct', 'diode', 'diode-before', 'ssh-tunnel'] as const;
 const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'readmit', 'relay-pair', 'footprint', 'login', 'idle', 'update', 'wan'] as const;
 /** Minutes of the idle scenario (the issue's 30). */
 const DEFAULT_IDLE_MINUTES = 30;
 const RUNTIMES: readonly RuntimeName[] = ['bundle', 'x64', 'arm64'];
-/** The commit footprint compares against: main when issue 28 was filed. */
+/** The commit footprint, wan, login and diode-before compare against: main when issues 27 and 28 were filed (protocol version 3). */
 const DEFAULT_BEFORE = 'b149bbf';
 type Scenario = (typeof SCENARIOS)[number];
 /** Minutes of the soak when it is asked for by name without --soak-minutes (the issue's 10). */
@@ -64,7 +64,7 @@ export interface BenchOptions {
 }
 
 const USAGE = `usage: tsx bench/run.ts [--quick] [--scenario NAME[,NAME]]... [--devices N[,N]] [--cluster-devices N] [--readmit-devices N] [--pair-devices N] [--soak-minutes N] [--before REF] [--runtimes bundle,x64,arm64] [--footprint-runs N] [--login-runs N] [--idle-minutes N] [--wan-connections N] [--profile] [--out FILE] [--bundle dist/diode.cjs]
-  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000; footprint: start-up, idle memory and sizes of --before REF, default ${DEFAULT_BEFORE}, against the working tree, both built in the run, as --runtimes, default bundle,x64,arm64 (arm64 under qemu-user), --footprint-runs timed runs per figure, default 10; login: ssh … true over an emulated home-broadband path through diode proxy and socksd + nc (before and after) and an OpenSSH jump, --login-runs rounds, default 15; idle: an idle publish with one ssh login a minute through diode proxy for --idle-minutes, default ${DEFAULT_IDLE_MINUTES}, RSS at the end against minute 2; update: round trips through a device while it downloads a release at update-rate, against idle; wan: new connections and a download's CPU per GiB over an emulated home-broadband path through --before REF and the working tree (protocol versions 3 and 4) and an OpenSSH jump host, --wan-connections per way, default 100)`;
+  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; diode-before: the diode path from a build of --before REF (default ${DEFAULT_BEFORE}), taking turns with the others as they do; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000; footprint: start-up, idle memory and sizes of --before REF, default ${DEFAULT_BEFORE}, against the working tree, both built in the run, as --runtimes, default bundle,x64,arm64 (arm64 under qemu-user), --footprint-runs timed runs per figure, default 10; login: ssh … true over an emulated home-broadband path through diode proxy and socksd + nc (before and after) and an OpenSSH jump, --login-runs rounds, default 15; idle: an idle publish with one ssh login a minute through diode proxy for --idle-minutes, default ${DEFAULT_IDLE_MINUTES}, RSS at the end against minute 2; update: round trips through a device while it downloads a release at update-rate, against idle; wan: new connections and a download's CPU per GiB over an emulated home-broadband path through --before REF and the working tree (protocol versions 3 and 4) and an OpenSSH jump host, --wan-connections per way, default 100)`;
 
 function parseOptions(argv: string[]): BenchOptions {
   const options: BenchOptions = { quick: false, scenarios: [], devices: [], clusterDevices: 1000, readmitDevices: 10_000, pairDevices: 10_000, soakMinutes: 0, before: DEFAULT_BEFORE, runtimes: [], footprintRuns: 0, loginRuns: 0, idleMinutes: 0, wanConnections: 100, profile: false, out: undefined, bundle: undefined };
@@ -166,7 +166,9 @@ async function main(): Promise<void> {
           ? directPath(sink.port)
           : name === 'diode'
             ? await diodePath(sink.port, { bundle, nodeArgs: (role) => (profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${role}.cpuprofile`] : []) })
-            : await sshPath(sink.port),
+            : name === 'diode-before'
+              ? await diodePath(sink.port, { name, bundle: buildProgram('before', options.before, scratch('before'), [], log).bundle })
+              : await sshPath(sink.port),
       );
       log(`${name}: path up`);
     }

@@ -16,7 +16,8 @@ const DIODE_REMOTE_PORT = 9000;
 const FORWARD_READY_MS = 15_000;
 
 export interface Path {
-  name: 'direct' | 'diode' | 'ssh-tunnel';
+  /** diode-before: the same diode path run from a build of an older commit (--before REF), in the same run. */
+  name: 'direct' | 'diode' | 'diode-before' | 'ssh-tunnel';
   connector: Connector;
   /** The processes of the path itself (not the bench client, not the sink). */
   processes: BenchProcess[];
@@ -59,12 +60,15 @@ export function directPath(sinkPort: number): Path {
 
 export interface DiodeOptions {
   bundle: string;
+  /** The path's name: 'diode-before' where the bundle is a build of an older commit. */
+  name?: 'diode' | 'diode-before';
   /** Extra node flags for the three diode processes (e.g. --cpu-prof). */
   nodeArgs?: (role: string) => string[];
 }
 
 /** relay, a publishing device agent for the sink, and a socksd; the client speaks SOCKS5 to socksd. */
 export async function diodePath(sinkPort: number, options: DiodeOptions): Promise<Path> {
+  const name = options.name ?? 'diode';
   const node = (role: string, args: string[]) =>
     startProcess(role, process.execPath, [...(options.nodeArgs?.(role) ?? []), options.bundle, ...args], { env: { ...process.env, DIODE_LOG: 'warn' } });
   // The bench measures what streams cost, not the relay's policy: one socksd (one caller) holds up to
@@ -83,8 +87,8 @@ export async function diodePath(sinkPort: number, options: DiodeOptions): Promis
   ]);
   const connector = () => socks5Connect(socksPort, `${address}.diode`, DIODE_REMOTE_PORT);
   // publish and socksd print their address before the relay session is up: wait until a stream goes through.
-  await untilOpen(connector, 'diode path');
-  return { name: 'diode', connector, processes: [socksd, relay, publish], info: { device: address }, diode: { relayPort, socksPort, sinkPort, node } };
+  await untilOpen(connector, `${name} path`);
+  return { name, connector, processes: [socksd, relay, publish], info: { device: address }, diode: { relayPort, socksPort, sinkPort, node } };
 }
 
 /**
