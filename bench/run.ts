@@ -26,7 +26,7 @@ import { printReport, targets, ratios } from './report.ts';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 const PATHS = ['direct', 'diode', 'diode-before', 'ssh-tunnel'] as const;
-const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'readmit', 'relay-pair', 'footprint', 'login', 'idle', 'update', 'wan'] as const;
+const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'cluster-before', 'readmit', 'relay-pair', 'footprint', 'login', 'idle', 'update', 'wan'] as const;
 /** Minutes of the idle scenario (the issue's 30). */
 const DEFAULT_IDLE_MINUTES = 30;
 const RUNTIMES: readonly RuntimeName[] = ['bundle', 'x64', 'arm64'];
@@ -64,7 +64,7 @@ export interface BenchOptions {
 }
 
 const USAGE = `usage: tsx bench/run.ts [--quick] [--scenario NAME[,NAME]]... [--devices N[,N]] [--cluster-devices N] [--readmit-devices N] [--pair-devices N] [--soak-minutes N] [--before REF] [--runtimes bundle,x64,arm64] [--footprint-runs N] [--login-runs N] [--idle-minutes N] [--wan-connections N] [--profile] [--out FILE] [--bundle dist/diode.cjs]
-  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; diode-before: the diode path from a build of --before REF (default ${DEFAULT_BEFORE}), taking turns with the others as they do; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000; footprint: start-up, idle memory and sizes of --before REF, default ${DEFAULT_BEFORE}, against the working tree, both built in the run, as --runtimes, default bundle,x64,arm64 (arm64 under qemu-user), --footprint-runs timed runs per figure, default 10; login: ssh … true over an emulated home-broadband path through diode proxy and socksd + nc (before and after) and an OpenSSH jump, --login-runs rounds, default 15; idle: an idle publish with one ssh login a minute through diode proxy for --idle-minutes, default ${DEFAULT_IDLE_MINUTES}, RSS at the end against minute 2; update: round trips through a device while it downloads a release at update-rate, against idle; wan: new connections and a download's CPU per GiB over an emulated home-broadband path through --before REF and the working tree (protocol versions 3 and 4) and an OpenSSH jump host, --wan-connections per way, default 100)`;
+  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; diode-before: the diode path from a build of --before REF (default ${DEFAULT_BEFORE}), taking turns with the others as they do; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; cluster-before: its same-relay and cross-relay paths (no fleet) from a build of --before REF, first, in the same run; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000; footprint: start-up, idle memory and sizes of --before REF, default ${DEFAULT_BEFORE}, against the working tree, both built in the run, as --runtimes, default bundle,x64,arm64 (arm64 under qemu-user), --footprint-runs timed runs per figure, default 10; login: ssh … true over an emulated home-broadband path through diode proxy and socksd + nc (before and after) and an OpenSSH jump, --login-runs rounds, default 15; idle: an idle publish with one ssh login a minute through diode proxy for --idle-minutes, default ${DEFAULT_IDLE_MINUTES}, RSS at the end against minute 2; update: round trips through a device while it downloads a release at update-rate, against idle; wan: new connections and a download's CPU per GiB over an emulated home-broadband path through --before REF and the working tree (protocol versions 3 and 4) and an OpenSSH jump host, --wan-connections per way, default 100)`;
 
 function parseOptions(argv: string[]): BenchOptions {
   const options: BenchOptions = { quick: false, scenarios: [], devices: [], clusterDevices: 1000, readmitDevices: 10_000, pairDevices: 10_000, soakMinutes: 0, before: DEFAULT_BEFORE, runtimes: [], footprintRuns: 0, loginRuns: 0, idleMinutes: 0, wanConnections: 100, profile: false, out: undefined, bundle: undefined };
@@ -193,11 +193,18 @@ async function main(): Promise<void> {
     await sink.proc.stop();
   }
   let cluster: ClusterResult | undefined;
-  if (options.scenarios.includes('cluster')) {
+  let clusterBefore: ClusterResult | undefined;
+  if (options.scenarios.includes('cluster') || options.scenarios.includes('cluster-before')) {
     const sink = await startSink();
     try {
+      const clusterSizes = { ...sizes, singleBytes: Math.min(sizes.singleBytes, 256 * 1024 * 1024) };
+      if (options.scenarios.includes('cluster-before')) {
+        // The fleet's simulated devices speak this tree's protocol: the older build gets its two paths only.
+        const before = buildProgram('before', options.before, scratch('cluster-before'), [], log);
+        clusterBefore = { commit: before.commit, ...(await clusterScale(before.bundle, sink.port, { ...clusterSizes, devicesPerRelay: 0 }, log)) };
+      }
       const devicesPerRelay = options.quick ? Math.min(options.clusterDevices, 100) : options.clusterDevices;
-      cluster = await clusterScale(bundle, sink.port, { ...sizes, devicesPerRelay, singleBytes: Math.min(sizes.singleBytes, 256 * 1024 * 1024) }, log);
+      if (options.scenarios.includes('cluster')) cluster = await clusterScale(bundle, sink.port, { ...clusterSizes, devicesPerRelay }, log);
     } finally {
       await sink.proc.stop();
     }
@@ -265,6 +272,7 @@ async function main(): Promise<void> {
     relayScale: scale,
     ...(soaked ? { soak: soaked } : {}),
     ...(cluster ? { cluster } : {}),
+    ...(clusterBefore ? { clusterBefore } : {}),
     ...(readmitted ? { readmit: readmitted } : {}),
     ...(paired ? { relayPair: paired } : {}),
     ...(footprinted ? { footprint: { ...footprinted, targets: footprintTargets(footprinted) } } : {}),
@@ -279,10 +287,13 @@ async function main(): Promise<void> {
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify(result, null, 2) + '\n');
   printReport(result);
+  const line = (name: string, f: ClusterResult['sameRelay']) =>
+    `  ${name.padEnd(12)} set-up p50 ${f.setupP50ms} ms p99 ${f.setupP99ms} ms | RTT p50 ${f.rttP50us} µs p99 ${f.rttP99us} µs | single stream ${f.singleStreamMBps.join(' / ')} MB/s | relay CPU s/GiB ${Object.entries(f.relayCpuSecPerGiB).map(([r, v]) => `${r} ${v}`).join(', ')}`;
+  if (clusterBefore) {
+    process.stdout.write(`\ncluster before (${clusterBefore.commit}): 3 relays on one Redis, no fleet\n${line('same relay', clusterBefore.sameRelay)}\n${line('cross relay', clusterBefore.crossRelay)}\n`);
+  }
   if (cluster) {
     const c = cluster;
-    const line = (name: string, f: ClusterResult['sameRelay']) =>
-      `  ${name.padEnd(12)} set-up p50 ${f.setupP50ms} ms p99 ${f.setupP99ms} ms | RTT p50 ${f.rttP50us} µs p99 ${f.rttP99us} µs | single stream ${f.singleStreamMBps.join(' / ')} MB/s | relay CPU s/GiB ${Object.entries(f.relayCpuSecPerGiB).map(([r, v]) => `${r} ${v}`).join(', ')}`;
     process.stdout.write(
       `\ncluster: ${c.relays} relays × ${c.devicesPerRelay} simulated devices on one Redis (${c.admitted} admitted, ${c.failed} failed${c.firstError ? ` (first: ${c.firstError})` : ''}, ${c.admitPerSec}/s; ${c.mapEntries} map entries)\n` +
         `${line('same relay', c.sameRelay)}\n${line('cross relay', c.crossRelay)}\n` +

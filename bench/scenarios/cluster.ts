@@ -21,13 +21,15 @@ const SETTLE_MS = 3_000;
 const READY_TIMEOUT_MS = 300_000;
 
 export interface ClusterSizes extends LatencySizes {
-  /** Simulated devices per relay. */
+  /** Simulated devices per relay (0: the two paths only, no fleet and no rest window: a build that speaks another protocol version than bench/devices.ts). */
   devicesPerRelay: number;
   singleBytes: number;
   singleTrials: number;
 }
 
 export interface ClusterResult {
+  /** The build's commit where it is not the working tree's (--scenario cluster-before). */
+  commit?: string;
   relays: number;
   devicesPerRelay: number;
   admitted: number;
@@ -123,6 +125,18 @@ export async function clusterScale(bundle: string, sinkPort: number, sizes: Clus
     }
     const movedGiB = (sizes.singleBytes * sizes.singleTrials) / GiB;
     log(`cluster: single stream same ${throughput[0].join('/')} MB/s, cross ${throughput[1].join('/')} MB/s`);
+    const figures = (k: number) => ({
+      setupP50ms: round(median(latencies.setups[k])),
+      setupP99ms: round(quantile(latencies.setups[k], 0.99)),
+      rttP50us: round(median(latencies.rtts[k])),
+      rttP99us: round(quantile(latencies.rtts[k], 0.99)),
+      singleStreamMBps: throughput[k],
+      relayCpuSecPerGiB: Object.fromEntries([...cpu[k]].map(([name, s]) => [name, round(s / movedGiB)])),
+    });
+    if (sizes.devicesPerRelay === 0) {
+      const none = { windowS: 0, evalshaPerDevicePerMin: 0, commandsPerDevicePerMin: 0 };
+      return { relays: 3, devicesPerRelay: 0, admitted: 0, failed: 0, admitMs: 0, admitPerSec: 0, mapEntries: 0, rest: none, sameRelay: figures(0), crossRelay: figures(1) };
+    }
 
     // Simulated devices, spread over the three relays, admitted at once.
     log(`cluster: ${sizes.devicesPerRelay} simulated devices per relay: generating keys`);
@@ -150,14 +164,6 @@ export async function clusterScale(bundle: string, sinkPort: number, sizes: Clus
     const delta = (name: string) => (after.get(name) ?? 0) - (before.get(name) ?? 0);
     const all = [...after.keys()].filter((k) => k !== 'info').reduce((n, k) => n + delta(k), 0);
     const perDevMin = (n: number) => round(n / mapEntries / (REST_WINDOW_MS / 60_000));
-    const figures = (k: number) => ({
-      setupP50ms: round(median(latencies.setups[k])),
-      setupP99ms: round(quantile(latencies.setups[k], 0.99)),
-      rttP50us: round(median(latencies.rtts[k])),
-      rttP99us: round(quantile(latencies.rtts[k], 0.99)),
-      singleStreamMBps: throughput[k],
-      relayCpuSecPerGiB: Object.fromEntries([...cpu[k]].map(([name, s]) => [name, round(s / movedGiB)])),
-    });
     return {
       relays: 3,
       devicesPerRelay: sizes.devicesPerRelay,
