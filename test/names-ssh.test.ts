@@ -166,7 +166,7 @@ test('a relay that moves a pinned name is refused with both addresses and how to
   t.is((await runDiode(['name', 'rm', 'kitchen', '--home', client.home])).stderr, `diode: name rm: kitchen is not in ${join(client.home, 'names')}; it is pinned from a relay: diode name forget kitchen\n`);
 });
 
-test('a relay restart (an upgrade) frees no name: the name of a device that is offline meanwhile is still refused to another, and its device gets it back', async (t) => {
+test('a relay restart (an upgrade) frees no name: the name of a device that is offline meanwhile is still refused to another, and its device gets it back (by the name config key)', async (t) => {
   const relay = await startRelay(t);
   const kitchen = await publishNamed(t, relay.port, ['-public', '22'], ['kitchen']);
   await kitchen.proc.stop();
@@ -176,6 +176,9 @@ test('a relay restart (an upgrade) frees no name: the name of a device that is o
   const again = await startRelay(t, [], relay.home);
   const other = await publishNamed(t, again.port, ['-public', '22'], ['kitchen']);
   t.regex(other.proc.output(), new RegExp(`name kitchen is held by ${kitchen.address}`));
-  const back = await publishNamed(t, again.port, ['-public', '22'], ['kitchen'], kitchen.home);
+  // Back with its name in the config (as the image's diode.conf name= leaves it), no --name.
+  t.is((await runDiode(['config', '--home', kitchen.home, '-set', 'name=Kitchen'])).code, 0);
+  const back = await publishNamed(t, again.port, ['-public', '22'], [], kitchen.home);
+  t.regex(back.proc.output(), new RegExp(`publishing .* as ${kitchen.address} named kitchen via`));
   t.regex(back.proc.output(), /name kitchen claimed at relay/);
 });
