@@ -1,10 +1,12 @@
 import test from 'ava';
 import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tempDir } from './helpers/diode.ts';
+import { buildVersion, releaseKey, sign } from './helpers/releases.ts';
 
 const exec = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -19,6 +21,15 @@ async function dpkg(rootDir: string, args: string[]): Promise<string> {
   const { stdout, stderr } = await exec('dpkg', [`--root=${rootDir}`, '--force-script-chrootless', '--force-depends', `--log=${join(rootDir, 'dpkg.log')}`, ...args]);
   return stdout + stderr;
 }
+
+/** `dpkg --verify diode` in a scratch root: a line per file of the package that differs from what dpkg installed. */
+function dpkgVerify(rootDir: string): string {
+  const r = spawnSync('dpkg', [`--root=${rootDir}`, '--verify', 'diode'], { encoding: 'utf8' });
+  if (r.error || r.stderr.trim()) throw new Error(`dpkg --verify: ${r.error?.message ?? r.stderr}`);
+  return r.stdout;
+}
+
+const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
 function scratchRoot(dir: string): string {
   const r = join(dir, 'root');
@@ -90,6 +101,33 @@ function scratchRoot(dir: string): string {
     writeFileSync(selected, `9.9.9 diode-9.9.9 ${'ab'.repeat(32)}\n`);
     await dpkg(r, ['-i', join(out, `diode_${next}_amd64.deb`)]);
     t.true(existsSync(selected), 'a selected update newer than the package stays');
+    // An update applied by the agent (diode update --from makes the checks and the install an agent makes on a
+    // release from its relay) writes only under the state directory: dpkg --verify sees nothing more than
+    // before, /usr/bin/diode is the package's byte for byte, and the unit's launcher runs the state directory's copy.
+    rmSync(selected);
+    const rel = tempDir(t, 'diode-rel-');
+    const key = await releaseKey(rel);
+    const release = await buildVersion(rel, '90.0.0');
+    await sign(key.path, release, ['--arch', 'linux-x64']);
+    const home = join(r, 'var/lib/diode');
+    const packaged = join(r, 'usr/bin/diode');
+    const verified = dpkgVerify(r);
+    t.regex(verified, /^\S+ c \/etc\/diode\/publish\.conf$/m, 'dpkg --verify sees the conffile edited above (it sees changes)');
+    const packagedSha = sha256(packaged);
+    await exec(packaged, ['config', '--home', home, '-set', `update-keys=${key.address}`]);
+    const applied = await exec(packaged, ['update', '--from', release, '--home', home]);
+    t.regex(applied.stdout, /^installed diode 90\.0\.0 in .*\/update; on trial/m);
+    t.is(dpkgVerify(r), verified, 'nothing dpkg installed was changed by the update');
+    t.is(sha256(packaged), packagedSha);
+    t.is(sha256(join(home, 'update/diode-90.0.0')), sha256(release));
+    rmSync(join(home, 'update/trial')); // what the new agent does once it reached a relay (committed)
+    const launch = await exec('sh', [join(r, 'usr/lib/diode/launch'), '--version'], { env: { ...process.env, DIODE_HOME: home, DIODE_PACKAGED: packaged } });
+    t.regex(launch.stdout, /^diode 90\.0\.0 /);
+    // Reinstalling the package keeps the newer update selected and still changes none of the update's files.
+    await dpkg(r, ['-i', join(out, `diode_${next}_amd64.deb`)]);
+    t.regex(readFileSync(selected, 'utf8'), /^90\.0\.0 diode-90\.0\.0 [0-9a-f]{64}$/m);
+    t.is(sha256(join(home, 'update/diode-90.0.0')), sha256(release));
+
     t.regex(upgrade, new RegExp(`Unpacking diode \\(${next.replace(/\./g, '\\.')}\\) over \\(${version.replace(/\./g, '\\.')}\\)`));
     t.is(readFileSync(join(r, 'var/lib/diode/private.key'), 'utf8'), '0x' + '42'.repeat(32) + '\n');
     t.regex(readFileSync(conf, 'utf8'), /relay\.my\.org/);
