@@ -14,8 +14,13 @@ import { tempDir } from './helpers/diode.ts';
 import { attackerSession } from './helpers/attacker.ts';
 
 const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** ms an honest stream set-up may take under the flood (the issue saw 4-11 s). */
-const MAX_HONEST_SETUP_MS = 2_000;
+/**
+ * ms the median honest stream set-up may take under the flood, and the slowest one (the issue saw
+ * 4-11 s each). The flood runs in this very process, so a loaded machine (the whole suite beside
+ * it) slows both: the device's peak below is the figure that does not depend on the machine.
+ */
+const MAX_MEDIAN_SETUP_MS = 2_000;
+const MAX_HONEST_SETUP_MS = 3_500;
 
 test('a ping flood from 4 sessions takes only its fair share of the device: honest stream set-ups stay fast', async (t) => {
   const relay = await startRelay({ listen: { host: '127.0.0.1', port: 0 }, home: tempDir(t), identity: Identity.random(), log: silentLogger });
@@ -76,5 +81,7 @@ test('a ping flood from 4 sessions takes only its fair share of the device: hone
   t.true(refused > 0, 'pings beyond the caller\'s share are refused');
   // One source's pings wait for the device 32 at a time (--max-pending-per-caller), and the honest client's streams.
   t.true(floodPeak <= 40, `the device held ${floodPeak} streams at once`);
+  const median = [...setups].sort((a, b) => a - b)[Math.floor(setups.length / 2)];
+  t.true(median < MAX_MEDIAN_SETUP_MS, `set-ups ${setups.join(', ')} ms`);
   t.true(Math.max(...setups) < MAX_HONEST_SETUP_MS, `set-ups ${setups.join(', ')} ms`);
 });
