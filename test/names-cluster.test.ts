@@ -1,7 +1,7 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { start, startPublishNamed, tempDir } from './helpers/diode.ts';
+import { DIODE_BUNDLE, start, startPublishNamed, tempDir } from './helpers/diode.ts';
 import { startSshd, sshOptions } from './helpers/sshd.ts';
 import { startRedis } from './helpers/redis.ts';
 import { threeRelaysWithGateway, within, type ClusterRelay } from './helpers/cluster.ts';
@@ -9,6 +9,8 @@ import { socks5Connect } from './helpers/http.ts';
 
 const run = promisify(execFile);
 const DAY_MS = 86_400_000;
+
+const forgedLines = (output: string) => output.split('\n').filter((l) => /the entry of name pantry does not hold a claim/.test(l)).length;
 
 const publishNamed = (t: Parameters<typeof tempDir>[0], relay: ClusterRelay, ports: string[], name: string, home?: string) => startPublishNamed(t, relay.at, ports, [name], home);
 
@@ -46,6 +48,15 @@ test.serial('names across a three-relay cluster on real Redis: claimed on one re
   await redis.cli('set', 'diode:name:pantry', entry);
   t.is((await socks5Connect(gatewayPort, 'pantry.diode', 22)).rep, 0x04);
   await r1.proc.waitFor(/the entry of name pantry does not hold a claim its address signed; ignored/);
+  // Any client can make lookups: 40 of the forged name are counted each, logged a line a second.
+  const linesBefore = forgedLines(r1.proc.output());
+  const floodStart = Date.now();
+  for (let i = 0; i < 40; i++) t.is((await socks5Connect(gatewayPort, 'pantry.diode', 22)).rep, 0x04);
+  const floodSeconds = Math.ceil((Date.now() - floodStart) / 1000);
+  const logged = forgedLines(r1.proc.output()) - linesBefore;
+  t.true(logged <= floodSeconds + 1, `${logged} lines for 40 lookups in ${floodSeconds} s`);
+  const counted = JSON.parse((await run(process.execPath, [DIODE_BUNDLE, 'status', '--json', '--home', r1.home])).stdout)[0].counters.cluster_name_forged;
+  t.true(counted >= 41, `cluster_name_forged ${counted}`);
   await redis.cli('del', 'diode:name:pantry');
 
   // A claim is the device's complete set: back with another name, kitchen is free for anyone.

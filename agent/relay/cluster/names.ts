@@ -9,6 +9,7 @@ import type { PublisherChange, SessionSet } from '../registry.ts';
 import type { RelayStats } from '../stats.ts';
 import { heldBy, overLimit, type NameRecord, type NameTable } from '../names.ts';
 import type { RedisStore } from './redis-store.ts';
+import { RefusalLog } from '../admission.ts';
 
 /**
  * ms between two refreshes of the names of devices this relay holds: their
@@ -81,6 +82,8 @@ export class ClusterNameTable implements NameTable {
   readonly #holdMs: number;
   readonly #prefix: string;
   readonly #log: Logger;
+  /** Forged entries are found by lookups, which any client makes: a line a second, not a line a lookup. */
+  readonly #lines: RefusalLog;
   readonly #stats: RelayStats;
   /** The names of the devices this relay holds, as their claims here left them: what the refresh keeps alive and a Redis restart gets back. */
   readonly #mine = new Map<string, SignedName[]>();
@@ -93,6 +96,7 @@ export class ClusterNameTable implements NameTable {
     this.#holdMs = options.holdMs;
     this.#prefix = options.keyPrefix;
     this.#log = options.log;
+    this.#lines = new RefusalLog(options.log);
     this.#stats = options.stats;
     const client = this.#store.client;
     client.defineCommand('diodeClaimName', { numberOfKeys: 1, lua: CLAIM_NAME_LUA });
@@ -158,7 +162,7 @@ export class ClusterNameTable implements NameTable {
     }
     if (!record || by !== record.address) {
       this.#stats.count('cluster_name_forged');
-      this.#log.warn(`cluster map: the entry of name ${name} does not hold a claim its address signed; ignored (who else writes to this Redis?)`);
+      this.#lines.line('warn', 'cluster_name_forged', `cluster map: the entry of name ${name} does not hold a claim its address signed; ignored (who else writes to this Redis?)`, 'forged name entries');
       return undefined;
     }
     return record;
