@@ -175,7 +175,8 @@ test('a relay offering bad releases: the agent refuses each before downloading (
   writeFileSync(join(releases, 'good'), readFileSync(join(releases, 'good')).toString().replace('diode-version=', 'diode-versioN='));
   const home = tempDir(t);
   await runDiode(['config', '--home', home, '-set', `update-keys=${key.address}`]);
-  const device = superviseLauncher(t, { home, packaged, args: ['publish', '-public', '22:22', '--relay', `127.0.0.1:${relay.port}`, '--home', home] });
+  const metricsPort = await freePort();
+  const device = superviseLauncher(t, { home, packaged, args: ['publish', '-public', '22:22', '--relay', `127.0.0.1:${relay.port}`, '--home', home, '--metrics', `127.0.0.1:${metricsPort}`] });
   await device.waitFor(/update refused: release 0\.7\.0 for linux-x64: the file's SHA-256 is/, 30_000);
   const out = device.output();
   t.regex(out, new RegExp(`update refused: release 0\\.9\\.0 for linux-x64: signed by ${stranger.address}, a key update-keys does not list`));
@@ -186,6 +187,12 @@ test('a relay offering bad releases: the agent refuses each before downloading (
   const s = (await status(home)).find((x) => x.role === 'publish')!;
   t.regex(s.version, /^0\.5\.0 /);
   t.regex(s.update?.lastCheck?.result ?? '', /refused 0\.7\.0: hash_mismatch/);
+  // Counted: the check, the one download, each refusal by its reason, nothing applied.
+  const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  t.regex(metrics, /^diode_update_checks_total\{result="refused",role="publish"\} 1$/m);
+  t.regex(metrics, /^diode_update_downloads_total\{result="ok",role="publish"\} 1$/m);
+  for (const reason of ['hash_mismatch', 'unknown_key', 'not_newer']) t.regex(metrics, new RegExp(`^diode_update_refusals_total\\{reason="${reason}",role="publish"\\} 1$`, 'm'));
+  t.regex(metrics, /^diode_updates_applied_total\{role="publish"\} 0$/m);
 });
 
 test('an update that cannot reach the relay is rolled back within the trial time, the previous agent runs again, and that version is not tried again', async (t) => {
