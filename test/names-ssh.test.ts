@@ -70,6 +70,11 @@ test('kitchen.diode: plain ssh through ssh-config (the name pinned once, said on
   const viaGatewayHttp = await run('curl', ['-sS', '--max-time', '20', '--connect-to', `::127.0.0.1:${gatewayHttp}`, `http://kitchen.${DOMAIN}/who`]);
   t.is(JSON.parse(viaGatewayHttp.stdout).name, 'web');
   t.is(JSON.parse(viaGatewayHttp.stdout).headers['x-forwarded-host'], `kitchen.${DOMAIN}`);
+  // <name>-<port> at the gateway too: the port in the host wins over HTTP's.
+  const portAtGateway = await run('curl', ['-sS', '--max-time', '20', '-H', `Host: kitchen-80.${DOMAIN}`, `http://127.0.0.1:${gatewayHttp}/who`]);
+  t.is(JSON.parse(portAtGateway.stdout).name, 'web');
+  const viaGatewaySocksPort = await run('curl', ['-sS', '--max-time', '20', '--socks5-hostname', `127.0.0.1:${gatewaySocks}`, 'http://kitchen-80.diode:9/who']);
+  t.is(JSON.parse(viaGatewaySocksPort.stdout).name, 'web');
 
   // A name nobody holds: SOCKS5 0x04 (socksd and gateway), HTTP 404, proxy exit 1 with one line.
   t.is((await socks5Connect(socksPort, 'nobody.diode', 80)).rep, 0x04);
