@@ -78,7 +78,7 @@ test('a device with update-keys updates from its relay to the newer signed relea
   t.regex(metrics, /^diode_update_checks_total\{result="up_to_date",role="publish"\} 1$/m);
 });
 
-test('a device without update-keys never asks its relay for releases', async (t) => {
+test('a device without update-keys never asks its relay for releases, while one with update-keys that connects after it does', async (t) => {
   const releases = tempDir(t);
   const key = await releaseKey(tempDir(t));
   const next = await buildVersion(releases, NEW, 'diode-linux-x64');
@@ -86,12 +86,20 @@ test('a device without update-keys never asks its relay for releases', async (t)
   const relay = await startRelay(t, ['--releases', releases]);
   await relay.proc.waitFor(/: serving/);
   const home = tempDir(t);
-  const device = start(t, ['publish', '-public', '22:22', '--relay', `127.0.0.1:${relay.port}`, '--home', home]);
+  const packaged = await buildVersion(tempDir(t), OLD);
+  // Under the launcher, as the package's and the image's units run it: it could apply a release, if it asked.
+  const device = superviseLauncher(t, { home, packaged, args: ['publish', '-public', '22:22', '--relay', `127.0.0.1:${relay.port}`, '--home', home] });
   await device.waitFor(/connected to relay/);
-  await new Promise((r) => setTimeout(r, 3_000)); // an agent with keys asks at once on its first connection
+  // The yardstick: a device with update-keys that connects after it asks at its first connection.
+  const keyed = tempDir(t);
+  await runDiode(['config', '--home', keyed, '-set', `update-keys=${key.address}`]);
+  const other = start(t, ['publish', '-public', '22:22', '--relay', `127.0.0.1:${relay.port}`, '--home', keyed]);
+  await other.waitFor(/release 0\.6\.0 is offered; not applied/, 30_000);
   const counters = await relayCounters(relay.home);
-  t.is(counters.release_query ?? 0, 0);
+  t.is(counters.release_query, 1, 'only the device with update-keys asked');
   t.is(counters.release_download ?? 0, 0);
+  t.false(existsSync(join(home, 'update')), 'no update folder, no download');
+  t.notRegex(device.output(), /release|update/i);
   const s = (await status(home)).find((x) => x.role === 'publish')!;
   t.is(s.update?.keys, 0);
   t.regex((await runDiode(['status', '--home', home])).stdout, /update +never \(no update-keys\)/);
