@@ -9,6 +9,7 @@ import { exchangeHello } from '../agent/protocol/handshake.ts';
 import { MuxSession } from '../agent/mux/index.ts';
 import { FORWARD_BUFFER } from '../agent/util/pump.ts';
 import { tempDir } from './helpers/diode.ts';
+import { dataTokens as tokens, presentData as present } from './helpers/attacker.ts';
 import type { Duplex } from 'node:stream';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -16,7 +17,7 @@ import { Identity } from '../agent/identity/index.ts';
 import { dialThroughRelay, DialError } from '../agent/client/dial.ts';
 import { readFrame, writeFrame } from '../agent/protocol/frames.ts';
 import { requestStream } from '../agent/protocol/request.ts';
-import { DATA_PAIRING_TIMEOUT_MS, DATA_TOKEN_TTL_MS, STREAM_HEADER_TIMEOUT_MS } from '../agent/protocol/limits.ts';
+import { DATA_PAIRING_TIMEOUT_MS, DATA_TOKEN_TTL_MS, MAX_EARLY_BYTES, STREAM_HEADER_TIMEOUT_MS } from '../agent/protocol/limits.ts';
 import { DataRefusal, encodeOpening, parseAnswer } from '../agent/data/wire.ts';
 import { RelayLink } from '../agent/link/relay-link.ts';
 import { silentLogger } from '../agent/util/log.ts';
@@ -33,39 +34,6 @@ function echoThrough(tunnel: Duplex, bytes: Buffer): Promise<Buffer> {
     tunnel.once('end', () => resolve(Buffer.concat(back)));
     tunnel.once('error', reject);
     tunnel.end(bytes);
-  });
-}
-
-/** Tokens asked for on a session's link, as an agent does. */
-async function tokens(session: MuxSession, n: number): Promise<string[]> {
-  const s = session.open();
-  s.on('error', () => {});
-  writeFrame(s, { t: 'tokens', n });
-  const answer = await readFrame(s, 4096, 5000);
-  s.end();
-  s.resume();
-  if (answer.t !== 'tokens') throw new Error(JSON.stringify(answer));
-  return answer.tokens as string[];
-}
-
-/** Opens a data connection with `opening` from `localAddress`; resolves with the socket and the relay's answer. Closed when the test ends. */
-function present(t: ExecutionContext, port: number, opening: Buffer, localAddress = '127.0.0.1'): Promise<{ socket: Socket; answer: ReturnType<typeof parseAnswer> }> {
-  return new Promise((resolve, reject) => {
-    const socket = netConnect({ host: '127.0.0.1', port, localAddress, allowHalfOpen: true });
-    t.teardown(() => socket.destroy());
-    socket.on('error', () => {});
-    let got: Buffer = Buffer.alloc(0);
-    socket.once('connect', () => socket.write(opening));
-    const onData = (c: Buffer) => {
-      got = Buffer.concat([got, c]);
-      const answer = parseAnswer(got);
-      if (answer === undefined) return;
-      socket.off('data', onData);
-      socket.pause();
-      resolve({ socket, answer });
-    };
-    socket.on('data', onData);
-    socket.once('close', () => reject(new Error(`closed before an answer (${got.length} bytes)`)));
   });
 }
 
@@ -168,6 +136,30 @@ test('bytes on a data connection that no connect names are dropped at the pairin
   const ms = Date.now() - started;
   t.true(ms >= DATA_PAIRING_TIMEOUT_MS - 200 && ms < DATA_PAIRING_TIMEOUT_MS + 3000, `closed after ${ms} ms`);
   t.is(relay.server.stats.get('data_pairing_timeout'), 1);
+});
+
+test('more than 32 KiB on a data connection before a connect names it gets it reset at once, counted; a ClientHello-sized early burst is kept for the splice', async (t) => {
+  const { relay, device, client } = await world(t);
+  const session = await client.link.waitForSession(5000);
+  const [flood, honest] = await tokens(session, 2);
+  const started = Date.now();
+  const { socket } = await present(t, relay.port, encodeOpening(flood));
+  socket.on('error', () => {});
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.write(randomBytes(MAX_EARLY_BYTES + 1024));
+  socket.resume();
+  await closed;
+  t.true(Date.now() - started < DATA_PAIRING_TIMEOUT_MS / 2, `closed after ${Date.now() - started} ms, not at the pairing deadline`);
+  t.is(relay.server.stats.get('refused_data_early_bytes'), 1);
+  t.true(await until(() => relay.server.holds.used === 0, 3000), `the budget got its bytes back (${relay.server.holds.used} held)`);
+  // Early bytes below the cap travel on once a connect names the connection.
+  const kept = await present(t, relay.port, encodeOpening(honest));
+  const early = Buffer.from('SSH-2.0-early\r\n');
+  kept.socket.write(early);
+  t.true(await until(() => relay.server.holds.used === early.length, 3000), `the early bytes are charged (${relay.server.holds.used} held)`);
+  const s = session.open();
+  s.on('error', () => {});
+  t.like(await requestStream(s, { t: 'connect', to: device.identity.address, port: 22, e2e: true, data: honest }).catch((err: { reply?: unknown }) => err.reply), { t: 'ok' });
 });
 
 test('a device that never answers an incoming on its data connection: the client hears unavailable within the deadline and both connections are closed', async (t) => {

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { once } from 'node:events';
 import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
-import { splice } from '../agent/util/pump.ts';
+import { FORWARD_BUFFER, splice, SpliceBudgetError, type SpliceMeter } from '../agent/util/pump.ts';
 
 // Serial: the backpressure test reads timing (the writer staying stopped), which a concurrent test would disturb.
 
@@ -19,10 +19,10 @@ async function tcpPair(): Promise<[Socket, Socket]> {
 }
 
 /** left ⇄ [a splice b] ⇄ right: what a tunnel hop looks like from both ends. */
-async function splicedPair(onDone?: (err?: Error) => void): Promise<{ left: Socket; right: Socket; a: Socket; b: Socket }> {
+async function splicedPair(onDone?: (err?: Error) => void, meter?: SpliceMeter): Promise<{ left: Socket; right: Socket; a: Socket; b: Socket }> {
   const [left, a] = await tcpPair();
   const [b, right] = await tcpPair();
-  splice(a, b, onDone);
+  splice(a, b, onDone, meter);
   return { left, right, a, b };
 }
 
@@ -140,6 +140,80 @@ test.serial('a ping-pong through a splice is not held: 64-byte round trips stay 
   const p50 = times[Math.floor(times.length / 2)];
   t.log(`round trip p50 ${p50.toFixed(3)} ms, p90 ${times[Math.floor(times.length * 0.9)].toFixed(3)} ms`);
   t.true(p50 < 1, `p50 ${p50} ms`);
+  left.destroy();
+  right.destroy();
+});
+
+/** A meter as the relay's (SpliceHold) over a cap of `cap` bytes: what it holds now, its peak, refusals. */
+function testMeter(cap: number) {
+  const m = { held: 0, peak: 0, refused: 0 };
+  const meter: SpliceMeter = {
+    take: (n) => {
+      if (m.held + n > cap) {
+        m.refused++;
+        return false;
+      }
+      m.held += n;
+      m.peak = Math.max(m.peak, m.held);
+      return true;
+    },
+    give: (n) => void (m.held -= n),
+    pressed: () => false,
+  };
+  return { m, meter };
+}
+
+/** Writes into `left` until it stays pushed back for half a second (or 256 MiB). */
+async function writeUntilStalled(left: Socket): Promise<number> {
+  const chunk = Buffer.alloc(256 * 1024);
+  let written = 0;
+  while (written < 256 * 1024 * 1024) {
+    written += chunk.length;
+    if (!left.write(chunk)) {
+      const drained = await Promise.race([once(left, 'drain').then(() => true), new Promise((r) => setTimeout(r, 500, false))]);
+      if (!drained) break;
+    }
+  }
+  return written;
+}
+
+test.serial('a metered splice charges every byte it holds until the far side took it, stops reading the stalled source at the socket, and gives everything back', async (t) => {
+  const { m, meter } = testMeter(64 * 1024 * 1024);
+  let done: ((err?: Error) => void) | undefined;
+  const finished = new Promise<Error | undefined>((resolve) => (done = resolve));
+  const { left, right, a, b } = await splicedPair((err) => done!(err), meter);
+  right.pause();
+  await writeUntilStalled(left);
+  // What the hop holds is what the meter was charged: b's queue, and nothing left unread in a's buffer.
+  t.is(a.readableLength, 0, 'the stalled source is not read any further (its handle stopped)');
+  t.is(m.held, b.writableLength, 'the meter holds exactly what waits to be written');
+  t.true(m.peak <= FORWARD_BUFFER + 64 * 1024, `peak ${m.peak}`);
+  let got = 0;
+  right.on('data', (c: Buffer) => (got += c.length));
+  right.resume();
+  left.end();
+  await once(right, 'end');
+  right.end();
+  t.is(await finished, undefined);
+  t.is(m.held, 0, 'every charged byte was given back');
+  t.true(got > 0);
+  t.is(m.refused, 0);
+  left.destroy();
+  right.destroy();
+});
+
+test.serial('a chunk the meter refuses aborts both sides of the splice', async (t) => {
+  const { m, meter } = testMeter(32 * 1024);
+  let done: ((err?: Error) => void) | undefined;
+  const finished = new Promise<Error | undefined>((resolve) => (done = resolve));
+  const { left, right, a, b } = await splicedPair((err) => done!(err), meter);
+  for (const s of [left, right]) s.on('error', () => {});
+  right.pause();
+  void writeUntilStalled(left).catch(() => {});
+  t.true((await finished) instanceof SpliceBudgetError);
+  t.true(m.refused >= 1);
+  await Promise.all([a, b].map((s) => (s.closed ? undefined : new Promise((r) => s.once('close', r)))));
+  t.true(a.destroyed && b.destroyed);
   left.destroy();
   right.destroy();
 });

@@ -1,5 +1,6 @@
-import type { Readable, Writable } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import { MAX_EARLY_BYTES } from '../protocol/limits.ts';
+import { abort } from '../util/pump.ts';
 
 /**
  * What a caller sends behind its header before the device answered: the
@@ -11,17 +12,22 @@ import { MAX_EARLY_BYTES } from '../protocol/limits.ts';
  * dead (`data-closed`, or a relay of the cluster that no longer holds the
  * device) is replaced and the copy sent again. At most MAX_EARLY_BYTES are
  * taken before the answer; then the caller is not read until it comes.
+ * Where the caller's leg is a data connection (whose bytes no stream hold
+ * counted on arrival) `charge` counts them against the caller's hold; a
+ * refusal resets the caller.
  */
 export class Ahead {
-  readonly #src: Readable;
+  readonly #src: Duplex;
   #copy: Buffer[] = [];
   #bytes = 0;
   #dst: Writable | undefined;
   #listening = false;
   #done = false;
+  readonly #charge: ((bytes: number) => boolean) | undefined;
 
-  constructor(src: Readable) {
+  constructor(src: Duplex, charge?: (bytes: number) => boolean) {
     this.#src = src;
+    this.#charge = charge;
   }
 
   /** Sends what was taken so far to `dst`, then whatever follows, until detach() or commit(). */
@@ -50,6 +56,12 @@ export class Ahead {
   }
 
   readonly #onData = (chunk: Buffer): void => {
+    if (this.#charge && !this.#charge(chunk.length)) {
+      this.#src.off('data', this.#onData);
+      this.#dst = undefined;
+      this.#copy = [];
+      return abort(this.#src);
+    }
     this.#copy.push(chunk);
     this.#bytes += chunk.length;
     this.#dst?.write(chunk);

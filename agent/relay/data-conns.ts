@@ -1,13 +1,14 @@
 import type { Socket } from 'node:net';
 import type { Logger } from '../util/log.ts';
 import { abort } from '../util/pump.ts';
-import { DATA_IDLE_MAX_MS, DATA_PAIRING_TIMEOUT_MS, DATA_TOKEN_TTL_MS } from '../protocol/limits.ts';
+import { DATA_IDLE_MAX_MS, DATA_PAIRING_TIMEOUT_MS, DATA_TOKEN_TTL_MS, MAX_EARLY_BYTES } from '../protocol/limits.ts';
 import { DATA_ACCEPTED, DATA_HEADER_BYTES, DataRefusal, encodeRefusal, newToken, parseOpening, refusalName, type DataRefusalCode } from '../data/wire.ts';
 import type { ByteMeter } from '../ops/stream-stats.ts';
 import type { AgentSession } from './registry.ts';
 import type { RelayLimits } from './config.ts';
 import type { RelayStats } from './stats.ts';
 import type { RefusalLog } from './admission.ts';
+import type { Holder } from './hold.ts';
 
 /** ms a refused data connection stays open after its FIN so the reason reaches the agent. */
 const REFUSAL_LINGER_MS = 1_000;
@@ -16,7 +17,9 @@ const REFUSAL_LINGER_MS = 1_000;
  * One data connection the relay holds for a session:
  * - `idle`: in the session's pool, for a device leg when the session's device is called;
  * - `early`: bytes arrived on it (a client's ClientHello that overtook the `connect`
- *   naming it); no longer offered as a device leg, it waits for that `connect`;
+ *   naming it); no longer offered as a device leg, it waits for that `connect`.
+ *   The relay reads those bytes itself (at most MAX_EARLY_BYTES, charged to the
+ *   session's hold) and puts them back for the splice when the `connect` claims it;
  * - `claimed`: given to a stream; the splice owns it from here.
  */
 interface Member {
@@ -26,6 +29,11 @@ interface Member {
   source: string;
   state: 'idle' | 'early' | 'claimed';
   timer: NodeJS.Timeout | undefined;
+  /** Bytes read off an early member before its `connect` (charged to `holder`). */
+  early: Buffer[];
+  earlyBytes: number;
+  /** The session's hold (HoldBudget), which early bytes are charged to. */
+  holder: Holder | undefined;
   /** Watches the waiting connection (removed when it is claimed). */
   onReadable: () => void;
   onEnd: () => void;
@@ -73,7 +81,10 @@ export class DataConns {
   #waiting = 0;
   readonly #live = new Set<SessionData>();
 
-  constructor(options: { limits: RelayLimits; stats: RelayStats; refusals: RefusalLog; log: Logger; traffic?: ByteMeter }) {
+  readonly #holderOf: (session: AgentSession) => Holder | undefined;
+
+  constructor(options: { limits: RelayLimits; stats: RelayStats; refusals: RefusalLog; log: Logger; traffic?: ByteMeter; holderOf?: (session: AgentSession) => Holder | undefined }) {
+    this.#holderOf = options.holderOf ?? (() => undefined);
     this.#limits = options.limits;
     this.#stats = options.stats;
     this.#refusals = options.refusals;
@@ -151,6 +162,9 @@ export class DataConns {
     const member = this.#sessions.get(session)?.waiting.get(token);
     if (!member || !usable(member.socket)) return undefined;
     this.#take(member);
+    // What arrived early goes back in front of the socket's buffer: the splice passes it on first.
+    if (member.early.length > 0) member.socket.unshift(Buffer.concat(member.early));
+    this.#dropEarly(member);
     return member.socket;
   }
 
@@ -241,6 +255,9 @@ export class DataConns {
       source: opening.source,
       state: 'idle',
       timer: undefined,
+      early: [],
+      earlyBytes: 0,
+      holder: this.#holderOf(session),
       onReadable: () => this.#onWaitingReadable(member),
       // The agent closed it: forgotten (the close handler takes it out of the pool).
       onEnd: () => raw.destroy(),
@@ -254,7 +271,9 @@ export class DataConns {
     this.#stats.count('data_accepted');
     raw.once('close', () => {
       d.all.delete(raw);
-      if (member.state !== 'claimed') this.#unwait(member);
+      if (member.state === 'claimed') return;
+      this.#dropEarly(member);
+      this.#unwait(member);
     });
     member.timer = setTimeout(() => {
       this.#stats.count('data_idle_timeout');
@@ -267,7 +286,11 @@ export class DataConns {
 
   /**
    * A waiting member's socket is readable: its end (the agent closed it) or
-   * bytes ahead of the `connect` naming it, which stay unread for the splice.
+   * bytes ahead of the `connect` naming it. Those are read off (so that
+   * nothing piles up unseen in the socket's buffer), kept for the splice and
+   * charged to the session's hold; more than MAX_EARLY_BYTES (an honest
+   * client sends one ClientHello and then waits for the device's answer), or
+   * more than the hold allows, and the connection is reset.
    */
   #onWaitingReadable(member: Member): void {
     if (member.state === 'claimed') return;
@@ -275,17 +298,45 @@ export class DataConns {
       member.socket.read(); // lets a pending end be seen
       return;
     }
-    if (member.state === 'early') return;
-    member.state = 'early';
-    const d = this.#sessions.get(member.session)!;
-    const at = d.idle.indexOf(member);
-    if (at >= 0) d.idle.splice(at, 1);
-    clearTimeout(member.timer);
-    member.timer = setTimeout(() => {
-      this.#stats.count('data_pairing_timeout');
-      this.#refusals.refused('data_pairing_timeout', `data connection of ${member.session.address}: bytes arrived but no connect named it within ${DATA_PAIRING_TIMEOUT_MS} ms`);
-      abort(member.socket);
-    }, DATA_PAIRING_TIMEOUT_MS).unref();
+    if (member.state === 'idle') {
+      member.state = 'early';
+      const d = this.#sessions.get(member.session)!;
+      const at = d.idle.indexOf(member);
+      if (at >= 0) d.idle.splice(at, 1);
+      clearTimeout(member.timer);
+      member.timer = setTimeout(() => {
+        this.#stats.count('data_pairing_timeout');
+        this.#refusals.refused('data_pairing_timeout', `data connection of ${member.session.address}: bytes arrived but no connect named it within ${DATA_PAIRING_TIMEOUT_MS} ms`);
+        this.#dropEarly(member);
+        abort(member.socket);
+      }, DATA_PAIRING_TIMEOUT_MS).unref();
+    }
+    let chunk: Buffer | null;
+    while ((chunk = member.socket.read() as Buffer | null) !== null) {
+      const bytes = member.earlyBytes + chunk.length;
+      if (bytes > MAX_EARLY_BYTES) {
+        this.#stats.count('refused_data_early_bytes');
+        this.#refusals.refused('data_early_bytes', `data connection of ${member.session.address} from ${member.source} reset: ${bytes} bytes arrived before a connect named it (at most ${MAX_EARLY_BYTES})`);
+        return this.#resetEarly(member);
+      }
+      // A refusal is counted and logged by the budget (refused_hold_*).
+      if (member.holder && member.holder.take(chunk.length) !== undefined) return this.#resetEarly(member);
+      member.earlyBytes = bytes;
+      member.early.push(chunk);
+    }
+  }
+
+  /** An early member over a cap: its bytes dropped, the connection reset. */
+  #resetEarly(member: Member): void {
+    this.#dropEarly(member);
+    abort(member.socket);
+  }
+
+  /** Early bytes kept no more (passed on, or dropped with the connection): their charge is given back. */
+  #dropEarly(member: Member): void {
+    member.holder?.give(member.earlyBytes);
+    member.early = [];
+    member.earlyBytes = 0;
   }
 
   #take(member: Member): void {

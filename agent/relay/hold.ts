@@ -1,4 +1,5 @@
 import type { MuxStream, StreamHoldHook } from '../mux/index.ts';
+import type { SpliceMeter } from '../util/pump.ts';
 
 /**
  * Bytes a peer makes the relay hold, from the first byte: partial frames,
@@ -228,4 +229,52 @@ export function bufferedIn(...streams: MuxStream[]): number {
   let n = 0;
   for (const s of streams) n += s.readableLength + s.writableLength;
   return n;
+}
+
+/**
+ * What the relay's own splice holds of a pair with a data connection for a
+ * leg (docs/PROTOCOL.md §10): each chunk read from one leg until the other
+ * took it, charged to `holder` (the caller's session, as for a pair of mux
+ * legs), so that stalled data connections meet the same per-session,
+ * per-source and total caps. Whatever is still charged when the pair ends
+ * is given back at once; later write callbacks give nothing.
+ */
+export class SpliceHold implements SpliceMeter {
+  readonly holder: Holder;
+  #held = 0;
+  #closed = false;
+
+  constructor(holder: Holder) {
+    this.holder = holder;
+  }
+
+  get held(): number {
+    return this.#held;
+  }
+
+  take(bytes: number): boolean {
+    if (this.#closed) return true;
+    if (this.holder.take(bytes) !== undefined) return false;
+    this.#held += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    if (this.#closed) return;
+    const n = Math.min(bytes, this.#held);
+    this.#held -= n;
+    this.holder.give(n);
+  }
+
+  pressed(): boolean {
+    return this.holder.pressed;
+  }
+
+  /** The pair ended: its buffers are gone. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.holder.give(this.#held);
+    this.#held = 0;
+  }
 }

@@ -42,7 +42,7 @@ import { MemoryNameTable, type NameTable } from './names.ts';
 import { answerClaim, answerLookup, type NameService } from './name-requests.ts';
 import { ClaimRate } from './claim-rate.ts';
 import type { ReleaseShelf } from './releases.ts';
-import { HoldBudget, StreamHold, bufferedIn, type Holder, type HoldLevel } from './hold.ts';
+import { HoldBudget, SpliceHold, StreamHold, bufferedIn, type Holder, type HoldLevel } from './hold.ts';
 
 /** Which flag names each hold cap, for the refusal line. */
 const HOLD_FLAG: Readonly<Record<HoldLevel, string>> = Object.freeze({ session: '--session-buffer-budget', source: '--source-buffer-budget', total: '--stream-buffer-budget' });
@@ -163,7 +163,7 @@ export class RelayServer {
     this.controls = new ControlChannels(this.stats, this.#log);
     this.#releases = options.releases;
     this.#unwatchRelays = this.directory.watchRelays((relays) => this.controls.setRelays(relays));
-    this.data = new DataConns({ limits: this.limits, stats: this.stats, refusals: this.refusals, log: this.#log, traffic: this.traffic });
+    this.data = new DataConns({ limits: this.limits, stats: this.stats, refusals: this.refusals, log: this.#log, traffic: this.traffic, holderOf: (session) => this.#holderOf.get(session) });
   }
 
   get address(): string {
@@ -437,7 +437,7 @@ export class RelayServer {
       client = socket;
       this.#holdStreamSlot(session, socket);
     }
-    const route = routeToDevice({ directory: this.directory, relayAddress: this.address, caller, to: connect.to, port: connect.port, e2e: connect.e2e === true, shares: this.shares, ahead: new Ahead(client), data: this.data });
+    const route = routeToDevice({ directory: this.directory, relayAddress: this.address, caller, to: connect.to, port: connect.port, e2e: connect.e2e === true, shares: this.shares, ahead: new Ahead(client, client === stream ? undefined : (bytes) => hold.received(bytes)), data: this.data });
     this.#answer({ answer: stream, client, route, who: session.address, target: `${connect.to}:${connect.port}`, counter: 'stream_routed', started, hold, e2e: connect.e2e === true, session });
   }
 
@@ -498,13 +498,22 @@ export class RelayServer {
         // The answer was all the caller's stream was for when its bytes are on its data connection.
         if (client !== answer) finish(answer);
         // The headers are consumed: the pair holds what its mux legs buffer. Two mux legs give back what
-        // they send on; one beside a data connection gives back what the splice reads off it (what it then
-        // writes to the socket waits within the pump's bound: docs/PROTOCOL.md §10). Two data connections
-        // hold nothing here.
+        // they send on; one beside a data connection gives back what the splice reads off it. Where a leg
+        // is a data connection the splice itself charges what it holds (each chunk until the other leg
+        // took it) to the same holder: stalled data connections meet the same caps (docs/PROTOCOL.md §10).
         const muxLegs = [client, device].filter((s): s is MuxStream => s instanceof MuxStream);
         hold.settle(bufferedIn(...muxLegs), muxLegs.length === 2 ? 'sent' : 'granted');
+        const meter = muxLegs.length === 2 ? undefined : new SpliceHold(hold.holder);
         this.#streamsOpen++;
-        splice(client, device, () => this.#streamsOpen--);
+        splice(
+          client,
+          device,
+          () => {
+            this.#streamsOpen--;
+            meter?.close();
+          },
+          meter,
+        );
         this.#idle.watch(client, device);
       },
       (err) => {

@@ -106,15 +106,52 @@ function handleOf(s: Duplex): ReadHandle | undefined {
   return (s as Duplex & { _handle?: ReadHandle })._handle;
 }
 
-function holdReading(s: Duplex, ms: number, done: () => void): boolean {
-  const handle = handleOf(s);
-  if (!(s instanceof Socket) || s instanceof TLSSocket || handle?.reading !== true || typeof handle.readStop !== 'function' || typeof handle.readStart !== 'function') return false;
-  handle.readStop();
+function holdReading(s: Duplex, ms: number, done: () => void, mayStart: () => boolean = () => true): boolean {
+  const handle = stoppable(s);
+  if (!handle) return false;
+  handle.readStop!();
   setTimeout(() => {
-    if (!s.destroyed && handleOf(s) === handle && handle.reading === true) handle.readStart!();
+    if (mayStart()) restart(s, handle);
     done();
   }, ms);
   return true;
+}
+
+/** `s`'s handle where it is a plain TCP socket whose handle reads now (what holdReading and a metered pause stop). */
+function stoppable(s: Duplex): ReadHandle | undefined {
+  const handle = handleOf(s);
+  if (!(s instanceof Socket) || s instanceof TLSSocket || handle?.reading !== true || typeof handle.readStop !== 'function' || typeof handle.readStart !== 'function') return undefined;
+  return handle;
+}
+
+/** Reads again with a handle stopped by stoppable's caller, unless Node stopped it itself meanwhile or the socket closed. */
+function restart(s: Duplex, handle: ReadHandle): void {
+  if (!s.destroyed && handleOf(s) === handle && handle.reading === true) handle.readStart!();
+}
+
+/**
+ * What a splice may hold in user space, charged by the caller (the relay's
+ * budgets for the data connections it splices): every chunk read is taken
+ * before it is written on and given back once the destination took it.
+ */
+export interface SpliceMeter {
+  /** Charges `bytes` read; false: over a budget (the splice aborts both sides). */
+  take(bytes: number): boolean;
+  /** `bytes` charged earlier left the destination's buffer (or were dropped). */
+  give(bytes: number): void;
+  /** True while the budget is pressed: a destination then pauses its source at PRESSED_FORWARD_BUFFER. */
+  pressed(): boolean;
+}
+
+/** Bytes a destination may hold queued, under a pressed SpliceMeter, before the source is paused. */
+export const PRESSED_FORWARD_BUFFER = 16 * 1024;
+
+/** The budget refused a chunk: the splice's error. */
+export class SpliceBudgetError extends Error {
+  constructor() {
+    super('over the splice\'s budget');
+    this.name = 'SpliceBudgetError';
+  }
 }
 
 /** performance.now() of the last piece read in each direction of a splice. */
@@ -132,29 +169,47 @@ type Clock = [number, number];
  * copy); a destination holding FORWARD_BUFFER pauses the source, its
  * 'drain' resumes it, and the source's end ends the destination.
  */
-function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1): void {
+function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: SpliceMeter | undefined, fail: (err: Error) => void): void {
   const cork = src instanceof Socket && !(src instanceof TLSSocket) ? undefined : turnCorker(dst);
   let held = false;
   /** The source trickles: its reads are held (see COALESCE_MS) until a large piece or bytes the other way. */
   let trickle = false;
+  /** A metered source paused for backpressure: its handle stopped too, so nothing piles up unread in its buffer. */
+  let stopped: ReadHandle | undefined;
   const release = () => {
     held = false;
   };
   src.on('data', (chunk: Buffer) => {
     cork?.();
-    dst.write(chunk);
+    if (meter) {
+      if (!meter.take(chunk.length)) return fail(new SpliceBudgetError());
+      dst.write(chunk, () => meter.give(chunk.length));
+    } else dst.write(chunk);
     const now = performance.now();
     const last = clock[side];
     clock[side] = now;
-    if (dst.writableLength >= FORWARD_BUFFER) return void src.pause();
+    if (dst.writableLength >= (meter?.pressed() ? PRESSED_FORWARD_BUFFER : FORWARD_BUFFER)) {
+      src.pause();
+      // A paused socket still reads up to its high-water mark plus a read (≈ 80 KiB) that no meter sees.
+      if (meter && !stopped) {
+        stopped = stoppable(src);
+        stopped?.readStop!();
+      }
+      return;
+    }
     const oneWay = clock[1 - side] < last;
     trickle = chunk.length < COALESCE_BELOW && oneWay && (trickle || now - last < COALESCE_GAP_MS);
     if (!trickle || held) return;
     // This piece arrived over (now - last) ms: the flow's rate, and the hold that gathers the target at it.
     const ms = Math.min(COALESCE_MAX_MS, (COALESCE_TARGET_BYTES * Math.max(now - last, 0.01)) / chunk.length);
-    if (ms >= COALESCE_MIN_MS) held = holdReading(src, ms, release);
+    if (ms >= COALESCE_MIN_MS) held = holdReading(src, ms, release, () => stopped === undefined);
   });
-  dst.on('drain', () => src.resume());
+  dst.on('drain', () => {
+    src.resume();
+    const handle = stopped;
+    stopped = undefined;
+    if (handle && !held) restart(src, handle);
+  });
   src.once('end', () => {
     const gate = endGates.get(src);
     if (!gate) return void dst.end();
@@ -178,9 +233,11 @@ function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1): void {
  * (half-close), so `ssh` sending EOF while output still flows back works. If
  * either side fails or closes before ending (the tunnel died: session lost,
  * stream reset, relay gone), both are aborted: plain TCP legs are reset, not
- * ended, and nothing stays half-open.
+ * ended, and nothing stays half-open. With a `meter`, what the splice holds
+ * is charged to it chunk by chunk, a paused TCP source stops reading from
+ * the kernel, and a chunk the meter refuses aborts both sides.
  */
-export function splice(a: Duplex, b: Duplex, onDone?: (err?: Error) => void): void {
+export function splice(a: Duplex, b: Duplex, onDone?: (err?: Error) => void, meter?: SpliceMeter): void {
   let settled = 0;
   let failed = false;
   const done = (err?: Error | null) => {
@@ -194,8 +251,8 @@ export function splice(a: Duplex, b: Duplex, onDone?: (err?: Error) => void): vo
     if (!err && ++settled === 2 && !failed) onDone?.();
   };
   const clock: Clock = [0, 0];
-  forward(a, b, clock, 0);
-  forward(b, a, clock, 1);
+  forward(a, b, clock, 0, meter, done);
+  forward(b, a, clock, 1, meter, done);
   // finished() reports an error or a premature close (closed without end).
   finished(a, (err) => done(err));
   finished(b, (err) => done(err));
