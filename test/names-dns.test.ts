@@ -1,12 +1,14 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DIODE_BUNDLE, start, startPublishNamed, tempDir, type Running } from './helpers/diode.ts';
 import { socks4aReply, socks5Connect, startOrigin } from './helpers/http.ts';
+import { startSshd } from './helpers/sshd.ts';
 
 // "A name that resolves nowhere ... never a DNS lookup" (issue 25 item 1),
 // checked where DNS happens: every diode process of this test (relay with
@@ -15,6 +17,10 @@ import { socks4aReply, socks5Connect, startOrigin } from './helpers/http.ts';
 // server of the test's, on a loopback address of its own. The server counts
 // every question it gets; a control (a name socksd --fallback direct must
 // resolve) shows the path is live.
+//
+// The same namespaces make the plain-ssh test plain: ssh reads ~/.ssh/config
+// of the account (getpwuid), never $HOME, so a fresh home is mounted over
+// the account's and `diode ssh-config --install` and `ssh` run as a person's.
 
 const run = promisify(execFile);
 const DOMAIN = 'gw.example.test';
@@ -139,5 +145,35 @@ if (refused) {
     }
 
     t.deepEqual([...new Set(dns.questions)], ['leak-check.example'], 'no diode name, found or not, ever reached DNS');
+  });
+
+  test('plain ssh pi@kitchen.diode after diode ssh-config --install: no -F, no -o; ssh reads the user\'s own ~/.ssh/config (the account\'s home, a fresh one mounted over it), learns kitchen once, and asks DNS nothing', async (t) => {
+    const dns = await dnsRecorder(t);
+    const dir = tempDir(t);
+    const resolvConf = join(dir, 'resolv.conf');
+    writeFileSync(resolvConf, `nameserver ${dns.host}\noptions timeout:1 attempts:1\n`);
+    const sshd = await startSshd(t);
+    const relay = start(t, ['relay', '--listen', '127.0.0.1:0', '--home', tempDir(t)]);
+    const relayPort = Number((await relay.waitFor(/listening on 127\.0\.0\.1:(\d+)/))[1]);
+    const kitchen = await startPublishNamed(t, `127.0.0.1:${relayPort}`, ['-public', `${sshd.port}:22`], ['kitchen']);
+
+    // A person's home as a new user has it: the key ssh uses by default, and ssh's own first-use host key prompt answered yes.
+    const home = tempDir(t);
+    mkdirSync(join(home, '.ssh'), { mode: 0o700 });
+    copyFileSync(sshd.clientKey, join(home, '.ssh', 'id_ed25519'));
+    copyFileSync(`${sshd.clientKey}.pub`, join(home, '.ssh', 'id_ed25519.pub'));
+    writeFileSync(join(home, '.ssh', 'config'), 'Host *\n  StrictHostKeyChecking accept-new\n  BatchMode yes\n', { mode: 0o600 });
+    const diodeHome = join(home, 'diode');
+    const accountHome = userInfo().homedir;
+    // ssh takes ~ from the account (getpwuid), not from $HOME: the fresh home is mounted over the account's, in this namespace only.
+    const script = 'mount --bind "$0" "$1" && mount --bind "$2" /etc/resolv.conf && export HOME="$1" && "$3" "$4" ssh-config --install --relay "$5" --home "$6" && exec ssh "$7@kitchen.diode" "echo plain"';
+    const { stdout, stderr } = await run('unshare', ['-m', 'sh', '-c', script, home, accountHome, resolvConf, process.execPath, DIODE_BUNDLE, `127.0.0.1:${relayPort}`, diodeHome, sshd.user], { timeout: 60_000 });
+    t.regex(stdout, /\.ssh\/config: diode block added[^\n]*\nplain\n$/);
+    t.regex(readFileSync(join(home, '.ssh', 'config'), 'utf8'), /^# >>> diode[^\n]*\nHost \*\.diode\n  ProxyCommand .* proxy %h %p /);
+    t.is(stderr.split('\n').filter((l) => /pinned in/.test(l)).length, 1, stderr);
+    t.regex(readFileSync(join(diodeHome, 'known_names'), 'utf8'), new RegExp(`^kitchen ${kitchen.address} `, 'm'));
+    // ssh keeps the host key under the name (hashed, as Debian's ssh does by default).
+    t.regex((await run('ssh-keygen', ['-F', 'kitchen.diode', '-f', join(home, '.ssh', 'known_hosts')])).stdout, /ssh-ed25519/);
+    t.deepEqual(dns.questions, []);
   });
 }
