@@ -126,6 +126,47 @@ test.serial('a one-way trickle (a 20 Mbit/s link delivering one segment at a tim
   t.true(perRead >= 12 * 1024, `${Math.round(perRead)} bytes per read`);
 });
 
+test.serial('a handshake\'s flights (small pieces one way in quick succession) are not held: the bytes right behind them pass at once', async (t) => {
+  // What the end-to-end layer does on a data connection: the device writes its identity hello and its
+  // verdict as two records, then the stream's first bytes follow. A splice that took the two records
+  // for a trickle held its reading for up to 16 ms, and the first bytes waited behind the hold.
+  const { left, right, a, b } = await splicedPair();
+  // As every diode socket is (no Nagle: a small write behind an unacknowledged one would wait for a delayed ACK).
+  for (const s of [left, right, a, b]) s.setNoDelay(true);
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const delays: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    const got = new Promise<void>((resolve) => {
+      let n = 0;
+      const onData = (c: Buffer) => {
+        n += c.length;
+        if (n >= 2 * 900 + 64) {
+          right.off('data', onData);
+          resolve();
+        }
+      };
+      right.on('data', onData);
+    });
+    left.write(Buffer.alloc(900, 1));
+    await sleep(0.3);
+    left.write(Buffer.alloc(900, 2));
+    await sleep(1);
+    const started = performance.now();
+    left.write(Buffer.alloc(64, 3));
+    await got;
+    delays.push(performance.now() - started);
+    // The other way, as the client's next flight would: the next round starts afresh.
+    right.write(Buffer.alloc(64, 4));
+    await once(left, 'data');
+  }
+  delays.sort((x, y) => x - y);
+  const p50 = delays[Math.floor(delays.length / 2)];
+  t.log(`the bytes after two small pieces: p50 ${p50.toFixed(3)} ms, max ${delays[delays.length - 1].toFixed(3)} ms`);
+  t.true(p50 < 6, `p50 ${p50} ms (a hold is up to 16 ms)`);
+  left.destroy();
+  right.destroy();
+});
+
 test.serial('a ping-pong through a splice is not held: 64-byte round trips stay well under a millisecond each', async (t) => {
   const { left, right } = await splicedPair();
   right.on('data', (c: Buffer) => right.write(c));

@@ -70,8 +70,9 @@ export const FORWARD_BUFFER = 128 * 1024;
 /**
  * Reads of a one-way trickle are gathered, as a NIC's interrupt moderation
  * does: where a source hands over small pieces (under COALESCE_BELOW bytes)
- * one after another (within COALESCE_GAP_MS) while nothing came the other
- * way, it is a bulk flow arriving one network segment at a time (a
+ * one after another (within COALESCE_GAP_MS), and COALESCE_AFTER_BYTES came
+ * from it while nothing came the other way, it is a bulk flow arriving one
+ * network segment at a time (a
  * 20 Mbit/s uplink delivers a 1,448-byte segment every 0.6 ms), and each
  * segment cost the relay a wake-up, a read and a write: its CPU per byte at
  * real link rates was twice an OpenSSH jump host's. Such a source is not
@@ -84,6 +85,16 @@ export const FORWARD_BUFFER = 128 * 1024;
 const COALESCE_BELOW = 16 * 1024;
 /** ms: small pieces closer than this are one flow. */
 const COALESCE_GAP_MS = 2;
+/**
+ * Bytes one way, with nothing the other way, before a flow counts as a
+ * trickle: a TLS handshake's flights (the end-to-end layer's server flight,
+ * then its identity hello and verdict: two records written apart, under
+ * 4 KiB in all) are pieces one way in quick succession too, and a hold then
+ * kept the stream's first bytes back for up to COALESCE_MAX_MS (a new
+ * connection on the data path took 15 ms longer than on the link under
+ * load). A bulk flow at 20 Mbit/s passes this in 7 ms.
+ */
+const COALESCE_AFTER_BYTES = 16 * 1024;
 /** bytes a held source should have gathered: half a read's 64 KiB. */
 const COALESCE_TARGET_BYTES = 32 * 1024;
 /** ms: the longest hold (at 20 Mbit/s: 40 KB; a frame of a 60 Hz screen, nothing a person notices in a bulk flow). */
@@ -154,8 +165,11 @@ export class SpliceBudgetError extends Error {
   }
 }
 
-/** performance.now() of the last piece read in each direction of a splice. */
-type Clock = [number, number];
+/** Per direction of a splice: performance.now() of the last piece read, and the bytes read since the other direction read any. */
+interface Clock {
+  last: [number, number];
+  oneWay: [number, number];
+}
 
 /**
  * Copies `src` into `dst` like `src.pipe(dst)`, but batches writes where
@@ -186,8 +200,10 @@ function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: Spl
       dst.write(chunk, () => meter.give(chunk.length));
     } else dst.write(chunk);
     const now = performance.now();
-    const last = clock[side];
-    clock[side] = now;
+    const last = clock.last[side];
+    clock.last[side] = now;
+    clock.oneWay[side] += chunk.length;
+    clock.oneWay[1 - side] = 0;
     if (dst.writableLength >= (meter?.pressed() ? PRESSED_FORWARD_BUFFER : FORWARD_BUFFER)) {
       src.pause();
       // A paused socket still reads up to its high-water mark plus a read (≈ 80 KiB) that no meter sees.
@@ -197,8 +213,7 @@ function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: Spl
       }
       return;
     }
-    const oneWay = clock[1 - side] < last;
-    trickle = chunk.length < COALESCE_BELOW && oneWay && (trickle || now - last < COALESCE_GAP_MS);
+    trickle = chunk.length < COALESCE_BELOW && clock.oneWay[side] >= COALESCE_AFTER_BYTES && (trickle || now - last < COALESCE_GAP_MS);
     if (!trickle || held) return;
     // This piece arrived over (now - last) ms: the flow's rate, and the hold that gathers the target at it.
     const ms = Math.min(COALESCE_MAX_MS, (COALESCE_TARGET_BYTES * Math.max(now - last, 0.01)) / chunk.length);
@@ -250,7 +265,7 @@ export function splice(a: Duplex, b: Duplex, onDone?: (err?: Error) => void, met
     }
     if (!err && ++settled === 2 && !failed) onDone?.();
   };
-  const clock: Clock = [0, 0];
+  const clock: Clock = { last: [0, 0], oneWay: [0, 0] };
   forward(a, b, clock, 0, meter, done);
   forward(b, a, clock, 1, meter, done);
   // finished() reports an error or a premature close (closed without end).
