@@ -104,3 +104,28 @@ test('--retire-to takes pinned relays only, never the relay itself', async (t) =
   t.is(deadline.code, 2);
   t.regex(deadline.stderr, /--retire-deadline needs --retire-to/);
 });
+
+test('agents that cannot reach the relay named stay on the retiring relay until --retire-deadline, which then exits closing them', async (t) => {
+  const a = await startRelay(t);
+  const b = await startRelay(t);
+  const bPinned = `${b.address}@127.0.0.1:${b.port}`;
+  await b.proc.stop(); // named, but gone: an agent leaves A only for a relay it reached
+  const device = start(t, ['publish', '-public', '22:22', '--relay', `${a.address}@127.0.0.1:${a.port}`, '--home', tempDir(t)]);
+  await device.waitFor(/connected to relay/);
+  const deadlineS = 10;
+  const order = await runDiode(['relay', '--retire-to', bPinned, '--retire-deadline', String(deadlineS), '--home', a.home]);
+  t.is(order.code, 0, order.stderr);
+  const told = Date.parse((await a.proc.waitFor(/(\S+Z) warn +\[relay\] retiring: telling 1 agent to move/))[1]);
+  await device.waitFor(new RegExp(`retires; moving to ${esc(bPinned)}`));
+  // Half-way to the deadline the device is still A's: what the relay's status says, and a client on A finds it.
+  await new Promise((r) => setTimeout(r, (deadlineS * 1000) / 2));
+  t.regex((await runDiode(['status', '--home', a.home])).stdout.replace(/\s+/g, ' '), new RegExp(`retiring to ${esc(bPinned)}, 0 moved, 1 connected, exits by `));
+  const address = (device.output().match(/ as (0x[0-9a-fA-F]{40})/) ?? [])[1];
+  const found = await runDiode(['query', address!, '--relay', `127.0.0.1:${a.port}`, '--home', tempDir(t)]);
+  t.is(found.code, 0, found.stdout + found.stderr);
+  t.is(await a.proc.exited(), RETIRED_EXIT_CODE);
+  const exitedAfter = (Date.now() - told) / 1000;
+  t.log(`A exited ${exitedAfter.toFixed(1)} s after it told its agent to move (--retire-deadline ${deadlineS})`);
+  t.true(exitedAfter >= deadlineS - 1 && exitedAfter <= deadlineS + 15, `exited ${exitedAfter} s after the order`);
+  t.regex(a.proc.output(), /retired: deadline reached; 0 agents moved, 1 session still connected are closed/);
+});
