@@ -1,5 +1,5 @@
 import test from 'ava';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -7,6 +7,7 @@ import { runDiode, start, startRelay, tempDir } from './helpers/diode.ts';
 import { freePort, startSshd, sshOptions } from './helpers/sshd.ts';
 import { LAUNCHER, buildVersion, releaseKey, scriptRelease, sign, superviseLauncher } from './helpers/releases.ts';
 import type { AgentStatus } from '../agent/ops/status.ts';
+import { within } from './helpers/cluster.ts';
 
 // Issue 26, items 3-6: signed releases delivered by the relay, applied through the launcher, rolled back.
 
@@ -308,4 +309,35 @@ test('with the default trial time, an update that never reaches a relay is rolle
   t.regex(s.version, /^0\.5\.0 /);
   t.is(s.update?.rollbacks, 1);
   t.regex(readFileSync(join(home, 'update', 'bad'), 'utf8'), /^0\.6\.0$/m);
+});
+
+test('power cuts during the trial: after 3 starts on trial that never reached a relay the launcher rolls back at the next start, and the packaged agent runs', async (t) => {
+  const dir = tempDir(t);
+  const key = await releaseKey(dir);
+  const packaged = await buildVersion(dir, OLD);
+  const never = scriptRelease(dir, NEW); // answers --version, then sleeps: no relay, no commit
+  await sign(key.path, never, ['--arch', 'linux-x64']);
+  const home = tempDir(t);
+  await runDiode(['config', '--home', home, '-set', `update-keys=${key.address}`]);
+  t.is((await runDiode(['update', '--from', never, '--home', home])).code, 0);
+  const env = { ...process.env, DIODE_HOME: home, DIODE_PACKAGED: packaged };
+  // A power cut: the launcher and the agent it started on trial die at once (SIGKILL to the group).
+  for (let n = 1; n <= 3; n++) {
+    const launcher = spawn('sh', [LAUNCHER, 'publish', '-public', '22:22', '--relay', '127.0.0.1:1', '--home', home], { env, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    launcher.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+    await within(`start ${n} on trial`, 15_000, async () => err.includes(`starting update 0.6.0 on trial (start ${n} of 3)`)).catch((e: Error) => {
+      throw new Error(`${e.message}; the launcher said: ${err}`);
+    });
+    const closed = new Promise((r) => launcher.once('close', r));
+    process.kill(-launcher.pid!, 'SIGKILL');
+    await closed;
+  }
+  const fourth = await run('sh', [LAUNCHER, '--version'], { env }).then((r) => ({ code: 0, ...r }), (e: { code: number; stdout: string; stderr: string }) => e);
+  t.is(fourth.code, 1, 'the launcher exits so that the service manager starts it again');
+  t.regex(fourth.stderr, /diode-launch: update 0\.6\.0 rolled back to packaged: started 3 times on trial without reaching a relay/);
+  const fifth = await run('sh', [LAUNCHER, '--version'], { env });
+  t.regex(fifth.stdout, /^diode 0\.5\.0 /);
+  t.regex(readFileSync(join(home, 'update', 'bad'), 'utf8'), /^0\.6\.0$/m);
+  t.false(existsSync(join(home, 'update', 'trial')));
 });
