@@ -139,3 +139,36 @@ test('a heap that V8 shrank by itself lowers the floor the growth is measured fr
   state.total = 40 * MiB;
   t.is(watch.look(), 'busy');
 });
+
+test("start-up's growth, below the quiet slack, is given back the first time the process goes quiet, and only then", (t) => {
+  // An agent starting: the young generation grew from 1 to 4 MB of semi-spaces for the start-up's
+  // allocations, less than quietSlackBytes, and the idle agent would keep it for good (b149bbf did).
+  const { state, watch } = fakeHeap(6 * MiB);
+  state.total = 9.5 * MiB;
+  t.is(watch.look(), undefined, 'busy starting');
+  state.utilization = 0.01;
+  t.is(watch.look(), undefined);
+  t.is(watch.look(), undefined);
+  state.afterGc = 8 * MiB;
+  t.is(watch.look(), 'quiet', 'the first quiet streak ends start-up');
+  state.afterGc = 6.5 * MiB;
+  for (let i = 0; i < 5; i++) t.is(watch.look(), undefined);
+  t.is(watch.look(), 'settle', 'then the collection that lets V8 shrink the young generation');
+  // After start-up, quiet growth below the slack is left alone, also after a busy spell.
+  state.total = 9 * MiB;
+  state.utilization = 0.5;
+  t.is(watch.look(), undefined);
+  state.utilization = 0.01;
+  for (let i = 0; i < 20; i++) t.is(watch.look(), undefined);
+  t.is(state.collections, 2);
+});
+
+test('a process that starts quiet without growing is not collected', (t) => {
+  const { state, watch } = fakeHeap(6 * MiB);
+  state.utilization = 0.01;
+  for (let i = 0; i < 20; i++) t.is(watch.look(), undefined);
+  // Growth after that first quiet streak waits for the slack again.
+  state.total = 9 * MiB;
+  for (let i = 0; i < 10; i++) t.is(watch.look(), undefined);
+  t.is(state.collections, 0);
+});
