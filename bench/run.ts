@@ -17,6 +17,7 @@ import { readmit, type ReadmitResult } from './scenarios/readmit.ts';
 import { relayPair, type RelayPairResult } from './scenarios/relay-pair.ts';
 import { footprint, footprintTargets, formatFootprint, type FootprintResult, type RuntimeName } from './scenarios/footprint.ts';
 import { formatLogin, loginTimes, type LoginResult } from './scenarios/login.ts';
+import { formatNames, nameLogins, type NamesResult } from './scenarios/names.ts';
 import { wanPaths, formatWan, type WanResult } from './scenarios/wan.ts';
 import { buildProgram } from './lib/builds.ts';
 import { formatIdle, idleMemory, type IdleResult } from './scenarios/idle.ts';
@@ -26,7 +27,7 @@ import { printReport, targets, ratios } from './report.ts';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 const PATHS = ['direct', 'diode', 'diode-before', 'ssh-tunnel'] as const;
-const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'cluster-before', 'readmit', 'relay-pair', 'footprint', 'login', 'idle', 'update', 'wan'] as const;
+const SCENARIOS = [...PATHS, 'relay-scale', 'soak', 'cluster', 'cluster-before', 'readmit', 'relay-pair', 'footprint', 'login', 'names', 'idle', 'update', 'wan'] as const;
 /** Minutes of the idle scenario (the issue's 30). */
 const DEFAULT_IDLE_MINUTES = 30;
 const RUNTIMES: readonly RuntimeName[] = ['bundle', 'x64', 'arm64'];
@@ -64,7 +65,7 @@ export interface BenchOptions {
 }
 
 const USAGE = `usage: tsx bench/run.ts [--quick] [--scenario NAME[,NAME]]... [--devices N[,N]] [--cluster-devices N] [--readmit-devices N] [--pair-devices N] [--soak-minutes N] [--before REF] [--runtimes bundle,x64,arm64] [--footprint-runs N] [--login-runs N] [--idle-minutes N] [--wan-connections N] [--profile] [--out FILE] [--bundle dist/diode.cjs]
-  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; diode-before: the diode path from a build of --before REF (default ${DEFAULT_BEFORE}), taking turns with the others as they do; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; cluster-before: its same-relay and cross-relay paths (no fleet) from a build of --before REF, first, in the same run; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000; footprint: start-up, idle memory and sizes of --before REF, default ${DEFAULT_BEFORE}, against the working tree, both built in the run, as --runtimes, default bundle,x64,arm64 (arm64 under qemu-user), --footprint-runs timed runs per figure, default 10; login: ssh … true over an emulated home-broadband path through diode proxy and socksd + nc (before and after) and an OpenSSH jump, --login-runs rounds, default 15; idle: an idle publish with one ssh login a minute through diode proxy for --idle-minutes, default ${DEFAULT_IDLE_MINUTES}, RSS at the end against minute 2; update: round trips through a device while it downloads a release at update-rate, against idle; wan: new connections and a download's CPU per GiB over an emulated home-broadband path through --before REF and the working tree (protocol versions 3 and 4) and an OpenSSH jump host, --wan-connections per way, default 100)`;
+  scenarios: ${SCENARIOS.join(', ')} (default: direct, diode, ssh-tunnel, relay-scale; diode-before: the diode path from a build of --before REF (default ${DEFAULT_BEFORE}), taking turns with the others as they do; --soak-minutes adds soak; cluster: 3 relays on one Redis, --cluster-devices per relay, default 1000; cluster-before: its same-relay and cross-relay paths (no fleet) from a build of --before REF, first, in the same run; readmit: a relay restart with --readmit-devices reconnecting devices, default 10000; relay-pair: one relay against two on this host, --pair-devices, default 10000; footprint: start-up, idle memory and sizes of --before REF, default ${DEFAULT_BEFORE}, against the working tree, both built in the run, as --runtimes, default bundle,x64,arm64 (arm64 under qemu-user), --footprint-runs timed runs per figure, default 10; login: ssh … true over an emulated home-broadband path through diode proxy and socksd + nc (before and after) and an OpenSSH jump, --login-runs rounds, default 15; names: ssh … true by kitchen.diode against by address over the same path, through diode proxy and socksd + nc, --login-runs rounds; idle: an idle publish with one ssh login a minute through diode proxy for --idle-minutes, default ${DEFAULT_IDLE_MINUTES}, RSS at the end against minute 2; update: round trips through a device while it downloads a release at update-rate, against idle; wan: new connections and a download's CPU per GiB over an emulated home-broadband path through --before REF and the working tree (protocol versions 3 and 4) and an OpenSSH jump host, --wan-connections per way, default 100)`;
 
 function parseOptions(argv: string[]): BenchOptions {
   const options: BenchOptions = { quick: false, scenarios: [], devices: [], clusterDevices: 1000, readmitDevices: 10_000, pairDevices: 10_000, soakMinutes: 0, before: DEFAULT_BEFORE, runtimes: [], footprintRuns: 0, loginRuns: 0, idleMinutes: 0, wanConnections: 100, profile: false, out: undefined, bundle: undefined };
@@ -232,6 +233,8 @@ async function main(): Promise<void> {
   }
   let loggedIn: LoginResult | undefined;
   if (options.scenarios.includes('login')) loggedIn = await loginTimes({ before: options.before, runs: options.loginRuns }, log);
+  let named: NamesResult | undefined;
+  if (options.scenarios.includes('names')) named = await nameLogins(bundle, options.loginRuns, log);
   let idled: IdleResult | undefined;
   if (options.scenarios.includes('idle')) idled = await idleMemory(bundle, options.idleMinutes, log);
   let wan: WanResult | undefined;
@@ -277,6 +280,7 @@ async function main(): Promise<void> {
     ...(paired ? { relayPair: paired } : {}),
     ...(footprinted ? { footprint: { ...footprinted, targets: footprintTargets(footprinted) } } : {}),
     ...(loggedIn ? { login: loggedIn } : {}),
+    ...(named ? { names: named } : {}),
     ...(idled ? { idle: idled } : {}),
     ...(wan ? { wan } : {}),
     ...(updated ? { update: updated } : {}),
@@ -323,6 +327,7 @@ async function main(): Promise<void> {
     for (const t of footprintTargets(footprinted)) process.stdout.write(`  ${t.pass ? 'PASS' : 'FAIL'}  ${t.target}: ${t.value}\n`);
   }
   if (loggedIn) process.stdout.write(formatLogin(loggedIn));
+  if (named) process.stdout.write(formatNames(named));
   if (idled) process.stdout.write(formatIdle(idled));
   if (wan) process.stdout.write(formatWan(wan));
   if (updated) {
