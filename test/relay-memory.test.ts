@@ -11,7 +11,8 @@ import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { startPublish, startRelay, startSocksd } from './helpers/diode.ts';
 import { socks5Connect } from './helpers/http.ts';
 import { startSshd, sshOptions } from './helpers/sshd.ts';
-import { attackerSession, rssOf } from './helpers/attacker.ts';
+import { attackerSession, dataTokens as tokens, presentData, rssOf } from './helpers/attacker.ts';
+import { encodeOpening } from '../agent/data/wire.ts';
 
 const run = promisify(execFile);
 const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -173,4 +174,158 @@ test.serial('256 stalled streams from one caller keep the relay within 64 MiB of
   t.is(await ssh(), 'honest\n', 'honest ssh works under the probe');
   t.true(held - rest <= RSS_ALLOWANCE, `the relay holds ${((held - rest) / MIB).toFixed(1)} MiB more`);
   t.regex(relay.proc.output(), /reset: its (session|source) hold \d+ bytes the far side has not taken/);
+});
+
+// The same probes against the data path (protocol version 4, issue 27): each leg a data connection of
+// its own, which the relay splices socket to socket, and the connections it holds before they pair.
+
+/** A data connection presenting `token` from the attacker's source; resolves once the relay accepted it (rejects on a refusal). */
+async function present(t: ExecutionContext, port: number, token: string): Promise<Socket> {
+  const { socket, answer } = await presentData(t, port, encodeOpening(token), '127.0.0.2');
+  if (answer && 'accepted' in answer) return socket;
+  throw new Error(`data connection refused: ${answer && 'reason' in answer ? answer.reason : 'no answer'}`);
+}
+
+/**
+ * Writes into `socket` for as long as it takes bytes, never reading: resolves once nothing drained for
+ * `quietMs` (the relay stopped reading it, the kernel's buffers full) or after `max` bytes. One
+ * buffer written again and again: the attacker's own memory stays flat.
+ */
+const STUFF = Buffer.alloc(64 * 1024, 3);
+function writeUntilStalled(socket: Socket, quietMs: number, max = 64 * MIB): Promise<number> {
+  return new Promise((resolve) => {
+    let sent = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const stop = () => {
+      socket.off('drain', write);
+      resolve(sent);
+    };
+    socket.once('close', () => {
+      clearTimeout(timer);
+      stop();
+    });
+    const write = () => {
+      clearTimeout(timer);
+      while (sent < max && !socket.destroyed) {
+        sent += STUFF.length;
+        if (!socket.write(STUFF)) {
+          timer = setTimeout(stop, quietMs);
+          return;
+        }
+      }
+      stop();
+    };
+    socket.on('drain', write);
+    write();
+  });
+}
+
+/**
+ * An attacker's device: publishes port 22 and keeps its pool of 8 data connections full; every stream
+ * paired to one is answered ok and then stuffed with bytes from the device's side, never read.
+ */
+async function stuffingDevice(t: ExecutionContext, relayPort: number, stuffing: Array<Promise<number>>) {
+  const id = Identity.random();
+  const session = await attackerSession(t, relayPort, id);
+  const pool = new Map<string, Socket>();
+  let refilling: Promise<void> | undefined;
+  // One refill at a time: tokens outstanding count against --max-data-per-session too.
+  const refill = () =>
+    (refilling ??= (async () => {
+      try {
+        while (pool.size < 8) {
+          const got = await tokens(session, 8 - pool.size).catch(() => []);
+          if (got.length === 0) return;
+          for (const token of got) pool.set(token, await present(t, relayPort, token));
+        }
+      } finally {
+        refilling = undefined;
+      }
+    })());
+  session.on('stream', (s: MuxStream) => {
+    s.on('error', () => {});
+    readFrame(s, 4096, 10_000).then((incoming) => {
+      const socket = pool.get(incoming.data as string);
+      if (!socket) return void s.destroy();
+      pool.delete(incoming.data as string);
+      writeFrame(s, { t: 'ok', e2e: true });
+      s.end();
+      s.resume();
+      stuffing.push(writeUntilStalled(socket, 2_000));
+      void refill().catch(() => {});
+    }, () => s.destroy());
+  });
+  const control = session.open();
+  writeFrame(control, { t: 'publish', ports: [{ port: 22, mode: 'public' }] });
+  if ((await readFrame(control, 4096, 10_000)).t !== 'ok') throw new Error('the attacker device could not publish');
+  await refill();
+  return { address: id.address, ready: () => pool.size >= 8 };
+}
+
+test.serial('512 stalled streams whose legs are data connections keep the relay within 64 MiB of its resting RSS; honest ssh works', async (t) => {
+  const { relay, ssh, pid, rest } = await honestPath(t);
+  // Two attacker devices and one client, all from 127.0.0.2: 256 streams (--max-streams-per-caller) to
+  // each, every one on a data connection of its own at both ends, stuffed both ways, nothing read.
+  // Without a budget on what the splice holds (≈ 150 KiB a pair) this held +75 MiB.
+  const stuffing: Array<Promise<number>> = [];
+  const devices = [await stuffingDevice(t, relay.port, stuffing), await stuffingDevice(t, relay.port, stuffing)];
+  const client = await attackerSession(t, relay.port, Identity.random());
+  let paired = 0;
+  const attack = (async () => {
+    for (const device of devices) {
+      for (let i = 0; i < 256; i += 8) {
+        await Promise.all(
+          (await tokens(client, 8)).map(async (token) => {
+            const socket = await present(t, relay.port, token);
+            const s = client.open();
+            s.on('error', () => {});
+            writeFrame(s, { t: 'connect', to: device.address, port: 22, e2e: true, data: token });
+            const answer = await readFrame(s, 4096, 30_000).catch((err: Error) => ({ t: err.message }));
+            s.resume();
+            if (answer.t !== 'ok') return void socket.destroy();
+            paired++;
+            stuffing.push(writeUntilStalled(socket, 2_000));
+          }),
+        );
+        // The device's pool is refilled behind each batch.
+        for (let wait = 0; wait < 100 && !device.ready(); wait++) await tick(20);
+      }
+    }
+    await Promise.all(stuffing);
+  })();
+  const { peak, held, trace } = await measureRss(pid, attack, SETTLE_MS);
+  const stuffed = (await Promise.all(stuffing)).reduce((a, b) => a + b, 0);
+  t.log(`${paired} streams paired on data connections, ${(stuffed / MIB).toFixed(0)} MiB written into them; relay RSS: rest ${(rest / MIB).toFixed(1)} MiB, peak ${(peak / MIB).toFixed(1)} (+${((peak - rest) / MIB).toFixed(1)}), held with the probe's connections open ${(held / MIB).toFixed(1)} (+${((held - rest) / MIB).toFixed(1)}); every 0.5 s: ${trace}`);
+  t.true(paired >= 400, `only ${paired} streams were paired: the probe did not reach its shape`);
+  t.is(await ssh(), 'honest\n', 'honest ssh works under the probe');
+  t.true(held - rest <= RSS_ALLOWANCE, `the relay holds ${((held - rest) / MIB).toFixed(1)} MiB more`);
+});
+
+test.serial('a flood of unpaired data connections from one source, each sending bytes no connect names, keeps the relay within 64 MiB of its resting RSS; honest ssh works', async (t) => {
+  const { relay, ssh, pid, rest } = await honestPath(t);
+  // 64 sessions from one source, each filling its 8 data connections (512: --max-data-per-ip), each
+  // connection stuffed with bytes as if a ClientHello overtook a connect that never comes.
+  const sessions = await Promise.all(Array.from({ length: 64 }, () => attackerSession(t, relay.port, Identity.random())));
+  let accepted = 0;
+  const stuffing: Array<Promise<number>> = [];
+  const attack = (async () => {
+    for (const session of sessions) {
+      await Promise.all(
+        (await tokens(session, 8)).map(async (token) => {
+          const socket = await present(t, relay.port, token).catch(() => undefined);
+          if (!socket) return;
+          accepted++;
+          stuffing.push(writeUntilStalled(socket, 2_000, 4 * MIB));
+        }),
+      );
+    }
+    await Promise.all(stuffing);
+  })();
+  const { peak, held, trace } = await measureRss(pid, attack, 1_000);
+  const stuffed = (await Promise.all(stuffing)).reduce((a, b) => a + b, 0);
+  t.log(`${accepted} unpaired data connections, ${(stuffed / MIB).toFixed(0)} MiB written into them; relay RSS: rest ${(rest / MIB).toFixed(1)} MiB, peak ${(peak / MIB).toFixed(1)} (+${((peak - rest) / MIB).toFixed(1)}), at the end ${(held / MIB).toFixed(1)} (+${((held - rest) / MIB).toFixed(1)}); every 0.5 s: ${trace}`);
+  t.true(accepted >= 500, `only ${accepted} data connections were accepted`);
+  t.is(await ssh(), 'honest\n', 'honest ssh works under the probe');
+  t.true(peak - rest <= RSS_ALLOWANCE, `the relay held ${((peak - rest) / MIB).toFixed(1)} MiB more at its peak`);
+  t.regex(relay.proc.output(), /data connection .*(early|before a connect)/);
 });
