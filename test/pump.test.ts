@@ -123,7 +123,9 @@ test.serial('a one-way trickle (a 20 Mbit/s link delivering one segment at a tim
   t.is((await got).length, bytes);
   const perRead = bytes / reads;
   t.log(`${reads} reads, ${Math.round(perRead)} bytes each on average (a segment is 1,448)`);
-  t.true(perRead >= 12 * 1024, `${Math.round(perRead)} bytes per read`);
+  // A hold gathers ≈ 32 KiB at this rate; before a gathered read kept the flow a trickle, every other
+  // read was a single segment again (≈ 16 KB per read on average).
+  t.true(perRead >= 22 * 1024, `${Math.round(perRead)} bytes per read`);
 });
 
 test.serial('a handshake\'s flights (small pieces one way in quick succession) are not held: the bytes right behind them pass at once', async (t) => {

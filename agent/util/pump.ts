@@ -190,8 +190,11 @@ function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: Spl
   let trickle = false;
   /** A metered source paused for backpressure: its handle stopped too, so nothing piles up unread in its buffer. */
   let stopped: ReadHandle | undefined;
+  /** The next piece is the first read after a hold: what the hold gathered. */
+  let gathered = false;
   const release = () => {
     held = false;
+    gathered = true;
   };
   src.on('data', (chunk: Buffer) => {
     cork?.();
@@ -213,7 +216,14 @@ function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: Spl
       }
       return;
     }
-    trickle = chunk.length < COALESCE_BELOW && clock.oneWay[side] >= COALESCE_AFTER_BYTES && (trickle || now - last < COALESCE_GAP_MS);
+    const afterHold = gathered;
+    gathered = false;
+    // A gathered read is large by design; it keeps a trickle a trickle (else every other read was a
+    // single segment again: 17 KB per read instead of 32), and the hold below, taken from its rate,
+    // ends the gathering by itself once the flow is fast (a hold under COALESCE_MIN_MS is none).
+    trickle =
+      clock.oneWay[side] >= COALESCE_AFTER_BYTES &&
+      ((chunk.length < COALESCE_BELOW && (trickle || now - last < COALESCE_GAP_MS)) || (trickle && afterHold));
     if (!trickle || held) return;
     // This piece arrived over (now - last) ms: the flow's rate, and the hold that gathers the target at it.
     const ms = Math.min(COALESCE_MAX_MS, (COALESCE_TARGET_BYTES * Math.max(now - last, 0.01)) / chunk.length);
