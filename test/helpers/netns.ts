@@ -16,7 +16,8 @@ import { sshOptions, type Sshd } from './sshd.ts';
 const run = promisify(execFile);
 export const NS_PREFIX = 'dfa';
 
-async function sh(cmd: string, args: string[]): Promise<string> {
+/** Runs a command (20 s at most); its stderr in the error. */
+export async function sh(cmd: string, args: string[]): Promise<string> {
   try {
     return (await run(cmd, args, { timeout: 20_000 })).stdout;
   } catch (err) {
