@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
-  renameSync, rmSync, statSync, symlinkSync, writeFileSync, appendFileSync,
+  realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, appendFileSync,
 } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -189,11 +189,11 @@ export function parseArgs(argv) {
     if (a === '--arch' || a.startsWith('--arch=')) {
       opts.arch = value();
       if (!ARCHES.includes(opts.arch)) throw new StepError(`unknown architecture ${opts.arch}; known: ${ARCHES.join(', ')}`);
-    } else if (a === '--out' || a.startsWith('--out=')) opts.out = join(process.cwd(), value());
+    } else if (a === '--out' || a.startsWith('--out=')) opts.out = resolve(value());
     else if (a === '--no-xz') opts.xz = false;
     else if (a === '--keep-work') opts.keepWork = true;
     else if (a === '--no-security') opts.security = false;
-    else if (a === '--rootfs' || a.startsWith('--rootfs=')) opts.rootfs = join(process.cwd(), value());
+    else if (a === '--rootfs' || a.startsWith('--rootfs=')) opts.rootfs = resolve(value());
     else if (a === '--binary' || a.startsWith('--binary=')) opts.binary = resolve(value());
     else if (a === '-h' || a === '--help') { console.log(usage()); process.exit(0); }
     else throw new StepError(`unknown option ${a}\n${usage()}`);
@@ -229,11 +229,15 @@ const roundUpMiB = (bytes, step = 4) => Math.ceil(bytes / MIB / step) * step;
 
 async function build(opts) {
   const { arch } = opts;
+  mkdirSync(opts.out, { recursive: true });
+  mkdirSync(opts.cache, { recursive: true });
+  // The tree by its real path: with .cache/image a link to a shared cache, `systemctl --root`
+  // resolved the drop-ins it read to the link's target, outside the root it was given, and
+  // refused to enable ssh.service ("Channel number out of range").
+  opts.cache = realpathSync(opts.cache);
   const work = join(opts.cache, `work-${arch}`);
   const tree = join(work, 'root');
   const boot = join(work, 'boot');
-  mkdirSync(opts.out, { recursive: true });
-  mkdirSync(opts.cache, { recursive: true });
   LOG = join(opts.cache, `build-${arch}.log`);
   writeFileSync(LOG, `image build ${arch} ${new Date().toISOString()}\n`);
   const name = `diode-pi-${arch}`;

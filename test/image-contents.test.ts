@@ -19,6 +19,7 @@ interface BuildModule {
   kernelCmdline(text: string): string;
   initrdProblems(listing: string): string[];
   ENABLED_UNITS: readonly string[];
+  parseArgs(argv: string[]): { out: string; rootfs?: string };
 }
 interface RootfsModule {
   mmdebstrapArgs(arch: string, output: string): string[];
@@ -321,6 +322,13 @@ test('the overlay on a fresh tree passes the ship check; baked keys and state do
 
   writeFileSync(join(tree, 'etc/ssh/ssh_host_rsa_key.pub'), 'x');
   t.deepEqual(build.checkTree(tree), ['baked SSH host key /etc/ssh/ssh_host_rsa_key.pub']);
+});
+
+test('npm run image takes --rootfs and --out as absolute or relative paths (a shared rootfs cache is named by its absolute path)', (t) => {
+  const abs = build.parseArgs(['--rootfs', '/work/cache/image/rootfs-arm64-0.tar', '--out', '/tmp/img']);
+  t.is(abs.rootfs, '/work/cache/image/rootfs-arm64-0.tar');
+  t.is(abs.out, '/tmp/img');
+  t.is(build.parseArgs(['--rootfs=r.tar']).rootfs, join(process.cwd(), 'r.tar'));
 });
 
 test('the rootfs recipe drops host keys and machine-id, and its cache key follows the package list', (t) => {
