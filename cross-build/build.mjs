@@ -363,7 +363,9 @@ async function main() {
     for (const target of todo) {
       await step(`assemble ${target}`, () => assemble({
         target, node: nodeFor[target], blob: blobFor[target], out: opts.out, strip: opts.strip,
-        check: opts.check, commit, version: pkg.version, hash: hashes[target],
+        check: opts.check, commit, hash: hashes[target],
+        // scripts/build.mjs builds DIODE_VERSION when set (hw-test's release one version newer)
+        version: process.env.DIODE_VERSION ?? pkg.version,
       }));
     }
   }
