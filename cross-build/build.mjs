@@ -17,7 +17,7 @@ import {
   appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync,
   renameSync, rmSync, statSync, writeFileSync,
 } from 'node:fs';
-import { delimiter, dirname, join, relative } from 'node:path';
+import { delimiter, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { armCommand } from './qemu-user.mjs';
 import { chunkArchive } from '../scripts/chunk-archive.mjs';
@@ -77,7 +77,7 @@ function parseArgs(argv) {
       if (bad.length || !list.length) throw new StepError(`unknown target ${bad.join(',') || '(none)'}; known: ${ALL_TARGETS.join(', ')}`);
       opts.targets = ALL_TARGETS.filter((t) => list.includes(t));
     } else if (a === '--out' || a.startsWith('--out=')) {
-      opts.out = join(process.cwd(), value());
+      opts.out = resolve(value()); // absolute as given (hw-test passes one), else from the working directory
     } else if (a === '--force') opts.force = true;
     else if (a === '--no-strip') opts.strip = false;
     else if (a === '--no-check') opts.check = false;
