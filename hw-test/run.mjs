@@ -13,6 +13,7 @@ import { createServer } from 'node:net';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { StringDecoder } from 'node:string_decoder';
 import { decodeQr, renderScreen, LINUX_CONSOLE, SMALL_CONSOLE } from './screen.mjs';
 import { prepareRelease, updateGuest } from './update.mjs';
 
@@ -78,19 +79,35 @@ function run(cmd, args, opts = {}) {
   return r.stdout;
 }
 
+/**
+ * The text of a serial console that arrives in chunks: a chunk may end inside
+ * a multi-byte character (the QR code's ▀ ▄ █ are 3 bytes each), so each
+ * chunk is not decoded alone (that turned those characters into U+FFFD and
+ * the QR unreadable whenever the serial port split them: hw-test's QR checks
+ * failed on a screen that scanned).
+ */
+export function consoleText() {
+  const decoder = new StringDecoder('utf8');
+  let text = '';
+  /** push returns the text the chunk completes. */
+  return { push: (chunk) => { const piece = decoder.write(chunk); text += piece; return piece; }, text: () => text };
+}
+
 /** A long-running child whose output is collected; killed on exit. */
 function daemon(name, cmd, args, logFile) {
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const stdout = consoleText();
+  const stderr = consoleText();
   let out = '';
   const waiters = new Set();
-  const onData = (d) => {
-    out += d.toString('utf8');
+  const onData = (d, stream) => {
+    out += stream.push(d);
     // After cleanup has removed the work directory a killed child may still flush output.
     if (logFile && !LOGS_CLOSED) appendFileSync(logFile, d);
     for (const w of waiters) w();
   };
-  child.stdout.on('data', onData);
-  child.stderr.on('data', onData);
+  child.stdout.on('data', (d) => onData(d, stdout));
+  child.stderr.on('data', (d) => onData(d, stderr));
   let exited = false;
   child.once('exit', () => { exited = true; for (const w of waiters) w(); });
   CHILDREN.push(child);

@@ -133,3 +133,22 @@ test('item 2: hw-test reads the QR code off a serial console transcript (kernel 
   // The same screen with its escapes lost (the bug of b149bbf) reads nothing.
   t.deepEqual(hw.loginScreenQr(transcript.replace(/\x1b\[(30;47|0)m/g, (_, code: string) => `[${code}m`), at), []);
 });
+
+test('item 2: hw-test keeps the QR code whole when the serial port splits its characters between chunks', async (t) => {
+  const hw = (await import(new URL('../hw-test/run.mjs', import.meta.url).href)) as {
+    loginScreenQr(output: string, at: number): string[];
+    consoleText(): { push(chunk: Buffer): string; text(): string };
+  };
+  const c = configuredCard(t);
+  issue(c);
+  const address = addressOf(c);
+  const bytes = Buffer.from(`${agettyScreen(c).replace(/\r?\n/g, '\r\n')}\r\n`);
+  const at = bytes.toString().indexOf(`diode address: ${address}`) + `diode address: ${address}`.length;
+  // 7-byte chunks, as a serial port delivers them: most block characters (3 bytes) are split.
+  const chunks = Array.from({ length: Math.ceil(bytes.length / 7) }, (_, i) => bytes.subarray(i * 7, i * 7 + 7));
+  const text = hw.consoleText();
+  t.is(chunks.map((chunk) => text.push(chunk)).join(''), bytes.toString());
+  t.deepEqual(hw.loginScreenQr(text.text(), at), [address]);
+  // Each chunk decoded alone (what hw-test did): the QR code is lost.
+  t.deepEqual(hw.loginScreenQr(chunks.map((chunk) => chunk.toString('utf8')).join(''), at), []);
+});
