@@ -67,9 +67,10 @@ export async function updateGuest({ release, facts, lanSsh, log, since }) {
   while (Date.now() - started < UPDATE_TIMEOUT_MS) {
     await new Promise((r) => setTimeout(r, POLL_MS));
     last = await facts([
-      'echo "current=$(cat /var/lib/diode/update/current 2>/dev/null)"',
-      'echo "trial=$(test -e /var/lib/diode/update/trial && echo yes)"',
-      'echo "rollback=$(cat /var/lib/diode/update/rollback 2>/dev/null)"',
+      // /var/lib/diode is root's, mode 0700: read as pi, these were always empty (a rollback unseen, the wait never ended early).
+      'echo "current=$(sudo -n cat /var/lib/diode/update/current 2>/dev/null)"',
+      'echo "trial=$(sudo -n test -e /var/lib/diode/update/trial && echo yes)"',
+      'echo "rollback=$(sudo -n cat /var/lib/diode/update/rollback 2>/dev/null)"',
       `echo "version=$(sudo -n diode status --json --home /var/lib/diode 2>/dev/null | tr -d '\\n' | sed -n 's/.*"role": *"publish"[^}]*"version": *"\\([^"]*\\)".*/\\1/p')"`,
     ], { via: 'lan' }).catch(() => last);
     if (last.rollback) throw new Error(`the update was rolled back: ${last.rollback}`);
