@@ -354,8 +354,10 @@ async function main() {
     log(`  ${boot1.since()}: the login screen shows diode address ${address}`);
     const tLogin = await firstLogin;
     log(`  login prompt first shown at ${Math.round(tLogin / 1000)} s (the prompt does not wait for diode-issue)`);
-    const screen1 = qemu.output().slice(first.at, first.at + 4000);
+    // The screen is whole once the prompt below it is out: the address line comes first, the
+    // hints after it (taken at the address line alone, they were sometimes still on the wire).
     await qemu.waitFor(/login: /, 120_000, first.at).catch(() => null);
+    const screen1 = qemu.output().slice(first.at, first.at + 4000);
     const qr1 = loginScreenQr(qemu.output(), first.at);
     check('login screen QR code (serial console drawn as the Linux console, zbarimg) reads the address', qr1.length === 1 && qr1[0] === address, JSON.stringify(qr1));
     check('login screen: "no relay configured" with what to put in diode.conf', /no relay configured: put relays=\.\.\. in diode\.conf on the boot partition/.test(screen1));
