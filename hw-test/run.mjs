@@ -552,10 +552,11 @@ async function main() {
       'echo "stamped=$(journalctl -b -q --no-pager -o cat -u diode | grep -cE "^[0-9]{4}-[0-9]{2}-[0-9]{2}T")"',
       'echo "agentlines=$(journalctl -b -q --no-pager -o cat -u diode | wc -l)"',
       'echo "noise=$(journalctl -b -q --no-pager | grep -cE "pam_env|potentially unpredictable interface name")"',
+      'echo "noisy=$(journalctl -b -q --no-pager -o cat | grep -E "pam_env|potentially unpredictable interface name" | head -n 3 | tr "\\n" "|")"',
     ]);
     check('/var/log is in RAM (tmpfs) and so is the journal', j.varlog === 'tmpfs' && j.journal.startsWith('/run/log/journal/'), `${j.varlog} ${j.journal}`);
     check('agent lines in the journal carry one time stamp (journald\'s)', Number(j.agentlines) > 0 && j.stamped === '0', `${j.stamped} of ${j.agentlines} with their own`);
-    check('no pam_env or networkd interface-name noise in the journal', j.noise === '0', `${j.noise} lines`);
+    check('no pam_env or networkd interface-name noise in the journal', j.noise === '0', `${j.noise} lines${j.noise === '0' ? '' : `: ${j.noisy}`}`);
     let cardWrites;
     if (opts.cardWritesMin > 0) {
       // Idle and connected, with two ssh logins on the way, as the issue measured: sectors written to

@@ -129,6 +129,10 @@ export function applyOverlay(tree, binary, { debianUnits = true } = {}) {
     out = /^#?\s*CONSOLES=.*$/m.test(out) ? out.replace(/^#?\s*CONSOLES=.*$/m, consoles) : `${out}${consoles}\n`;
     writeFileSync(raspiDefault, out);
   }
+  // Debian's sshd PAM stack reads ~/.pam_environment (user_readenv=1), which PAM 1.5 deprecates with a
+  // warning in the journal at every login ("deprecated reading of user environment enabled").
+  const pamSshd = join(tree, 'etc/pam.d/sshd');
+  if (existsSync(pamSshd)) writeFileSync(pamSshd, readFileSync(pamSshd, 'utf8').replace(/^(session\s+required\s+pam_env\.so.*?)\s+user_readenv=1\b/gm, '$1'));
   const units = debianUnits ? ENABLED_UNITS : ENABLED_UNITS.filter((u) => u.startsWith('diode'));
   sh('systemctl', [`--root=${tree}`, '--quiet', 'enable', ...units]);
   // Nothing unique may ship: the first boot makes these.
