@@ -1,6 +1,6 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
-import { createServer, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { socks5Connect } from '../bench/lib/client.ts';
@@ -23,9 +23,8 @@ function howItEnds(socket: Socket): Promise<{ how: string; at: number }> {
   });
 }
 
-test('relay kill -9: the SOCKS client leg and the device leg to its local port are reset, and an open ssh session ends within 5 s', async (t) => {
-  const sshd = await startSshd(t);
-  // A local service on the device that tells us how its leg ended.
+/** An echo service on the device that keeps every connection it accepted, to see how each leg ended. */
+async function echoService(t: ExecutionContext): Promise<{ service: Server; accepted: Socket[] }> {
   const accepted: Socket[] = [];
   const service = createServer({ allowHalfOpen: true }, (s) => {
     accepted.push(s);
@@ -35,6 +34,13 @@ test('relay kill -9: the SOCKS client leg and the device leg to its local port a
   service.listen(0, '127.0.0.1');
   await once(service, 'listening');
   t.teardown(() => service.close());
+  return { service, accepted };
+}
+
+test('relay kill -9: the SOCKS client leg and the device leg to its local port are reset, and an open ssh session ends within 5 s', async (t) => {
+  const sshd = await startSshd(t);
+  // A local service on the device that tells us how its leg ended.
+  const { service, accepted } = await echoService(t);
   const servicePort = (service.address() as { port: number }).port;
 
   const relay = await startRelay(t);
@@ -96,15 +102,7 @@ test('an orderly end of the remote side still arrives as a FIN through the tunne
 });
 
 test('socksd kill -9 (its data connections end with a FIN): the device leg to its local port is reset, not ended', async (t) => {
-  const accepted: Socket[] = [];
-  const service = createServer({ allowHalfOpen: true }, (s) => {
-    accepted.push(s);
-    s.on('error', () => {});
-    s.on('data', (d) => s.write(d));
-  });
-  service.listen(0, '127.0.0.1');
-  await once(service, 'listening');
-  t.teardown(() => service.close());
+  const { service, accepted } = await echoService(t);
   const relay = await startRelay(t);
   const device = await startPublish(t, relay.port, ['-public', `${(service.address() as { port: number }).port}:7`]);
   const socks = await startSocksd(t, relay.port);
