@@ -144,6 +144,32 @@ export function applyOverlay(tree, binary, { debianUnits = true } = {}) {
 }
 
 /**
+ * The agent's unit fitted to the executable in the image: an option of its
+ * ExecStart's `publish` that the executable's own `publish --help` does not
+ * list is dropped, with its value. An older executable given with --binary (to
+ * compare its figures on today's image) exits at an unknown option such as
+ * `--status-file`, and systemd would restart it forever. Returns the unit's
+ * text and the options dropped (none for the executable the image is built for).
+ */
+export function fitAgentUnit(unit, publishHelp) {
+  const listed = (opt) => new RegExp(`^\\s*${opt.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?=[\\s=,]|$)`, 'm').test(publishHelp);
+  const dropped = [];
+  const text = unit.replace(/^(ExecStart=\S+ publish)( .*)$/m, (_, head, tail) => {
+    const words = tail.trim().split(/\s+/);
+    const kept = [];
+    for (let i = 0; i < words.length; i++) {
+      const opt = words[i].split('=')[0];
+      if (!opt.startsWith('--') || listed(opt)) { kept.push(words[i]); continue; }
+      dropped.push(opt);
+      // Its value, when given as the next word (not another option or the publish arguments' variable).
+      if (!words[i].includes('=') && i + 1 < words.length && !/^[-$]/.test(words[i + 1])) i++;
+    }
+    return [head, ...kept].join(' ');
+  });
+  return { text, dropped };
+}
+
+/**
  * The image's cmdline.txt from the one raspi-firmware wrote: the consoles
  * (serial, then HDMI), root by label, and CMDLINE_REQUIRED (`ro` replaces
  * raspi-firmware's `rw`; /etc/default/raspi-extra-cmdline keeps `ro` when a
@@ -281,7 +307,12 @@ async function build(opts) {
 
   step('overlay (diode, units, first boot)', async () => {
     applyOverlay(tree, state.binary);
-    return `${ENABLED_UNITS.length} units enabled`;
+    if (!opts.binary) return `${ENABLED_UNITS.length} units enabled`;
+    // A given executable may be older than the units (chroot: qemu-user via binfmt here).
+    const unitFile = join(tree, 'usr/lib/systemd/system/diode.service');
+    const { text, dropped } = fitAgentUnit(readFileSync(unitFile, 'utf8'), sh('chroot', [tree, '/usr/bin/diode', 'publish', '--help']));
+    writeFileSync(unitFile, text);
+    return `${ENABLED_UNITS.length} units enabled${dropped.length ? `; diode.service without ${dropped.join(', ')} (the given executable's publish does not know it)` : ''}`;
   });
 
   step('check (no baked keys, units present)', async () => {

@@ -20,6 +20,7 @@ interface BuildModule {
   initrdProblems(listing: string): string[];
   ENABLED_UNITS: readonly string[];
   parseArgs(argv: string[]): { out: string; rootfs?: string };
+  fitAgentUnit(unit: string, publishHelp: string): { text: string; dropped: string[] };
 }
 interface RootfsModule {
   mmdebstrapArgs(arch: string, output: string): string[];
@@ -322,6 +323,19 @@ test('the overlay on a fresh tree passes the ship check; baked keys and state do
 
   writeFileSync(join(tree, 'etc/ssh/ssh_host_rsa_key.pub'), 'x');
   t.deepEqual(build.checkTree(tree), ['baked SSH host key /etc/ssh/ssh_host_rsa_key.pub']);
+});
+
+test('--binary: an older executable whose publish lacks an option of the unit gets the unit without it (it would exit and restart forever)', (t) => {
+  const unit = readFileSync(join(UNIT_DIR, 'diode.service'), 'utf8');
+  const help = execFileSync(process.execPath, [DIODE_BUNDLE, 'publish', '--help'], { encoding: 'utf8' });
+  t.deepEqual(build.fitAgentUnit(unit, help), { text: unit, dropped: [] }, 'today\'s executable keeps the unit as it is');
+  // b149bbf's publish --help: the same, less --status-file (added for the login screen's relay line).
+  const older = help.split('\n').filter((l) => !/^\s*--status-file\b/.test(l)).join('\n');
+  const fitted = build.fitAgentUnit(unit, older);
+  t.deepEqual(fitted.dropped, ['--status-file']);
+  t.regex(fitted.text, /^ExecStart=\/usr\/lib\/diode\/launch publish \$DIODE_PUBLISH_ARGS$/m);
+  t.is(fitted.text.split('\n').filter((l) => !l.startsWith('ExecStart=')).join('\n'), unit.split('\n').filter((l) => !l.startsWith('ExecStart=')).join('\n'), 'nothing else changes');
+  t.regex(build.fitAgentUnit('ExecStart=/x publish --status-file=/run/s --log-level info $A\n', older).text, /^ExecStart=\/x publish --log-level info \$A$/m);
 });
 
 test('npm run image takes --rootfs and --out as absolute or relative paths (a shared rootfs cache is named by its absolute path)', (t) => {
