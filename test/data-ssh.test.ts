@@ -4,11 +4,9 @@ import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DIODE_BUNDLE, startRelay, startPublish, startSocksd, tempDir } from './helpers/diode.ts';
-import { startSshd, sshOptions } from './helpers/sshd.ts';
+import { scpBothWays, startSshd, sshOptions } from './helpers/sshd.ts';
 
 const run = promisify(execFile);
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
@@ -49,15 +47,9 @@ test('ssh, scp of 16 MiB both ways and a half-close through nc -N travel on data
   const { stdout } = await run('ssh', [...opts, host, 'echo over-data; uname -s'], { timeout: 30_000 });
   t.is(stdout, 'over-data\nLinux\n');
 
-  const dir = tempDir(t);
-  const up = join(dir, 'up.bin');
-  writeFileSync(up, randomBytes(16 * 1024 * 1024));
-  const remote = join(dir, 'remote.bin');
-  const down = join(dir, 'down.bin');
-  await run('scp', [...opts, '-q', up, `${host}:${remote}`], { timeout: 60_000 });
-  t.is(sha256(readFileSync(remote)), sha256(readFileSync(up)));
-  await run('scp', [...opts, '-q', `${host}:${remote}`, down], { timeout: 60_000 });
-  t.is(sha256(readFileSync(down)), sha256(readFileSync(up)));
+  const copied = await scpBothWays(opts, host, tempDir(t), 16 * 1024 * 1024);
+  t.is(copied.remote, copied.up);
+  t.is(copied.down, copied.up);
 
   // nc -N shuts its sending side down at the end of stdin: the service reads to that end, then answers.
   const payload = randomBytes(3 * 1024 * 1024);

@@ -1,18 +1,11 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startRelay, startPublish, startSocksd, tempDir } from './helpers/diode.ts';
-import { startSshd, sshOptions } from './helpers/sshd.ts';
+import { scpBothWays, startSshd, sshOptions } from './helpers/sshd.ts';
 
 const run = promisify(execFile);
 const FAIL_FAST_MS = 10_000;
-
-function sha256(path: string): string {
-  return createHash('sha256').update(readFileSync(path)).digest('hex');
-}
 
 async function runFailing(command: string, args: string[]): Promise<{ ms: number; stderr: string }> {
   const started = Date.now();
@@ -36,15 +29,9 @@ test('real ssh and scp reach a published sshd through relay and socksd, and fail
   t.regex(stdout, /^hello-from-.+\nLinux\n$/);
 
   // 64 MiB of random bytes each way, checked by hash.
-  const dir = tempDir(t);
-  const up = join(dir, 'up.bin');
-  writeFileSync(up, randomBytes(64 * 1024 * 1024));
-  const remoteCopy = join(dir, 'remote.bin');
-  const down = join(dir, 'down.bin');
-  await run('scp', [...opts, '-q', up, `${host}:${remoteCopy}`], { timeout: 120_000 });
-  t.is(sha256(remoteCopy), sha256(up));
-  await run('scp', [...opts, '-q', `${host}:${remoteCopy}`, down], { timeout: 120_000 });
-  t.is(sha256(down), sha256(up));
+  const copied = await scpBothWays(opts, host, tempDir(t), 64 * 1024 * 1024, 120_000);
+  t.is(copied.remote, copied.up);
+  t.is(copied.down, copied.up);
 
   // A wrong address: nobody with that key is connected.
   const wrong = await runFailing('ssh', [...opts, `${sshd.user}@0x0000000000000000000000000000000000000bad.diode`, 'true']);

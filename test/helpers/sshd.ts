@@ -1,4 +1,9 @@
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { ExecutionContext } from 'ava';
 import { start, tempDir, type Running } from './diode.ts';
 import { socks5Connect } from './http.ts';
@@ -76,4 +81,22 @@ export async function bannerThrough(socksPort: number, device: string): Promise<
   } finally {
     socket.destroy();
   }
+}
+
+const sha256Of = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+
+/**
+ * `bytes` random bytes copied with OpenSSH scp up to the device (`host`,
+ * through `opts`) and back, all in `dir`: the sha256 of the file sent, of
+ * the device's copy and of the one that came back.
+ */
+export async function scpBothWays(opts: string[], host: string, dir: string, bytes: number, timeout = 60_000): Promise<{ up: string; remote: string; down: string }> {
+  const run = promisify(execFile);
+  const up = join(dir, 'up.bin');
+  writeFileSync(up, randomBytes(bytes));
+  const remote = join(dir, 'remote.bin');
+  const down = join(dir, 'down.bin');
+  await run('scp', [...opts, '-q', up, `${host}:${remote}`], { timeout });
+  await run('scp', [...opts, '-q', `${host}:${remote}`, down], { timeout });
+  return { up: sha256Of(up), remote: sha256Of(remote), down: sha256Of(down) };
 }
