@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 //   offset  size  field
 //   0       4     magic "DIOD" (0x44 0x49 0x4f 0x44)
 //   4       1     protocol version, 0x04
-//   5       1     kind: 0x01 an agent's data connection
+//   5       1     kind: 0x01 an agent's data connection, 0x02 a relay's (cluster)
 //   6       16    token (issued on the relay link, `tokens` answer)
 //
 // The relay answers one byte 0x00 (accepted: the connection is a pool member
@@ -20,8 +20,11 @@ import { randomBytes } from 'node:crypto';
 export const DATA_MAGIC = Buffer.from('DIOD', 'latin1');
 /** The protocol version byte of the opening (the wire protocol's version). */
 export const DATA_VERSION = 4;
-/** Kind byte: a data connection an agent opens for its own session. (Other values are reserved: relay-to-relay, direct.) */
+/** Kind byte: a data connection an agent opens for its own session. */
 export const DATA_KIND_AGENT = 0x01;
+/** Kind byte: a data connection a relay of the cluster opens for its relay-to-relay link (forwarded streams). (Other values are reserved: direct.) */
+export const DATA_KIND_RELAY = 0x02;
+export type DataKind = typeof DATA_KIND_AGENT | typeof DATA_KIND_RELAY;
 /** bytes of a token: 128 random bits, unguessable. */
 export const TOKEN_BYTES = 16;
 /** bytes of the whole opening. */
@@ -58,13 +61,13 @@ export function newToken(): string {
 
 export const TOKEN_HEX = /^[0-9a-f]{32}$/;
 
-/** The opening an agent writes for `token` (32 lower-case hex digits). */
-export function encodeOpening(token: string): Buffer {
+/** The opening an agent (or, with DATA_KIND_RELAY, a relay of the cluster) writes for `token` (32 lower-case hex digits). */
+export function encodeOpening(token: string, kind: DataKind = DATA_KIND_AGENT): Buffer {
   if (!TOKEN_HEX.test(token)) throw new Error('a data token is 32 lower-case hex digits');
   const out = Buffer.allocUnsafe(DATA_HEADER_BYTES);
   DATA_MAGIC.copy(out, 0);
   out[4] = DATA_VERSION;
-  out[5] = DATA_KIND_AGENT;
+  out[5] = kind;
   out.write(token, 6, 'hex');
   return out;
 }
@@ -75,7 +78,7 @@ export function startsLikeData(firstChunk: Buffer): boolean {
 }
 
 /** A parsed opening: the token, or why it is refused. */
-export type Opening = { token: string } | { refusal: DataRefusalCode; reason: string };
+export type Opening = { token: string; kind: DataKind } | { refusal: DataRefusalCode; reason: string };
 
 /** Parses the first DATA_HEADER_BYTES bytes of a data connection. */
 export function parseOpening(header: Buffer): Opening {
@@ -85,8 +88,9 @@ export function parseOpening(header: Buffer): Opening {
   if (header[4] !== DATA_VERSION) {
     return { refusal: DataRefusal.header, reason: `unsupported data connection version ${header[4]}: this relay speaks version ${DATA_VERSION} only; upgrade the older of the two` };
   }
-  if (header[5] !== DATA_KIND_AGENT) return { refusal: DataRefusal.header, reason: `unknown data connection kind ${header[5]}` };
-  return { token: header.subarray(6, DATA_HEADER_BYTES).toString('hex') };
+  const kind = header[5];
+  if (kind !== DATA_KIND_AGENT && kind !== DATA_KIND_RELAY) return { refusal: DataRefusal.header, reason: `unknown data connection kind ${kind}` };
+  return { token: header.subarray(6, DATA_HEADER_BYTES).toString('hex'), kind };
 }
 
 /** A refusal answer: code, length, reason (cut to MAX_REFUSAL_REASON_BYTES). */

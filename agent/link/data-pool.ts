@@ -3,7 +3,7 @@ import type { MuxSession } from '../mux/index.ts';
 import { readFrame, writeFrame } from '../protocol/frames.ts';
 import { parseReply, parseTokensAnswer } from '../protocol/messages.ts';
 import { DATA_PAIRING_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS, TCP_KEEPALIVE_MS } from '../protocol/limits.ts';
-import { encodeOpening, parseAnswer, refusalName } from '../data/wire.ts';
+import { DATA_KIND_AGENT, encodeOpening, parseAnswer, refusalName, type DataKind } from '../data/wire.ts';
 import { abort } from '../util/pump.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 import { formatHostPort } from '../util/hostport.ts';
@@ -43,6 +43,8 @@ export interface DataPoolOptions {
   size: number;
   /** A data connection could not be made: one line naming why (the link logs it once per relay). */
   onProblem(reason: string): void;
+  /** The opening's kind: an agent's (default), or a relay's for its relay-to-relay link (agent/relay/cluster/peers.ts). */
+  kind?: DataKind;
 }
 
 /**
@@ -251,7 +253,7 @@ export class DataPool {
       socket.once('close', onClose);
       socket.once('connect', () => {
         socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
-        socket.write(encodeOpening(token));
+        socket.write(encodeOpening(token, this.#options.kind ?? DATA_KIND_AGENT));
       });
       socket.on('readable', onReadable);
     });

@@ -114,6 +114,12 @@ export interface Forward {
   gateway?: true;
   /** The caller asked for the end-to-end layer (its `connect.e2e`), passed on in `incoming`. */
   e2e?: true;
+  /**
+   * Only with `e2e`: the token of a data connection the sending relay opened
+   * to the receiving one (kind 02, issued on this link): the stream's bytes
+   * travel on it, this stream carries only the answer.
+   */
+  data?: string;
 }
 
 /** Data stream, client → relay: is this device connected here, and which of its ports may I see? */
@@ -279,6 +285,7 @@ export function parseForward(m: Record<string, unknown>): Forward {
     from: checkedAddress(m.from, 'forward.from'),
     ...(m.gateway === true ? { gateway: true as const } : {}),
     ...(m.e2e === true ? { e2e: true as const } : {}),
+    ...dataField(m, 'forward'),
   };
 }
 

@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from '../util/log.ts';
 import { abort } from '../util/pump.ts';
 import { DATA_IDLE_MAX_MS, DATA_PAIRING_TIMEOUT_MS, DATA_TOKEN_TTL_MS, MAX_EARLY_BYTES } from '../protocol/limits.ts';
-import { DATA_ACCEPTED, DATA_HEADER_BYTES, DataRefusal, encodeRefusal, newToken, parseOpening, refusalName, type DataRefusalCode } from '../data/wire.ts';
+import { DATA_ACCEPTED, DATA_HEADER_BYTES, DATA_KIND_AGENT, DataRefusal, encodeRefusal, newToken, parseOpening, refusalName, type DataKind, type DataRefusalCode } from '../data/wire.ts';
 import type { ByteMeter } from '../ops/stream-stats.ts';
 import type { AgentSession } from './registry.ts';
 import type { RelayLimits } from './config.ts';
@@ -74,7 +74,8 @@ export class DataConns {
   readonly #refusals: RefusalLog;
   readonly #log: Logger;
   readonly #traffic: ByteMeter | undefined;
-  readonly #tokens = new Map<string, { session: AgentSession; timer: NodeJS.Timeout }>();
+  /** Tokens not presented yet: the session they were issued to, and the kind of opening that may present them. */
+  readonly #tokens = new Map<string, { session: AgentSession; kind: DataKind; timer: NodeJS.Timeout }>();
   readonly #sessions = new WeakMap<AgentSession, SessionData>();
   /** Waiting (idle or early) members per source. */
   readonly #perSource = new Map<string, number>();
@@ -108,8 +109,13 @@ export class DataConns {
     return bytes;
   }
 
-  /** Issues up to `n` tokens to `session`, or says why none. */
-  issue(session: AgentSession, n: number): string[] | string {
+  /**
+   * Issues up to `n` tokens to `session`, or says why none. `kind`: the
+   * opening that may present them: an agent's (its relay link session), or
+   * DATA_KIND_RELAY for a relay of the cluster (its relay-to-relay link
+   * session, standing in as `session`); a token is refused with the other.
+   */
+  issue(session: AgentSession, n: number, kind: DataKind = DATA_KIND_AGENT): string[] | string {
     const max = this.#limits.maxDataPerSession;
     if (max === 0) return 'this relay takes no data connections (--max-data-per-session 0): streams stay on the relay link';
     const d = this.#of(session);
@@ -125,7 +131,7 @@ export class DataConns {
     for (let i = 0; i < Math.min(n, room); i++) {
       const token = newToken();
       const timer = setTimeout(() => this.#expire(token), DATA_TOKEN_TTL_MS).unref();
-      this.#tokens.set(token, { session, timer });
+      this.#tokens.set(token, { session, kind, timer });
       d.tokens.add(token);
       tokens.push(token);
     }
@@ -228,7 +234,8 @@ export class DataConns {
     if ('refusal' in parsed) return this.#refuse(raw, parsed.refusal, `${opening.remote}: ${parsed.reason}`, parsed.reason);
     const entry = this.#tokens.get(parsed.token);
     const d = entry && this.#sessions.get(entry.session);
-    if (!entry || !d || d.closed) {
+    // A relay's token in an agent's opening (or the other way round) is no token of that kind.
+    if (!entry || !d || d.closed || entry.kind !== parsed.kind) {
       return this.#refuse(raw, DataRefusal.token, `${opening.remote}: a data connection with an unknown, used or expired token`, 'unknown, used or expired token');
     }
     const { session } = entry;

@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { MuxStream } from '../mux/index.ts';
 import type { RelayEntry } from '../config/relay-entry.ts';
 import type { AgentSession, SessionSet } from './registry.ts';
@@ -15,6 +16,13 @@ export type Location =
       open(): Promise<MuxStream>;
       /** That relay was unreachable or answered `offline`: the entry is stale, forget it. */
       stale(): void;
+      /**
+       * A ready relay-to-relay data connection to that relay, for one
+       * forwarded end-to-end stream (undefined: none ready, or that relay
+       * takes none: the stream goes on the link). `confirm` resolves while
+       * the link answers a ping.
+       */
+      takeData?(): { socket: Socket; token: string; confirm(): Promise<unknown> } | undefined;
     };
 
 /**

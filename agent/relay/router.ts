@@ -99,8 +99,10 @@ export interface Routed {
   stream: Duplex;
   e2e: boolean;
   leg: 'data' | 'link';
-  /** A data leg's session (the device's link): its FIN is the device's only while that session answers. */
-  owner?: AgentSession;
+  /** A data leg's FIN is its sender's only while this resolves (the device's session, or the link to the relay holding it, answers a ping). */
+  confirm?: () => Promise<unknown>;
+  /** The device is on another relay of the cluster: the leg is a relay-to-relay data connection or a stream of the link to it. */
+  forwarded?: true;
 }
 
 /**
@@ -266,7 +268,7 @@ async function openLocal(device: AgentSession, req: RouteRequest): Promise<Route
       asked.stream.end();
       asked.stream.resume();
       ahead?.commit();
-      return { stream: member.socket, e2e: asked.reply.e2e === true, leg: 'data', owner: device };
+      return { stream: member.socket, e2e: asked.reply.e2e === true, leg: 'data', confirm: () => device.mux.ping() };
     }
   }
   let asked;
@@ -304,37 +306,74 @@ class StaleRoute extends Error {
 
 /**
  * One extra hop: `forward` to the relay holding the device, which routes it
- * as its own caller's and answers for the device. The stream stays on the
- * relay-to-relay link; the holding relay may give it a data connection of
- * the device's for its last leg.
+ * as its own caller's and answers for the device. An agent's end-to-end
+ * stream travels on a relay-to-relay data connection when one is ready (the
+ * holder answers `data-closed` for one it no longer holds: the next, two
+ * tries in all), else on a stream of the link, as the public gateway's
+ * always does; the holding relay may give it a data connection of the
+ * device's for its last leg.
  */
 async function forwardTo(where: Extract<Location, { kind: 'relay' }>, req: RouteRequest): Promise<Routed> {
-  const { caller, to, port, e2e, ahead } = req;
-  let stream: MuxStream;
-  try {
-    stream = await where.open();
-  } catch (err) {
-    throw new StaleRoute(new RouteError('offline', `device ${to} was on relay ${where.relay}, which is unreachable: ${errorMessage(err)}`));
-  }
-  stream.on('error', () => {});
-  caller.hold?.attach(stream);
+  const { caller, to, port, e2e } = req;
   const header: Forward =
     caller.kind === 'agent'
       ? { t: 'forward', to, port, from: caller.address, ...(e2e ? { e2e: true as const } : {}) }
       : { t: 'forward', to, port, from: ZERO_ADDRESS, gateway: true };
-  let reply;
+  if (header.e2e) {
+    for (let tries = 0; tries < MAX_DATA_LEG_TRIES; tries++) {
+      const leg = where.takeData?.();
+      if (!leg) break;
+      let asked;
+      try {
+        asked = await askRelay(where, req, { ...header, data: leg.token }, leg.socket);
+      } catch (err) {
+        if (err instanceof RelayDataClosed) continue;
+        throw err;
+      }
+      // The answer was all the link stream was for.
+      asked.stream.end();
+      asked.stream.resume();
+      return { stream: leg.socket, e2e: asked.reply.e2e === true, leg: 'data', confirm: leg.confirm, forwarded: true };
+    }
+  }
+  const { stream, reply } = await askRelay(where, req, header);
+  return { stream, e2e: reply.e2e === true, leg: 'link', forwarded: true };
+}
+
+/** The holding relay no longer holds the relay data connection a `forward` named: the next one, or the link. */
+class RelayDataClosed extends Error {}
+
+/**
+ * Sends `header` on a new stream of the link to the relay holding the
+ * device and waits for its answer; the caller's early bytes go on `leg`
+ * (the relay data connection the header names) or on that stream. A leg
+ * refused or unanswered is closed.
+ */
+async function askRelay(where: Extract<Location, { kind: 'relay' }>, req: RouteRequest, header: Forward, leg?: Duplex) {
+  const { caller, to, port, ahead } = req;
+  let stream: MuxStream;
+  try {
+    stream = await where.open();
+  } catch (err) {
+    if (leg) abort(leg);
+    throw new StaleRoute(new RouteError('offline', `device ${to} was on relay ${where.relay}, which is unreachable: ${errorMessage(err)}`));
+  }
+  stream.on('error', () => {});
+  caller.hold?.attach(stream);
   try {
     const answer = requestStream(stream, header, FORWARD_ANSWER_TIMEOUT_MS);
-    ahead?.to(stream);
-    reply = await answer;
+    ahead?.to(leg ?? stream);
+    const reply = await answer;
+    ahead?.commit();
+    return { stream, reply };
   } catch (err) {
     // Tried again elsewhere: the caller's early bytes go there (the copy is kept).
     ahead?.detach();
+    if (leg) abort(leg);
     const refused = err instanceof HeaderRefused ? err.reply : undefined;
+    if (leg && refused?.code === 'data-closed') throw new RelayDataClosed(refused.message);
     if (refused?.code === 'offline') throw new StaleRoute(new RouteError('offline', refused.message || `device ${to} is not connected`));
     if (refused) throw new RouteError(refused.code, refused.message || `relay ${where.relay} refused: ${refused.code}`);
     throw new RouteError('unavailable', `relay ${where.relay} did not answer for ${to}:${port}: ${errorMessage(err)}`);
   }
-  ahead?.commit();
-  return { stream, e2e: reply.e2e === true, leg: 'link' };
 }

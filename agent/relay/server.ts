@@ -10,7 +10,7 @@ import { exchangeHelloAccepting, type PeerProof } from '../protocol/handshake.ts
 import { readFrame, readFrames, writeFrame } from '../protocol/frames.ts';
 import { parseReleaseGet, parseReleaseQuery } from '../protocol/release-messages.ts';
 import { parseConnect, parseForward, parsePublish, parsePing, parseQuery, parseTokensRequest, errorReply, type Reply, type TokensAnswer } from '../protocol/messages.ts';
-import { startsLikeData } from '../data/wire.ts';
+import { DATA_KIND_AGENT, DATA_KIND_RELAY, startsLikeData, type DataKind } from '../data/wire.ts';
 import { DataConns } from './data-conns.ts';
 import { Ahead } from './ahead.ts';
 import {
@@ -264,7 +264,7 @@ export class RelayServer {
         ({ address, role }) => {
           cleanup();
           raw.off('close', cleanup);
-          if (role === 'relay') this.#admitPeer(tls, address, remote);
+          if (role === 'relay') this.#admitPeer(tls, address, remote, source);
           else {
             this.stats.observe('admission', (performance.now() - accepted) / 1000);
             this.traffic.add(raw);
@@ -311,20 +311,27 @@ export class RelayServer {
     });
   }
 
-  /** A relay of the cluster linked to us: its streams are `forward`s for our own devices. */
-  #admitPeer(tls: TLSSocket, address: string, remote: string): void {
+  /**
+   * A relay of the cluster linked to us: its streams are `forward`s for our
+   * own devices, and `tokens` for its relay data connections (kind 02, §9),
+   * which belong to this link as an agent's belong to its session.
+   */
+  #admitPeer(tls: TLSSocket, address: string, remote: string, source: string): void {
     const mux = new MuxSession(tls, { role: 'server', maxWindow: this.limits.maxStreamWindow, keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
     this.#peers.add(mux);
     this.stats.count('peer_session_opened');
     this.#log.info(`relay ${address} linked from ${remote}`);
     // That relay charges its callers; here only the relay-wide total applies to what its streams hold.
     const holder = this.holds.holder(`relay ${address}`, `relay ${address}`, { sessionCap: this.holds.limits.total, sourced: false });
+    // The link as the owner of its data connections (tokens, pool, caps): never in the registry, never a device.
+    const link: AgentSession = { address, mux, ports: new Map(), remote, source, connectedAt: Date.now() };
+    this.#holderOf.set(link, holder);
     mux.on('stream', (stream: MuxStream) => {
       stream.on('error', () => {});
       const hold = new StreamHold(holder);
       hold.attach(stream);
       readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS)
-        .then((first) => this.#onForward(address, stream, first, hold))
+        .then((first) => (first.t === 'tokens' ? this.#onTokens(link, stream, first, DATA_KIND_RELAY) : this.#onForward(link, stream, first, hold)))
         .catch((err) => {
           this.stats.count('bad_stream');
           this.#log.info(`stream from relay ${address} closed: ${errorMessage(err)}`);
@@ -333,6 +340,8 @@ export class RelayServer {
     });
     mux.once('close', (err?: Error) => {
       this.#peers.delete(mux);
+      // Its data connections go with it, paired or not, as an agent's go with its session.
+      this.data.sessionClosed(link);
       this.#log.info(`relay ${address} unlinked${err ? `: ${errorMessage(err)}` : ''}`);
     });
   }
@@ -448,21 +457,39 @@ export class RelayServer {
   }
 
   /** Tokens for data connections (docs/PROTOCOL.md §10), then the stream ends. */
-  #onTokens(session: AgentSession, stream: MuxStream, first: Record<string, unknown>): void {
+  #onTokens(session: AgentSession, stream: MuxStream, first: Record<string, unknown>, kind: DataKind = DATA_KIND_AGENT): void {
     const request = parseTokensRequest(first);
-    const tokens = this.data.issue(session, request.n);
+    const tokens = this.data.issue(session, request.n, kind);
     if (typeof tokens === 'string') reply(stream, errorReply('unavailable', `no data connections: ${tokens}`));
     else if (stream.writable) writeFrame(stream, { t: 'tokens', tokens, ttl: DATA_TOKEN_TTL_MS } satisfies TokensAnswer);
     finish(stream);
   }
 
-  /** A stream another relay forwards for a caller it authenticated: only to a device this relay holds (one hop at most). */
-  #onForward(peer: string, stream: MuxStream, first: Record<string, unknown>, hold: StreamHold): void {
+  /**
+   * A stream another relay forwards for a caller it authenticated: only to a
+   * device this relay holds (one hop at most). With `data` its bytes travel
+   * on one of that link's relay data connections (§9), and this stream
+   * carries only the answer.
+   */
+  #onForward(link: AgentSession, stream: MuxStream, first: Record<string, unknown>, hold: StreamHold): void {
+    const peer = link.address;
     const forward = parseForward(first);
+    let client: Duplex = stream;
+    if (forward.data !== undefined) {
+      const socket = this.data.claim(link, forward.data);
+      if (!socket) {
+        this.stats.count('route_data-closed');
+        refuse(stream, errorReply('data-closed', `relay data connection ${forward.data.slice(0, 8)}… is not held for this link (closed, or never accepted); forward again`));
+        return;
+      }
+      client = socket;
+      this.stats.count('forward_data_claimed');
+    }
     const caller: Caller = forward.gateway
       ? { kind: 'gateway', remote: `gateway of relay ${peer}`, via: peer, hold }
       : { kind: 'agent', address: forward.from, via: peer, hold };
     const offline = () => new RouteError('offline', `device ${forward.to} is not connected to relay ${this.address}`);
+    const ahead = new Ahead(client, client === stream ? undefined : (bytes) => hold.received(bytes));
     let route: Promise<Routed>;
     if (!this.registry.publisher(forward.to)) {
       this.directory.notHeld(forward.to);
@@ -472,10 +499,10 @@ export class RelayServer {
       route = this.directory.locate(forward.to).then((where) => {
         if (where?.kind !== 'local') throw offline();
         const e2e = forward.e2e === true;
-        return routeLocal(where.session, { directory: this.directory, relayAddress: this.address, caller, to: forward.to, port: forward.port, e2e, shares: this.shares, ahead: new Ahead(stream), data: this.data });
+        return routeLocal(where.session, { directory: this.directory, relayAddress: this.address, caller, to: forward.to, port: forward.port, e2e, shares: this.shares, ahead, data: this.data });
       });
     }
-    this.#answer({ answer: stream, client: stream, route, who: `${forward.from} via relay ${peer}`, target: `${forward.to}:${forward.port}`, counter: 'forward_routed', started: performance.now(), hold, e2e: forward.e2e === true });
+    this.#answer({ answer: stream, client, route, who: `${forward.from} via relay ${peer}`, target: `${forward.to}:${forward.port}`, counter: 'forward_routed', started: performance.now(), hold, e2e: forward.e2e === true, session: client === stream ? undefined : link });
   }
 
   /**
@@ -486,15 +513,17 @@ export class RelayServer {
   #answer(a: { answer: MuxStream; client: Duplex; route: Promise<Routed>; who: string; target: string; counter: string; started: number; hold: StreamHold; e2e: boolean; session?: AgentSession }): void {
     const { answer, client, hold } = a;
     a.route.then(
-      ({ stream: device, e2e, leg, owner }) => {
+      ({ stream: device, e2e, leg, confirm, forwarded }) => {
         this.stats.count(a.counter);
         if (a.e2e) this.stats.count(`stream_legs_${client === answer ? 'link' : 'data'}_${leg}`);
+        // Toward another relay of the cluster: on a relay-to-relay data connection (spliced) or a link stream.
+        if (a.e2e && forwarded) this.stats.count(`forward_legs_${leg}`);
         this.stats.observe('stream_setup', (performance.now() - a.started) / 1000);
         reply(answer, e2e ? { t: 'ok', e2e } : { t: 'ok' });
         // A data connection's FIN is passed on only while its session answers a ping: an agent killed
         // with -9 ends its TCP connections with a FIN, which must reach the other end as a reset.
         if (client !== answer && a.session) gateEnd(client, () => a.session!.mux.ping());
-        if (owner) gateEnd(device, () => owner.mux.ping());
+        if (confirm) gateEnd(device, confirm);
         // The answer was all the caller's stream was for when its bytes are on its data connection.
         if (client !== answer) finish(answer);
         // The headers are consumed: the pair holds what its mux legs buffer. Two mux legs give back what

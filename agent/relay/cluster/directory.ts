@@ -171,6 +171,7 @@ export class ClusterDirectory implements Directory {
       kind: 'relay',
       relay: entry.relay,
       open: () => this.peers.open(entry.relay, entry.endpoint),
+      takeData: () => this.peers.takeData(entry.relay),
       stale: () => {
         this.#stats.count('cluster_stale_entry');
         if (this.#cache.get(address) === entry) this.#cache.delete(address);

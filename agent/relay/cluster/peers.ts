@@ -6,6 +6,25 @@ import { formatHostPort, type HostPort } from '../../util/hostport.ts';
 import { dialRelay } from '../../link/dial-relay.ts';
 import { KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, PEER_DIAL_TIMEOUT_MS } from '../../protocol/limits.ts';
 import type { RelayStats } from '../stats.ts';
+import { DataPool, type DataConn } from '../../link/data-pool.ts';
+import { DATA_KIND_RELAY } from '../../data/wire.ts';
+
+/**
+ * Relay-to-relay data connections kept ready per peer relay (docs/PROTOCOL.md
+ * §9, "Forwarded streams"): a forwarded end-to-end stream takes one instead
+ * of a link stream, so neither relay opens or seals its bytes. Half the
+ * receiving relay's default --max-data-per-session (8), so that refilling
+ * while forwarded streams claim the taken ones never meets that cap; streams
+ * beyond the ready ones go on the link while the pool refills (a token round
+ * trip on the link, a TCP connect, one answer).
+ */
+export const RELAY_DATA_POOL = 4;
+
+/** A ready relay-to-relay data connection taken for one forwarded stream. */
+export interface RelayDataLeg extends DataConn {
+  /** Resolves while the link to that relay answers a ping: the leg's FIN is passed on as a FIN only then. */
+  confirm(): Promise<unknown>;
+}
 
 /**
  * This relay's outgoing links to the other relays of its cluster: one mux
@@ -21,6 +40,10 @@ export class PeerLinks {
   readonly #stats: RelayStats;
   readonly #sessions = new Map<string, MuxSession>();
   readonly #dialling = new Map<string, Promise<MuxSession>>();
+  /** Each link's pool of relay data connections (gone with the link). */
+  readonly #pools = new Map<MuxSession, DataPool>();
+  /** Peers already logged as taking no relay data connections (one line per peer relay; the rest at debug). */
+  readonly #dataProblemsLogged = new Set<string>();
   #closed = false;
 
   readonly #maxWindow: number;
@@ -40,6 +63,25 @@ export class PeerLinks {
   async open(address: string, endpoint: HostPort): Promise<MuxStream> {
     const session = await this.#session(address, endpoint);
     return session.open();
+  }
+
+  /**
+   * A ready data connection to the relay `address`, on the link that is up
+   * (undefined: no link, none ready, or that relay takes none: the stream
+   * goes on the link).
+   */
+  takeData(address: string): RelayDataLeg | undefined {
+    const session = this.#sessions.get(address);
+    if (!session || session.closed) return undefined;
+    const conn = this.#pools.get(session)?.take();
+    if (!conn) return undefined;
+    return { ...conn, confirm: () => session.ping() };
+  }
+
+  /** Ready relay data connections toward `address` (status and tests). */
+  dataReady(address: string): number {
+    const session = this.#sessions.get(address);
+    return (session && this.#pools.get(session)?.idle) ?? 0;
   }
 
   get size(): number {
@@ -77,12 +119,27 @@ export class PeerLinks {
     const session = new MuxSession(connection.socket, { role: 'client', maxWindow: this.#maxWindow, keepAliveInterval: KEEPALIVE_INTERVAL_MS, keepAliveTimeout: KEEPALIVE_TIMEOUT_MS });
     session.on('stream', (stream: MuxStream) => stream.reset());
     this.#sessions.set(address, session);
+    // Its data connections come from the link's own local address, to the address it reached: the peer checks the source.
+    const pool = new DataPool({ session, endpoint: connection.endpoint, size: RELAY_DATA_POOL, kind: DATA_KIND_RELAY, onProblem: (reason) => this.#dataProblem(address, endpoint, reason) });
+    this.#pools.set(session, pool);
     this.#stats.count('peer_link_opened');
     this.#log.info(`relay link to ${address} at ${formatHostPort(endpoint)} up`);
     session.once('close', (err?: Error) => {
       if (this.#sessions.get(address) === session) this.#sessions.delete(address);
+      this.#pools.delete(session);
       if (!this.#closed) this.#log.info(`relay link to ${address} closed${err ? `: ${errorMessage(err)}` : ''}`);
     });
     return session;
+  }
+
+  /** No relay data connection could be had from that peer: said once per peer relay, then at debug. */
+  #dataProblem(address: string, endpoint: HostPort, reason: string): void {
+    this.#stats.count('peer_data_unavailable');
+    if (this.#dataProblemsLogged.has(address)) {
+      this.#log.debug(`relay ${address}: relay data connection: ${reason}`);
+      return;
+    }
+    this.#dataProblemsLogged.add(address);
+    this.#log.info(`relay ${address} at ${formatHostPort(endpoint)}: no relay-to-relay data connections (${reason}); streams forwarded to it stay on the relay-to-relay link (each relay opens and seals their bytes); retrying with backoff`);
   }
 }

@@ -1,0 +1,167 @@
+// Issue 27 item 6: a stream whose device is on another relay of the cluster
+// is spliced across the two relays: the forwarding relay opens a data
+// connection of its own to the holding relay (kind 02, a token issued on the
+// relay-to-relay link), so neither relay opens or seals the stream's bytes.
+// Real Redis, real relays, real publish/socksd, real sshd and OpenSSH.
+import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import { Identity } from '../agent/identity/index.ts';
+import { startRelay } from '../agent/relay/listen.ts';
+import { dialRelay } from '../agent/link/dial-relay.ts';
+import { MuxSession } from '../agent/mux/index.ts';
+import { requestStream } from '../agent/protocol/request.ts';
+import { parseRedisTarget, DEFAULT_CLUSTER_TIMING, type ClusterConfig } from '../agent/relay/cluster/config.ts';
+import { DATA_KIND_AGENT, DATA_KIND_RELAY, DataRefusal, encodeOpening } from '../agent/data/wire.ts';
+import { DATA_PAIRING_TIMEOUT_MS } from '../agent/protocol/limits.ts';
+import { silentLogger } from '../agent/util/log.ts';
+import { DIODE_BUNDLE, start, tempDir } from './helpers/diode.ts';
+import { bannerThrough, freePort, scpBothWays, sshOptions, startSshd } from './helpers/sshd.ts';
+import { startRedis } from './helpers/redis.ts';
+import { clusterRelays, within, type ClusterRelay } from './helpers/cluster.ts';
+import { dataTokens, presentData } from './helpers/attacker.ts';
+
+const run = promisify(execFile);
+
+/** A relay's counters, as `diode status --json` reports them. */
+async function counters(relay: ClusterRelay): Promise<Record<string, number>> {
+  const { stdout } = await run(process.execPath, [DIODE_BUNDLE, 'status', '--json', '--home', relay.home]);
+  return (JSON.parse(stdout) as Array<{ counters?: Record<string, number> }>)[0].counters ?? {};
+}
+
+const delta = (after: Record<string, number>, before: Record<string, number>, name: string) => (after[name] ?? 0) - (before[name] ?? 0);
+
+/** Two relays of one cluster (A = r1, B = r2), a device on B serving sshd, a socksd on A: every stream crosses. */
+async function crossing(t: ExecutionContext, extraB: string[] = []) {
+  const redis = await startRedis(t);
+  const sshd = await startSshd(t);
+  const [a, b] = await clusterRelays(t, redis.url, 2, (i) => (i === 1 ? extraB : []));
+  await a.start();
+  await b.start();
+  const device = start(t, ['publish', '-public', `${sshd.port}:22`, '--relay', b.at, '--home', tempDir(t)]);
+  const address = (await device.waitFor(/ as (0x[0-9a-fA-F]{40})/))[1];
+  await device.waitFor(/connected to relay/);
+  const socks = start(t, ['socksd', '--listen', '127.0.0.1:0', '--relay', a.at, '--home', tempDir(t)]);
+  const socksPort = Number((await socks.waitFor(/socksd 0x[0-9a-fA-F]{40} listening on 127\.0\.0\.1:(\d+)/))[1]);
+  await socks.waitFor(/connected to relay/);
+  // The first stream makes A link to B; the link's pool of relay data connections fills behind it.
+  await within('the device through A', 10_000, () => bannerThrough(socksPort, address));
+  const host = `${sshd.user}@${address.toLowerCase()}.diode`;
+  return { a, b, sshd, socksPort, host, opts: sshOptions(sshd, socksPort) };
+}
+
+test.serial('ssh and a 16 MiB scp both ways across two relays are spliced at both: relay A to relay B on a relay data connection, no link stream', async (t) => {
+  const { a, b, opts, host } = await crossing(t);
+  await new Promise((r) => setTimeout(r, 500));
+  const [beforeA, beforeB] = await Promise.all([counters(a), counters(b)]);
+
+  const { stdout } = await run('ssh', [...opts, host, 'echo spliced-across; uname -s'], { timeout: 30_000 });
+  t.is(stdout, 'spliced-across\nLinux\n');
+  const copied = await scpBothWays(opts, host, tempDir(t), 16 * 1024 * 1024);
+  t.is(copied.remote, copied.up);
+  t.is(copied.down, copied.up);
+
+  const [afterA, afterB] = await Promise.all([counters(a), counters(b)]);
+  t.log(`A: ${JSON.stringify(afterA)}\nB: ${JSON.stringify(afterB)}`);
+  // Three streams (ssh, two scp), each on a relay data connection from A to B and never on the link.
+  t.is(delta(afterA, beforeA, 'forward_legs_data'), 3);
+  t.is(delta(afterA, beforeA, 'forward_legs_link'), 0);
+  // A: the client's data connection spliced to the relay data connection.
+  t.is(delta(afterA, beforeA, 'stream_legs_data_data'), 3);
+  // B: the relay data connection claimed by each forward, spliced to the device's data connection.
+  t.is(delta(afterB, beforeB, 'forward_data_claimed'), 3);
+  t.is(delta(afterB, beforeB, 'stream_legs_data_data'), 3);
+  t.is(delta(afterB, beforeB, 'stream_legs_link_data'), 0);
+});
+
+test.serial('a relay that takes no data connections (--max-data-per-session 0): forwarded streams stay on the relay-to-relay link, said once per peer relay', async (t) => {
+  const { a, b, opts, host } = await crossing(t, ['--max-data-per-session', '0']);
+  for (const word of ['one', 'two']) {
+    const { stdout } = await run('ssh', [...opts, host, `echo ${word}`], { timeout: 30_000 });
+    t.is(stdout, `${word}\n`);
+  }
+  const line = new RegExp(`relay ${b.address} at 127\\.0\\.0\\.1:${b.port}: no relay-to-relay data connections \\(.*this relay takes no data connections`, 'g');
+  await a.proc.waitFor(line);
+  t.is(a.proc.output().match(line)?.length, 1);
+  const afterA = await counters(a);
+  t.is(afterA.forward_legs_data ?? 0, 0);
+  t.true((afterA.forward_legs_link ?? 0) >= 3, JSON.stringify(afterA));
+});
+
+/** Relay B of a cluster in this process; `peer` may link to it as a relay. */
+async function relayB(t: ExecutionContext, peer: Identity) {
+  const redis = await startRedis(t);
+  const port = await freePort();
+  const identity = Identity.random();
+  const cluster: ClusterConfig = { redis: parseRedisTarget(redis.url), advertise: { host: '127.0.0.1', port }, allow: new Set([peer.address, identity.address]), ...DEFAULT_CLUSTER_TIMING };
+  const relay = await startRelay({ listen: { host: '127.0.0.1', port }, home: tempDir(t), identity, log: silentLogger, cluster });
+  t.teardown(() => relay.close());
+  return { relay, port };
+}
+
+/** A relay-to-relay link to B as relay `as` (the yamux client, as the forwarding relay is). */
+async function linkTo(t: ExecutionContext, port: number, as: Identity, role: 'relay' | 'agent' = 'relay'): Promise<MuxSession> {
+  const { socket } = await dialRelay({ host: '127.0.0.1', port }, as, undefined, { role });
+  const mux = new MuxSession(socket, { role: 'client' });
+  t.teardown(() => mux.close());
+  return mux;
+}
+
+test('relay data connection tokens: issued on the relay link only, single use, from the link\'s source only, never an agent\'s token, and a forward naming one not held routes nothing', async (t) => {
+  const peer = Identity.random();
+  const { relay, port } = await relayB(t, peer);
+  const link = await linkTo(t, port, peer);
+  const [first, second, third] = await dataTokens(link, 3);
+
+  const ok = await presentData(t, port, encodeOpening(first, DATA_KIND_RELAY));
+  t.true(ok.answer !== undefined && 'accepted' in ok.answer, 'a fresh token from the link\'s own source is accepted');
+  const replay = await presentData(t, port, encodeOpening(first, DATA_KIND_RELAY));
+  t.like(replay.answer, { refusal: DataRefusal.token });
+  // 127.0.0.2 is another host to the relay: a token seen on the path is no use elsewhere.
+  const elsewhere = await presentData(t, port, encodeOpening(second, DATA_KIND_RELAY), '127.0.0.2');
+  t.like(elsewhere.answer, { refusal: DataRefusal.source });
+  // A relay's token is no agent's: presented as an agent's data connection it is unknown.
+  const asAgent = await presentData(t, port, encodeOpening(third, DATA_KIND_AGENT));
+  t.like(asAgent.answer, { refusal: DataRefusal.token });
+
+  // A session that is no relay of the cluster (an agent) gets agent tokens only: as a relay's they are refused.
+  const agent = await linkTo(t, port, Identity.random(), 'agent');
+  const [agentToken] = await dataTokens(agent, 1);
+  const forged = await presentData(t, port, encodeOpening(agentToken, DATA_KIND_RELAY));
+  t.like(forged.answer, { refusal: DataRefusal.token });
+
+  // A forward naming a data connection this link does not hold is answered data-closed, nothing routed.
+  const s = link.open();
+  s.on('error', () => {});
+  const err = await t.throwsAsync(requestStream(s, { t: 'forward', to: Identity.random().address, port: 22, from: Identity.random().address, e2e: true, data: randomBytes(16).toString('hex') }));
+  t.like((err as { reply?: unknown }).reply, { t: 'error', code: 'data-closed' });
+
+  const stats = relay.server.stats;
+  t.is(stats.get('data_accepted'), 1);
+  t.is(stats.get('refused_data_token'), 3);
+  t.is(stats.get('refused_data_source'), 1);
+  t.is(stats.get('forward_routed'), 0);
+  // The link's data connections end with it.
+  const closed = new Promise<void>((resolve) => ok.socket.once('close', () => resolve()));
+  ok.socket.resume();
+  link.close();
+  await closed;
+  t.pass();
+});
+
+test('a relay data connection that no forward names is closed at the pairing deadline', async (t) => {
+  const peer = Identity.random();
+  const { relay, port } = await relayB(t, peer);
+  const [token] = await dataTokens(await linkTo(t, port, peer), 1);
+  const { socket, answer } = await presentData(t, port, encodeOpening(token, DATA_KIND_RELAY));
+  t.true(answer !== undefined && 'accepted' in answer);
+  const started = Date.now();
+  socket.write(randomBytes(300)); // a ClientHello passed on, but no forward follows
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.resume();
+  await closed;
+  const ms = Date.now() - started;
+  t.true(ms >= DATA_PAIRING_TIMEOUT_MS - 200 && ms < DATA_PAIRING_TIMEOUT_MS + 3000, `closed after ${ms} ms`);
+  t.is(relay.server.stats.get('data_pairing_timeout'), 1);
+});
