@@ -15,6 +15,11 @@ import { requestStream } from '../agent/protocol/request.ts';
 import { parseRedisTarget, DEFAULT_CLUSTER_TIMING, type ClusterConfig } from '../agent/relay/cluster/config.ts';
 import { DATA_KIND_AGENT, DATA_KIND_RELAY, DataRefusal, encodeOpening } from '../agent/data/wire.ts';
 import { DATA_PAIRING_TIMEOUT_MS } from '../agent/protocol/limits.ts';
+import { FORWARD_BUFFER } from '../agent/util/pump.ts';
+import { dialThroughRelay } from '../agent/client/dial.ts';
+import { RELAY_DATA_POOL } from '../agent/relay/cluster/peers.ts';
+import type { ClusterDirectory } from '../agent/relay/cluster/directory.ts';
+import { clientHere, deviceHere, poolReady, stalledServer, until } from './helpers/agents.ts';
 import { silentLogger } from '../agent/util/log.ts';
 import { DIODE_BUNDLE, start, tempDir } from './helpers/diode.ts';
 import { bannerThrough, freePort, scpBothWays, sshOptions, startSshd } from './helpers/sshd.ts';
@@ -89,15 +94,19 @@ test.serial('a relay that takes no data connections (--max-data-per-session 0): 
   t.true((afterA.forward_legs_link ?? 0) >= 3, JSON.stringify(afterA));
 });
 
+/** A relay of a cluster on `redisUrl` in this process, as `identity`; the relays `allow` may link to it. */
+async function clusterRelay(t: ExecutionContext, redisUrl: string, identity: Identity, allow: Identity[], limits = {}) {
+  const port = await freePort();
+  const cluster: ClusterConfig = { redis: parseRedisTarget(redisUrl), advertise: { host: '127.0.0.1', port }, allow: new Set([...allow, identity].map((i) => i.address)), ...DEFAULT_CLUSTER_TIMING };
+  const relay = await startRelay({ listen: { host: '127.0.0.1', port }, home: tempDir(t), identity, log: silentLogger, cluster, limits });
+  t.teardown(() => relay.close());
+  return { relay, port };
+}
+
 /** Relay B of a cluster in this process; `peer` may link to it as a relay. */
 async function relayB(t: ExecutionContext, peer: Identity) {
   const redis = await startRedis(t);
-  const port = await freePort();
-  const identity = Identity.random();
-  const cluster: ClusterConfig = { redis: parseRedisTarget(redis.url), advertise: { host: '127.0.0.1', port }, allow: new Set([peer.address, identity.address]), ...DEFAULT_CLUSTER_TIMING };
-  const relay = await startRelay({ listen: { host: '127.0.0.1', port }, home: tempDir(t), identity, log: silentLogger, cluster });
-  t.teardown(() => relay.close());
-  return { relay, port };
+  return clusterRelay(t, redis.url, Identity.random(), [peer]);
 }
 
 /** A relay-to-relay link to B as relay `as` (the yamux client, as the forwarding relay is). */
@@ -164,4 +173,50 @@ test('a relay data connection that no forward names is closed at the pairing dea
   const ms = Date.now() - started;
   t.true(ms >= DATA_PAIRING_TIMEOUT_MS - 200 && ms < DATA_PAIRING_TIMEOUT_MS + 3000, `closed after ${ms} ms`);
   t.is(relay.server.stats.get('data_pairing_timeout'), 1);
+});
+
+test.serial('cross-relay streams on relay data connections to a device that stops reading: each relay holds a bounded amount, charged to the caller\'s budgets on A and to the peer relay\'s on B', async (t) => {
+  const redis = await startRedis(t);
+  const [idA, idB] = [Identity.random(), Identity.random()];
+  const a = await clusterRelay(t, redis.url, idA, [idB], { streamIdleTimeoutMs: 4000 });
+  const b = await clusterRelay(t, redis.url, idB, [idA], { streamIdleTimeoutMs: 4000 });
+  // A local service on the device's side that accepts and never reads.
+  const { port: stalledPort } = await stalledServer(t);
+  const n = RELAY_DATA_POOL;
+  const device = await deviceHere(t, b.port, { localPort: stalledPort, dataPool: n });
+  const client = await clientHere(t, a.port, n);
+  // The first stream links A to B; then A's pool of relay data connections fills.
+  const first = await dialThroughRelay(client.link, client.identity, device.identity.address, 22);
+  first.destroy();
+  const peers = (a.relay.server.directory as ClusterDirectory).peers;
+  t.true(await until(() => peers.dataReady(idB.address) >= n, 10_000), 'A keeps relay data connections ready toward B');
+  t.true(await poolReady(client.link, n));
+  t.true(await poolReady(device.link, n));
+  const before = a.relay.server.stats.get('forward_legs_data');
+  const tunnels = await Promise.all(Array.from({ length: n }, () => dialThroughRelay(client.link, client.identity, device.identity.address, 22)));
+  t.is(a.relay.server.stats.get('forward_legs_data') - before, n);
+  const closed = tunnels.map((s) => new Promise<void>((resolve) => s.once('close', resolve)));
+  for (const s of tunnels) {
+    s.on('error', () => {});
+    s.write(Buffer.alloc(16 * 1024 * 1024, 7));
+  }
+  // Until the writers stall: what the relays hold stops changing.
+  const heldNow = () => [a.relay.server.holds.used, b.relay.server.holds.used];
+  let last = '';
+  await until(() => {
+    const now = heldNow().join();
+    const still = now === last;
+    last = now;
+    return still && heldNow().every((x) => x > 0);
+  }, 15_000);
+  const [onA, onB] = heldNow();
+  // Per stalled stream and relay: one high-water mark plus the read in hand (at most 64 KiB), one direction moving.
+  const bound = n * (FORWARD_BUFFER + 2 * 64 * 1024);
+  t.log(`for ${n} stalled cross-relay streams A holds ${onA} bytes (the caller's source: ${a.relay.server.holds.usedBy('127.0.0.1')}), B ${onB} (bound ${bound} each)`);
+  t.true(onA <= bound, `A: ${onA} > ${bound}`);
+  t.true(onB <= bound, `B: ${onB} > ${bound}`);
+  t.is(a.relay.server.holds.usedBy('127.0.0.1'), onA, 'on A the splice is charged to the caller\'s source');
+  t.is(b.relay.server.holds.usedBy('127.0.0.1'), 0, 'on B the peer relay\'s holder is counted in the total only');
+  await Promise.all(closed);
+  t.true(a.relay.server.stats.get('stream_idle_timeout') + b.relay.server.stats.get('stream_idle_timeout') >= n);
 });

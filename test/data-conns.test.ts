@@ -3,7 +3,7 @@
 // the relay without reading. Real relay, real agents and TCP on loopback.
 import test, { type ExecutionContext } from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
-import { connect as netConnect, createServer, type Socket } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { exchangeHello } from '../agent/protocol/handshake.ts';
 import { MuxSession } from '../agent/mux/index.ts';
@@ -21,7 +21,7 @@ import { DATA_PAIRING_TIMEOUT_MS, DATA_TOKEN_TTL_MS, MAX_EARLY_BYTES, STREAM_HEA
 import { DataRefusal, encodeOpening, parseAnswer } from '../agent/data/wire.ts';
 import { RelayLink } from '../agent/link/relay-link.ts';
 import { silentLogger } from '../agent/util/log.ts';
-import { clientHere, deviceHere, echoServer, poolReady, relayHere, tick, until } from './helpers/agents.ts';
+import { clientHere, deviceHere, echoServer, poolReady, relayHere, stalledServer, tick, until } from './helpers/agents.ts';
 
 const run = promisify(execFile);
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -309,18 +309,8 @@ test('data connections are capped per session and per source; an honest agent el
 test.serial('streams on data connections to a device that stops reading: the relay holds a bounded amount of each, and the idle timeout resets both legs', async (t) => {
   const relay = await relayHere(t, { streamIdleTimeoutMs: 3000 });
   // A local service that accepts and never reads.
-  const held = new Set<Socket>();
-  const server = createServer((s) => {
-    held.add(s);
-    s.on('error', () => {});
-    s.pause();
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => {
-    held.forEach((s) => s.destroy());
-    server.close();
-  });
-  const device = await deviceHere(t, relay.port, { localPort: (server.address() as { port: number }).port, dataPool: 8 });
+  const { port: stalledPort, held } = await stalledServer(t);
+  const device = await deviceHere(t, relay.port, { localPort: stalledPort, dataPool: 8 });
   const client = await clientHere(t, relay.port, 8);
   t.true(await poolReady(client.link, 8));
   t.true(await poolReady(device.link, 8));

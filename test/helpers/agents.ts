@@ -42,6 +42,22 @@ export async function echoServer(t: ExecutionContext): Promise<{ port: number; s
   return { port: (server.address() as { port: number }).port, sockets };
 }
 
+/** A service standing for a device's local port that accepts and never reads (a stalled stream); `held` are its connections. */
+export async function stalledServer(t: ExecutionContext): Promise<{ port: number; held: Set<Socket> }> {
+  const held = new Set<Socket>();
+  const server = createServer((s) => {
+    held.add(s);
+    s.on('error', () => {});
+    s.pause();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => {
+    held.forEach((s) => s.destroy());
+    server.close();
+  });
+  return { port: (server.address() as { port: number }).port, held };
+}
+
 /** A relay of this process on a loopback port (0: a free one), closed when the test ends. */
 export async function relayHere(t: ExecutionContext, limits: Partial<RelayLimits> = {}, port = 0, home = tempDir(t)): Promise<RunningRelay> {
   const relay = await startRelay({ listen: { host: '127.0.0.1', port }, home, identity: Identity.random(), log: silentLogger, limits });
