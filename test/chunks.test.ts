@@ -22,7 +22,7 @@ const FORBIDDEN: ReadonlyArray<[string, RegExp]> = [
   ['ethers', /(^|\/)node_modules\/ethers\//],
   ['the fleet admin and fleet client', /^agent\/fleet\/(?!rpc-url\.ts$)/],
   ['the relay', /^agent\/relay\/(?!config\.ts$)/],
-  ['the gateway', /^agent\/gateway\/(?!config\.ts$)/],
+  ['the gateway', /^agent\/gateway\/(?!(config|limits)\.ts$)/],
   ['the relay\'s certificate code', /(^|\/)node_modules\/(selfsigned|@peculiar)\//],
   ['ioredis', /(^|\/)node_modules\/ioredis\//],
 ];

@@ -1,5 +1,5 @@
 import type { FlagSpec, ParsedArgs } from './args.ts';
-import { DEFAULT_GATEWAY_LIMITS } from '../gateway/config.ts';
+import { DEFAULT_GATEWAY_LIMITS } from '../gateway/limits.ts';
 import { RELAY_LIMIT_FLAGS } from '../relay/config.ts';
 
 export interface CommandContext {

@@ -2,6 +2,9 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { parseHostPort, type HostPort } from '../util/hostport.ts';
 import { UsageError } from '../util/errors.ts';
+import { DEFAULT_GATEWAY_LIMITS, type GatewayLimits } from './limits.ts';
+
+export { DEFAULT_GATEWAY_LIMITS, type GatewayLimits };
 
 /**
  * The relay's public gateway: SOCKS5 and HTTP(S) host routing for clients
@@ -21,30 +24,6 @@ export interface GatewayConfig {
   domain?: string;
   limits: GatewayLimits;
 }
-
-export interface GatewayLimits {
-  /** Concurrent gateway connections (all listeners together). */
-  maxConns: number;
-  /** Concurrent gateway connections from one source (one IPv4 address, one IPv6 /64). */
-  maxConnsPerIp: number;
-  /** ms without a byte either way before a gateway connection is closed. */
-  idleTimeoutMs: number;
-  /** bytes: largest HTTP request head (request line + headers); larger gets 431. */
-  maxHeaderBytes: number;
-  /** ms a client has to send a complete HTTP request head, TLS handshake or SOCKS handshake. */
-  headerTimeoutMs: number;
-  /** ms an idle HTTP keep-alive connection stays open between requests. */
-  keepAliveMs: number;
-}
-
-export const DEFAULT_GATEWAY_LIMITS: Readonly<GatewayLimits> = Object.freeze({
-  maxConns: 1024,
-  maxConnsPerIp: 32,
-  idleTimeoutMs: 300_000,
-  maxHeaderBytes: 16 * 1024,
-  headerTimeoutMs: 10_000,
-  keepAliveMs: 5_000,
-});
 
 /** bytes: Node's http parser refuses heads above this anyway (its --max-http-header-size ceiling we allow). */
 const MAX_HEADER_BYTES_CEILING = 1024 * 1024;

@@ -1,5 +1,6 @@
 import { UsageError } from '../util/errors.ts';
-import { MAX_CLAIM_NAMES } from '../protocol/names.ts';
+// Not protocol/names.ts (its MAX_CLAIM_NAMES is this): that loads the identity code and node:crypto into every command's flag table.
+import { MAX_NAMES_PER_DEVICE as MAX_CLAIM_NAMES } from '../names/name.ts';
 
 /**
  * names: a source may claim this many at once before its per-second rate
