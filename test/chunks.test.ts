@@ -111,3 +111,37 @@ test('a -protected port loads the fleet client, with ethers (the check above can
   const device = await published(t, relay.port, ['-protected', '22'], home);
   t.true(forbiddenIn(loadedChunks(device.proc.output())).some((f) => f.startsWith('ethers')));
 });
+
+/** What `diode proxy` leaves to a running socksd of its home: the relay link, TLS, the mux, the key and its curve, the config. */
+const LEFT_TO_THE_AGENT: ReadonlyArray<[string, RegExp]> = [
+  ['the relay link', /^agent\/link\//],
+  ['the end-to-end layer', /^agent\/e2e\//],
+  ['the mux', /^agent\/mux\//],
+  ['the key', /^agent\/identity\/(identity|keyfile|checksum|address)\.ts$/],
+  ['keccak', /(^|\/)node_modules\/@noble\//],
+  ['the config', /^agent\/config\//],
+  ['the dial', /^agent\/client\/(dial|session|lookup|proxy-session)\.ts$/],
+];
+
+test('diode proxy through a running socksd of its home loads none of the relay session\'s code: no link, TLS, mux, key or config', async (t) => {
+  const relay = await startRelay(t);
+  const echo = await echoServer(t);
+  const device = await published(t, relay.port, ['-public', `${echo}:7`]);
+  const home = tempDir(t);
+  const socksd = start(t, ['socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relay.port}`, '--home', home]);
+  await socksd.waitFor(/connected to relay/);
+  const proxy = spawn(process.execPath, [DIODE_BUNDLE, 'proxy', `${device.address.toLowerCase()}.diode`, '7', '--relay', `127.0.0.1:${relay.port}`, '--home', home], { env: { ...process.env, ...TRACE } });
+  t.teardown(() => proxy.kill('SIGKILL'));
+  let proxyErr = '';
+  proxy.stderr.on('data', (b: Buffer) => (proxyErr += b));
+  proxy.stdin.write('ping');
+  const [echoed] = await once(proxy.stdout, 'data');
+  t.is(String(echoed), 'ping');
+  proxy.stdin.end();
+  await once(proxy, 'close');
+  const inputs = loadedChunks(proxyErr).flatMap((c) => INPUTS[c] ?? []);
+  t.true(inputs.includes('agent/client/agent-stream.ts'), proxyErr);
+  const found = inputs.flatMap((input) => LEFT_TO_THE_AGENT.filter(([, re]) => re.test(input)).map(([what]) => `${what} (${input})`));
+  t.deepEqual(found, []);
+  t.deepEqual(forbiddenIn(loadedChunks(proxyErr)), []);
+});

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from '../util/log.ts';
 import { errorMessage } from '../util/errors.ts';
 import { AGENT_ROLES, type AgentRole, type AgentStatus } from './status.ts';
+import { STREAM_SOCKET_NAME } from './stream-protocol.ts';
 
 // Each running agent serves its status on a Unix socket in the state
 // directory: <home>/run/<role>-<pid>.sock, mode 0600 in a 0700 directory, so
@@ -111,14 +112,19 @@ export function openRunDir(dir: string): void {
   }
 }
 
-/** Control sockets of processes that no longer exist (killed with SIGKILL, power cut): removed. */
+/** Control and stream sockets of processes that no longer exist (killed with SIGKILL, power cut): removed. */
 export function removeStaleSockets(home: string): void {
-  for (const { path, pid } of listSockets(home).sockets) {
-    if (!processExists(pid)) {
-      try {
-        unlinkSync(path);
-      } catch {}
+  const stale = listSockets(home).sockets.filter(({ pid }) => !processExists(pid)).map(({ path }) => path);
+  try {
+    for (const name of readdirSync(controlDir(home))) {
+      const m = STREAM_SOCKET_NAME.exec(name);
+      if (m && !processExists(Number(m[2]))) stale.push(join(controlDir(home), name));
     }
+  } catch {}
+  for (const path of stale) {
+    try {
+      unlinkSync(path);
+    } catch {}
   }
 }
 

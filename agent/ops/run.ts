@@ -5,6 +5,7 @@ import { versionString } from '../cli/version.ts';
 import { startControlSocket } from './control.ts';
 import type { AgentRole, AgentStatus } from './status.ts';
 import type { MetricsServer } from './metrics.ts';
+import { startStreamSocket, type StreamService } from './stream-socket.ts';
 
 export interface OpsOptions {
   home: string;
@@ -14,6 +15,8 @@ export interface OpsOptions {
   /** --metrics, parsed with parseMetricsFlag before anything started */
   metrics?: HostPort;
   relayStats?: RelayStats;
+  /** socksd, bind: streams for `diode proxy` on this agent's relay session (ops/stream-protocol.ts). */
+  streams?: StreamService;
 }
 
 export interface RunningOps {
@@ -42,12 +45,15 @@ export function parseMetricsFlag(value: unknown): HostPort | undefined {
 export async function startOps(options: OpsOptions): Promise<RunningOps> {
   const metricsAt = options.metrics;
   const control = await startControlSocket(options.home, options.role, options.status, options.log);
+  const role = options.role;
+  const streams = options.streams && (role === 'socksd' || role === 'bind') ? await startStreamSocket(options.home, role, options.streams, options.log) : undefined;
   let metrics: MetricsServer | undefined;
   if (metricsAt) {
     try {
       const { startMetricsServer } = await import('./metrics.ts');
       metrics = await startMetricsServer(metricsAt, { status: options.status, relayStats: options.relayStats }, options.log);
     } catch (err) {
+      await streams?.close();
       await control?.close();
       throw err;
     }
@@ -56,6 +62,7 @@ export async function startOps(options: OpsOptions): Promise<RunningOps> {
     metricsPort: metrics?.port,
     close: async () => {
       await metrics?.close();
+      await streams?.close();
       await control?.close();
     },
   };

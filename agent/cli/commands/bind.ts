@@ -10,6 +10,7 @@ import { parseBindSpecs, type BindSpec } from '../../client/target.ts';
 import { ClientSession } from '../../client/session.ts';
 import { LearnedRelays } from '../../link/learned-relays.ts';
 import { resolveRelays } from '../relays.ts';
+import { clientStreamService } from '../../client/stream-service.ts';
 import { StreamStats } from '../../ops/stream-stats.ts';
 import { baseStatus, startOps } from '../../ops/run.ts';
 import { DialError } from '../../client/dial.ts';
@@ -43,6 +44,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
       home: ctx.home,
       role: 'bind',
       log,
+      streams: clientStreamService({ home: ctx.home, identity, relays, links: client.links, stats }),
       status: () => {
         const linkStatus = client.link.status();
         return {

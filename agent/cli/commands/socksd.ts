@@ -12,6 +12,7 @@ import { clientLinks, currentLink } from '../../client/lookup.ts';
 import { LearnedRelays } from '../../link/learned-relays.ts';
 import { clientResolver } from '../../client/names.ts';
 import { resolveRelays } from '../relays.ts';
+import { clientStreamService } from '../../client/stream-service.ts';
 
 export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError(`socksd: unexpected "${args.positionals[0]}"; flags start with - (diode socksd --help)`);
@@ -47,6 +48,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
     role: 'socksd',
     log,
     metrics,
+    streams: clientStreamService({ home: ctx.home, identity, relays, links, stats }),
     status: () => {
       const linkStatus = currentLink(links).status();
       return {

@@ -1,0 +1,149 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import { chmodSync, unlinkSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../util/log.ts';
+import { DiodeError, errorMessage } from '../util/errors.ts';
+import { splice } from '../util/pump.ts';
+import { controlDir, openRunDir } from './control.ts';
+import { MAX_STREAM_REQUEST_BYTES, STREAM_REQUEST_TIMEOUT_MS, streamSocketPath, type StreamRequest, type StreamRole } from './stream-protocol.ts';
+
+// The agent's side of the stream socket (protocol: stream-protocol.ts).
+
+/** What an agent that opens client streams offers `diode proxy`. */
+export interface StreamService {
+  /**
+   * Why this agent must not open the stream the caller's own `diode proxy`
+   * would (another key in the state directory, other relays, its link down,
+   * a host or port that does not parse); undefined: it may.
+   */
+  refusal(request: StreamRequest): string | undefined;
+  /** The stream, after the relay's and the device's checks; rejects with the DiodeError the caller prints. */
+  open(request: StreamRequest, notice: (line: string) => void): Promise<Duplex>;
+  /** A stream is open on `socket` (for the agent's counters). */
+  opened?(socket: Socket): void;
+}
+
+export interface StreamSocket {
+  path: string;
+  close(): Promise<void>;
+}
+
+const line = (value: unknown): string => JSON.stringify(value) + '\n';
+
+/** The request line, checked: bounded strings only. */
+export function parseStreamRequest(text: string): StreamRequest | undefined {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!raw || typeof raw !== 'object') return undefined;
+  const { host, port, relay } = raw as Record<string, unknown>;
+  if (typeof host !== 'string' || typeof port !== 'string') return undefined;
+  if (relay !== undefined && !(Array.isArray(relay) && relay.every((r) => typeof r === 'string'))) return undefined;
+  return { host, port, ...(relay !== undefined ? { relay: relay as string[] } : {}) };
+}
+
+/**
+ * Serves `service` on <home>/run/<role>-<pid>.streams.sock. Failing to
+ * create it is logged and never stops the agent (`diode proxy` then opens
+ * its own relay sessions, as before).
+ */
+export async function startStreamSocket(home: string, role: StreamRole, service: StreamService, log: Logger): Promise<StreamSocket | undefined> {
+  const path = streamSocketPath(controlDir(home), role, process.pid);
+  const live = new Set<Socket>();
+  try {
+    openRunDir(controlDir(home));
+    try {
+      unlinkSync(path); // a previous process with our pid (after a reboot) left it
+    } catch {}
+  } catch (err) {
+    log.warn(`no stream socket (diode proxy will open relay sessions of its own): ${errorMessage(err)}`);
+    return undefined;
+  }
+  const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
+    live.add(socket);
+    socket.once('close', () => live.delete(socket));
+    serve(socket, service, log);
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    chmodSync(path, 0o600);
+  } catch (err) {
+    server.close();
+    log.warn(`no stream socket at ${path} (diode proxy will open relay sessions of its own): ${errorMessage(err)}`);
+    return undefined;
+  }
+  server.unref();
+  let closed: Promise<void> | undefined;
+  return {
+    path,
+    close: () =>
+      (closed ??= new Promise<void>((resolve) => {
+        try {
+          unlinkSync(path);
+        } catch {}
+        for (const s of live) s.destroy();
+        server.close(() => resolve());
+      })),
+  };
+}
+
+/** One caller: its request line, then refused, or taken and the dial's outcome, then the stream's bytes. */
+function serve(socket: Socket, service: StreamService, log: Logger): void {
+  socket.on('error', () => {});
+  let buffer: Buffer = Buffer.alloc(0);
+  const timer = setTimeout(() => socket.destroy(), STREAM_REQUEST_TIMEOUT_MS);
+  const onData = (chunk: Buffer) => {
+    buffer = Buffer.concat([buffer, chunk]);
+    const nl = buffer.indexOf(0x0a);
+    if (nl < 0) {
+      if (buffer.length > MAX_STREAM_REQUEST_BYTES) refuse('request line too long');
+      return;
+    }
+    clearTimeout(timer);
+    socket.off('data', onData);
+    socket.pause();
+    // The caller sends nothing more before our "ok".
+    if (nl !== buffer.length - 1) return refuse('bytes after the request line');
+    const request = parseStreamRequest(buffer.subarray(0, nl).toString('utf8'));
+    if (!request) return refuse('not a stream request');
+    let why: string | undefined;
+    try {
+      why = service.refusal(request);
+    } catch (err) {
+      why = errorMessage(err);
+    }
+    if (why !== undefined) return refuse(why);
+    socket.write(line({ taken: true }));
+    dial(request);
+  };
+  const refuse = (why: string) => {
+    clearTimeout(timer);
+    log.debug(`stream socket: refused: ${why}`);
+    socket.end(line({ refused: why }));
+  };
+  const dial = (request: StreamRequest) => {
+    service.open(request, (notice) => socket.write(line({ notice }))).then(
+      (tunnel) => {
+        if (socket.destroyed) return void tunnel.destroy();
+        socket.write(line({ ok: true }));
+        service.opened?.(socket);
+        log.debug(`stream socket: ${request.host} port ${request.port} open`);
+        splice(socket, tunnel);
+      },
+      (err: unknown) => {
+        const failure = err instanceof DiodeError ? err : new DiodeError('EDIAL', errorMessage(err));
+        socket.end(line({ error: { code: failure.code, message: failure.message } }));
+      },
+    );
+  };
+  socket.on('data', onData);
+}
