@@ -45,6 +45,8 @@ export interface Figures {
   versionMs: number;
   /** Median ms from spawning `diode proxy <device>.diode 22` to the device's first byte on its stdout. */
   proxyFirstByteMs: number;
+  /** The same with the running socksd's state directory (issue 28 item 5: the proxy hands the stream to that socksd; before, it opens its own session there too). */
+  proxyAgentFirstByteMs: number;
   /** Median ms from spawning `diode publish` to its "connected to relay ... published" line. */
   publishConnectMs: number;
   /** VmRSS / RssAnon of an idle publish with one relay session, IDLE_SETTLE_MS after it connected. */
@@ -130,6 +132,7 @@ interface Stack {
   device: string;
   deviceHome: string;
   proxyHome: string;
+  socksdHome: string;
   connectMs: number[];
 }
 
@@ -145,9 +148,9 @@ async function startPublish(stack: Omit<Stack, 'publish' | 'socksd' | 'device'>,
 async function startStack(build: Build, runtime: RuntimeName): Promise<Stack> {
   const relay = start(`relay ${build.name}`, command(build, relayRuntime(runtime), ['relay', '--listen', '127.0.0.1:0', '--home', scratch('fp-relay')]));
   const relayPort = Number((await relay.waitFor(/listening on 127\.0\.0\.1:(\d+)/, CONNECT_TIMEOUT_MS))[1]);
-  const base = { build, relay, relayPort, deviceHome: scratch('fp-device'), proxyHome: scratch('fp-proxy'), connectMs: [] as number[] };
+  const base = { build, relay, relayPort, deviceHome: scratch('fp-device'), proxyHome: scratch('fp-proxy'), socksdHome: scratch('fp-socksd'), connectMs: [] as number[] };
   const published = await startPublish(base, runtime);
-  const socksd = start(`socksd ${build.name}`, command(build, runtime, ['socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relayPort}`, '--home', scratch('fp-socksd')]));
+  const socksd = start(`socksd ${build.name}`, command(build, runtime, ['socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relayPort}`, '--home', base.socksdHome]));
   await socksd.waitFor(/connected to relay/, CONNECT_TIMEOUT_MS);
   return { ...base, publish: published.proc, socksd, device: published.device, connectMs: [published.ms] };
 }
@@ -217,12 +220,14 @@ async function measureRuntime(runtime: RuntimeName, builds: [Build, Build], runs
   const stacks: Stack[] = [];
   try {
     for (const b of builds) stacks.push(await startStack(b, runtime));
-    const proxy = (s: Stack) => () =>
-      proxyFirstByte(command(s.build, runtime, ['proxy', `${s.device.toLowerCase()}.diode`, String(REMOTE_PORT), '--relay', `127.0.0.1:${s.relayPort}`, '--home', s.proxyHome]));
+    const proxy = (s: Stack, home = s.proxyHome) => () =>
+      proxyFirstByte(command(s.build, runtime, ['proxy', `${s.device.toLowerCase()}.diode`, String(REMOTE_PORT), '--relay', `127.0.0.1:${s.relayPort}`, '--home', home]));
     // One untimed proxy run each: it makes its key (a first run's extra work, not start-up).
     for (const s of stacks) await proxy(s)();
     log(`footprint ${runtime}: diode proxy to the first byte ×${runs} each`);
     const proxyMs = await inTurns(runs, [proxy(stacks[0]), proxy(stacks[1])]);
+    log(`footprint ${runtime}: diode proxy beside the socksd (its state directory) to the first byte ×${runs} each`);
+    const proxyAgentMs = await inTurns(runs, [proxy(stacks[0], stacks[0].socksdHome), proxy(stacks[1], stacks[1].socksdHome)]);
     const restarts = Math.max(2, Math.ceil(runs / 2));
     log(`footprint ${runtime}: publish start → connected ×${restarts} each`);
     for (let i = 0; i < restarts; i++) {
@@ -238,6 +243,7 @@ async function measureRuntime(runtime: RuntimeName, builds: [Build, Build], runs
     return stacks.map((s, k): Figures => ({
       versionMs: ms(version[k]),
       proxyFirstByteMs: ms(proxyMs[k]),
+      proxyAgentFirstByteMs: ms(proxyAgentMs[k]),
       // The first start of each stack came before any proxy run warmed the page cache: the restarts are the figure.
       publishConnectMs: ms(s.connectMs.slice(1)),
       publishRssMB: mb(rssBytes(s.publish)),
@@ -291,6 +297,7 @@ export function formatFootprint(r: FootprintResult): string {
   const rows: Array<[keyof Figures, string]> = [
     ['versionMs', '--version ms'],
     ['proxyFirstByteMs', 'proxy first byte ms'],
+    ['proxyAgentFirstByteMs', '  beside a socksd ms'],
     ['publishConnectMs', 'publish start→connected ms'],
     ['publishRssMB', 'idle publish RSS MB'],
     ['publishRssAnonMB', '  of it RssAnon MB'],

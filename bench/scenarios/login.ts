@@ -14,8 +14,12 @@ import { SSHD_BINARY, makeSshdKeys, type SshdFiles } from '../../test/helpers/ss
 // (one new relay connection per login: the README's ssh-config path), ssh
 // through a running socksd with `nc -X 5`, an OpenSSH jump host (`ssh -J`,
 // the device on `ssh -R`) at the relay's place, and ssh routed directly
-// (35 ms each way). The two diode ways run for the before build and the
-// working tree, all in turns, so every way meets the same moments.
+// (35 ms each way). The diode ways run for the before build and the
+// working tree, all in turns, so every way meets the same moments: `diode
+// proxy` twice, with a state directory of its own (it opens a relay session
+// per login) and with the running socksd's (since issue 28 item 5 it hands
+// the stream to that socksd through its stream socket; a build before that
+// opens its own session there too).
 
 /** One-way delays and the device's uplink, as the issue gives them. */
 export const LAPTOP_RELAY_MS = 15;
@@ -36,16 +40,20 @@ export interface LoginResult {
   after: { commit: string };
   path: { laptopRelayMs: number; relayDeviceMs: number; deviceUplinkMbit: number };
   runs: number;
-  /** Median seconds of `ssh … true` per way; proxy and socksd per build. */
-  medianS: { proxy: { before: number; after: number }; socksd: { before: number; after: number }; jump: number; direct: number };
+  /** Median seconds of `ssh … true` per way; the diode ways per build (proxyAgent: `diode proxy` with the socksd's state directory). */
+  medianS: { proxy: { before: number; after: number }; proxyAgent: { before: number; after: number }; socksd: { before: number; after: number }; jump: number; direct: number };
   /** The issue's comparison: diode proxy against socksd + nc of the same build, seconds. */
   proxyOverSocksdS: { before: number; after: number };
+  /** The same for `diode proxy` beside a running socksd of its state directory. */
+  proxyAgentOverSocksdS: { before: number; after: number };
 }
 
 /** One build's relay, its device agent publishing the device sshd, and a socksd, over the emulated path. */
 interface DiodeWays {
   build: Build;
   proxy: string[];
+  /** `diode proxy` with the socksd's state directory (and relay). */
+  proxyAgent: string[];
   socksd: string[];
 }
 
@@ -59,7 +67,8 @@ async function diodeWays(build: Build, links: { laptop: DelayLink; device: Delay
   const publish = node('publish', ['publish', '-public', `${sshd.port}:22`, '--relay', `127.0.0.1:${deviceLine.port}`, '--home', scratch('login-device')]);
   const device = (await publish.waitFor(/ as (0x[0-9a-fA-F]{40})/, READY_MS))[1].toLowerCase();
   await publish.waitFor(/connected to relay/, READY_MS);
-  const socksd = node('socksd', ['socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${laptopLine.port}`, '--home', scratch('login-socksd')]);
+  const socksdHome = scratch('login-socksd');
+  const socksd = node('socksd', ['socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${laptopLine.port}`, '--home', socksdHome]);
   const socksPort = Number((await socksd.waitFor(/listening on 127\.0\.0\.1:(\d+)/, READY_MS))[1]);
   await socksd.waitFor(/connected to relay/, READY_MS);
   const proxyHome = scratch('login-proxy');
@@ -68,6 +77,7 @@ async function diodeWays(build: Build, links: { laptop: DelayLink; device: Delay
   return {
     build,
     proxy: [...sshOptions(sshd.files), '-o', `ProxyCommand=${process.execPath} ${build.bundle} proxy %h %p --relay 127.0.0.1:${laptopLine.port} --home ${proxyHome}`, ...target],
+    proxyAgent: [...sshOptions(sshd.files), '-o', `ProxyCommand=${process.execPath} ${build.bundle} proxy %h %p --relay 127.0.0.1:${laptopLine.port} --home ${socksdHome}`, ...target],
     socksd: [...sshOptions(sshd.files), '-o', `ProxyCommand=nc -X 5 -x 127.0.0.1:${socksPort} %h %p`, ...target],
   };
 }
@@ -114,15 +124,17 @@ export async function loginTimes(options: LoginOptions, log: (line: string) => v
     // One untimed login each (the proxy makes its key, ssh and sshd warm their caches).
     for (const w of ways) {
       await sshRun(w.proxy);
+      await sshRun(w.proxyAgent);
       await sshRun(w.socksd);
     }
     await sshRun(directArgs);
     const times: Record<string, number[]> = {};
     const take = async (key: string, args: string[]) => (times[key] ??= []).push(await sshRun(args));
-    log(`login: ${options.runs} rounds of ${ways.length * 2 + 2} logins`);
+    log(`login: ${options.runs} rounds of ${ways.length * 3 + 2} logins`);
     for (let i = 0; i < options.runs; i++) {
       for (const w of ways) {
         await take(`proxy ${w.build.name}`, w.proxy);
+        await take(`proxyAgent ${w.build.name}`, w.proxyAgent);
         await take(`socksd ${w.build.name}`, w.socksd);
       }
       await take('jump', jumpArgs);
@@ -136,11 +148,13 @@ export async function loginTimes(options: LoginOptions, log: (line: string) => v
       runs: options.runs,
       medianS: {
         proxy: { before: m('proxy before'), after: m('proxy after') },
+        proxyAgent: { before: m('proxyAgent before'), after: m('proxyAgent after') },
         socksd: { before: m('socksd before'), after: m('socksd after') },
         jump: m('jump'),
         direct: m('direct'),
       },
       proxyOverSocksdS: { before: round(m('proxy before') - m('socksd before')), after: round(m('proxy after') - m('socksd after')) },
+      proxyAgentOverSocksdS: { before: round(m('proxyAgent before') - m('socksd before')), after: round(m('proxyAgent after') - m('socksd after')) },
     };
     return result;
   } finally {
@@ -155,8 +169,10 @@ export function formatLogin(r: LoginResult): string {
     `\nlogin: ssh … true over laptop–relay ${r.path.laptopRelayMs} ms, relay–device ${r.path.relayDeviceMs} ms each way, device uplink ${r.path.deviceUplinkMbit} Mbit/s; median of ${r.runs} (s)`,
     `  way                       before (${r.before.commit})   after (${r.after.commit})`,
     `  diode proxy (ssh-config)  ${String(s.proxy.before).padStart(8)}   ${String(s.proxy.after).padStart(8)}`,
+    `  diode proxy, socksd runs  ${String(s.proxyAgent.before).padStart(8)}   ${String(s.proxyAgent.after).padStart(8)}   (the socksd's state directory)`,
     `  socksd + nc -X 5          ${String(s.socksd.before).padStart(8)}   ${String(s.socksd.after).padStart(8)}`,
     `  proxy − socksd            ${String(r.proxyOverSocksdS.before).padStart(8)}   ${String(r.proxyOverSocksdS.after).padStart(8)}   (one laptop–relay round trip: ${(2 * r.path.laptopRelayMs) / 1000} s)`,
+    `  proxy beside socksd − socksd ${String(r.proxyAgentOverSocksdS.before).padStart(5)}   ${String(r.proxyAgentOverSocksdS.after).padStart(8)}`,
     `  OpenSSH jump (ssh -J)     ${String(s.jump).padStart(8)}`,
     `  routed directly           ${String(s.direct).padStart(8)}`,
   ].join('\n') + '\n';
