@@ -2,21 +2,9 @@ import test from 'ava';
 import { once } from 'node:events';
 import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
 import { FORWARD_BUFFER, splice, SpliceBudgetError, type SpliceMeter } from '../agent/util/pump.ts';
+import { tcpPair, writeUntilPushedBack } from './helpers/tcp-pair.ts';
 
 // Serial: the backpressure test reads timing (the writer staying stopped), which a concurrent test would disturb.
-
-/** A connected TCP pair on 127.0.0.1: [the dialer's socket, the accepted socket]. */
-async function tcpPair(): Promise<[Socket, Socket]> {
-  const server = createServer({ allowHalfOpen: true });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const accepted = once(server, 'connection') as Promise<[Socket]>;
-  const dialer = connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
-  await once(dialer, 'connect');
-  const [socket] = await accepted;
-  server.close();
-  return [dialer, socket];
-}
 
 /** left ⇄ [a splice b] ⇄ right: what a tunnel hop looks like from both ends. */
 async function splicedPair(onDone?: (err?: Error) => void, meter?: SpliceMeter): Promise<{ left: Socket; right: Socket; a: Socket; b: Socket }> {
@@ -49,17 +37,7 @@ test.serial('bytes pass both ways, and an end in one direction is passed on whil
 test.serial('a destination that stops reading pauses the source: the writer is stopped, nothing piles up in the hop', async (t) => {
   const { left, right, a, b } = await splicedPair();
   right.pause(); // the far end reads nothing
-  const chunk = Buffer.alloc(256 * 1024);
-  let written = 0;
-  // Write until the path pushes back and stays pushed back for half a second.
-  for (;;) {
-    written += chunk.length;
-    if (!left.write(chunk)) {
-      const drained = await Promise.race([once(left, 'drain').then(() => true), new Promise((r) => setTimeout(r, 500, false))]);
-      if (!drained) break;
-    }
-    if (written > 512 * 1024 * 1024) break;
-  }
+  const written = await writeUntilPushedBack(left, Buffer.alloc(256 * 1024), 512 * 1024 * 1024);
   t.true(written < 512 * 1024 * 1024, `the writer was never stopped (${written} bytes accepted)`);
   t.true(a.isPaused(), 'the hop stopped reading its source');
   t.true(b.writableLength <= 1024 * 1024, `the hop holds ${b.writableLength} bytes queued`);

@@ -1,3 +1,4 @@
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 /** ms: the longest gap between two looks at the relayed streams (the idle timeout is enforced to within this). */
@@ -9,6 +10,19 @@ interface Pair {
   /** A chunk went through since the last sweep. */
   active: boolean;
   lastActive: number;
+  /** Bytes the TCP legs had read at the last sweep (see bytesRead). */
+  read: number;
+}
+
+/**
+ * Bytes the pair's TCP legs read so far: a spliced data connection that
+ * reads into a reused buffer (util/read-buffer.ts) emits no 'data' events.
+ */
+function bytesRead(pair: Pair): number {
+  let n = 0;
+  if (pair.a instanceof Socket) n += pair.a.bytesRead;
+  if (pair.b instanceof Socket) n += pair.b.bytesRead;
+  return n;
 }
 
 /**
@@ -32,7 +46,8 @@ export class IdleSweeper {
 
   /** Watches a spliced pair until either side closes. */
   watch(a: Duplex, b: Duplex): void {
-    const pair: Pair = { a, b, active: false, lastActive: this.#now() };
+    const pair: Pair = { a, b, active: false, lastActive: this.#now(), read: 0 };
+    pair.read = bytesRead(pair);
     const touch = () => {
       pair.active = true;
     };
@@ -56,6 +71,9 @@ export class IdleSweeper {
   readonly sweep = (): void => {
     const now = this.#now();
     for (const pair of this.#pairs) {
+      const read = bytesRead(pair);
+      if (read !== pair.read) pair.active = true;
+      pair.read = read;
       if (pair.active) {
         pair.active = false;
         pair.lastActive = now;

@@ -57,15 +57,17 @@ export interface TurnCork {
  * socket read delivers (several TLS records, frames cut at record
  * boundaries, pieces down to a few bytes) then leaves in one writev instead
  * of one syscall per piece. The next tick would be too soon: it runs after
- * each record's callback. `tier` orders the release (see dueStreams).
+ * each record's callback. `tier` orders the release (see dueStreams);
+ * `beforeRelease` writes what the caller gathered in the turn (pump.ts).
  */
-export function turnCorker(stream: Writable, tier: 'stream' | 'connection' = 'stream'): TurnCork {
+export function turnCorker(stream: Writable, tier: 'stream' | 'connection' = 'stream', beforeRelease?: () => void): TurnCork {
   let corked = false;
   let lateWanted = false;
   const due = tier === 'stream' ? dueStreams : dueConnections;
   const release = (): void => {
     corked = false;
     lateWanted = false;
+    beforeRelease?.();
     stream.uncork();
   };
   const uncork = (): void => {

@@ -3,6 +3,7 @@ import { TLSSocket } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { finished, type Duplex } from 'node:stream';
 import { turnCorker } from './cork.ts';
+import { gatherReads, reusableInto, reuseReads, straight, taken, type GatheredReads, type ReusedReads } from './read-buffer.ts';
 
 const noop = (): void => {};
 
@@ -63,6 +64,32 @@ const endGates = new WeakMap<Duplex, () => Promise<unknown>>();
 export function gateEnd(s: Duplex, confirm: () => Promise<unknown>): void {
   endGates.set(s, confirm);
 }
+
+/**
+ * A plain TCP source whose read brought this much (a full read of Node's
+ * 64 KiB: a bulk flow) reads from then on into a buffer the splice reuses
+ * (read-buffer.ts) instead of a fresh one per read. Interactive and idle
+ * streams never get one: 1,000 idle spliced pairs would hold 2 × 64 MiB.
+ */
+const REUSE_READ_AFTER = 64 * 1024;
+/**
+ * Bytes of a reused read buffer: Node's own read size. 128 KiB cost the
+ * relay less CPU per GiB still (0.55 against 0.65 s in loaded bench runs),
+ * but a stalled stream's last, partly sent read keeps its whole buffer, and
+ * 512 stalled data connections then held the relay's RSS 50-70 MiB up
+ * (test/relay-memory.test.ts allows 64), where Node's reads held 25.
+ */
+const READ_BUFFER_BYTES = 64 * 1024;
+/** Bytes a read may take however full the destination is (it is paused right after). */
+const MIN_READ_BYTES = 16 * 1024;
+/**
+ * A TLS source whose record brought this much (a full record's cleartext:
+ * a bulk flow) gathers its records into slabs (read-buffer.ts); an
+ * interactive stream (an ssh session's keystrokes and screens) never does.
+ */
+const GATHER_AFTER = 16 * 1024;
+/** Bytes of a gathering slab: sixteen full records; two slabs alternate per bulk stream at an agent. */
+const GATHER_SLAB_BYTES = 256 * 1024;
 
 /** Bytes a destination may hold queued before the source is paused (a socket's own mark is 16 KiB). */
 export const FORWARD_BUFFER = 128 * 1024;
@@ -184,7 +211,9 @@ interface Clock {
  * 'drain' resumes it, and the source's end ends the destination.
  */
 function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: SpliceMeter | undefined, fail: (err: Error) => void): void {
-  const cork = src instanceof Socket && !(src instanceof TLSSocket) ? undefined : turnCorker(dst);
+  /** A TLS source's records gathered into slabs once it carries a bulk flow (GATHER_AFTER), written once a turn. */
+  let slabs: GatheredReads | undefined;
+  const cork = src instanceof Socket && !(src instanceof TLSSocket) ? undefined : turnCorker(dst, 'stream', () => slabs?.flush());
   let held = false;
   /** The source trickles: its reads are held (see COALESCE_MS) until a large piece or bytes the other way. */
   let trickle = false;
@@ -196,12 +225,49 @@ function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: Spl
     held = false;
     gathered = true;
   };
-  src.on('data', (chunk: Buffer) => {
+  /** A plain TCP source reads into a reused buffer once it carries a bulk flow (REUSE_READ_AFTER). */
+  let reads: ReusedReads | undefined;
+  let reuse = cork === undefined && reusableInto(dst);
+  let gather = src instanceof TLSSocket && reusableInto(dst) && !meter;
+  const onGathered = (n: number) => {
+    cork!();
+    const now = performance.now();
+    clock.last[side] = now;
+    clock.oneWay[side] += n;
+    clock.oneWay[1 - side] = 0;
+    if (dst.writableLength + slabs!.unflushed >= FORWARD_BUFFER) src.pause();
+  };
+  const writeRegion = (region: Buffer, done: () => void) => void dst.write(region, done);
+  const onChunk = (read: Buffer) => {
     cork?.();
+    const wasStraight = reads !== undefined && straight(dst as Socket);
+    // A read that filled less than half of its reused buffer leaves as a copy of its own size (what
+    // Node's reads are): lent, the view would keep the whole buffer for a few bytes in a queue
+    // (stalled data connections by the hundred: +18 MiB of relay RSS at 512).
+    const chunk = reads !== undefined && read.length < read.buffer.byteLength / 2 ? Buffer.from(read) : read;
     if (meter) {
       if (!meter.take(chunk.length)) return fail(new SpliceBudgetError());
       dst.write(chunk, () => meter.give(chunk.length));
     } else dst.write(chunk);
+    // The chunk is a view of the read buffer: kept queued, the next read must not overwrite it.
+    if (reads) {
+      if (chunk === read && !taken(dst as Socket, wasStraight)) reads.lend();
+    } else if (gather && chunk.length >= GATHER_AFTER) {
+      gather = false;
+      slabs = gatherReads(src as TLSSocket, GATHER_SLAB_BYTES, onGathered, writeRegion);
+    } else if (reuse && chunk.length >= REUSE_READ_AFTER) {
+      reuse = false;
+      // A read takes at most the room left under the destination's mark: what the splice holds stays
+      // within FORWARD_BUFFER (PRESSED_FORWARD_BUFFER) plus MIN_READ_BYTES, less than Node's own reads
+      // allowed; a source paused under a pressed budget lets its buffers go (hundreds may stall so).
+      reads = reuseReads(
+        src as Socket,
+        READ_BUFFER_BYTES,
+        onChunk,
+        () => Math.max(MIN_READ_BYTES, (meter?.pressed() ? PRESSED_FORWARD_BUFFER : FORWARD_BUFFER) - dst.writableLength),
+        meter ? () => src.isPaused() && meter.pressed() : undefined,
+      );
+    }
     const now = performance.now();
     const last = clock.last[side];
     clock.last[side] = now;
@@ -228,7 +294,8 @@ function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: Spl
     // This piece arrived over (now - last) ms: the flow's rate, and the hold that gathers the target at it.
     const ms = Math.min(COALESCE_MAX_MS, (COALESCE_TARGET_BYTES * Math.max(now - last, 0.01)) / chunk.length);
     if (ms >= COALESCE_MIN_MS) held = holdReading(src, ms, release, () => stopped === undefined);
-  });
+  };
+  src.on('data', onChunk);
   dst.on('drain', () => {
     src.resume();
     const handle = stopped;
@@ -236,6 +303,8 @@ function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: Spl
     if (handle && !held) restart(src, handle);
   });
   src.once('end', () => {
+    // What the last records gathered goes out ahead of the end.
+    slabs?.flush();
     const gate = endGates.get(src);
     if (!gate) return void dst.end();
     gate().then(
