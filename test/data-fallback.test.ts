@@ -6,18 +6,10 @@
 //   client ns (socksd, ssh) ── hub ns (router; the iptables rules here) ── relay ns
 //                                 └── device ns (publish, sshd)
 import test, { type ExecutionContext } from 'ava';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { DIODE_BUNDLE, tempDir } from './helpers/diode.ts';
+import { relayCounters, tempDir } from './helpers/diode.ts';
 import { Net, count, netnsRefusal, outputs, publishIn, relayIn, socksdIn, sshOnce, sshdIn, track, until } from './helpers/netns.ts';
 
-const run = promisify(execFile);
 const refusal = await netnsRefusal();
-
-async function relayCounters(home: string): Promise<Record<string, number>> {
-  const { stdout } = await run(process.execPath, [DIODE_BUNDLE, 'status', '--json', '--home', home]);
-  return (JSON.parse(stdout) as Array<{ counters?: Record<string, number> }>)[0].counters ?? {};
-}
 
 async function world(t: ExecutionContext, tag: string) {
   const net = new Net(t, tag);

@@ -3,37 +3,13 @@
 import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createServer, type Socket } from 'node:net';
 import { promisify } from 'node:util';
-import { DIODE_BUNDLE, startRelay, startPublish, startSocksd, tempDir } from './helpers/diode.ts';
+import { relayCounters, startRelay, startPublish, startSocksd, tempDir } from './helpers/diode.ts';
+import { digestServer } from './helpers/agents.ts';
 import { scpBothWays, startSshd, sshOptions } from './helpers/sshd.ts';
 
 const run = promisify(execFile);
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
-
-/** The relay's counters, as `diode status --json` reports them. */
-async function relayCounters(home: string): Promise<Record<string, number>> {
-  const { stdout } = await run(process.execPath, [DIODE_BUNDLE, 'status', '--json', '--home', home]);
-  return (JSON.parse(stdout) as Array<{ counters?: Record<string, number> }>)[0].counters ?? {};
-}
-
-/** A service that reads until the client's end, then answers the sha256 of what it read and closes: half-close or nothing. */
-async function digestServer(t: Parameters<typeof tempDir>[0]): Promise<number> {
-  const sockets = new Set<Socket>();
-  const server = createServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s);
-    s.on('error', () => {});
-    const hash = createHash('sha256');
-    s.on('data', (c: Buffer) => hash.update(c));
-    s.once('end', () => s.end(`${hash.digest('hex')}\n`));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => {
-    sockets.forEach((s) => s.destroy());
-    server.close();
-  });
-  return (server.address() as { port: number }).port;
-}
 
 test('ssh, scp of 16 MiB both ways and a half-close through nc -N travel on data connections the relay splices', async (t) => {
   const sshd = await startSshd(t);

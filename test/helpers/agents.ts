@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
 import type { ExecutionContext } from 'ava';
 import { Identity } from '../../agent/identity/index.ts';
@@ -56,6 +57,24 @@ export async function stalledServer(t: ExecutionContext): Promise<{ port: number
     server.close();
   });
   return { port: (server.address() as { port: number }).port, held };
+}
+
+/** A service that reads until the client's end, then answers the sha256 (hex) of what it read and closes: half-close or nothing. */
+export async function digestServer(t: ExecutionContext): Promise<number> {
+  const sockets = new Set<Socket>();
+  const server = createServer({ allowHalfOpen: true }, (s) => {
+    sockets.add(s);
+    s.on('error', () => {});
+    const hash = createHash('sha256');
+    s.on('data', (c: Buffer) => hash.update(c));
+    s.once('end', () => s.end(`${hash.digest('hex')}\n`));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => {
+    sockets.forEach((s) => s.destroy());
+    server.close();
+  });
+  return (server.address() as { port: number }).port;
 }
 
 /** A relay of this process on a loopback port (0: a free one), closed when the test ends. */

@@ -125,6 +125,12 @@ export function start(t: ExecutionContext, args: string[], options: { command?: 
   };
 }
 
+/** A relay's counters, as `diode status --json --home <its home>` reports them. */
+export async function relayCounters(home: string): Promise<Record<string, number>> {
+  const { stdout } = await execFileAsync(process.execPath, [DIODE_BUNDLE, 'status', '--json', '--home', home]);
+  return (JSON.parse(stdout) as Array<{ counters?: Record<string, number> }>)[0].counters ?? {};
+}
+
 /** A relay, a publishing device and a socksd, each with its own state directory, all on loopback. */
 export async function startRelay(t: ExecutionContext, extra: string[] = [], home = tempDir(t)): Promise<{ port: number; address: string; home: string; proc: Running }> {
   const proc = start(t, ['relay', '--listen', '127.0.0.1:0', '--home', home, ...extra]);
