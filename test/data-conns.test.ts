@@ -274,7 +274,7 @@ async function sessionFrom(t: ExecutionContext, port: number, localAddress: stri
 
 test('data connections are capped per session and per source; an honest agent elsewhere keeps its own', async (t) => {
   const perIp = 24;
-  const { relay, device, client } = await world(t, { maxDataPerIp: perIp });
+  const { relay, device, client } = await world(t, { maxDataPerIp: perIp, maxDataPerSession: 8 });
   // One session asks for far more tokens than a session may hold: it gets --max-data-per-session.
   const hoarder = await sessionFrom(t, relay.port, '127.0.0.2');
   const got = await tokens(hoarder, 16);

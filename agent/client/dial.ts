@@ -9,6 +9,7 @@ import { connectE2E, E2EError } from '../e2e/index.ts';
 import type { Connect, ReplyCode } from '../protocol/messages.ts';
 import { requestStream, requestStreamAhead, HeaderRefused } from '../protocol/request.ts';
 import { CLIENT_ANSWER_TIMEOUT_MS } from '../protocol/limits.ts';
+import { dataWaitMs } from '../data/wait.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 
 /** ms a dial waits for a relay session when the link is (re)connecting. */
@@ -76,7 +77,10 @@ async function sessionOf(link: RelayLink, deadline: number): Promise<MuxSession>
 
 /** On one session: a ready data connection if the link has one (given up for the link if it is found dead), else the link. */
 async function dialOnSession(link: RelayLink, session: MuxSession, identity: Identity, address: string, port: number): Promise<Duplex> {
-  const data = link.dataPool?.take();
+  const pool = link.dataPool;
+  // Beyond the ready ones, a connection already on its way is worth a short wait: on the link the
+  // stream's every byte would be opened and sealed by the relay for its whole life.
+  const data = pool?.take() ?? (await pool?.next(dataWaitMs(session.rttMs)));
   if (data) {
     try {
       return await dialOn(session, link, identity, address, port, data);

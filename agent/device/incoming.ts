@@ -102,6 +102,9 @@ export class IncomingHandler {
     if (incoming.data !== undefined) {
       conn = await data?.claim(incoming.data);
       if (!conn) return answer(stream, errorReply('data-closed', `data connection ${incoming.data.slice(0, 8)}… is not held by this device; use another`), true);
+    } else if (incoming.e2e) {
+      // The relay had none of ours ready for it: the pool grows to such bursts.
+      data?.missed();
     }
     const mapping = this.#ports.get(incoming.port);
     // A caller that asked for the end-to-end layer hears about an unpublished port inside it, as it

@@ -1,23 +1,36 @@
 import { connect, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { MuxSession } from '../mux/index.ts';
 import { readFrame, writeFrame } from '../protocol/frames.ts';
-import { parseReply, parseTokensAnswer } from '../protocol/messages.ts';
+import { MAX_TOKENS_PER_REQUEST, parseReply, parseTokensAnswer, type TokensAnswer } from '../protocol/messages.ts';
 import { DATA_PAIRING_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS, TCP_KEEPALIVE_MS } from '../protocol/limits.ts';
-import { DATA_KIND_AGENT, encodeOpening, parseAnswer, refusalName, type DataKind } from '../data/wire.ts';
+import { DATA_KIND_AGENT, DataRefusal, encodeOpening, parseAnswer, refusalName, type DataKind } from '../data/wire.ts';
 import { abort } from '../util/pump.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 import { formatHostPort } from '../util/hostport.ts';
 
 /**
  * Data connections a client agent (socksd, bind) keeps ready per relay
- * session: an ssh login and the parallel connections a browser opens to one
- * host (up to six) start without waiting; streams beyond the ready ones go
- * over the relay link while the pool refills (one token round trip, one TCP
- * connect, one answer).
+ * session when it has seen no larger burst lately: an ssh login and the
+ * parallel connections a browser opens to one host (up to six) start without
+ * waiting. Streams beyond the ready ones wait a little for one being opened
+ * (DataPool.next) or go over the relay link, and the pool grows to the burst
+ * (DATA_POOL_MAX).
  */
 export const CLIENT_DATA_POOL = 4;
 /** The same for a device (`publish`): the streams being set up toward it at once, each replaced as soon as it is taken. */
 export const DEVICE_DATA_POOL = 4;
+/**
+ * The most data connections a pool keeps ready: after a burst of new streams
+ * (takes, or streams that found the pool empty, before it was full again) a
+ * pool keeps as many ready as that burst, up to this, for DATA_POOL_IDLE_MS,
+ * so that the next such burst (a parallel scp or rsync, a browser loading a
+ * page, the bench's 64 streams) is spliced without waiting. Within the
+ * relay's per-session cap (the `tokens` answer's `max`).
+ */
+export const DATA_POOL_MAX = 64;
+/** The relay's per-session cap when its `tokens` answer does not say it (relays before `max`: their default). */
+const RELAY_CAP_UNSAID = 8;
 /**
  * ms an idle data connection is kept before it is replaced by a fresh one: TCP keep-alive
  * (TCP_KEEPALIVE_MS) keeps its NAT state, and a connection that a NAT or firewall dropped
@@ -39,7 +52,7 @@ export interface DataPoolOptions {
   session: MuxSession;
   /** The relay's address as the link reached it, and the link's local address (the relay checks the source). */
   endpoint: { host: string; port: number; localAddress?: string };
-  /** Idle connections to keep ready. */
+  /** Idle connections to keep ready at least (more after a burst, up to DATA_POOL_MAX). */
   size: number;
   /** A data connection could not be made: one line naming why (the link logs it once per relay). */
   onProblem(reason: string): void;
@@ -70,6 +83,17 @@ export class DataPool {
   /** What watches each waiting connection (removed when it is taken). */
   readonly #watching = new Map<Socket, { gone: () => void; onReadable: () => void; timer: NodeJS.Timeout | undefined }>();
   #asking = 0;
+  /** Streams that found the pool empty, waiting (bounded) for a connection being opened (next). */
+  readonly #waiters: Array<{ resolve: (conn: DataConn | undefined) => void; timer: NodeJS.Timeout }> = [];
+  /** Streams that wanted a connection (taken or missed) since the pool was last full: the current burst. */
+  #burst = 0;
+  /** The largest burst lately, and when it was last reached (it counts for DATA_POOL_IDLE_MS). */
+  #peak = 0;
+  #peakAt = 0;
+  /** The relay's cap on this session's tokens outstanding plus connections waiting (`tokens.max`). */
+  #relayCap = RELAY_CAP_UNSAID;
+  /** A cap the relay's per-source or total limit set on a grown pool, for DATA_POOL_IDLE_MS. */
+  #limited: { cap: number; until: number } | undefined;
   #failures = 0;
   #retryTimer: NodeJS.Timeout | undefined;
   #fillScheduled = false;
@@ -96,8 +120,21 @@ export class DataPool {
     return this.#active.size;
   }
 
-  /** A ready connection for a new stream of this client, or undefined (the stream goes over the link). */
+  /** Connections the pool keeps ready now: its size, or the largest recent burst (up to DATA_POOL_MAX and the relay's cap). */
+  get target(): number {
+    const now = performance.now();
+    const peak = now - this.#peakAt <= DATA_POOL_IDLE_MS ? Math.min(this.#peak, DATA_POOL_MAX) : 0;
+    const limited = this.#limited && now < this.#limited.until ? this.#limited.cap : Infinity;
+    return Math.min(Math.max(this.#options.size, peak), this.#relayCap, limited);
+  }
+
+  /**
+   * A ready connection for a new stream of this client, or undefined (then
+   * next(), or the link). Either way the stream counts toward the burst the
+   * pool grows to.
+   */
   take(): DataConn | undefined {
+    this.#wanted();
     for (let conn = this.#idle.pop(); conn; conn = this.#idle.pop()) {
       if (!usable(conn.socket)) continue;
       this.#activate(conn);
@@ -106,8 +143,36 @@ export class DataPool {
     return undefined;
   }
 
+  /**
+   * After a take() that found none: the next connection the pool gets, if
+   * one is being asked for or opened that no earlier stream waits for (the
+   * refill that take() scheduled decides), within `ms`; else (or then)
+   * undefined, and the stream goes over the link.
+   */
+  next(ms: number): Promise<DataConn | undefined> {
+    // Backing off (none could be made lately): the link, at once.
+    if (this.#retiring || (this.#retryTimer !== undefined && this.#opening.size + this.#asking <= this.#waiters.length)) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const waiter = {
+        resolve,
+        timer: setTimeout(() => {
+          const at = this.#waiters.indexOf(waiter);
+          if (at >= 0) this.#waiters.splice(at, 1);
+          resolve(undefined);
+        }, ms),
+      };
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /** The device's side: the relay sent a stream of ours over the link (none of our connections was ready): it counts toward the burst. */
+  missed(): void {
+    this.#wanted();
+  }
+
   /** The connection the relay paired for an `incoming` (waiting for the relay's answer if it is still being opened). */
   async claim(token: string): Promise<DataConn | undefined> {
+    this.#wanted();
     const opening = this.#opening.get(token);
     if (opening) await opening;
     const early = this.#early.get(token);
@@ -134,6 +199,7 @@ export class DataPool {
     this.#retiring = true;
     clearTimeout(this.#retryTimer);
     for (const conn of [...this.#idle, ...this.#early.values()]) this.#drop(conn);
+    this.#settleWaiters();
   }
 
   /** The session ended: every connection of the pool, taken ones too, is reset. */
@@ -142,6 +208,37 @@ export class DataPool {
     this.retire();
     this.#closed = true;
     for (const socket of [...this.#active]) abort(socket);
+  }
+
+  /** One more stream of the current burst; the largest burst lately sets the pool's target. */
+  #wanted(): void {
+    this.#burst++;
+    const now = performance.now();
+    if (this.#burst >= this.#peak || now - this.#peakAt > DATA_POOL_IDLE_MS) {
+      this.#peak = this.#burst;
+      this.#peakAt = now;
+    }
+    this.#scheduleFill();
+  }
+
+  /** Waiting streams beyond the connections still coming get none (they go over the link); all of them once the pool retires. */
+  #settleWaiters(): void {
+    const coming = this.#retiring ? 0 : this.#opening.size + this.#asking;
+    while (this.#waiters.length > coming) {
+      const waiter = this.#waiters.pop()!;
+      clearTimeout(waiter.timer);
+      waiter.resolve(undefined);
+    }
+  }
+
+  /** A new connection goes to the first stream waiting for one, if any (true), else it waits in the pool. */
+  #handToWaiter(conn: DataConn): boolean {
+    const waiter = this.#waiters.shift();
+    if (!waiter) return false;
+    clearTimeout(waiter.timer);
+    this.#activate(conn);
+    waiter.resolve(conn);
+    return true;
   }
 
   #activate(conn: DataConn): void {
@@ -158,27 +255,42 @@ export class DataPool {
     setImmediate(() => {
       this.#fillScheduled = false;
       this.#fill();
+      this.#settleWaiters();
     });
   }
 
+  /**
+   * Asks for the connections the pool lacks: up to its target (plus the
+   * streams waiting), never more than the relay's cap leaves (it counts a
+   * connection from its token until a `connect` names it), in requests of at
+   * most MAX_TOKENS_PER_REQUEST sent at once.
+   */
   #fill(): void {
     if (this.#retiring || this.#retryTimer !== undefined || this.#options.session.closed) return;
-    const want = this.#options.size - this.#idle.length - this.#opening.size - this.#asking;
-    if (want <= 0) return;
-    this.#asking += want;
-    this.#requestTokens(want).then(
-      (tokens) => {
-        this.#asking -= want;
-        for (const token of tokens) this.#open(token);
-      },
-      (err) => {
-        this.#asking -= want;
-        this.#failed(errorMessage(err));
-      },
-    );
+    const coming = this.#idle.length + this.#opening.size + this.#asking;
+    const held = coming + this.#early.size;
+    let want = Math.min(Math.max(this.target, this.#waiters.length + this.#idle.length) - coming, this.#relayCap - held);
+    while (want > 0) {
+      const n = Math.min(want, MAX_TOKENS_PER_REQUEST);
+      want -= n;
+      this.#asking += n;
+      this.#requestTokens(n).then(
+        (answer) => {
+          this.#asking -= n;
+          if (answer.max !== undefined) this.#relayCap = answer.max;
+          for (const token of answer.tokens) this.#open(token);
+          this.#settleWaiters();
+        },
+        (err) => {
+          this.#asking -= n;
+          this.#settleWaiters();
+          this.#failed(errorMessage(err));
+        },
+      );
+    }
   }
 
-  async #requestTokens(n: number): Promise<string[]> {
+  async #requestTokens(n: number): Promise<TokensAnswer> {
     const stream = this.#options.session.open();
     stream.on('error', () => {});
     writeFrame(stream, { t: 'tokens', n });
@@ -193,7 +305,7 @@ export class DataPool {
       const reply = parseReply(frame);
       throw new DiodeError('EDATA', reply.t === 'error' ? reply.message || reply.code : 'refused');
     }
-    return parseTokensAnswer(frame).tokens;
+    return parseTokensAnswer(frame);
   }
 
   #open(token: string): void {
@@ -205,12 +317,18 @@ export class DataPool {
           conn.socket.end(() => conn.socket.destroy());
           return undefined;
         }
-        this.#wait(conn);
+        if (!this.#handToWaiter(conn)) this.#wait(conn);
         return conn;
       },
       (err) => {
         this.#opening.delete(token);
-        this.#failed(errorMessage(err));
+        this.#settleWaiters();
+        // Over the relay's cap per source or in total while this pool holds or uses connections (grown
+        // pools behind one NAT address share it): it keeps what it holds for a while, no failure.
+        const held = this.#idle.length + this.#early.size + this.#opening.size + this.#asking;
+        if (err instanceof DiodeError && err.code === 'EDATA_LIMIT' && held + this.#active.size > 0) {
+          this.#limited = { cap: Math.max(this.#options.size, held), until: performance.now() + DATA_POOL_IDLE_MS };
+        } else this.#failed(errorMessage(err));
         return undefined;
       },
     );
@@ -241,7 +359,10 @@ export class DataPool {
           buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
           const answer = parseAnswer(buffered);
           if (answer === undefined) continue;
-          if ('refusal' in answer) return finish(new Error(`relay refused a data connection (${refusalName(answer.refusal)}): ${answer.reason}`));
+          if ('refusal' in answer) {
+            const code = answer.refusal === DataRefusal.limit ? 'EDATA_LIMIT' : 'EDATA_REFUSED';
+            return finish(new DiodeError(code, `relay refused a data connection (${refusalName(answer.refusal)}): ${answer.reason}`));
+          }
           // Bytes right behind the answer: the relay paired it already and a ClientHello follows.
           if (answer.rest.length > 0) socket.unshift(answer.rest);
           return finish(undefined);
@@ -284,7 +405,11 @@ export class DataPool {
     // Replaced after its idle lifetime: keep-alive keeps NAT state, this drops one that was lost silently.
     this.#arm(conn, DATA_POOL_IDLE_MS, () => this.#drop(conn));
     if (socket.readableLength > 0) onReadable();
-    else this.#idle.push(conn);
+    else {
+      this.#idle.push(conn);
+      // Full again: the burst is over (its size stays as the peak).
+      if (this.#idle.length >= this.target) this.#burst = 0;
+    }
   }
 
   /** Runs `then` after `ms` unless the connection is taken first. */

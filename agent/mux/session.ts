@@ -171,6 +171,11 @@ export class MuxSession extends EventEmitter {
     this.livenessTimer = setInterval(this.onTick, this.tickMs).unref();
   }
 
+  /** The latest ping's round-trip time in ms (-1: none answered yet). */
+  get rttMs(): number {
+    return this.rtt;
+  }
+
   get closed(): boolean {
     return this.isClosed;
   }

@@ -86,3 +86,6 @@ export const DATA_IDLE_MAX_MS = 10 * 60_000;
  * Beyond it the relay stops reading the caller until the answer.
  */
 export const MAX_EARLY_BYTES = 32 * 1024;
+
+/** The largest per-session data connection cap a relay may have and say (`--max-data-per-session`, the `tokens` answer's `max`). */
+export const MAX_DATA_PER_SESSION = 1024;

@@ -2,7 +2,7 @@ import { toChecksumAddress as getAddress, isValidAddress } from '../identity/che
 import { TOKEN_HEX } from '../data/wire.ts';
 import { PUBLIC_KEY_HEX, SIGNATURE_HEX } from '../identity/identity.ts';
 import { FrameError } from './frames.ts';
-import { MAX_ALLOWED_ADDRESSES, MAX_PUBLISHED_PORTS, MAX_REPLY_MESSAGE_CHARS } from './limits.ts';
+import { MAX_ALLOWED_ADDRESSES, MAX_DATA_PER_SESSION, MAX_PUBLISHED_PORTS, MAX_REPLY_MESSAGE_CHARS } from './limits.ts';
 import { peerText } from '../util/escape.ts';
 
 // Every message arrives from the network, so each has a parser that checks
@@ -87,11 +87,17 @@ export interface TokensRequest {
   n: number;
 }
 
-/** The relay's answer: single-use tokens, each valid for `ttl` ms. */
+/**
+ * The relay's answer: single-use tokens, each valid for `ttl` ms. `max`: the
+ * session's cap (tokens outstanding plus data connections waiting,
+ * `--max-data-per-session`), so that a pool grown by a burst asks for no more
+ * than the relay holds; relays before it did not send it (an agent then takes 8).
+ */
 export interface TokensAnswer {
   t: 'tokens';
   tokens: string[];
   ttl: number;
+  max?: number;
 }
 
 /** Tokens one `tokens` request may ask for (its answer stays far below MAX_STREAM_HEADER_BYTES). */
@@ -270,7 +276,8 @@ export function parseTokensAnswer(m: Record<string, unknown>): TokensAnswer {
   if (m.t !== 'tokens') fail('expected tokens');
   if (!Array.isArray(m.tokens) || m.tokens.length > MAX_TOKENS_PER_REQUEST) fail('tokens.tokens');
   if (typeof m.ttl !== 'number' || !Number.isFinite(m.ttl) || m.ttl <= 0) fail('tokens.ttl');
-  return { t: 'tokens', tokens: m.tokens.map((x, i) => checkedToken(x, `tokens.tokens[${i}]`)), ttl: m.ttl };
+  if (m.max !== undefined && (typeof m.max !== 'number' || !Number.isInteger(m.max) || m.max < 1 || m.max > MAX_DATA_PER_SESSION)) fail(`tokens.max (1 to ${MAX_DATA_PER_SESSION})`);
+  return { t: 'tokens', tokens: m.tokens.map((x, i) => checkedToken(x, `tokens.tokens[${i}]`)), ttl: m.ttl, ...(m.max !== undefined ? { max: m.max } : {}) };
 }
 
 export function parseForward(m: Record<string, unknown>): Forward {

@@ -1,6 +1,7 @@
 import { UsageError } from '../util/errors.ts';
 // Not protocol/names.ts (its MAX_CLAIM_NAMES is this): that loads the identity code and node:crypto into every command's flag table.
 import { MAX_NAMES_PER_DEVICE as MAX_CLAIM_NAMES } from '../names/name.ts';
+import { MAX_DATA_PER_SESSION } from '../protocol/limits.ts';
 
 /**
  * names: a source may claim this many at once before its per-second rate
@@ -68,7 +69,10 @@ export interface RelayLimits {
   /**
    * Data connections: tokens outstanding plus data connections waiting in one session's pool
    * (`--max-data-per-session`; 0 = the relay takes no data connections, every stream stays on the
-   * link). Agents keep 4 ready; the rest is room for a pool being replaced.
+   * link). Agents keep 4 ready and grow their pools to the largest burst of new streams they saw
+   * lately, up to 64 (DATA_POOL_MAX: a parallel scp, a browser's burst); the default lets such a
+   * pool be held. What bounds the relay's sockets and memory is per source and in total
+   * (--max-data-per-ip, --max-data-conns), which a larger per-session cap does not change.
    */
   maxDataPerSession: number;
   /** Data connections: waiting (unpaired) data connections from one source (`--max-data-per-ip`). */
@@ -98,7 +102,7 @@ export const DEFAULT_RELAY_LIMITS: Readonly<RelayLimits> = Object.freeze({
   maxNamesPerAddress: 1,
   nameClaimsPerIp: 1,
   nameHoldMs: 30 * DAY_MS,
-  maxDataPerSession: 8,
+  maxDataPerSession: 64,
   maxDataPerIp: 512,
   maxDataConns: 32_768,
 });
@@ -129,7 +133,7 @@ export function validateRelayLimits(l: RelayLimits): RelayLimits {
   int(l.maxNamesPerAddress, '--max-names-per-address', 0, MAX_CLAIM_NAMES);
   int(l.nameClaimsPerIp, '--name-claims-per-ip', 1, 1_000_000);
   int(l.nameHoldMs, 'name hold (ms)', 1, MAX_NAME_HOLD_DAYS * DAY_MS);
-  int(l.maxDataPerSession, '--max-data-per-session', 0, 1024);
+  int(l.maxDataPerSession, '--max-data-per-session', 0, MAX_DATA_PER_SESSION);
   int(l.maxDataPerIp, '--max-data-per-ip', 0, 1_000_000);
   int(l.maxDataConns, '--max-data-conns', 0, 1_000_000);
   return l;

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '../util/log.ts';
 import { abort } from '../util/pump.ts';
 import { DATA_IDLE_MAX_MS, DATA_PAIRING_TIMEOUT_MS, DATA_TOKEN_TTL_MS, MAX_EARLY_BYTES } from '../protocol/limits.ts';
@@ -12,6 +13,14 @@ import type { Holder } from './hold.ts';
 
 /** ms a refused data connection stays open after its FIN so the reason reaches the agent. */
 const REFUSAL_LINGER_MS = 1_000;
+/**
+ * ms a device's data connection taken for a stream counts as one the device
+ * will replace (it asks for a token as soon as its `incoming` arrives), so
+ * that a device leg finding none idle waits for that replacement
+ * (nextIdle). Well beyond a round trip; a device that does not replace it
+ * costs the legs that waited at most their own bound.
+ */
+const REPLACEMENT_EXPECTED_MS = 2_000;
 
 /**
  * One data connection the relay holds for a session:
@@ -48,7 +57,17 @@ interface SessionData {
   idle: Member[];
   /** Every data connection of the session in any state: reset when the session ends. */
   all: Set<Socket>;
+  /** When each idle connection taken as a device leg stops counting as one whose replacement is coming (oldest first; see REPLACEMENT_EXPECTED_MS). */
+  owed: number[];
+  /** Device legs waiting (bounded) for a connection whose token is out or about to be asked for (nextIdle), first come first served. */
+  waiters: Array<{ resolve: (leg: DeviceLeg | undefined) => void; timer: NodeJS.Timeout }>;
   closed: boolean;
+}
+
+/** A device's data connection taken for a stream's device leg, with the token `incoming.data` names. */
+export interface DeviceLeg {
+  socket: Socket;
+  token: string;
 }
 
 /** What handleSocket hands over with a connection whose first byte says it is a data connection. */
@@ -128,6 +147,8 @@ export class DataConns {
       return why;
     }
     const tokens: string[] = [];
+    // Replacements asked for: they count as tokens out from here.
+    d.owed.splice(0, Math.min(n, room));
     for (let i = 0; i < Math.min(n, room); i++) {
       const token = newToken();
       const timer = setTimeout(() => this.#expire(token), DATA_TOKEN_TTL_MS).unref();
@@ -175,15 +196,56 @@ export class DataConns {
   }
 
   /** A device leg: the newest idle data connection of the device's session, if it has one. */
-  takeIdle(session: AgentSession): { socket: Socket; token: string } | undefined {
+  takeIdle(session: AgentSession): DeviceLeg | undefined {
     const d = this.#sessions.get(session);
     if (!d) return undefined;
     for (let member = d.idle.pop(); member; member = d.idle.pop()) {
       if (!usable(member.socket)) continue;
       this.#take(member);
+      d.owed.push(performance.now() + REPLACEMENT_EXPECTED_MS);
       return { socket: member.socket, token: member.token };
     }
     return undefined;
+  }
+
+  /** Connections on their way to the session's pool: tokens out, and taken ones the device is about to replace. */
+  #coming(d: SessionData): number {
+    const now = performance.now();
+    while (d.owed.length > 0 && d.owed[0] <= now) d.owed.shift();
+    return d.tokens.size + d.owed.length;
+  }
+
+  /**
+   * A device leg when none is idle: the next data connection the session
+   * opens, if one is on its way (a token out, or a replacement the device is
+   * about to ask for) that no earlier leg waits for, within `ms`; else (or
+   * then) undefined, and the leg goes on the device's link.
+   */
+  nextIdle(session: AgentSession, ms: number): Promise<DeviceLeg | undefined> {
+    const d = this.#sessions.get(session);
+    if (!d || d.closed || this.#coming(d) <= d.waiters.length) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const waiter = {
+        resolve,
+        timer: setTimeout(() => {
+          const at = d.waiters.indexOf(waiter);
+          if (at >= 0) d.waiters.splice(at, 1);
+          this.#stats.count('data_device_wait_timeout');
+          resolve(undefined);
+        }, ms),
+      };
+      d.waiters.push(waiter);
+    });
+  }
+
+  /** Legs waiting beyond the connections still on their way get none (their streams go on the link); all of them once the session ends. */
+  #settleWaiters(d: SessionData): void {
+    const coming = d.closed ? 0 : this.#coming(d);
+    while (d.waiters.length > coming) {
+      const waiter = d.waiters.pop()!;
+      clearTimeout(waiter.timer);
+      waiter.resolve(undefined);
+    }
   }
 
   /** A device answered that it no longer holds the data connection paired for it (its leg goes to the next). */
@@ -198,6 +260,7 @@ export class DataConns {
     d.closed = true;
     this.#live.delete(d);
     for (const token of d.tokens) this.#expire(token);
+    this.#settleWaiters(d);
     for (const socket of [...d.all]) abort(socket);
   }
 
@@ -214,19 +277,22 @@ export class DataConns {
   #of(session: AgentSession): SessionData {
     let d = this.#sessions.get(session);
     if (!d) {
-      d = { tokens: new Set(), waiting: new Map(), idle: [], all: new Set(), closed: session.mux.closed };
+      d = { tokens: new Set(), waiting: new Map(), idle: [], all: new Set(), owed: [], waiters: [], closed: session.mux.closed };
       this.#sessions.set(session, d);
       if (!d.closed) this.#live.add(d);
     }
     return d;
   }
 
-  #expire(token: string): void {
+  /** The token is out no more (lapsed, used, or its session ended); `settle`: legs that waited for it get none (not when its connection just came). */
+  #expire(token: string, settle = true): void {
     const entry = this.#tokens.get(token);
     if (!entry) return;
     clearTimeout(entry.timer);
     this.#tokens.delete(token);
-    this.#sessions.get(entry.session)?.tokens.delete(token);
+    const d = this.#sessions.get(entry.session);
+    d?.tokens.delete(token);
+    if (d && settle) this.#settleWaiters(d);
   }
 
   #opened(raw: Socket, header: Buffer, opening: DataOpening): void {
@@ -252,7 +318,7 @@ export class DataConns {
       const why = `already ${this.#limits.maxDataConns} waiting data connections in total (--max-data-conns)`;
       return this.#refuse(raw, DataRefusal.limit, why, why, 'data_total');
     }
-    this.#expire(parsed.token);
+    this.#expire(parsed.token, false);
     raw.allowHalfOpen = true;
     raw.write(Buffer.from([DATA_ACCEPTED]));
     const member: Member = {
@@ -289,6 +355,14 @@ export class DataConns {
     }, DATA_IDLE_MAX_MS).unref();
     raw.on('readable', member.onReadable);
     raw.once('end', member.onEnd);
+    // A device leg waits for it (its token was counted as on its way): taken at once.
+    const waiter = d.waiters.shift();
+    if (waiter) {
+      clearTimeout(waiter.timer);
+      this.#take(member);
+      this.#stats.count('data_device_waited');
+      waiter.resolve({ socket: raw, token: member.token });
+    }
   }
 
   /**

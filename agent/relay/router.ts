@@ -11,6 +11,7 @@ import type { StreamHold } from './hold.ts';
 import type { Ahead } from './ahead.ts';
 import type { DataConns } from './data-conns.ts';
 import { abort } from '../util/pump.ts';
+import { dataWaitMs } from '../data/wait.ts';
 
 export class RouteError extends DiodeError {
   readonly reply: ReplyCode;
@@ -252,7 +253,9 @@ async function openLocal(device: AgentSession, req: RouteRequest): Promise<Route
   if (header.e2e && data) {
     // The device leg on one of the device's data connections; one it no longer holds is replaced by the next.
     for (let tries = 0; tries < MAX_DATA_LEG_TRIES; tries++) {
-      const member = data.takeIdle(device);
+      // None ready, but some on their way (the device refills as its connections are taken): worth a
+      // short wait, or this stream's every byte crosses both links, opened and sealed by the relay.
+      const member = data.takeIdle(device) ?? (await data.nextIdle(device, dataWaitMs(device.mux.rttMs)));
       if (!member) break;
       let asked;
       try {

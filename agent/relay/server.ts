@@ -461,7 +461,7 @@ export class RelayServer {
     const request = parseTokensRequest(first);
     const tokens = this.data.issue(session, request.n, kind);
     if (typeof tokens === 'string') reply(stream, errorReply('unavailable', `no data connections: ${tokens}`));
-    else if (stream.writable) writeFrame(stream, { t: 'tokens', tokens, ttl: DATA_TOKEN_TTL_MS } satisfies TokensAnswer);
+    else if (stream.writable) writeFrame(stream, { t: 'tokens', tokens, ttl: DATA_TOKEN_TTL_MS, max: this.limits.maxDataPerSession } satisfies TokensAnswer);
     finish(stream);
   }
 
