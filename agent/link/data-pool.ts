@@ -32,6 +32,14 @@ export const DATA_POOL_MAX = 64;
 /** The relay's per-session cap when its `tokens` answer does not say it (relays before `max`: their default). */
 const RELAY_CAP_UNSAID = 8;
 /**
+ * Data connections a pool asks for and opens at once (tokens asked plus
+ * connections not yet answered): each counts against the relay's handshake
+ * cap per source (`--max-handshakes-per-ip`, 64) until its opening is read,
+ * which a client and a device behind one address share with their links.
+ * A pool growing to a burst opens the rest as these are answered.
+ */
+const DATA_OPENS_AT_ONCE = 16;
+/**
  * ms an idle data connection is kept before it is replaced by a fresh one: TCP keep-alive
  * (TCP_KEEPALIVE_MS) keeps its NAT state, and a connection that a NAT or firewall dropped
  * without a word is gone after this at the latest. Half the relay's DATA_IDLE_MAX_MS.
@@ -269,7 +277,8 @@ export class DataPool {
     if (this.#retiring || this.#retryTimer !== undefined || this.#options.session.closed) return;
     const coming = this.#idle.length + this.#opening.size + this.#asking;
     const held = coming + this.#early.size;
-    let want = Math.min(Math.max(this.target, this.#waiters.length + this.#idle.length) - coming, this.#relayCap - held);
+    const inFlight = this.#opening.size + this.#asking;
+    let want = Math.min(Math.max(this.target, this.#waiters.length + this.#idle.length) - coming, this.#relayCap - held, DATA_OPENS_AT_ONCE - inFlight);
     while (want > 0) {
       const n = Math.min(want, MAX_TOKENS_PER_REQUEST);
       want -= n;
@@ -318,6 +327,8 @@ export class DataPool {
           return undefined;
         }
         if (!this.#handToWaiter(conn)) this.#wait(conn);
+        // A pool growing to a burst opens the rest as these are answered (DATA_OPENS_AT_ONCE).
+        this.#scheduleFill();
         return conn;
       },
       (err) => {
@@ -328,6 +339,7 @@ export class DataPool {
         const held = this.#idle.length + this.#early.size + this.#opening.size + this.#asking;
         if (err instanceof DiodeError && err.code === 'EDATA_LIMIT' && held + this.#active.size > 0) {
           this.#limited = { cap: Math.max(this.#options.size, held), until: performance.now() + DATA_POOL_IDLE_MS };
+          this.#scheduleFill();
         } else this.#failed(errorMessage(err));
         return undefined;
       },

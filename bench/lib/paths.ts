@@ -72,10 +72,13 @@ export async function diodePath(sinkPort: number, options: DiodeOptions): Promis
   const node = (role: string, args: string[]) =>
     startProcess(role, process.execPath, [...(options.nodeArgs?.(role) ?? []), options.bundle, ...args], { env: { ...process.env, DIODE_LOG: 'warn' } });
   // The bench measures what streams cost, not the relay's policy: one socksd (one caller) holds up to
-  // 1,000 idle streams toward the one device and opens 50 at a time, past the fair-share defaults.
+  // 1,000 idle streams toward the one device and opens 50 at a time, past the fair-share defaults, and
+  // past --max-streams-per-session's 1,024 once they travel on data connections: the streams of the
+  // phase before still count until their half-closes have gone round (each FIN on a data connection
+  // waits for a ping of its session, docs/PROTOCOL.md §10).
   const relay = node('relay', [
     'relay', '--listen', '127.0.0.1:0', '--home', scratch('relay'),
-    '--max-streams-per-caller', '4096', '--max-pending-per-caller', '256',
+    '--max-streams-per-caller', '4096', '--max-pending-per-caller', '256', '--max-streams-per-session', '4096',
   ]);
   const relayPort = Number((await relay.waitFor(/relay 0x[0-9a-fA-F]{40} listening on 127\.0\.0\.1:(\d+)/))[1]);
   // The device and the client agent start side by side.
