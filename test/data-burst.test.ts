@@ -147,7 +147,7 @@ test('a stream that finds the pool empty gets the next connection on its way; wi
   s.destroy();
 });
 
-test('a grown pool that meets the relay\'s cap per source stays as large as it is: no failure line, no backoff, and streams are still spliced', async (t) => {
+test('a grown pool that meets the relay\'s cap per source asks for no more for a while: no failure line, no backoff, and streams are still spliced', async (t) => {
   // 4 + 4 ready at rest from 127.0.0.1; a burst of 12 wants 12 more than the source may hold.
   const relay = await relayHere(t, { maxDataPerIp: 14 });
   const echo = await echoServer(t);

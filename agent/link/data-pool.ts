@@ -100,7 +100,7 @@ export class DataPool {
   #peakAt = 0;
   /** The relay's cap on this session's tokens outstanding plus connections waiting (`tokens.max`). */
   #relayCap = RELAY_CAP_UNSAID;
-  /** A cap the relay's per-source or total limit set on a grown pool, for DATA_POOL_IDLE_MS. */
+  /** A cap the relay's per-source or total limit set on the pool, for DATA_RETRY_MIN_MS. */
   #limited: { cap: number; until: number } | undefined;
   #failures = 0;
   #retryTimer: NodeJS.Timeout | undefined;
@@ -335,11 +335,11 @@ export class DataPool {
         this.#opening.delete(token);
         this.#settleWaiters();
         // Over the relay's cap per source or in total while this pool holds or uses connections (grown
-        // pools behind one NAT address share it): it keeps what it holds for a while, no failure.
+        // pools behind one NAT address share it): it asks for no more than it holds for a while (the
+        // refused token stays out at the relay until it lapses), no failure line, no backoff.
         const held = this.#idle.length + this.#early.size + this.#opening.size + this.#asking;
         if (err instanceof DiodeError && err.code === 'EDATA_LIMIT' && held + this.#active.size > 0) {
-          this.#limited = { cap: Math.max(this.#options.size, held), until: performance.now() + DATA_POOL_IDLE_MS };
-          this.#scheduleFill();
+          this.#limited = { cap: held, until: performance.now() + DATA_RETRY_MIN_MS };
         } else this.#failed(errorMessage(err));
         return undefined;
       },
