@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import { startProcess } from '../lib/procs.ts';
 import { sshOptions, sshRun, startSshd } from '../lib/ssh.ts';
 import { freePorts, scratch } from '../lib/paths.ts';
@@ -25,6 +26,8 @@ import { SSHD_BINARY, makeSshdKeys, type SshdFiles } from '../../test/helpers/ss
 export const LAPTOP_RELAY_MS = 15;
 export const RELAY_DEVICE_MS = 20;
 export const DEVICE_UPLINK_BITS = 20e6;
+/** A bare node speaking SOCKS5 to the socksd (bench/lib/node-socks-pipe.cjs): the floor for any ProxyCommand run by Node. */
+const NODE_FLOOR_SCRIPT = fileURLToPath(new URL('../lib/node-socks-pipe.cjs', import.meta.url));
 /** ms for a relay, an agent or an ssh -R to come up. */
 const READY_MS = 60_000;
 
@@ -41,7 +44,7 @@ export interface LoginResult {
   path: { laptopRelayMs: number; relayDeviceMs: number; deviceUplinkMbit: number };
   runs: number;
   /** Median seconds of `ssh … true` per way; the diode ways per build (proxyAgent: `diode proxy` with the socksd's state directory). */
-  medianS: { proxy: { before: number; after: number }; proxyAgent: { before: number; after: number }; socksd: { before: number; after: number }; jump: number; direct: number };
+  medianS: { proxy: { before: number; after: number }; proxyAgent: { before: number; after: number }; socksd: { before: number; after: number }; nodeFloor: number; jump: number; direct: number };
   /** The issue's comparison: diode proxy against socksd + nc of the same build, seconds. */
   proxyOverSocksdS: { before: number; after: number };
   /** The same for `diode proxy` beside a running socksd of its state directory. */
@@ -55,6 +58,8 @@ interface DiodeWays {
   /** `diode proxy` with the socksd's state directory (and relay). */
   proxyAgent: string[];
   socksd: string[];
+  /** A bare node as the SOCKS client instead of nc (NODE_FLOOR_SCRIPT). */
+  nodeFloor: string[];
 }
 
 async function diodeWays(build: Build, links: { laptop: DelayLink; device: DelayLink }, sshd: { files: SshdFiles; port: number }, lines: DelayLine[], log: (line: string) => void): Promise<DiodeWays> {
@@ -79,6 +84,7 @@ async function diodeWays(build: Build, links: { laptop: DelayLink; device: Delay
     proxy: [...sshOptions(sshd.files), '-o', `ProxyCommand=${process.execPath} ${build.bundle} proxy %h %p --relay 127.0.0.1:${laptopLine.port} --home ${proxyHome}`, ...target],
     proxyAgent: [...sshOptions(sshd.files), '-o', `ProxyCommand=${process.execPath} ${build.bundle} proxy %h %p --relay 127.0.0.1:${laptopLine.port} --home ${socksdHome}`, ...target],
     socksd: [...sshOptions(sshd.files), '-o', `ProxyCommand=nc -X 5 -x 127.0.0.1:${socksPort} %h %p`, ...target],
+    nodeFloor: [...sshOptions(sshd.files), '-o', `ProxyCommand=${process.execPath} ${NODE_FLOOR_SCRIPT} 127.0.0.1:${socksPort} %h %p`, ...target],
   };
 }
 
@@ -127,16 +133,18 @@ export async function loginTimes(options: LoginOptions, log: (line: string) => v
       await sshRun(w.proxyAgent);
       await sshRun(w.socksd);
     }
+    await sshRun(ways[1].nodeFloor);
     await sshRun(directArgs);
     const times: Record<string, number[]> = {};
     const take = async (key: string, args: string[]) => (times[key] ??= []).push(await sshRun(args));
-    log(`login: ${options.runs} rounds of ${ways.length * 3 + 2} logins`);
+    log(`login: ${options.runs} rounds of ${ways.length * 3 + 3} logins`);
     for (let i = 0; i < options.runs; i++) {
       for (const w of ways) {
         await take(`proxy ${w.build.name}`, w.proxy);
         await take(`proxyAgent ${w.build.name}`, w.proxyAgent);
         await take(`socksd ${w.build.name}`, w.socksd);
       }
+      await take('nodeFloor', ways[1].nodeFloor);
       await take('jump', jumpArgs);
       await take('direct', directArgs);
     }
@@ -150,6 +158,7 @@ export async function loginTimes(options: LoginOptions, log: (line: string) => v
         proxy: { before: m('proxy before'), after: m('proxy after') },
         proxyAgent: { before: m('proxyAgent before'), after: m('proxyAgent after') },
         socksd: { before: m('socksd before'), after: m('socksd after') },
+        nodeFloor: m('nodeFloor'),
         jump: m('jump'),
         direct: m('direct'),
       },
@@ -173,6 +182,7 @@ export function formatLogin(r: LoginResult): string {
     `  socksd + nc -X 5          ${String(s.socksd.before).padStart(8)}   ${String(s.socksd.after).padStart(8)}`,
     `  proxy − socksd            ${String(r.proxyOverSocksdS.before).padStart(8)}   ${String(r.proxyOverSocksdS.after).padStart(8)}   (one laptop–relay round trip: ${(2 * r.path.laptopRelayMs) / 1000} s)`,
     `  proxy beside socksd − socksd ${String(r.proxyAgentOverSocksdS.before).padStart(5)}   ${String(r.proxyAgentOverSocksdS.after).padStart(8)}`,
+    `  node SOCKS client floor   ${''.padStart(8)}   ${String(s.nodeFloor).padStart(8)}   (a bare node as ProxyCommand to the after socksd: Node's own start)`,
     `  OpenSSH jump (ssh -J)     ${String(s.jump).padStart(8)}`,
     `  routed directly           ${String(s.direct).padStart(8)}`,
   ].join('\n') + '\n';
