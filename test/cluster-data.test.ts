@@ -22,10 +22,11 @@ import type { ClusterDirectory } from '../agent/relay/cluster/directory.ts';
 import { clientHere, deviceHere, poolReady, stalledServer, until } from './helpers/agents.ts';
 import { silentLogger } from '../agent/util/log.ts';
 import { DIODE_BUNDLE, start, tempDir } from './helpers/diode.ts';
-import { bannerThrough, freePort, scpBothWays, sshOptions, startSshd } from './helpers/sshd.ts';
+import { bannerThrough, freePort, scpBothWays, sshOptions, startSshd, type Sshd } from './helpers/sshd.ts';
 import { startRedis } from './helpers/redis.ts';
 import { clusterRelays, within, type ClusterRelay } from './helpers/cluster.ts';
 import { dataTokens, presentData } from './helpers/attacker.ts';
+import { buildProgram } from '../bench/lib/builds.ts';
 
 const run = promisify(execFile);
 
@@ -37,23 +38,30 @@ async function counters(relay: ClusterRelay): Promise<Record<string, number>> {
 
 const delta = (after: Record<string, number>, before: Record<string, number>, name: string) => (after[name] ?? 0) - (before[name] ?? 0);
 
-/** Two relays of one cluster (A = r1, B = r2), a device on B serving sshd, a socksd on A: every stream crosses. */
-async function crossing(t: ExecutionContext, extraB: string[] = []) {
-  const redis = await startRedis(t);
-  const sshd = await startSshd(t);
-  const [a, b] = await clusterRelays(t, redis.url, 2, (i) => (i === 1 ? extraB : []));
-  await a.start();
-  await b.start();
+/**
+ * A device on relay `b` serving `sshd`, a socksd on relay `a`: every stream
+ * crosses. The first one (a banner) makes A link to B; the link's pool of
+ * relay data connections fills behind it.
+ */
+async function across(t: ExecutionContext, a: ClusterRelay, b: ClusterRelay, sshd: Sshd) {
   const device = start(t, ['publish', '-public', `${sshd.port}:22`, '--relay', b.at, '--home', tempDir(t)]);
   const address = (await device.waitFor(/ as (0x[0-9a-fA-F]{40})/))[1];
   await device.waitFor(/connected to relay/);
   const socks = start(t, ['socksd', '--listen', '127.0.0.1:0', '--relay', a.at, '--home', tempDir(t)]);
   const socksPort = Number((await socks.waitFor(/socksd 0x[0-9a-fA-F]{40} listening on 127\.0\.0\.1:(\d+)/))[1]);
   await socks.waitFor(/connected to relay/);
-  // The first stream makes A link to B; the link's pool of relay data connections fills behind it.
   await within('the device through A', 10_000, () => bannerThrough(socksPort, address));
-  const host = `${sshd.user}@${address.toLowerCase()}.diode`;
-  return { a, b, sshd, socksPort, host, opts: sshOptions(sshd, socksPort) };
+  return { host: `${sshd.user}@${address.toLowerCase()}.diode`, opts: sshOptions(sshd, socksPort) };
+}
+
+/** Two relays of one cluster (A = r1, B = r2) with `extraB` flags for B, and the agents of across(). */
+async function crossing(t: ExecutionContext, extraB: string[] = []) {
+  const redis = await startRedis(t);
+  const sshd = await startSshd(t);
+  const [a, b] = await clusterRelays(t, redis.url, 2, (i) => (i === 1 ? extraB : []));
+  await a.start();
+  await b.start();
+  return { a, b, ...(await across(t, a, b, sshd)) };
 }
 
 test.serial('ssh and a 16 MiB scp both ways across two relays are spliced at both: relay A to relay B on a relay data connection, no link stream', async (t) => {
@@ -92,6 +100,30 @@ test.serial('a relay that takes no data connections (--max-data-per-session 0): 
   const afterA = await counters(a);
   t.is(afterA.forward_legs_data ?? 0, 0);
   t.true((afterA.forward_legs_link ?? 0) >= 3, JSON.stringify(afterA));
+});
+
+/** main's last commit before relay data connections: a version-4 relay that reads every link stream as a `forward`. */
+const BEFORE_RELAY_DATA = 'c781a66';
+
+test.serial('a version-4 relay from before relay data connections holds the device: streams forwarded to it stay on the link, said once, and ssh works', async (t) => {
+  const old = buildProgram('before relay data connections', BEFORE_RELAY_DATA, tempDir(t), [], () => {}).bundle;
+  const redis = await startRedis(t);
+  const sshd = await startSshd(t);
+  const [a, b] = await clusterRelays(t, redis.url, 2);
+  await a.start();
+  const allow = [a.address, b.address].join(',');
+  const oldB = start(t, [old, 'relay', '--listen', b.at, '--home', b.home, '--cluster', redis.url, '--advertise', b.at, '--cluster-allow', allow], { command: process.execPath });
+  await oldB.waitFor(/cluster .*advertised as/);
+  const { host, opts } = await across(t, a, b, sshd);
+  for (const word of ['one', 'two', 'three']) {
+    const { stdout } = await run('ssh', [...opts, host, `echo ${word}`], { timeout: 30_000 });
+    t.is(stdout, `${word}\n`);
+  }
+  const line = /no relay-to-relay data connections \(malformed message: expected forward\)/g;
+  t.is(a.proc.output().match(line)?.length, 1);
+  const counted = await counters(a);
+  t.is(counted.forward_legs_data ?? 0, 0);
+  t.true((counted.forward_legs_link ?? 0) >= 4, JSON.stringify(counted));
 });
 
 /** A relay of a cluster on `redisUrl` in this process, as `identity`; the relays `allow` may link to it. */
