@@ -226,8 +226,6 @@ async function measureRuntime(runtime: RuntimeName, builds: [Build, Build], runs
     for (const s of stacks) await proxy(s)();
     log(`footprint ${runtime}: diode proxy to the first byte ×${runs} each`);
     const proxyMs = await inTurns(runs, [proxy(stacks[0]), proxy(stacks[1])]);
-    log(`footprint ${runtime}: diode proxy beside the socksd (its state directory) to the first byte ×${runs} each`);
-    const proxyAgentMs = await inTurns(runs, [proxy(stacks[0], stacks[0].socksdHome), proxy(stacks[1], stacks[1].socksdHome)]);
     const restarts = Math.max(2, Math.ceil(runs / 2));
     log(`footprint ${runtime}: publish start → connected ×${restarts} each`);
     for (let i = 0; i < restarts; i++) {
@@ -240,16 +238,22 @@ async function measureRuntime(runtime: RuntimeName, builds: [Build, Build], runs
     }
     log(`footprint ${runtime}: idle for ${IDLE_SETTLE_MS / 1000} s, then RSS`);
     await sleep(IDLE_SETTLE_MS);
+    const memory = stacks.map((s) => ({
+      publishRssMB: mb(rssBytes(s.publish)),
+      publishRssAnonMB: mb(rssAnonBytes(s.publish)),
+      socksdRssMB: mb(rssBytes(s.socksd)),
+      relayRssMB: mb(rssBytes(s.relay)),
+    }));
+    // After the RSS: streams through the socksd would make it an idle socksd no more.
+    log(`footprint ${runtime}: diode proxy beside the socksd (its state directory) to the first byte ×${runs} each`);
+    const proxyAgentMs = await inTurns(runs, [proxy(stacks[0], stacks[0].socksdHome), proxy(stacks[1], stacks[1].socksdHome)]);
     return stacks.map((s, k): Figures => ({
       versionMs: ms(version[k]),
       proxyFirstByteMs: ms(proxyMs[k]),
       proxyAgentFirstByteMs: ms(proxyAgentMs[k]),
       // The first start of each stack came before any proxy run warmed the page cache: the restarts are the figure.
       publishConnectMs: ms(s.connectMs.slice(1)),
-      publishRssMB: mb(rssBytes(s.publish)),
-      publishRssAnonMB: mb(rssAnonBytes(s.publish)),
-      socksdRssMB: mb(rssBytes(s.socksd)),
-      relayRssMB: mb(rssBytes(s.relay)),
+      ...memory[k],
     })) as [Figures, Figures];
   } finally {
     for (const s of stacks) await stopStack(s);
