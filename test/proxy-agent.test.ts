@@ -195,3 +195,21 @@ test('another user\'s socksd is not used, not even by root in that user\'s state
   t.is(r.out, 'ping');
   t.is(await sessionsOpened(relay.home), opened + 1, 'root\'s proxy opened its own session');
 });
+
+test('a running bind of the home serves diode proxy the same way (its client links, its counters)', async (t) => {
+  const relay = await startRelay(t);
+  const at = `127.0.0.1:${relay.port}`;
+  const device = await startPublish(t, relay.port, ['-public', `${await echoServer(t)}:7`]);
+  const home = (await clientHome(t)).home;
+  const bind = start(t, ['bind', `0:${device.address}.diode:7`, '--relay', at, '--home', home]);
+  await bind.waitFor(/connected to relay/);
+  const before = await sessionsOpened(relay.home);
+  const r = await proxyEcho([`${device.address}.diode`, '7', '--relay', at, '--home', home], 'ping');
+  t.is(r.err, '');
+  t.is(r.code, 0);
+  t.is(r.out, 'ping');
+  t.is(await sessionsOpened(relay.home), before);
+  const [agent] = await status(home);
+  t.is(agent.role, 'bind');
+  t.is(agent.streams.opened, 1);
+});
