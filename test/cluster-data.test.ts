@@ -19,7 +19,7 @@ import { FORWARD_BUFFER } from '../agent/util/pump.ts';
 import { dialThroughRelay } from '../agent/client/dial.ts';
 import { RELAY_DATA_POOL } from '../agent/relay/cluster/peers.ts';
 import type { ClusterDirectory } from '../agent/relay/cluster/directory.ts';
-import { clientHere, deviceHere, poolReady, stalledServer, until } from './helpers/agents.ts';
+import { clientHere, deviceHere, echoServer, poolReady, stalledServer, until } from './helpers/agents.ts';
 import { silentLogger } from '../agent/util/log.ts';
 import { DIODE_BUNDLE, start, tempDir } from './helpers/diode.ts';
 import { bannerThrough, freePort, scpBothWays, sshOptions, startSshd, type Sshd } from './helpers/sshd.ts';
@@ -136,9 +136,9 @@ async function clusterRelay(t: ExecutionContext, redisUrl: string, identity: Ide
 }
 
 /** Relay B of a cluster in this process; `peer` may link to it as a relay. */
-async function relayB(t: ExecutionContext, peer: Identity) {
+async function relayB(t: ExecutionContext, peer: Identity, limits = {}) {
   const redis = await startRedis(t);
-  return clusterRelay(t, redis.url, Identity.random(), [peer]);
+  return clusterRelay(t, redis.url, Identity.random(), [peer], limits);
 }
 
 /** A relay-to-relay link to B as relay `as` (the yamux client, as the forwarding relay is). */
@@ -151,7 +151,7 @@ async function linkTo(t: ExecutionContext, port: number, as: Identity, role: 're
 
 test('relay data connection tokens: issued on the relay link only, single use, from the link\'s source only, never an agent\'s token, and a forward naming one not held routes nothing', async (t) => {
   const peer = Identity.random();
-  const { relay, port } = await relayB(t, peer);
+  const { relay, port } = await relayB(t, peer, { maxDataPerSession: 8 });
   const link = await linkTo(t, port, peer);
   const [first, second, third] = await dataTokens(link, 3);
 
@@ -178,7 +178,13 @@ test('relay data connection tokens: issued on the relay link only, single use, f
   const err = await t.throwsAsync(requestStream(s, { t: 'forward', to: Identity.random().address, port: 22, from: Identity.random().address, e2e: true, data: randomBytes(16).toString('hex') }));
   t.like((err as { reply?: unknown }).reply, { t: 'error', code: 'data-closed' });
 
+  // The link is capped as an agent session is (here --max-data-per-session 8): two tokens outstanding
+  // (refusals burn none) and one waiting connection leave room for five more, then none.
+  t.is((await dataTokens(link, 16)).length, 5);
+  await t.throwsAsync(dataTokens(link, 1), { message: /--max-data-per-session 8/ });
+
   const stats = relay.server.stats;
+  t.is(stats.get('refused_data_per_session'), 1);
   t.is(stats.get('data_accepted'), 1);
   t.is(stats.get('refused_data_token'), 3);
   t.is(stats.get('refused_data_source'), 1);
@@ -251,4 +257,30 @@ test.serial('cross-relay streams on relay data connections to a device that stop
   t.is(b.relay.server.holds.usedBy('127.0.0.1'), 0, 'on B the peer relay\'s holder is counted in the total only');
   await Promise.all(closed);
   t.true(a.relay.server.stats.get('stream_idle_timeout') + b.relay.server.stats.get('stream_idle_timeout') >= n);
+});
+
+test.serial('a burst of 16 parallel streams across two relays: the relay pool grows to it like an agent\'s, and the next burst crosses on relay data connections whole', async (t) => {
+  const redis = await startRedis(t);
+  const [idA, idB] = [Identity.random(), Identity.random()];
+  const a = await clusterRelay(t, redis.url, idA, [idB]);
+  const b = await clusterRelay(t, redis.url, idB, [idA]);
+  const echo = await echoServer(t);
+  const device = await deviceHere(t, b.port, { localPort: echo.port });
+  const client = await clientHere(t, a.port);
+  const dial = () => dialThroughRelay(client.link, client.identity, device.identity.address, 22);
+  (await dial()).destroy(); // links A to B
+  const peers = (a.relay.server.directory as ClusterDirectory).peers;
+  t.true(await until(() => peers.dataReady(idB.address) >= RELAY_DATA_POOL, 10_000));
+  const n = 16;
+  const stats = a.relay.server.stats;
+  const first = await Promise.all(Array.from({ length: n }, dial));
+  const onData = stats.get('forward_legs_data');
+  t.log(`first burst: ${onData} of ${n} on relay data connections (${stats.get('forward_legs_link') - 1} on the link)`);
+  first.forEach((s) => s.destroy());
+  t.true(await until(() => peers.dataReady(idB.address) >= n, 10_000), `A keeps ${n} ready toward B after the burst`);
+  t.true(await poolReady(client.link, n));
+  t.true(await poolReady(device.link, n));
+  const second = await Promise.all(Array.from({ length: n }, dial));
+  t.is(stats.get('forward_legs_data') - onData, n, 'every stream of the second burst on a relay data connection');
+  second.forEach((s) => s.destroy());
 });

@@ -17,12 +17,12 @@ export type Location =
       /** That relay was unreachable or answered `offline`: the entry is stale, forget it. */
       stale(): void;
       /**
-       * A ready relay-to-relay data connection to that relay, for one
-       * forwarded end-to-end stream (undefined: none ready, or that relay
-       * takes none: the stream goes on the link). `confirm` resolves while
-       * the link answers a ping.
+       * A ready relay-to-relay data connection to that relay (or one on its
+       * way, briefly waited for), for one forwarded end-to-end stream
+       * (undefined: none, or that relay takes none: the stream goes on the
+       * link). `confirm` resolves while the link answers a ping.
        */
-      takeData?(): { socket: Socket; token: string; confirm(): Promise<unknown> } | undefined;
+      takeData?(): Promise<{ socket: Socket; token: string; confirm(): Promise<unknown> } | undefined>;
     };
 
 /**

@@ -324,7 +324,7 @@ async function forwardTo(where: Extract<Location, { kind: 'relay' }>, req: Route
       : { t: 'forward', to, port, from: ZERO_ADDRESS, gateway: true };
   if (header.e2e) {
     for (let tries = 0; tries < MAX_DATA_LEG_TRIES; tries++) {
-      const leg = where.takeData?.();
+      const leg = await where.takeData?.();
       if (!leg) break;
       let asked;
       try {

@@ -8,15 +8,16 @@ import { KEEPALIVE_INTERVAL_MS, KEEPALIVE_TIMEOUT_MS, PEER_DIAL_TIMEOUT_MS } fro
 import type { RelayStats } from '../stats.ts';
 import { DataPool, type DataConn } from '../../link/data-pool.ts';
 import { DATA_KIND_RELAY } from '../../data/wire.ts';
+import { dataWaitMs } from '../../data/wait.ts';
 
 /**
  * Relay-to-relay data connections kept ready per peer relay (docs/PROTOCOL.md
- * §9, "Forwarded streams"): a forwarded end-to-end stream takes one instead
- * of a link stream, so neither relay opens or seals its bytes. Half the
- * receiving relay's default --max-data-per-session (8), so that refilling
- * while forwarded streams claim the taken ones never meets that cap; streams
- * beyond the ready ones go on the link while the pool refills (a token round
- * trip on the link, a TCP connect, one answer).
+ * §9, "Relay data connections"): a forwarded end-to-end stream takes one
+ * instead of a link stream, so neither relay opens or seals its bytes. The
+ * size an agent's pool has (an ssh login and a browser's parallel
+ * connections); after a larger burst the pool keeps as many as it saw (up
+ * to DATA_POOL_MAX and the peer's --max-data-per-session), and a stream that
+ * finds none ready waits briefly for one on its way, as a client does.
  */
 export const RELAY_DATA_POOL = 4;
 
@@ -66,14 +67,16 @@ export class PeerLinks {
   }
 
   /**
-   * A ready data connection to the relay `address`, on the link that is up
-   * (undefined: no link, none ready, or that relay takes none: the stream
-   * goes on the link).
+   * A ready data connection to the relay `address`, on the link that is up,
+   * or one on its way within a few of the link's round trips (undefined: no
+   * link, none in time, or that relay takes none: the stream goes on the
+   * link).
    */
-  takeData(address: string): RelayDataLeg | undefined {
+  async takeData(address: string): Promise<RelayDataLeg | undefined> {
     const session = this.#sessions.get(address);
-    if (!session || session.closed) return undefined;
-    const conn = this.#pools.get(session)?.take();
+    const pool = session && !session.closed ? this.#pools.get(session) : undefined;
+    if (!session || !pool) return undefined;
+    const conn = pool.take() ?? (await pool.next(dataWaitMs(session.rttMs)));
     if (!conn) return undefined;
     return { ...conn, confirm: () => session.ping() };
   }
