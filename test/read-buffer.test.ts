@@ -7,6 +7,7 @@ import { connect as tlsConnect, TLSSocket } from 'node:tls';
 import { splice } from '../agent/util/pump.ts';
 import { e2eCredentials } from '../agent/e2e/cert.ts';
 import { tcpPair, writeUntilPushedBack } from './helpers/tcp-pair.ts';
+import { gatherReads, reuseReads, type GatheredReads } from '../agent/util/read-buffer.ts';
 
 // The splice reads a bulk TCP source into a buffer it reuses (agent/util/read-buffer.ts): a chunk still
 // queued at the destination must never be overwritten by the next read. These tests push bytes through
@@ -140,4 +141,67 @@ test.serial('a source reading into a reused buffer still passes its end on (half
   await once(left, 'end');
   t.is(Buffer.concat(back).toString(), 'back', 'the other direction still flowed after the end');
   t.is(await finished, undefined);
+});
+
+// The buffer contracts themselves, with a reader that keeps what it is handed for a while (a write
+// that completes later): a lent chunk, or a slab region not yet done, must read the same at the end.
+
+test.serial('reuseReads: a lent chunk is never read over, however long it is kept', async (t) => {
+  const [left, right] = await tcpPair();
+  const kept: Array<{ view: Buffer; copy: Buffer }> = [];
+  let lends = 0;
+  const reads = reuseReads(
+    right,
+    64 * 1024,
+    (chunk) => {
+      // Every third chunk is kept (lent), as a queued write keeps it; the others are done with at once.
+      if (kept.length % 3 === 0 || chunk.length % 3 === 0) {
+        kept.push({ view: chunk, copy: Buffer.from(chunk) });
+        lends++;
+        reads!.lend();
+      } else kept.push({ view: Buffer.from(chunk), copy: Buffer.from(chunk) });
+    },
+    // Reads of every size: the small buffer's (≤ 16 KiB) and views of the full one.
+    () => 4 * 1024 + Math.floor(Math.random() * 60 * 1024),
+  );
+  t.truthy(reads, 'a plain TCP socket switches');
+  const data = randomBytes(2 * 1024 * 1024);
+  const ended = once(right, 'end');
+  right.resume();
+  await writeAll(left, data, [1000, 7000, 30_000]);
+  await ended;
+  t.true(lends > 10);
+  t.true(kept.every(({ view, copy }) => view.equals(copy)), 'a lent chunk was read over');
+  t.true(Buffer.concat(kept.map((k) => k.copy)).equals(data), 'bytes arrive whole and in order');
+  left.destroy();
+});
+
+test.serial('gatherReads: a slab region is never read into again before its write is done', async (t) => {
+  const [client, server] = await tlsPair();
+  const regions: Array<{ view: Buffer; copy: Buffer }> = [];
+  let slabs: GatheredReads | undefined;
+  const pending: Array<() => void> = [];
+  slabs = gatherReads(
+    server,
+    40 * 1024,
+    () => setImmediate(() => slabs!.flush()),
+    (region, done) => {
+      regions.push({ view: region, copy: Buffer.from(region) });
+      // Done only a few regions later: the slab alternation must wait for it.
+      pending.push(done);
+      if (pending.length > 3) pending.shift()!();
+    },
+  );
+  t.truthy(slabs, 'a TLS socket switches');
+  const data = randomBytes(2 * 1024 * 1024);
+  const ended = once(server, 'end');
+  server.resume();
+  await writeAll(client, data, [5000, 64 * 1024, 100]);
+  await ended;
+  slabs!.flush();
+  for (const done of pending) done();
+  t.true(regions.length > 10);
+  t.true(regions.every(({ view, copy }) => view.equals(copy)), 'a region was read into before its write was done');
+  t.true(Buffer.concat(regions.map((r) => r.copy)).equals(data), 'bytes arrive whole and in order');
+  client.destroy();
 });
