@@ -21,7 +21,7 @@ import { RELAY_DATA_POOL } from '../agent/relay/cluster/peers.ts';
 import type { ClusterDirectory } from '../agent/relay/cluster/directory.ts';
 import { clientHere, deviceHere, echoServer, poolReady, stalledServer, until } from './helpers/agents.ts';
 import { silentLogger } from '../agent/util/log.ts';
-import { DIODE_BUNDLE, start, tempDir } from './helpers/diode.ts';
+import { relayCounters, start, tempDir } from './helpers/diode.ts';
 import { bannerThrough, freePort, scpBothWays, sshOptions, startSshd, type Sshd } from './helpers/sshd.ts';
 import { startRedis } from './helpers/redis.ts';
 import { clusterRelays, within, type ClusterRelay } from './helpers/cluster.ts';
@@ -29,12 +29,6 @@ import { dataTokens, presentData } from './helpers/attacker.ts';
 import { buildProgram } from '../bench/lib/builds.ts';
 
 const run = promisify(execFile);
-
-/** A relay's counters, as `diode status --json` reports them. */
-async function counters(relay: ClusterRelay): Promise<Record<string, number>> {
-  const { stdout } = await run(process.execPath, [DIODE_BUNDLE, 'status', '--json', '--home', relay.home]);
-  return (JSON.parse(stdout) as Array<{ counters?: Record<string, number> }>)[0].counters ?? {};
-}
 
 const delta = (after: Record<string, number>, before: Record<string, number>, name: string) => (after[name] ?? 0) - (before[name] ?? 0);
 
@@ -67,7 +61,7 @@ async function crossing(t: ExecutionContext, extraB: string[] = []) {
 test.serial('ssh and a 16 MiB scp both ways across two relays are spliced at both: relay A to relay B on a relay data connection, no link stream', async (t) => {
   const { a, b, opts, host } = await crossing(t);
   await new Promise((r) => setTimeout(r, 500));
-  const [beforeA, beforeB] = await Promise.all([counters(a), counters(b)]);
+  const [beforeA, beforeB] = await Promise.all([relayCounters(a.home), relayCounters(b.home)]);
 
   const { stdout } = await run('ssh', [...opts, host, 'echo spliced-across; uname -s'], { timeout: 30_000 });
   t.is(stdout, 'spliced-across\nLinux\n');
@@ -75,7 +69,7 @@ test.serial('ssh and a 16 MiB scp both ways across two relays are spliced at bot
   t.is(copied.remote, copied.up);
   t.is(copied.down, copied.up);
 
-  const [afterA, afterB] = await Promise.all([counters(a), counters(b)]);
+  const [afterA, afterB] = await Promise.all([relayCounters(a.home), relayCounters(b.home)]);
   t.log(`A: ${JSON.stringify(afterA)}\nB: ${JSON.stringify(afterB)}`);
   // Three streams (ssh, two scp), each on a relay data connection from A to B and never on the link.
   t.is(delta(afterA, beforeA, 'forward_legs_data'), 3);
@@ -97,7 +91,7 @@ test.serial('a relay that takes no data connections (--max-data-per-session 0): 
   const line = new RegExp(`relay ${b.address} at 127\\.0\\.0\\.1:${b.port}: no relay-to-relay data connections \\(.*this relay takes no data connections`, 'g');
   await a.proc.waitFor(line);
   t.is(a.proc.output().match(line)?.length, 1);
-  const afterA = await counters(a);
+  const afterA = await relayCounters(a.home);
   t.is(afterA.forward_legs_data ?? 0, 0);
   t.true((afterA.forward_legs_link ?? 0) >= 3, JSON.stringify(afterA));
 });
@@ -121,7 +115,7 @@ test.serial('a version-4 relay from before relay data connections holds the devi
   }
   const line = /no relay-to-relay data connections \(malformed message: expected forward\)/g;
   t.is(a.proc.output().match(line)?.length, 1);
-  const counted = await counters(a);
+  const counted = await relayCounters(a.home);
   t.is(counted.forward_legs_data ?? 0, 0);
   t.true((counted.forward_legs_link ?? 0) >= 4, JSON.stringify(counted));
 });
