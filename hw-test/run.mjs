@@ -209,6 +209,27 @@ export function loginScreenQr(output, at) {
   return decodeQr(renderScreen(output.slice(start, prompt < 0 ? undefined : prompt + 'login: '.length), { theme: LINUX_CONSOLE, ...SMALL_CONSOLE }));
 }
 
+/**
+ * From the guest's `journalctl -o short-monotonic -u diode.service`: seconds
+ * since boot at which the agent logged "connected to relay" first, and since
+ * systemd started the process that did (the last "Started diode" before it).
+ * The guest's own clock: the agent's start-up without the host's view of the
+ * boot (which the load of a shared host stretches as a whole). Null when
+ * either line is missing.
+ */
+export function agentStartup(journal) {
+  let started = NaN;
+  for (const line of journal.split('\n')) {
+    const m = /^\[\s*(\d+\.\d+)\]/.exec(line);
+    if (!m) continue;
+    if (/systemd\[1\]: Started diode\.service/.test(line)) started = Number(m[1]);
+    else if (/connected to relay /.test(line)) {
+      return Number.isNaN(started) ? null : { bootToConnectedS: Number(m[1]), startToConnectedS: +(Number(m[1]) - started).toFixed(2) };
+    }
+  }
+  return null;
+}
+
 /** A free TCP port on 127.0.0.1 (for QEMU's hostfwd to the guest's sshd: the LAN path). */
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -518,6 +539,9 @@ async function main() {
     const mem = await facts(['echo "agentmem=$(grep -E "^(VmRSS|RssAnon|RssFile):" /proc/$(systemctl show -p MainPID --value diode.service)/status | awk "{print \\$2}" | tr "\\n" ,)"']);
     const [rssKiB, anonKiB, fileKiB] = mem.agentmem.split(',').map(Number);
     log(`  the agent on the guest: RSS ${(rssKiB / 1024).toFixed(1)} MiB (RssAnon ${(anonKiB / 1024).toFixed(1)}, RssFile ${(fileKiB / 1024).toFixed(1)})`);
+    // The same start-up on the guest's clock (pi reads the journal: group adm).
+    const startup = agentStartup((await ssh('journalctl -b -q --no-pager -o short-monotonic -u diode.service')).stdout);
+    log(`  the agent on the guest's clock: ${startup ? `systemd started it → "connected to relay" ${startup.startToConnectedS} s, boot → connected ${startup.bootToConnectedS} s` : 'no "Started diode.service" and "connected to relay" lines in its journal'}`);
 
     // ---- issue 26: the device updates itself from its relay and keeps the new version across a reboot ----
     let tUpdate = NaN;
@@ -599,6 +623,7 @@ async function main() {
       agentRssMiB: +(rssKiB / 1024).toFixed(1),
       agentRssAnonMiB: +(anonKiB / 1024).toFixed(1),
       agentRssFileMiB: +(fileKiB / 1024).toFixed(1),
+      ...(startup ? { agentStartToConnectedS: startup.startToConnectedS, bootToAgentConnectedS: startup.bootToConnectedS } : {}),
       ...(release ? { updateVersion: release.version, updateKeysSetToStayingS: Math.round(tUpdate / 1000), rebootToSshOnNewVersionS: Math.round(tRebootOnNew / 1000) } : {}),
       ...(cardWrites ? { cardWrites } : {}),
       checksFailed: failed.map(([w]) => w),

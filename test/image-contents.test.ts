@@ -371,6 +371,23 @@ test('hw-test boots the image\'s own kernel line (ro, serial not last), and its 
   for (const what of ['no relay: agent skipped, not restarting', 'dirty root repaired at boot', 'symlinked ~/.ssh/authorized_keys refused', 'nano and less installed', 'user pi in sudo and adm', 'serial console got boot-config', 'how the other machine gets there']) t.true(script.includes(what), what);
 });
 
+test('hw-test reads the agent\'s start-up off the guest\'s journal: systemd\'s last start before the first "connected to relay"', async (t) => {
+  const hw = (await import(join(REPO, 'hw-test/run.mjs'))) as { agentStartup(journal: string): { bootToConnectedS: number; startToConnectedS: number } | null };
+  const journal = [
+    '[   20.501234] hwtest-pi systemd[1]: Starting diode.service - diode agent: publish this device\'s ports through the relay network...',
+    '[   20.912345] hwtest-pi systemd[1]: Started diode.service - diode agent: publish this device\'s ports through the relay network.',
+    '[   22.100000] hwtest-pi launch[612]: diode-launch: no update selected',
+    '[   24.000000] hwtest-pi systemd[1]: Stopping diode.service - diode agent: publish this device\'s ports through the relay network...',
+    '[   24.500000] hwtest-pi systemd[1]: Started diode.service - diode agent: publish this device\'s ports through the relay network.',
+    // b149bbf's agent stamps its own lines; today's leaves that to journald.
+    '[   31.250000] hwtest-pi launch[700]: 2026-12-08T00:22:50.123Z info  [publish] connected to relay 10.0.2.2:41395 (0x34CC) as 0x0291; published 22 (public)',
+    '[   90.000000] hwtest-pi launch[700]: <6>connected to relay 10.0.2.2:41395 (0x34CC) as 0x0291; published 22 (public)',
+  ].join('\n');
+  t.deepEqual(hw.agentStartup(journal), { bootToConnectedS: 31.25, startToConnectedS: 6.75 });
+  t.is(hw.agentStartup(journal.split('\n').filter((l) => !l.includes('Started')).join('\n')), null, 'no start line: no figure');
+  t.is(hw.agentStartup('-- No entries --'), null);
+});
+
 test('the files hw-test puts on the boot partition apply without problems', async (t) => {
   const hw = (await import(join(REPO, 'hw-test/run.mjs'))) as { imagerFiles(s: Record<string, string>): Record<string, string> };
   const psk = 'f'.repeat(16) + '0123456789abcdef'.repeat(3);
