@@ -73,6 +73,16 @@ async function echoServer(t: ExecutionContext): Promise<number> {
   return (server.address() as { port: number }).port;
 }
 
+/** A relay, a device publishing an echo service as port 7, and a socksd connected in a client home of its own. */
+async function echoBesideSocksd(t: ExecutionContext): Promise<{ relay: { home: string }; at: string; device: { address: string; proc: Running }; home: string }> {
+  const relay = await startRelay(t);
+  const at = `127.0.0.1:${relay.port}`;
+  const device = await startPublish(t, relay.port, ['-public', `${await echoServer(t)}:7`]);
+  const home = (await clientHome(t)).home;
+  await socksd(t, at, home).waitFor(/connected to relay/);
+  return { relay, at, device, home };
+}
+
 /** `diode proxy` by hand: writes `input`, ends its stdin (a half-close), reads to the end; exit code and output. */
 async function proxyEcho(args: string[], input: string): Promise<{ code: number | null; out: string; err: string }> {
   const child = spawn(process.execPath, [DIODE_BUNDLE, 'proxy', ...args]);
@@ -118,12 +128,7 @@ test('plain ssh with `diode proxy` as ProxyCommand rides the running socksd of i
 });
 
 test('through the socksd, an end of stdin is a half-close: the device\'s answer still comes back, then the proxy exits 0', async (t) => {
-  const relay = await startRelay(t);
-  const at = `127.0.0.1:${relay.port}`;
-  const device = await startPublish(t, relay.port, ['-public', `${await echoServer(t)}:7`]);
-  const home = (await clientHome(t)).home;
-  const agent = socksd(t, at, home);
-  await agent.waitFor(/connected to relay/);
+  const { relay, at, device, home } = await echoBesideSocksd(t);
   const before = await sessionsOpened(relay.home);
   const payload = 'x'.repeat(200_000);
   const r = await proxyEcho([`${device.address}.diode`, '7', '--relay', at, '--home', home], payload);
@@ -170,6 +175,22 @@ test('no agent, a stale stream socket, another home, other relays, a replaced ke
   t.true(readdirSync(runDir).some((n) => n.endsWith('.streams.sock')));
   t.is(await through(other), 1, 'a stale socket: own session');
   t.false(readdirSync(runDir).some((n) => n.endsWith('.streams.sock')), 'the stale socket is gone');
+});
+
+test('a stream through the socksd that breaks mid-way (the device\'s agent killed) ends the proxy with its one line and exit 1, as on its own session', async (t) => {
+  const { at, device, home } = await echoBesideSocksd(t);
+  const child = spawn(process.execPath, [DIODE_BUNDLE, 'proxy', `${device.address}.diode`, '7', '--relay', at, '--home', home]);
+  t.teardown(() => child.kill('SIGKILL'));
+  let err = '';
+  child.stderr.on('data', (b: Buffer) => (err += b));
+  child.stdin.write('ping');
+  t.is(String((await once(child.stdout, 'data'))[0]), 'ping');
+  t.is(await socksdOpened(home), 1, 'through the socksd');
+  device.proc.child.kill('SIGKILL');
+  const [code] = await once(child, 'close');
+  t.is(code, 1);
+  // The socksd's words for it (its data connection was reset by the relay), not an exit 0 as for an end.
+  t.regex(err, /^diode: proxy: the connection broke: .+\n$/);
 });
 
 test('another user\'s socksd is not used, not even by root in that user\'s state directory', async (t) => {

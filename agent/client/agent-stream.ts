@@ -14,6 +14,8 @@ export interface AgentStream {
   socket: Socket;
   role: string;
   pid: number;
+  /** How the stream ended, from its watch: why it broke, or undefined for an end (or no word). */
+  broke: Promise<string | undefined>;
 }
 
 type Outcome = AgentStream | 'next';
@@ -106,7 +108,8 @@ function ask(path: string, request: StreamRequest, notice: (line: string) => voi
           socket.pause();
           // The device's first bytes may have come with the "ok".
           if (buffer.length > 0) socket.unshift(buffer);
-          return settle({ socket, ...agent });
+          const broke = typeof answer.watch === 'string' ? watch(path, answer.watch) : Promise.resolve(undefined);
+          return settle({ socket, ...agent, broke });
         } else if (answer.error && typeof answer.error === 'object') {
           const { code, message } = answer.error as Record<string, unknown>;
           return settle(new DiodeError(typeof code === 'string' ? code : 'EDIAL', typeof message === 'string' ? message : 'the dial failed'));
@@ -125,6 +128,36 @@ function ask(path: string, request: StreamRequest, notice: (line: string) => voi
     });
     socket.once('end', () => settle('next'));
     socket.write(JSON.stringify(request) + '\n');
+  });
+}
+
+/** The stream's verdict on a second connection (stream-protocol.ts, "watch"): why it broke, or undefined. */
+function watch(path: string, token: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const socket = connect(path);
+    let text = '';
+    const done = (why: string | undefined) => {
+      socket.destroy();
+      resolve(why);
+    };
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+      const nl = text.indexOf('\n');
+      if (nl < 0) {
+        if (text.length > MAX_STREAM_ANSWER_BYTES) done(undefined);
+        return;
+      }
+      try {
+        const verdict = JSON.parse(text.slice(0, nl)) as Record<string, unknown>;
+        done(typeof verdict.broke === 'string' ? verdict.broke : undefined);
+      } catch {
+        done(undefined);
+      }
+    });
+    socket.once('end', () => done(undefined));
+    socket.once('error', () => done(undefined));
+    socket.write(JSON.stringify({ watch: token }) + '\n');
   });
 }
 

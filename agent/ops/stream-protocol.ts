@@ -18,10 +18,21 @@ import { join } from 'node:path';
 //                                                 opens its own relay session, as without an agent
 //                    {"taken": true}              the agent dials; then, in order:
 //                    {"notice": "<line>"}         zero or more: what the caller prints on stderr
-//                    {"ok": true}                 the stream's bytes follow, both ways, raw
+//                    {"ok": true, "watch": "<token>"}
+//                                                 the stream's bytes follow, both ways, raw
 //                    {"error": {"code": "<code>", "message": "<line>"}}
 //                                                 the dial failed as it would have for the caller
 //                                                 (exit status 1, the message as its one line)
+//
+// Raw bytes cannot say how the stream ended: the caller learns it on a second
+// connection, the watch (a Unix socket has no reset to pass on an abort):
+//
+//   caller → agent   {"watch": "<token>"}
+//   agent → caller   {"end": true}                the device's side ended (said before that end
+//                                                 reaches the stream's connection)
+//                    {"broke": "<why>"}           the stream broke (reset, session lost): the
+//                                                 caller says "the connection broke" and exits 1
+//                    {"unknown": true}            no such stream (it waited too long to watch)
 //
 // The end-to-end TLS with the device and the device's verdict are the
 // agent's, exactly as for one of its SOCKS or bind streams. A half-close
@@ -46,6 +57,13 @@ export const MAX_STREAM_ANSWER_BYTES = 64 * 1024;
 export const STREAM_ANSWER_TIMEOUT_MS = 1_000;
 /** ms an agent waits for a connected caller's request line. */
 export const STREAM_REQUEST_TIMEOUT_MS = 2_000;
+/** ms an agent keeps a stream's watch for its caller to connect (it does so right after "ok"). */
+export const STREAM_WATCH_WAIT_MS = 10_000;
+/** ms a caller whose stream ended waits for the verdict on its watch (it comes with the end). */
+export const STREAM_VERDICT_WAIT_MS = 2_000;
+
+/** How a stream ended, as its watch says. */
+export type StreamVerdict = { end: true } | { broke: string };
 
 export interface StreamRequest {
   host: string;

@@ -26,7 +26,7 @@ export async function run(args: ParsedArgs, ctx: CommandContext): Promise<number
   const viaAgent = await streamFromAgent(ctx.home, { host, port: portText, ...(relay ? { relay } : {}) }, (line) => process.stderr.write(`diode: ${escapeText(line)}\n`));
   if (viaAgent) {
     if (logLevelChosen()) createLogger('proxy').info(`through the running ${viaAgent.role} (pid ${viaAgent.pid}) and its relay session`);
-    await pipeStdio(viaAgent.socket);
+    await pipeStdio(viaAgent.socket, viaAgent.broke);
     return 0;
   }
   const { proxyOwnSession } = await import('../../client/proxy-session.ts');
