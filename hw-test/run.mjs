@@ -224,7 +224,7 @@ export function agentStartup(journal) {
     if (!m) continue;
     if (/systemd\[1\]: Started diode\.service/.test(line)) started = Number(m[1]);
     else if (/connected to relay /.test(line)) {
-      return Number.isNaN(started) ? null : { bootToConnectedS: Number(m[1]), startToConnectedS: +(Number(m[1]) - started).toFixed(2) };
+      return Number.isNaN(started) ? null : { bootToConnectedS: +Number(m[1]).toFixed(2), startToConnectedS: +(Number(m[1]) - started).toFixed(2) };
     }
   }
   return null;
@@ -540,7 +540,13 @@ async function main() {
     const [rssKiB, anonKiB, fileKiB] = mem.agentmem.split(',').map(Number);
     log(`  the agent on the guest: RSS ${(rssKiB / 1024).toFixed(1)} MiB (RssAnon ${(anonKiB / 1024).toFixed(1)}, RssFile ${(fileKiB / 1024).toFixed(1)})`);
     // The same start-up on the guest's clock (pi reads the journal: group adm).
-    const startup = agentStartup((await ssh('journalctl -b -q --no-pager -o short-monotonic -u diode.service')).stdout);
+    const agentJournal = (await ssh('journalctl -b -q --no-pager -o short-monotonic -u diode.service')).stdout;
+    const startup = agentStartup(agentJournal);
+    // What the agent did on its way there (a slow start shows its retries or waits).
+    for (const line of agentJournal.split('\n').slice(0, 16)) if (line.trim()) log(`    | ${line.slice(0, 220)}`);
+    // And the boot it was part of: where a boot's time went when one run is slower than another.
+    const boot = await ssh('systemd-analyze time; systemd-analyze blame --no-pager | head -n 8; systemd-analyze critical-chain --no-pager diode.service');
+    for (const line of boot.stdout.split('\n')) if (line.trim()) log(`    > ${line.slice(0, 220)}`);
     log(`  the agent on the guest's clock: ${startup ? `systemd started it → "connected to relay" ${startup.startToConnectedS} s, boot → connected ${startup.bootToConnectedS} s` : 'no "Started diode.service" and "connected to relay" lines in its journal'}`);
 
     // ---- issue 26: the device updates itself from its relay and keeps the new version across a reboot ----
