@@ -205,3 +205,33 @@ test.serial('gatherReads: a slab region is never read into again before its writ
   t.true(Buffer.concat(regions.map((r) => r.copy)).equals(data), 'bytes arrive whole and in order');
   client.destroy();
 });
+
+test.serial('a bulk flow from a switched source into a TLS socket (socksd\'s shape) is never held as a trickle', async (t) => {
+  // After a lend a paused source reads once into a small buffer; filled, that read once looked like a
+  // piece of a trickle to the splice, which then held its reading for ms at a time: 1,241 holds in
+  // 256 MiB, a single stream at half speed. A hold is a setTimeout of 1-16 ms (pump.ts, holdReading).
+  const [left, a] = await tcpPair();
+  const [client, server] = await tlsPair();
+  let holds = 0;
+  const original = globalThis.setTimeout;
+  const counting = ((fn: () => void, ms?: number, ...rest: unknown[]) => {
+    if (ms !== undefined && ms >= 1 && ms <= 16) holds++;
+    return original(fn, ms, ...rest);
+  }) as typeof setTimeout;
+  globalThis.setTimeout = counting;
+  try {
+    splice(a, client);
+    let got = 0;
+    server.on('data', (d: Buffer) => (got += d.length));
+    const ended = once(server, 'end');
+    await writeAll(left, Buffer.alloc(64 * 1024 * 1024, 1), [256 * 1024]);
+    await ended;
+    t.is(got, 64 * 1024 * 1024);
+  } finally {
+    globalThis.setTimeout = original;
+  }
+  t.true(reusesReads(a));
+  t.is(holds, 0, 'the bulk flow was taken for a trickle');
+  left.destroy();
+  server.destroy();
+});
