@@ -4,7 +4,8 @@
 // go over the relay link, and the pools grow to the burst, so the next one
 // is spliced whole. Real relay, socksd and publish (and in-process parts
 // where the test looks inside a pool), TCP on loopback.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
+import { EventEmitter } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
 import { relayCounters, startRelay, startPublish, startSocksd } from './helpers/diode.ts';
 import { socks5Connect } from './helpers/http.ts';
@@ -13,6 +14,11 @@ import { DATA_POOL_MAX } from '../agent/link/data-pool.ts';
 import { dataWaitMs } from '../agent/data/wait.ts';
 import { clientHere, deviceHere, digestServer, echoServer, poolReady, relayHere, tick, until } from './helpers/agents.ts';
 import type { Duplex } from 'node:stream';
+import { Identity } from '../agent/identity/index.ts';
+import type { MuxStream } from '../agent/mux/index.ts';
+import { readFrame, writeFrame } from '../agent/protocol/frames.ts';
+import { encodeOpening } from '../agent/data/wire.ts';
+import { attackerSession, dataTokens as tokens, presentData as present } from './helpers/attacker.ts';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -165,4 +171,62 @@ test('a grown pool that meets the relay\'s cap per source asks for no more for a
   const again = await dialThroughRelay(client.link, client.identity, device.identity.address, 22);
   t.is(relay.server.stats.get('stream_legs_data_data'), spliced + 1);
   again.destroy();
+});
+
+/**
+ * A device written out by hand (TLS, hello, yamux, a publish set): it records
+ * each `incoming` the relay sends it and resets the stream; `grows` is what
+ * its `tokens` requests say.
+ */
+async function handDevice(t: ExecutionContext, relayPort: number, grows: boolean) {
+  const identity = Identity.random();
+  const mux = await attackerSession(t, relayPort, identity, '127.0.0.1');
+  const incomings: Array<Record<string, unknown>> = [];
+  const arrived = new EventEmitter();
+  mux.on('stream', (s: MuxStream) => {
+    s.on('error', () => {});
+    readFrame(s, 4096, 10_000).then((f) => {
+      incomings.push(f);
+      arrived.emit('incoming', f);
+      s.reset();
+    }, () => s.reset());
+  });
+  const control = mux.open();
+  control.on('error', () => {});
+  writeFrame(control, { t: 'publish', ports: [{ port: 22, mode: 'public' }] });
+  t.like(await readFrame(control, 4096, 10_000), { t: 'ok' });
+  const fields = grows ? { grows: true } : {};
+  /** One data connection, ready at the relay. */
+  const connection = async () => {
+    const [token] = await tokens(mux, 1, fields);
+    const { socket, answer } = await present(t, relayPort, encodeOpening(token));
+    t.truthy(answer && 'accepted' in answer);
+    return socket;
+  };
+  // The relay learns what its requests say; the connection is closed again, so none is ready.
+  (await connection()).end();
+  await tick(200);
+  return { identity, incomings, connection, next: () => new Promise<Record<string, unknown>>((resolve) => arrived.once('incoming', resolve)) };
+}
+
+test('a device whose tokens requests say grows: a stream the relay sent on its link counts as a connection on its way, and the next stream waits for it (not one that does not say it)', async (t) => {
+  const relay = await relayHere(t);
+  const client = await clientHere(t, relay.port, 4);
+  t.true(await poolReady(client.link, 4));
+  for (const grows of [true, false]) {
+    const device = await handDevice(t, relay.port, grows);
+    const dial = () => dialThroughRelay(client.link, client.identity, device.identity.address, 22).then((s) => s.destroy(), () => {});
+    // None ready: the first stream's device leg goes on the link.
+    const first = device.next();
+    void dial();
+    t.is((await first).data, undefined);
+    // The next stream at once; the device answers the first by opening one more connection (30 ms later, within the wait).
+    const second = device.next();
+    void dial();
+    const opened = tick(30).then(() => device.connection());
+    const leg = await second;
+    if (grows) t.is(typeof leg.data, 'string', 'the second stream waited for the connection the device opened');
+    else t.is(leg.data, undefined, 'a device that does not say grows is not waited for');
+    (await opened).destroy();
+  }
 });

@@ -2,7 +2,7 @@ import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { MuxSession } from '../mux/index.ts';
 import { readFrame, writeFrame } from '../protocol/frames.ts';
-import { MAX_TOKENS_PER_REQUEST, parseReply, parseTokensAnswer, type TokensAnswer } from '../protocol/messages.ts';
+import { MAX_TOKENS_PER_REQUEST, parseReply, parseTokensAnswer, type TokensAnswer, type TokensRequest } from '../protocol/messages.ts';
 import { DATA_PAIRING_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS, TCP_KEEPALIVE_MS } from '../protocol/limits.ts';
 import { DATA_KIND_AGENT, DataRefusal, encodeOpening, parseAnswer, refusalName, type DataKind } from '../data/wire.ts';
 import { abort } from '../util/pump.ts';
@@ -302,7 +302,7 @@ export class DataPool {
   async #requestTokens(n: number): Promise<TokensAnswer> {
     const stream = this.#options.session.open();
     stream.on('error', () => {});
-    writeFrame(stream, { t: 'tokens', n });
+    writeFrame(stream, { t: 'tokens', n, grows: true } satisfies TokensRequest);
     let frame;
     try {
       frame = await readFrame(stream, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS);

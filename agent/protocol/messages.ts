@@ -85,6 +85,13 @@ export interface Incoming {
 export interface TokensRequest {
   t: 'tokens';
   n: number;
+  /**
+   * The agent's pool grows when the relay sends it an end-to-end stream on
+   * its link (none of its connections ready): the relay may then count such
+   * a stream as a connection on its way (docs/PROTOCOL.md §10). Older relays
+   * ignore it.
+   */
+  grows?: true;
 }
 
 /**
@@ -269,7 +276,7 @@ export function parseIncoming(m: Record<string, unknown>): Incoming {
 export function parseTokensRequest(m: Record<string, unknown>): TokensRequest {
   if (m.t !== 'tokens') fail('expected tokens');
   if (typeof m.n !== 'number' || !Number.isInteger(m.n) || m.n < 1 || m.n > MAX_TOKENS_PER_REQUEST) fail(`tokens.n (1 to ${MAX_TOKENS_PER_REQUEST})`);
-  return { t: 'tokens', n: m.n };
+  return { t: 'tokens', n: m.n, ...(m.grows === true ? { grows: true as const } : {}) };
 }
 
 export function parseTokensAnswer(m: Record<string, unknown>): TokensAnswer {

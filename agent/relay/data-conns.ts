@@ -59,6 +59,8 @@ interface SessionData {
   all: Set<Socket>;
   /** When each idle connection taken as a device leg stops counting as one whose replacement is coming (oldest first; see REPLACEMENT_EXPECTED_MS). */
   owed: number[];
+  /** The session's pool grows when a stream of its comes on its link (its `tokens` requests say `grows`). */
+  grows: boolean;
   /** Device legs waiting (bounded) for a connection whose token is out or about to be asked for (nextIdle), first come first served. */
   waiters: Array<{ resolve: (leg: DeviceLeg | undefined) => void; timer: NodeJS.Timeout }>;
   closed: boolean;
@@ -134,11 +136,12 @@ export class DataConns {
    * DATA_KIND_RELAY for a relay of the cluster (its relay-to-relay link
    * session, standing in as `session`); a token is refused with the other.
    */
-  issue(session: AgentSession, n: number, kind: DataKind = DATA_KIND_AGENT): string[] | string {
+  issue(session: AgentSession, n: number, kind: DataKind = DATA_KIND_AGENT, grows = false): string[] | string {
     const max = this.#limits.maxDataPerSession;
     if (max === 0) return 'this relay takes no data connections (--max-data-per-session 0): streams stay on the relay link';
     const d = this.#of(session);
     if (d.closed) return 'the session is closing';
+    if (grows) d.grows = true;
     const room = max - d.tokens.size - d.waiting.size;
     if (room <= 0) {
       this.#stats.count('refused_data_per_session');
@@ -206,6 +209,17 @@ export class DataConns {
       return { socket: member.socket, token: member.token };
     }
     return undefined;
+  }
+
+  /**
+   * An end-to-end stream's device leg went on the device's link (none of its
+   * connections ready or on their way): a device whose pool grows asks for
+   * one more connection when that stream arrives, which the next leg may
+   * wait for (as for a replacement).
+   */
+  missed(session: AgentSession): void {
+    const d = this.#sessions.get(session);
+    if (d?.grows && !d.closed) d.owed.push(performance.now() + REPLACEMENT_EXPECTED_MS);
   }
 
   /** Connections on their way to the session's pool: tokens out, and taken ones the device is about to replace. */
@@ -277,7 +291,7 @@ export class DataConns {
   #of(session: AgentSession): SessionData {
     let d = this.#sessions.get(session);
     if (!d) {
-      d = { tokens: new Set(), waiting: new Map(), idle: [], all: new Set(), owed: [], waiters: [], closed: session.mux.closed };
+      d = { tokens: new Set(), waiting: new Map(), idle: [], all: new Set(), owed: [], grows: false, waiters: [], closed: session.mux.closed };
       this.#sessions.set(session, d);
       if (!d.closed) this.#live.add(d);
     }

@@ -256,7 +256,11 @@ async function openLocal(device: AgentSession, req: RouteRequest): Promise<Route
       // None ready, but some on their way (the device refills as its connections are taken): worth a
       // short wait, or this stream's every byte crosses both links, opened and sealed by the relay.
       const member = data.takeIdle(device) ?? (await data.nextIdle(device, dataWaitMs(device.mux.rttMs)));
-      if (!member) break;
+      if (!member) {
+        // The device hears of this one on its link and, if its pool grows, asks for one more.
+        data.missed(device);
+        break;
+      }
       let asked;
       try {
         asked = await askDevice(device, req, header, member);

@@ -459,7 +459,7 @@ export class RelayServer {
   /** Tokens for data connections (docs/PROTOCOL.md §10), then the stream ends. */
   #onTokens(session: AgentSession, stream: MuxStream, first: Record<string, unknown>, kind: DataKind = DATA_KIND_AGENT): void {
     const request = parseTokensRequest(first);
-    const tokens = this.data.issue(session, request.n, kind);
+    const tokens = this.data.issue(session, request.n, kind, request.grows === true);
     if (typeof tokens === 'string') reply(stream, errorReply('unavailable', `no data connections: ${tokens}`));
     else if (stream.writable) writeFrame(stream, { t: 'tokens', tokens, ttl: DATA_TOKEN_TTL_MS, max: this.limits.maxDataPerSession } satisfies TokensAnswer);
     finish(stream);

@@ -39,10 +39,10 @@ export function rssOf(pid: number): number {
 }
 
 /** Tokens for data connections, asked for on a session's link as an agent does (docs/PROTOCOL.md §10). */
-export async function dataTokens(session: MuxSession, n: number): Promise<string[]> {
+export async function dataTokens(session: MuxSession, n: number, fields: Record<string, unknown> = {}): Promise<string[]> {
   const s = session.open();
   s.on('error', () => {});
-  writeFrame(s, { t: 'tokens', n });
+  writeFrame(s, { t: 'tokens', n, ...fields });
   const answer = await readFrame(s, 4096, 10_000);
   s.end();
   s.resume();
