@@ -5,8 +5,8 @@
 // is spliced whole. Real relay, socksd and publish (and in-process parts
 // where the test looks inside a pool), TCP on loopback.
 import test, { type ExecutionContext } from 'ava';
-import { EventEmitter } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
 import { relayCounters, startRelay, startPublish, startSocksd } from './helpers/diode.ts';
 import { socks5Connect } from './helpers/http.ts';
 import { dialThroughRelay } from '../agent/client/dial.ts';
@@ -175,19 +175,17 @@ test('a grown pool that meets the relay\'s cap per source asks for no more for a
 
 /**
  * A device written out by hand (TLS, hello, yamux, a publish set): it records
- * each `incoming` the relay sends it and resets the stream; `grows` is what
- * its `tokens` requests say.
+ * each `incoming` the relay sends it (in order) and resets the stream;
+ * `grows` is what its `tokens` requests say.
  */
 async function handDevice(t: ExecutionContext, relayPort: number, grows: boolean) {
   const identity = Identity.random();
   const mux = await attackerSession(t, relayPort, identity, '127.0.0.1');
   const incomings: Array<Record<string, unknown>> = [];
-  const arrived = new EventEmitter();
   mux.on('stream', (s: MuxStream) => {
     s.on('error', () => {});
     readFrame(s, 4096, 10_000).then((f) => {
       incomings.push(f);
-      arrived.emit('incoming', f);
       s.reset();
     }, () => s.reset());
   });
@@ -206,27 +204,35 @@ async function handDevice(t: ExecutionContext, relayPort: number, grows: boolean
   // The relay learns what its requests say; the connection is closed again, so none is ready.
   (await connection()).end();
   await tick(200);
-  return { identity, incomings, connection, next: () => new Promise<Record<string, unknown>>((resolve) => arrived.once('incoming', resolve)) };
+  return { identity, incomings, connection };
 }
 
-test('a device whose tokens requests say grows: a stream the relay sent on its link counts as a connection on its way, and the next stream waits for it (not one that does not say it)', async (t) => {
+test('a device whose tokens requests say grows: a stream the relay sent on its link counts as a connection on its way, and the next stream waits for it; a device that does not say it is not waited for', async (t) => {
   const relay = await relayHere(t);
   const client = await clientHere(t, relay.port, 4);
   t.true(await poolReady(client.link, 4));
+  const stats = relay.server.stats;
   for (const grows of [true, false]) {
     const device = await handDevice(t, relay.port, grows);
     const dial = () => dialThroughRelay(client.link, client.identity, device.identity.address, 22).then((s) => s.destroy(), () => {});
-    // None ready: the first stream's device leg goes on the link.
-    const first = device.next();
-    void dial();
-    t.is((await first).data, undefined);
-    // The next stream at once; the device answers the first by opening one more connection (30 ms later, within the wait).
-    const second = device.next();
-    void dial();
-    const opened = tick(30).then(() => device.connection());
-    const leg = await second;
+    const timedOut = stats.get('data_device_wait_timeout') ?? 0;
+    // None of the device's connections ready: the first stream's device leg goes on its link.
+    const dials = [dial()];
+    t.true(await until(() => device.incomings.length >= 1, 10_000));
+    t.is(device.incomings[0].data, undefined);
+    // The next stream right behind it; a device that grows answers the first by opening one more
+    // connection (10 ms later: the second stream is routed first), the other opens none.
+    dials.push(dial());
+    let opened: Promise<Socket | undefined> = Promise.resolve(undefined);
+    if (grows) opened = tick(10).then(() => device.connection().catch(() => undefined));
+    t.true(await until(() => device.incomings.length >= 2));
+    const leg = device.incomings[1];
     if (grows) t.is(typeof leg.data, 'string', 'the second stream waited for the connection the device opened');
-    else t.is(leg.data, undefined, 'a device that does not say grows is not waited for');
-    (await opened).destroy();
+    else {
+      t.is(leg.data, undefined);
+      t.is(stats.get('data_device_wait_timeout') ?? 0, timedOut, 'the relay did not wait for a device that does not say grows');
+    }
+    await Promise.all(dials);
+    (await opened)?.destroy();
   }
 });
