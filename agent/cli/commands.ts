@@ -4,8 +4,12 @@ import { RELAY_LIMIT_FLAGS } from '../relay/config.ts';
 
 export interface CommandContext {
   home: string;
-  /** Resolves when SIGINT/SIGTERM arrives; long-running commands await it and clean up. */
-  stopSignal: Promise<string>;
+  /**
+   * Resolves when SIGINT/SIGTERM arrives; long-running commands await it and
+   * clean up. Reading it installs the handlers (from then on the signals no
+   * longer end the process by themselves): see CommandSpec.untilStopped.
+   */
+  readonly stopSignal: Promise<string>;
 }
 
 export interface CommandModule {
@@ -27,6 +31,13 @@ export interface CommandSpec {
    * for --help.
    */
   rawArgs?: boolean;
+  /**
+   * The command runs until stopped and cleans up on SIGINT/SIGTERM
+   * (ctx.stopSignal): the handlers are installed before it starts. Others
+   * keep the signals' default action, so that `kill` ends a `diode proxy`
+   * or a `diode query` at once (a handler nobody awaited swallowed them).
+   */
+  untilStopped?: boolean;
 }
 
 const home: FlagSpec = { name: 'home', type: 'string', placeholder: 'DIR', description: 'state directory (key, config); env DIODE_HOME; default ~/.config/diode, for root /var/lib/diode while root owns it' };
@@ -39,6 +50,7 @@ const relay: FlagSpec = { name: 'relay', type: 'string', multiple: true, placeho
 export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'publish',
+    untilStopped: true,
     summary: 'publish local ports of this device through a relay',
     usage: 'diode publish -public 22:22 [-private 80:8080,0xADDR[,0xADDR]] [--name kitchen] [--relay host:port]',
     flags: [
@@ -58,6 +70,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: 'socksd',
+    untilStopped: true,
     summary: 'run a local SOCKS5/4a proxy that resolves <name>.diode and <address>.diode',
     usage: 'diode socksd [--listen 127.0.0.1:1080 [--allow-remote]] [--fallback direct|refuse] [--relay host:port]',
     flags: [
@@ -95,6 +108,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: 'bind',
+    untilStopped: true,
     summary: 'forward a 127.0.0.1 port to a device port',
     usage: 'diode bind <local-port>:<name or address>.diode:<remote-port>[,...] [...] [--relay host:port]',
     flags: [
@@ -109,6 +123,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: 'relay',
+    untilStopped: true,
     summary: 'run a relay that authenticates agents and routes their streams',
     usage: 'diode relay [--listen 0.0.0.0:41046] [--retire-to 0xB@host:41046] [--cluster redis://host:6379 --advertise host:41046 --cluster-allow 0xA,0xB,0xC] [--gateway-socks 0.0.0.0:1080] [--gateway-http 0.0.0.0:80 --gateway-domain example.org] [--gateway-https 0.0.0.0:443 --gateway-cert FILE --gateway-key FILE]',
     flags: [

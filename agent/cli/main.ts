@@ -121,7 +121,15 @@ async function main(argv: string[]): Promise<number> {
   const levelFlag = args.flags['log-level'] as string | undefined;
   if (levelFlag !== undefined) setLogLevel(parseLogLevel(levelFlag, '--log-level'));
   else if (process.env.DIODE_LOG) setLogLevel(parseLogLevel(process.env.DIODE_LOG, 'DIODE_LOG'));
-  const ctx: CommandContext = { home: resolveHome(args.flags.home as string | undefined), stopSignal: waitForSignal() };
+  let stopSignal: Promise<string> | undefined;
+  const ctx: CommandContext = {
+    home: resolveHome(args.flags.home as string | undefined),
+    get stopSignal() {
+      return (stopSignal ??= waitForSignal());
+    },
+  };
+  // Handlers before anything starts for the commands that clean up on a stop; the rest keep the default action.
+  if (spec.untilStopped) void ctx.stopSignal;
   const module = await spec.load();
   return (await module.run(args, ctx)) ?? 0;
 }

@@ -41,6 +41,8 @@ export interface DialRelayOptions {
    * nothing before `verified` resolves (MuxSession's readAfter).
    */
   pipeline?: boolean;
+  /** Aborts the dial (the agent is stopping): the socket is destroyed and the promise rejects at once. */
+  signal?: AbortSignal;
 }
 
 export function dialRelay(target: HostPort, identity: Identity, expectRelay?: string, options: DialRelayOptions = {}): Promise<RelayConnection> {
@@ -58,10 +60,16 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
     const fail = (err: Error) => {
       clearTimeout(timer);
       clearTimeout(connectTimer);
+      options.signal?.removeEventListener('abort', onAbort);
       socket?.destroy();
       tcp.destroy();
       reject(err);
     };
+    // A stopping agent does not wait out a silent relay's handshake deadline (10 s) before it exits.
+    const onAbort = () => fail(new DiodeError('EABORTED', `${formatHostPort(target)}: dial stopped`));
+    if (options.signal?.aborted) return onAbort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const settled = () => options.signal?.removeEventListener('abort', onAbort);
     let secured = false;
     // Stays on: once TLS wraps the socket its errors surface there (a reset may reach this one first),
     // but any left here must not crash the process.
@@ -87,6 +95,7 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
           // The relay is known from its certificate: a wrong one is refused before anything of ours is sent.
           if (expectRelay && bound !== expectRelay) return fail(pinRefusal(bound, expectRelay));
           clearTimeout(timer);
+          settled();
           const verified = pipelinedHello(tls, identity, options.role ?? 'agent', bound, timeoutMs).catch((err: Error) => {
             tls.destroy();
             throw tlsError(target, err, true);
@@ -98,6 +107,7 @@ export function dialRelay(target: HostPort, identity: Identity, expectRelay?: st
         exchangeHelloAccepting(tls, identity, options.role ?? 'agent', ['relay'], timeoutMs).then(
           ({ address: relayAddress }) => {
             clearTimeout(timer);
+            settled();
             if (expectRelay && relayAddress !== expectRelay) {
               tls.destroy();
               reject(pinRefusal(relayAddress, expectRelay));

@@ -117,6 +117,8 @@ export class RelayLink extends EventEmitter {
   #relayAddress: string | undefined;
   #relayEndpoint: string | undefined;
   #running = false;
+  /** Aborted by stop(): dials in flight end at once instead of at their handshake deadline. */
+  #dials = new AbortController();
   #stopped: Promise<void> | undefined;
   #wake: (() => void) | undefined;
   #lastProblem = '';
@@ -237,6 +239,7 @@ export class RelayLink extends EventEmitter {
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    this.#dials = new AbortController();
     this.#configuredDownSince = performance.now();
     const watch = this.#options.watchNetwork;
     if (watch !== false) this.#stopWatch = (typeof watch === 'function' ? watch : watchNetwork)(this.#onNetworkChange);
@@ -245,6 +248,7 @@ export class RelayLink extends EventEmitter {
 
   async stop(): Promise<void> {
     this.#running = false;
+    this.#dials.abort();
     this.#stopWatch?.();
     this.#wake?.();
     this.#session?.close();
@@ -397,7 +401,7 @@ export class RelayLink extends EventEmitter {
         const index = order[next++];
         const target = relays[index];
         pending++;
-        dialRelay(target, identity, target.pin ?? expectRelay, { pipeline: true }).then(
+        dialRelay(target, identity, target.pin ?? expectRelay, { pipeline: true, signal: this.#dials.signal }).then(
           (conn) => {
             pending--;
             if (done) return void conn.socket.destroy();
@@ -715,6 +719,7 @@ export class RelayLink extends EventEmitter {
    * login screen or a status file.
    */
   #problem(text: string, first?: RelayFailure): void {
+    if (!this.#running) return; // a dial that stop() aborted is no problem to report
     this.#lastError = { at: Date.now(), message: text };
     if (text !== this.#lastProblem) {
       this.#log.warn(`${text}; retrying with backoff (${describeBackoff(this.#options.backoff ?? defaultBackoff)})`);
