@@ -1,7 +1,7 @@
 import test from 'ava';
 import { once } from 'node:events';
 import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
-import { FORWARD_BUFFER, splice, SpliceBudgetError, type SpliceMeter } from '../agent/util/pump.ts';
+import { abort, FORWARD_BUFFER, splice, SpliceBudgetError, type SpliceMeter } from '../agent/util/pump.ts';
 import { tcpPair, writeUntilPushedBack } from './helpers/tcp-pair.ts';
 
 // Serial: the backpressure test reads timing (the writer staying stopped), which a concurrent test would disturb.
@@ -237,4 +237,13 @@ test.serial('a chunk the meter refuses aborts both sides of the splice', async (
   t.true(a.destroyed && b.destroyed);
   left.destroy();
   right.destroy();
+});
+
+test('a socket aborted many times holds one error listener (no MaxListenersExceededWarning)', async (t) => {
+  const [a, b] = await tcpPair();
+  const closed = new Promise((resolve) => b.once('close', resolve));
+  b.on('error', () => {}); // the reset arrives as ECONNRESET
+  for (let i = 0; i < 20; i++) abort(a);
+  t.is(a.listenerCount('error'), 1);
+  await closed;
 });

@@ -14,7 +14,7 @@ const noop = (): void => {};
  * (RST); anything else (a TLS socket over a stream) is destroyed.
  */
 export function abort(s: Duplex): void {
-  s.on('error', noop);
+  quiet(s);
   // A mux stream: reset() is the abort (its destroy() after end() is a graceful close).
   const resettable = s as Duplex & { reset?: () => void };
   if (typeof resettable.reset === 'function') return resettable.reset();
@@ -28,6 +28,16 @@ export function abort(s: Duplex): void {
 }
 
 /**
+ * Errors after an abort are expected and dropped, by one listener however
+ * often the stream is aborted (a listener per call tripped Node's
+ * MaxListenersExceededWarning on sockets aborted from both legs and by
+ * their session's end).
+ */
+function quiet(s: Duplex): void {
+  if (!s.listeners('error').includes(noop)) s.on('error', noop);
+}
+
+/**
  * resetAndDestroy() where the socket still has a TCP handle; false where it
  * has none (TLS over a stream, closed). A socket whose writing side was
  * already ended (our FIN went) is closed, not reset: libuv refuses a reset
@@ -35,7 +45,7 @@ export function abort(s: Duplex): void {
  * peer closes (seen: relay data connections a half-closed pair left behind).
  */
 function abortSocket(s: Socket): boolean {
-  s.on('error', noop);
+  quiet(s);
   if (s.destroyed) return false;
   if (s.writableEnded) {
     s.destroy();
