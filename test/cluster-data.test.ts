@@ -4,7 +4,7 @@
 // relay-to-relay link), so neither relay opens or seals the stream's bytes.
 // Real Redis, real relays, real publish/socksd, real sshd and OpenSSH.
 import test, { type ExecutionContext } from 'ava';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { Identity } from '../agent/identity/index.ts';
@@ -99,7 +99,23 @@ test.serial('a relay that takes no data connections (--max-data-per-session 0): 
 /** main's last commit before relay data connections: a version-4 relay that reads every link stream as a `forward`. */
 const BEFORE_RELAY_DATA = 'c781a66';
 
-test.serial('a version-4 relay from before relay data connections holds the device: streams forwarded to it stay on the link, said once, and ssh works', async (t) => {
+/**
+ * The older relay is built from this repository's history: a clone without
+ * it (a shallow CI checkout) cannot build it, and the test says so rather
+ * than fail on git. The fallback is still covered by the test with a relay
+ * that takes no data connections above.
+ */
+function haveCommit(ref: string): boolean {
+  try {
+    execFileSync('git', ['cat-file', '-e', `${ref}^{commit}`], { stdio: 'ignore', cwd: new URL('..', import.meta.url) });
+    return true;
+  } catch {
+    process.stderr.write(`cluster-data: commit ${ref} is not in this clone (shallow?): the test against the older relay is skipped\n`);
+    return false;
+  }
+}
+
+(haveCommit(BEFORE_RELAY_DATA) ? test.serial : test.serial.skip)('a version-4 relay from before relay data connections holds the device: streams forwarded to it stay on the link, said once, and ssh works', async (t) => {
   const old = buildProgram('before relay data connections', BEFORE_RELAY_DATA, tempDir(t), [], () => {}).bundle;
   const redis = await startRedis(t);
   const sshd = await startSshd(t);
