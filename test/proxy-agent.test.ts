@@ -1,10 +1,10 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { start, startRelay, startPublish, runDiode, tempDir, DIODE_BUNDLE, type Running } from './helpers/diode.ts';
 import { startSshd, type Sshd } from './helpers/sshd.ts';
@@ -201,7 +201,14 @@ test('another user\'s socksd is not used, not even by root in that user\'s state
   const home = mkdtempSync(join(tmpdir(), 'diode-nobody-'));
   t.teardown(() => rmSync(home, { recursive: true, force: true }));
   chownSync(home, 65534, 65534);
-  const agent = spawn(process.execPath, [DIODE_BUNDLE, 'socksd', '--listen', '127.0.0.1:0', '--relay', at, '--home', home], { uid: 65534, gid: 65534 });
+  // nobody must be able to read the program: the checkout may sit in a directory only root may enter
+  // (CI's clone under /root), so it runs from a copy of the bundle in a directory everyone may read.
+  const copy = mkdtempSync(join(tmpdir(), 'diode-bundle-'));
+  t.teardown(() => rmSync(copy, { recursive: true, force: true }));
+  chmodSync(copy, 0o755);
+  cpSync(DIODE_BUNDLE, join(copy, basename(DIODE_BUNDLE)));
+  cpSync(join(dirname(DIODE_BUNDLE), 'chunks'), join(copy, 'chunks'), { recursive: true });
+  const agent = spawn(process.execPath, [join(copy, basename(DIODE_BUNDLE)), 'socksd', '--listen', '127.0.0.1:0', '--relay', at, '--home', home], { uid: 65534, gid: 65534 });
   t.teardown(() => agent.kill('SIGKILL'));
   let output = '';
   agent.stderr.on('data', (b: Buffer) => (output += b));
