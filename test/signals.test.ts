@@ -1,28 +1,14 @@
 import test from 'ava';
-import { createServer, type Socket } from 'node:net';
-import { once } from 'node:events';
 import { start, tempDir } from './helpers/diode.ts';
+import { stalledServer } from './helpers/agents.ts';
 
 // SIGTERM (what `kill`, a service manager or a test harness sends) ends a
 // one-shot command at once, and a long-running one cleanly. Before, every
 // command installed SIGINT/SIGTERM handlers that only the long-running ones
 // awaited: a `diode proxy` waiting on a relay ignored `kill` until its own timeout.
 
-/** A TCP listener that accepts and never says a word: a relay that hangs. */
-async function silentRelay(t: Parameters<typeof tempDir>[0]): Promise<number> {
-  const held: Socket[] = [];
-  const server = createServer((socket) => held.push(socket));
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => {
-    for (const s of held) s.destroy();
-    server.close();
-  });
-  return (server.address() as { port: number }).port;
-}
-
 test('diode proxy stuck on a silent relay ends at SIGTERM', async (t) => {
-  const port = await silentRelay(t);
+  const { port } = await stalledServer(t); // a relay that accepts and never answers
   const proxy = start(t, ['proxy', '0x0000000000000000000000000000000000000bad.diode', '22', '--relay', `127.0.0.1:${port}`, '--home', tempDir(t)]);
   // Let it reach the relay and wait for its TLS answer.
   await new Promise((r) => setTimeout(r, 1500));
@@ -35,7 +21,7 @@ test('diode proxy stuck on a silent relay ends at SIGTERM', async (t) => {
 });
 
 test('diode socksd whose relay hangs mid-handshake stops at once at SIGTERM, without a retry line', async (t) => {
-  const port = await silentRelay(t);
+  const { port } = await stalledServer(t); // a relay that accepts and never answers
   const socksd = start(t, ['socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${port}`, '--home', tempDir(t)]);
   await socksd.waitFor(/listening on 127\.0\.0\.1:\d+/);
   await new Promise((r) => setTimeout(r, 500)); // its dial is out, waiting for the TLS answer

@@ -2,7 +2,7 @@ import { connect, type Socket } from 'node:net';
 import { lstatSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { DiodeError } from '../util/errors.ts';
-import { CONTROL_DIR } from '../ops/control.ts';
+import { CONTROL_DIR, processExists } from '../ops/control.ts';
 import { MAX_STREAM_ANSWER_BYTES, STREAM_ANSWER_TIMEOUT_MS, STREAM_ROLES, STREAM_SOCKET_NAME, type StreamRequest } from '../ops/stream-protocol.ts';
 
 // `diode proxy`'s side of the stream socket (protocol: ops/stream-protocol.ts).
@@ -161,11 +161,3 @@ function watch(path: string, token: string): Promise<string | undefined> {
   });
 }
 
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

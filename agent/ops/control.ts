@@ -60,16 +60,8 @@ export async function startControlSocket(home: string, role: AgentRole, report: 
     socket.end(body + '\n');
   });
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(path, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    chmodSync(path, 0o600);
+    await listenOwnerOnly(server, path);
   } catch (err) {
-    server.close();
     log.warn(`no control socket at ${path} (diode status will not see this ${role}): ${errorMessage(err)}`);
     return undefined;
   }
@@ -85,6 +77,27 @@ export async function startControlSocket(home: string, role: AgentRole, report: 
         } catch {}
       })),
   };
+}
+
+/**
+ * Listens on the Unix socket `path` and makes it 0600 (in the 0700 run dir:
+ * only the owner, and root, may connect). On failure the server is closed
+ * and the error thrown.
+ */
+export async function listenOwnerOnly(server: Server, path: string): Promise<void> {
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    chmodSync(path, 0o600);
+  } catch (err) {
+    server.close();
+    throw err;
+  }
 }
 
 /**
@@ -153,7 +166,8 @@ function listSockets(home: string): { sockets: SocketFile[]; denied: boolean } {
   return { sockets: out.sort((a, b) => AGENT_ROLES.indexOf(a.role) - AGENT_ROLES.indexOf(b.role) || a.pid - b.pid), denied: false };
 }
 
-function processExists(pid: number): boolean {
+/** Whether process `pid` exists (EPERM: it does, under another user). */
+export function processExists(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -1,11 +1,11 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { chmodSync, unlinkSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../util/log.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 import { splice } from '../util/pump.ts';
-import { controlDir, openRunDir } from './control.ts';
+import { controlDir, listenOwnerOnly, openRunDir } from './control.ts';
 import { MAX_STREAM_REQUEST_BYTES, STREAM_REQUEST_TIMEOUT_MS, STREAM_WATCH_WAIT_MS, streamSocketPath, type StreamRequest, type StreamRole, type StreamVerdict } from './stream-protocol.ts';
 
 // The agent's side of the stream socket (protocol: stream-protocol.ts).
@@ -78,16 +78,8 @@ export async function startStreamSocket(home: string, role: StreamRole, service:
     serve(socket, service, watches, log);
   });
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(path, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    chmodSync(path, 0o600);
+    await listenOwnerOnly(server, path);
   } catch (err) {
-    server.close();
     log.warn(`no stream socket at ${path} (diode proxy will open relay sessions of its own): ${errorMessage(err)}`);
     return undefined;
   }
