@@ -4,7 +4,7 @@
 // goes through; a -protected port does load the fleet client (so this test
 // can see a chunk load at all). Which source files each chunk holds comes
 // from dist/chunks/inputs.json, written by scripts/build.mjs.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -85,15 +85,7 @@ test('publish, socksd, proxy and bind load neither ethers, the fleet admin, the 
   await bind.waitFor(/127\.0\.0\.1:\d+/);
   t.is(await roundTrip(bindPort), 'ping');
 
-  const proxy = spawn(process.execPath, [DIODE_BUNDLE, 'proxy', target, '7', '--relay', `127.0.0.1:${relay.port}`, '--home', tempDir(t)], { env: { ...process.env, ...TRACE } });
-  t.teardown(() => proxy.kill('SIGKILL'));
-  let proxyErr = '';
-  proxy.stderr.on('data', (b: Buffer) => (proxyErr += b));
-  proxy.stdin.write('ping');
-  const [echoed] = await once(proxy.stdout, 'data');
-  t.is(String(echoed), 'ping');
-  proxy.stdin.end();
-  await once(proxy, 'close');
+  const proxyErr = await proxyPing(t, [target, '7', '--relay', `127.0.0.1:${relay.port}`, '--home', tempDir(t)]);
 
   const runs: Array<[string, string]> = [['publish', device.proc.output()], ['socksd', socksd.output()], ['bind', bind.output()], ['proxy', proxyErr]];
   for (const [name, output] of runs) {
@@ -130,18 +122,24 @@ test('diode proxy through a running socksd of its home loads none of the relay s
   const home = tempDir(t);
   const socksd = start(t, ['socksd', '--listen', '127.0.0.1:0', '--relay', `127.0.0.1:${relay.port}`, '--home', home]);
   await socksd.waitFor(/connected to relay/);
-  const proxy = spawn(process.execPath, [DIODE_BUNDLE, 'proxy', `${device.address.toLowerCase()}.diode`, '7', '--relay', `127.0.0.1:${relay.port}`, '--home', home], { env: { ...process.env, ...TRACE } });
-  t.teardown(() => proxy.kill('SIGKILL'));
-  let proxyErr = '';
-  proxy.stderr.on('data', (b: Buffer) => (proxyErr += b));
-  proxy.stdin.write('ping');
-  const [echoed] = await once(proxy.stdout, 'data');
-  t.is(String(echoed), 'ping');
-  proxy.stdin.end();
-  await once(proxy, 'close');
+  const proxyErr = await proxyPing(t, [`${device.address.toLowerCase()}.diode`, '7', '--relay', `127.0.0.1:${relay.port}`, '--home', home]);
   const inputs = loadedChunks(proxyErr).flatMap((c) => INPUTS[c] ?? []);
   t.true(inputs.includes('agent/client/agent-stream.ts'), proxyErr);
   const found = inputs.flatMap((input) => LEFT_TO_THE_AGENT.filter(([, re]) => re.test(input)).map(([what]) => `${what} (${input})`));
   t.deepEqual(found, []);
   t.deepEqual(forbiddenIn(loadedChunks(proxyErr)), []);
 });
+
+/** `diode proxy ARGS` with the chunk trace on: 'ping' through it must come back; returns its stderr (the trace). */
+async function proxyPing(t: ExecutionContext, args: string[]): Promise<string> {
+  const proxy = spawn(process.execPath, [DIODE_BUNDLE, 'proxy', ...args], { env: { ...process.env, ...TRACE } });
+  t.teardown(() => proxy.kill('SIGKILL'));
+  let err = '';
+  proxy.stderr.on('data', (b: Buffer) => (err += b));
+  proxy.stdin.write('ping');
+  const [echoed] = await once(proxy.stdout, 'data');
+  t.is(String(echoed), 'ping');
+  proxy.stdin.end();
+  await once(proxy, 'close');
+  return err;
+}
