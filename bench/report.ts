@@ -3,6 +3,7 @@ import type { RelayScaleResult } from './scenarios/relay-scale.ts';
 import type { SoakResult } from './scenarios/soak.ts';
 import type { ProfileSummary } from './lib/profile.ts';
 import { round } from './lib/stats.ts';
+import type { FloorFigures } from './scenarios/floor.ts';
 
 type Paths = Partial<Record<PathResult['path'], PathResult>>;
 
@@ -102,6 +103,7 @@ interface Report {
   quick: boolean;
   paths: Paths;
   ratios: Ratios;
+  floor?: FloorFigures;
   relayScale: RelayScaleResult[];
   soak?: SoakResult;
   profile?: { dir: string | undefined; processes: ProfileSummary[] };
@@ -129,7 +131,8 @@ export function printReport(report: Report): void {
         [`${first.multiStream.streams} streams total MB/s`, ...p.map((x) => String(x.multiStream.totalMBps))],
         [`${first.multiStream.streams} streams per-stream min / max MB/s`, ...p.map((x) => `${x.multiStream.minStreamMBps} / ${x.multiStream.maxStreamMBps}`)],
         [`${first.rtt.bytes}-byte RTT p50 / p99 us (${first.rtt.count})`, ...p.map((x) => `${x.rtt.p50us} / ${x.rtt.p99us}`)],
-        [`new connection p50 / p99 ms (${first.setup.count})`, ...p.map((x) => `${x.setup.p50ms} / ${x.setup.p99ms}`)],
+        [`new connection p50 / p99 ms (${first.setup.count}, warm)`, ...p.map((x) => `${x.setup.p50ms} / ${x.setup.p99ms}`)],
+        [`new connection p50 / p99 ms (first ${first.setup.cold.count} after start)`, ...p.map((x) => `${x.setup.cold.p50ms} / ${x.setup.cold.p99ms}`)],
       ]),
     );
     w();
@@ -148,6 +151,9 @@ export function printReport(report: Report): void {
     if (r.beforeVsSshSingle !== undefined) w(`diode-before / ssh-tunnel single stream: ${r.beforeVsSshSingle}x`);
     if (r.beforeAddedRttP50ms !== undefined) w(`diode-before adds RTT p50 ${r.beforeAddedRttP50ms} ms, p99 ${r.beforeAddedRttP99ms} ms over direct`);
     if (r.sshAddedRttP50ms !== undefined) w(`ssh-tunnel adds RTT p50 ${r.sshAddedRttP50ms} ms, p99 ${r.sshAddedRttP99ms} ms over direct`);
+  }
+  for (const [name, f] of Object.entries(report.floor ?? {})) {
+    w(`floor ${name} (three bare forwarders) adds RTT p50 ${f.addedRttP50ms} ms, p99 ${f.addedRttP99ms} ms over direct; new connection p50 ${f.setupP50ms} ms, p99 ${f.setupP99ms} ms`);
   }
   if (report.relayScale.length > 0) {
     w();

@@ -24,6 +24,8 @@ import { formatIdle, idleMemory, type IdleResult } from './scenarios/idle.ts';
 import { updateDownload, UPDATE_QUICK_SIZES, UPDATE_SIZES, type UpdateResult } from './scenarios/update.ts';
 import { round, sleep } from './lib/stats.ts';
 import { printReport, targets, ratios } from './report.ts';
+import { floorPaths } from './lib/floor.ts';
+import { floorFigures, type FloorFigures } from './scenarios/floor.ts';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 const PATHS = ['direct', 'diode', 'diode-before', 'ssh-tunnel'] as const;
@@ -148,6 +150,7 @@ async function main(): Promise<void> {
   const paths: Partial<Record<Path['name'], PathResult>> = {};
   const scale: RelayScaleResult[] = [];
   let soaked: SoakResult | undefined;
+  let floor: FloorFigures | undefined;
   let profiles: ProfileSummary[] | undefined;
   const profileDir = options.profile ? join(REPO, 'bench/results/profiles', startedAt.toISOString().replace(/[:.]/g, '-')) : undefined;
 
@@ -173,12 +176,20 @@ async function main(): Promise<void> {
       );
       log(`${name}: path up`);
     }
+    // Where direct is measured, so is the floor under every tunnel: three bare forwarders (lib/floor.ts).
+    const floors = started.some((p) => p.name === 'direct') ? await floorPaths(sink.port, log) : [];
     await sleep(sizes.settleMs);
     const rssIdle = started.map((path) => new Map([...path.processes, ...extra].map((p) => [p.name, rssBytes(p)])));
-    const latencies = await measureLatencies(started, sizes, log);
+    let latencies;
+    try {
+      latencies = await measureLatencies([...started, ...floors], sizes, log);
+    } finally {
+      await Promise.all(floors.flatMap((f) => f.processes.map((p) => p.stop())));
+    }
+    floor = floorFigures(floors, latencies, started.length, started.findIndex((p) => p.name === 'direct'));
     for (const [k, path] of started.entries()) {
       try {
-        paths[path.name] = await measurePath(path, extra, sizes, { rssIdle: rssIdle[k], rtts: latencies.rtts[k], setups: latencies.setups[k] }, log);
+        paths[path.name] = await measurePath(path, extra, sizes, { rssIdle: rssIdle[k], rtts: latencies.rtts[k], setups: latencies.setups[k], coldSetups: latencies.coldSetups[k] }, log);
       } finally {
         await Promise.all(path.processes.map((p) => p.stop()));
       }
@@ -272,6 +283,7 @@ async function main(): Promise<void> {
     sizes,
     paths,
     ratios: ratios(paths),
+    ...(floor ? { floor } : {}),
     relayScale: scale,
     ...(soaked ? { soak: soaked } : {}),
     ...(cluster ? { cluster } : {}),

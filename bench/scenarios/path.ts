@@ -32,6 +32,7 @@ export const FULL_SIZES: Readonly<PathSizes> = Object.freeze({
   rttSize: 64,
   rttBlock: 100,
   setupCount: 200,
+  setupWarmup: 300,
   idleStreams: 1000,
   warmupBytes: 128 * MiB,
   settleMs: 1_000,
@@ -47,6 +48,7 @@ export const QUICK_SIZES: Readonly<PathSizes> = Object.freeze({
   rttSize: 64,
   rttBlock: 20,
   setupCount: 20,
+  setupWarmup: 10,
   idleStreams: 100,
   warmupBytes: 1 * MiB,
   settleMs: 200,
@@ -70,7 +72,8 @@ export interface PathResult {
   singleStream: { bytes: number; trialsMBps: number[]; medianMBps: number };
   multiStream: { streams: number; bytes: number; totalMBps: number; minStreamMBps: number; maxStreamMBps: number; fairness: number };
   rtt: { bytes: number; count: number; p50us: number; p99us: number };
-  setup: { count: number; p50ms: number; p99ms: number };
+  /** New connections after the warm-up; `cold`: the warm-up's own, the first after start-up. */
+  setup: { count: number; p50ms: number; p99ms: number; cold: { count: number; p50ms: number; p99ms: number } };
   idleStreams: number;
   processes: Record<string, ProcessFigures>;
 }
@@ -82,6 +85,8 @@ export interface SharedFigures {
   /** Round trips in µs and new-connection times in ms, taken in turns with the other paths (latency.ts). */
   rtts: number[];
   setups: number[];
+  /** The warm-up's new-connection times (the first after start-up), ms. */
+  coldSetups: number[];
 }
 
 const mb = (bytes: number) => round(bytes / MiB, 4);
@@ -89,7 +94,7 @@ const mb = (bytes: number) => round(bytes / MiB, 4);
 /** The rest of one path's figures (idle RSS and latencies come in `shared`, taken before any transfer). */
 export async function measurePath(path: Path, extra: Measured[], sizes: PathSizes, shared: SharedFigures, log: (line: string) => void): Promise<PathResult> {
   const procs: Measured[] = [...path.processes, ...extra];
-  const { rssIdle, rtts, setups } = shared;
+  const { rssIdle, rtts, setups, coldSetups } = shared;
 
   log(`${path.name}: ${sizes.idleStreams} idle streams`);
   const idle: Socket[] = [];
@@ -152,7 +157,7 @@ export async function measurePath(path: Path, extra: Measured[], sizes: PathSize
       fairness: round(minStream / maxStream),
     },
     rtt: { bytes: sizes.rttSize, count: rtts.length, p50us: round(quantile(rtts, 0.5)), p99us: round(quantile(rtts, 0.99)) },
-    setup: { count: setups.length, p50ms: round(quantile(setups, 0.5)), p99ms: round(quantile(setups, 0.99)) },
+    setup: { count: setups.length, p50ms: round(quantile(setups, 0.5)), p99ms: round(quantile(setups, 0.99)), cold: { count: coldSetups.length, p50ms: round(quantile(coldSetups, 0.5)), p99ms: round(quantile(coldSetups, 0.99)) } },
     idleStreams: sizes.idleStreams,
     processes,
   };
