@@ -26,9 +26,12 @@ export const FULL_SIZES: Readonly<PathSizes> = Object.freeze({
   streams: 64,
   multiBytes: GiB,
   rttCount: 2000,
-  // TurboFan is still compiling the hot path for the first ≈ 3,000 round
-  // trips after start-up (bench/README.md, "Where the round-trip tail comes from").
-  rttWarmup: 3000,
+  // TurboFan is still compiling the hot path for the first thousands of round
+  // trips after start-up (bench/README.md, "Where the round-trip tail comes
+  // from"): after 3,000 the diode path's added p99 was still 1.9 ms, from
+  // 6,000 on 0.55-0.73 ms in rounds of 3,000 (bench/trials/latency.ts
+  // --rounds 4). An agent or relay in use is past this within minutes.
+  rttWarmup: 8000,
   rttSize: 64,
   rttBlock: 100,
   setupCount: 200,
