@@ -12,6 +12,7 @@ import type { MuxConfig } from '../agent/mux/config.ts';
 import { silentLogger } from '../agent/util/log.ts';
 import { tempDir } from './helpers/diode.ts';
 import { PassThrough } from 'node:stream';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 
 const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -155,4 +156,41 @@ test.serial('a relayed stream that keeps moving bytes is not idle', async (t) =>
   sweeper.sweep();
   t.is(idle.length, 1);
   t.is(sweeper.size, 0);
+});
+
+test.serial('a relayed pair of TCP legs is watched by the bytes they read: no listener of the sweeper on the hot path', async (t) => {
+  const server = createServer();
+  const accepted: Socket[] = [];
+  server.on('connection', (s) => accepted.push(s));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  const far = [connect(port, '127.0.0.1'), connect(port, '127.0.0.1')];
+  t.teardown(() => {
+    for (const s of [...far, ...accepted]) s.destroy();
+    server.close();
+  });
+  await until(() => accepted.length === 2);
+  const [a, b] = accepted;
+  // Read and dropped, as a splice in the reused-buffer mode reads (it emits no 'data' either).
+  a.resume();
+  b.resume();
+  let now = 0;
+  const idle: string[] = [];
+  const sweeper = new IdleSweeper(1000, () => idle.push('x'), () => now);
+  t.teardown(() => sweeper.close());
+  sweeper.watch(a, b);
+  t.is(a.listenerCount('data') + b.listenerCount('data'), 0, 'the sweeper added no data listener to a TCP leg');
+  for (let i = 0; i < 10; i++) {
+    const before = a.bytesRead + b.bytesRead;
+    far[i % 2].write('x');
+    await until(() => a.bytesRead + b.bytesRead > before);
+    now += 600;
+    sweeper.sweep();
+  }
+  t.is(idle.length, 0, 'a pair that reads bytes is not idle');
+  now += 600;
+  sweeper.sweep();
+  now += 600;
+  sweeper.sweep();
+  t.is(idle.length, 1, 'the same pair, silent for the idle time, is');
 });

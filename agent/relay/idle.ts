@@ -29,7 +29,7 @@ function bytesRead(pair: Pair): number {
  * Resets relayed streams that moved no byte either way for `idleMs`: a
  * stream whose far end stopped reading holds a window and a forward buffer
  * on the relay for as long as it stays open. One timer for all pairs; the
- * hot path only sets a flag per chunk.
+ * hot path only sets a flag per chunk of a mux leg (TCP legs: bytesRead).
  */
 export class IdleSweeper {
   readonly #idleMs: number;
@@ -51,12 +51,13 @@ export class IdleSweeper {
     const touch = () => {
       pair.active = true;
     };
-    a.on('data', touch);
-    b.on('data', touch);
+    // A TCP leg's reads are counted by bytesRead: a listener of its own on it would be one more call
+    // (and a copy of the listener list, Node's emit with two) per chunk on the hot path.
+    const watched = [a, b].filter((leg) => !(leg instanceof Socket));
+    for (const leg of watched) leg.on('data', touch);
     const forget = () => {
       this.#pairs.delete(pair);
-      a.off('data', touch);
-      b.off('data', touch);
+      for (const leg of watched) leg.off('data', touch);
       if (this.#pairs.size === 0) this.#stopTimer();
     };
     a.once('close', forget);
