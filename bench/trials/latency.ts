@@ -13,14 +13,22 @@
 // process (e.g. --cpu-prof). `--floor` adds two chains of three plain TCP
 // forwarders in place of socksd, relay and publish: socat (C, one read and
 // one write per hop) and minimal Node pipes: what three process hops cost
-// on this host before any protocol, encryption or splice logic.
+// on this host before any protocol, encryption or splice logic. `--bulk MiB`
+// adds, per round, `--bulk-trials` single-stream uploads of that size per
+// path in turns, with the MB/s and each process's CPU seconds per GiB: an
+// A/B of the CPU figures within one run (separate runs on this VM differ
+// by up to half for the same code). `--idle N` opens and closes N echo
+// streams per path (50 at a time, as the standard run's idle-stream
+// figure does) before each round's uploads. `--gap ms` waits that long
+// before each new connection (its CPU per op then includes the gap's idle
+// timers).
 import { loadavg } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Socket } from 'node:net';
 import { cpuSeconds, installCleanupHandlers, stopAll } from '../lib/procs.ts';
 import { floorPaths } from '../lib/floor.ts';
-import { openEcho, readExactly, timeSetup } from '../lib/client.ts';
+import { openEcho, readExactly, sendBulk, timeSetup } from '../lib/client.ts';
 import { buildBundle, diodePath, directPath, removeScratch, scratch, sshPath, startSink, type Path } from '../lib/paths.ts';
 import { quantile, sleep } from '../lib/stats.ts';
 
@@ -36,6 +44,10 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '1' },
     'node-arg': { type: 'string', multiple: true, default: [] },
     floor: { type: 'boolean', default: false },
+    bulk: { type: 'string', default: '0' },
+    idle: { type: 'string', default: '0' },
+    gap: { type: 'string', default: '0' },
+    'bulk-trials': { type: 'string', default: '3' },
   },
 });
 
@@ -89,7 +101,13 @@ const rtts = Number(values.rtts);
 const rttWarmup = Number(values['rtt-warmup']);
 const block = Number(values.block);
 for (let round = 1; round <= Number(values.rounds); round++) {
-  const set = await inTurns(setupWarmup + setups, Math.max(1, block / 5), setupWarmup, (k) => timeSetup(paths[k].path.connector));
+  const gap = Number(values.gap);
+  const set = await inTurns(setupWarmup + setups, Math.max(1, block / 5), setupWarmup, async (k) => {
+    // With --gap, each set-up starts that many ms after the one before: the last one's close and
+    // pool refill are done, as for one ssh login after another rather than a stream of them.
+    if (gap > 0) await sleep(gap);
+    return timeSetup(paths[k].path.connector);
+  });
   report(`round ${round} set-up`, 'ms', set, 'ms');
   const sockets: Socket[] = [];
   for (const { path } of paths) sockets.push(await openEcho(path.connector));
@@ -101,6 +119,26 @@ for (let round = 1; round <= Number(values.rounds); round++) {
     return Number(process.hrtime.bigint() - start) / 1e3;
   });
   for (const s of sockets) s.destroy();
+  const bulkBytes = Number(values.bulk) * 1024 * 1024;
+  for (const { path } of Number(values.idle) > 0 ? paths : []) {
+    const idle: Socket[] = [];
+    for (let i = 0; i < Number(values.idle); i += 50) idle.push(...(await Promise.all(Array.from({ length: Math.min(50, Number(values.idle) - i) }, () => openEcho(path.connector)))));
+    await sleep(1000);
+    for (const s of idle) s.destroy();
+  }
+  if (bulkBytes > 0) {
+    const trials = Number(values['bulk-trials']);
+    // The first upload of each path is a warm-up (TurboFan, pools, buffers), not counted.
+    const bulk = await inTurns(trials + 1, 1, 1, async (k) => {
+      const t = await sendBulk(await paths[k].path.connector(), bulkBytes);
+      return t.bytes / 1e6 / (t.ms / 1000);
+    });
+    for (const [k, { label, path }] of paths.entries()) {
+      const gib = (bulkBytes * trials) / 2 ** 30;
+      const per = path.processes.map((p, j) => `${p.name} ${r(bulk.cpu[k][j] / gib)}`).join(', ');
+      console.log(`round ${round} bulk ${label}: MB/s ${bulk.samples[k].map((x) => r(x, 0)).join(' / ')}; CPU s/GiB ${per || '-'}`);
+    }
+  }
   const direct = rtt.samples[0];
   report(`round ${round} round trip`, 'µs', rtt, 'µs', quantile(direct, 0.5));
   for (const [k, { label }] of paths.entries()) {
