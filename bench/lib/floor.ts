@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { startProcess, type BenchProcess } from './procs.ts';
 import { tcpConnect, type Connector } from './client.ts';
-import { freePorts, untilOpen } from './paths.ts';
+import { freePorts, scratch, untilOpen } from './paths.ts';
+import { join } from 'node:path';
 
 /**
  * The floor under every tunnel on this host: three plain TCP forwarders in a
@@ -15,22 +16,40 @@ import { freePorts, untilOpen } from './paths.ts';
  * - `socat×3`: socat, a C program (a fork per connection, so its set-up
  *   includes three forks);
  * - `node×3`: three Node processes piping sockets (`a.pipe(b)`), the least a
- *   Node implementation does per hop.
+ *   Node implementation does per hop;
+ * - `node-tls×3`: the same with TLS 1.3 between the first and the last (the
+ *   middle pipes ciphertext): the least a Node implementation of diode's
+ *   data path does (its end-to-end session without identities, pools or
+ *   splice logic).
  */
 export interface FloorPath {
-  name: 'socat×3' | 'node×3';
+  name: 'socat×3' | 'node×3' | 'node-tls×3';
   connector: Connector;
   processes: BenchProcess[];
 }
 
-/** A plain TCP forwarder: argv from, to; a connection to `to` per accepted one. */
+/**
+ * A forwarder: argv mode, from, to (and key, cert files for tls-server). `pipe`: TCP in, TCP
+ * out; `tls-client`: TCP in, TLS 1.3 out (socksd's shape); `tls-server`: TLS 1.3 in, TCP out
+ * (publish's). Each accepted connection gets a connection of its own onward, piped both ways.
+ */
 const NODE_FORWARDER = `const net = require('node:net');
-const [from, to] = process.argv.slice(1).map(Number);
-net.createServer({ noDelay: true }, (c) => {
-  const u = net.connect({ host: '127.0.0.1', port: to, noDelay: true });
+const tls = require('node:tls');
+const fs = require('node:fs');
+const [mode, fromText, toText, keyFile, certFile] = process.argv.slice(1);
+const from = Number(fromText);
+const to = Number(toText);
+const join = (c, u) => {
   c.pipe(u); u.pipe(c);
   c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
-}).listen(from, '127.0.0.1');`;
+};
+const onward = () => mode === 'tls-client'
+  ? tls.connect({ host: '127.0.0.1', port: to, rejectUnauthorized: false, minVersion: 'TLSv1.3' }).setNoDelay(true)
+  : net.connect({ host: '127.0.0.1', port: to, noDelay: true });
+const server = mode === 'tls-server'
+  ? tls.createServer({ key: fs.readFileSync(keyFile), cert: fs.readFileSync(certFile), minVersion: 'TLSv1.3' }, (c) => { c.setNoDelay(true); join(c, onward()); })
+  : net.createServer({ noDelay: true }, (c) => join(c, onward()));
+server.listen(from, '127.0.0.1');`;
 
 async function chain(name: FloorPath['name'], sinkPort: number, start: (role: string, from: number, to: number) => BenchProcess): Promise<FloorPath> {
   const ports = await freePorts(3);
@@ -46,6 +65,16 @@ export async function floorPaths(sinkPort: number, log: (line: string) => void):
   if (spawnSync('socat', ['-V']).status === 0) {
     out.push(await chain('socat×3', sinkPort, (role, from, to) => startProcess(role, 'socat', [`TCP-LISTEN:${from},bind=127.0.0.1,fork,reuseaddr,nodelay`, `TCP:127.0.0.1:${to},nodelay`], { tree: true })));
   } else log('floor: socat not installed (apt-get install socat), its chain skipped');
-  out.push(await chain('node×3', sinkPort, (role, from, to) => startProcess(role, process.execPath, ['-e', NODE_FORWARDER, String(from), String(to)])));
+  out.push(await chain('node×3', sinkPort, (role, from, to) => startProcess(role, process.execPath, ['-e', NODE_FORWARDER, 'pipe', String(from), String(to)])));
+  const dir = scratch('floor-tls');
+  const [key, cert] = [join(dir, 'key.pem'), join(dir, 'cert.pem')];
+  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ed25519', '-nodes', '-subj', '/CN=floor', '-days', '1', '-keyout', key, '-out', cert]);
+  if (made.status !== 0) {
+    log(`floor: openssl could not make a certificate (${String(made.stderr).trim()}), node-tls×3 skipped`);
+    return out;
+  }
+  const modes = ['tls-client', 'pipe', 'tls-server'];
+  let hop = 0;
+  out.push(await chain('node-tls×3', sinkPort, (role, from, to) => startProcess(role, process.execPath, ['-e', NODE_FORWARDER, modes[hop++], String(from), String(to), key, cert])));
   return out;
 }
