@@ -31,7 +31,8 @@ export interface FloorPath {
 /**
  * A forwarder: argv mode, from, to (and key, cert files for tls-server). `pipe`: TCP in, TCP
  * out; `tls-client`: TCP in, TLS 1.3 out (socksd's shape); `tls-server`: TLS 1.3 in, TCP out
- * (publish's). Each accepted connection gets a connection of its own onward, piped both ways.
+ * (publish's). Each accepted connection gets a connection of its own onward, piped both ways,
+ * a half-close passed on as one (the bench's uploads end their side and wait for the count).
  */
 const NODE_FORWARDER = `const net = require('node:net');
 const tls = require('node:tls');
@@ -44,11 +45,11 @@ const join = (c, u) => {
   c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
 };
 const onward = () => mode === 'tls-client'
-  ? tls.connect({ host: '127.0.0.1', port: to, rejectUnauthorized: false, minVersion: 'TLSv1.3' }).setNoDelay(true)
-  : net.connect({ host: '127.0.0.1', port: to, noDelay: true });
+  ? tls.connect({ host: '127.0.0.1', port: to, rejectUnauthorized: false, minVersion: 'TLSv1.3', allowHalfOpen: true }).setNoDelay(true)
+  : net.connect({ host: '127.0.0.1', port: to, noDelay: true, allowHalfOpen: true });
 const server = mode === 'tls-server'
-  ? tls.createServer({ key: fs.readFileSync(keyFile), cert: fs.readFileSync(certFile), minVersion: 'TLSv1.3' }, (c) => { c.setNoDelay(true); join(c, onward()); })
-  : net.createServer({ noDelay: true }, (c) => join(c, onward()));
+  ? tls.createServer({ key: fs.readFileSync(keyFile), cert: fs.readFileSync(certFile), minVersion: 'TLSv1.3', allowHalfOpen: true }, (c) => { c.setNoDelay(true); join(c, onward()); })
+  : net.createServer({ noDelay: true, allowHalfOpen: true }, (c) => join(c, onward()));
 server.listen(from, '127.0.0.1');`;
 
 async function chain(name: FloorPath['name'], sinkPort: number, start: (role: string, from: number, to: number) => BenchProcess): Promise<FloorPath> {
