@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Identity } from '../agent/identity/index.ts';
 import { startRelay } from '../agent/relay/listen.ts';
+import { DEFAULT_RELAY_LIMITS } from '../agent/relay/config.ts';
 import { RelayLink } from '../agent/link/relay-link.ts';
 import { IncomingHandler } from '../agent/device/incoming.ts';
 import { dialThroughRelay } from '../agent/client/dial.ts';
@@ -80,7 +81,11 @@ test('a ping flood from 4 sessions takes only its fair share of the device: hone
   t.log(`honest set-ups ${setups.join(', ')} ms; ${relay.server.stats.get('ping')} pings, ${refused} refused by the fair share; the device held at most ${floodPeak} streams at once`);
   t.true(refused > 0, 'pings beyond the caller\'s share are refused');
   // One source's pings wait for the device 32 at a time (--max-pending-per-caller), and the honest client's streams.
-  t.true(floodPeak <= 40, `the device held ${floodPeak} streams at once`);
+  // The device counts a stream until it closes, which comes a loop turn after its answer (the answer's write
+  // completes in the next one): on a loaded machine the relay has already sent the next 32 by then (the
+  // whole suite beside this test: 64 seen once). With the fair share off (limits of 100,000) it held 1,150.
+  const pendingCap = DEFAULT_RELAY_LIMITS.maxPendingPerCaller;
+  t.true(floodPeak <= 2 * pendingCap + 8, `the device held ${floodPeak} streams at once`);
   const median = [...setups].sort((a, b) => a - b)[Math.floor(setups.length / 2)];
   t.true(median < MAX_MEDIAN_SETUP_MS, `set-ups ${setups.join(', ')} ms`);
   t.true(Math.max(...setups) < MAX_HONEST_SETUP_MS, `set-ups ${setups.join(', ')} ms`);
