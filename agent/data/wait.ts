@@ -28,3 +28,50 @@ export function dataWaitMs(rttMs: number): number {
   const byRtt = rttMs > 0 ? DATA_WAIT_RTTS * rttMs : 0;
   return Math.round(Math.min(DATA_WAIT_MAX_MS, Math.max(DATA_WAIT_MIN_MS, byRtt)));
 }
+
+/**
+ * Streams waiting, each for at most its own time, for the next data
+ * connection on its way (the client's pool, the relay's device legs): first
+ * come first served; one whose time runs out gets undefined.
+ */
+export class Waiters<T> {
+  readonly #list: Array<{ resolve: (value: T | undefined) => void; timer: NodeJS.Timeout }> = [];
+
+  get length(): number {
+    return this.#list.length;
+  }
+
+  /** The next value handed over within `ms`, else undefined (`onTimeout` runs first). */
+  wait(ms: number, onTimeout?: () => void): Promise<T | undefined> {
+    return new Promise((resolve) => {
+      const waiter = {
+        resolve,
+        timer: setTimeout(() => {
+          const at = this.#list.indexOf(waiter);
+          if (at >= 0) this.#list.splice(at, 1);
+          onTimeout?.();
+          resolve(undefined);
+        }, ms),
+      };
+      this.#list.push(waiter);
+    });
+  }
+
+  /** Gives `value` to the first one waiting; false when none waits. */
+  hand(value: T): boolean {
+    const waiter = this.#list.shift();
+    if (!waiter) return false;
+    clearTimeout(waiter.timer);
+    waiter.resolve(value);
+    return true;
+  }
+
+  /** The ones beyond the first `keep` (the latest come) get undefined now. */
+  settle(keep: number): void {
+    while (this.#list.length > keep) {
+      const waiter = this.#list.pop()!;
+      clearTimeout(waiter.timer);
+      waiter.resolve(undefined);
+    }
+  }
+}

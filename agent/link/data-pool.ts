@@ -6,6 +6,7 @@ import { MAX_TOKENS_PER_REQUEST, parseReply, parseTokensAnswer, type TokensAnswe
 import { DATA_PAIRING_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS, MAX_STREAM_HEADER_BYTES, STREAM_HEADER_TIMEOUT_MS, TCP_KEEPALIVE_MS } from '../protocol/limits.ts';
 import { DATA_KIND_AGENT, DataRefusal, encodeOpening, parseAnswer, refusalName, type DataKind } from '../data/wire.ts';
 import { abort } from '../util/pump.ts';
+import { Waiters } from '../data/wait.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 import { formatHostPort } from '../util/hostport.ts';
 
@@ -92,7 +93,7 @@ export class DataPool {
   readonly #watching = new Map<Socket, { gone: () => void; onReadable: () => void; timer: NodeJS.Timeout | undefined }>();
   #asking = 0;
   /** Streams that found the pool empty, waiting (bounded) for a connection being opened (next). */
-  readonly #waiters: Array<{ resolve: (conn: DataConn | undefined) => void; timer: NodeJS.Timeout }> = [];
+  readonly #waiters = new Waiters<DataConn>();
   /** Streams that wanted a connection (taken or missed) since the pool was last full: the current burst. */
   #burst = 0;
   /** The largest burst lately, and when it was last reached (it counts for DATA_POOL_IDLE_MS). */
@@ -160,17 +161,7 @@ export class DataPool {
   next(ms: number): Promise<DataConn | undefined> {
     // Backing off (none could be made lately): the link, at once.
     if (this.#retiring || (this.#retryTimer !== undefined && this.#opening.size + this.#asking <= this.#waiters.length)) return Promise.resolve(undefined);
-    return new Promise((resolve) => {
-      const waiter = {
-        resolve,
-        timer: setTimeout(() => {
-          const at = this.#waiters.indexOf(waiter);
-          if (at >= 0) this.#waiters.splice(at, 1);
-          resolve(undefined);
-        }, ms),
-      };
-      this.#waiters.push(waiter);
-    });
+    return this.#waiters.wait(ms);
   }
 
   /** The device's side: the relay sent a stream of ours over the link (none of our connections was ready): it counts toward the burst. */
@@ -231,21 +222,13 @@ export class DataPool {
 
   /** Waiting streams beyond the connections still coming get none (they go over the link); all of them once the pool retires. */
   #settleWaiters(): void {
-    const coming = this.#retiring ? 0 : this.#opening.size + this.#asking;
-    while (this.#waiters.length > coming) {
-      const waiter = this.#waiters.pop()!;
-      clearTimeout(waiter.timer);
-      waiter.resolve(undefined);
-    }
+    this.#waiters.settle(this.#retiring ? 0 : this.#opening.size + this.#asking);
   }
 
   /** A new connection goes to the first stream waiting for one, if any (true), else it waits in the pool. */
   #handToWaiter(conn: DataConn): boolean {
-    const waiter = this.#waiters.shift();
-    if (!waiter) return false;
-    clearTimeout(waiter.timer);
+    if (!this.#waiters.hand(conn)) return false;
     this.#activate(conn);
-    waiter.resolve(conn);
     return true;
   }
 

@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../util/log.ts';
 import { abort } from '../util/pump.ts';
+import { Waiters } from '../data/wait.ts';
 import { DATA_IDLE_MAX_MS, DATA_PAIRING_TIMEOUT_MS, DATA_TOKEN_TTL_MS, MAX_EARLY_BYTES } from '../protocol/limits.ts';
 import { DATA_ACCEPTED, DATA_HEADER_BYTES, DATA_KIND_AGENT, DataRefusal, encodeRefusal, newToken, parseOpening, refusalName, type DataKind, type DataRefusalCode } from '../data/wire.ts';
 import type { ByteMeter } from '../ops/stream-stats.ts';
@@ -62,7 +63,7 @@ interface SessionData {
   /** The session's pool grows when a stream of its comes on its link (its `tokens` requests say `grows`). */
   grows: boolean;
   /** Device legs waiting (bounded) for a connection whose token is out or about to be asked for (nextIdle), first come first served. */
-  waiters: Array<{ resolve: (leg: DeviceLeg | undefined) => void; timer: NodeJS.Timeout }>;
+  waiters: Waiters<DeviceLeg>;
   closed: boolean;
 }
 
@@ -238,28 +239,12 @@ export class DataConns {
   nextIdle(session: AgentSession, ms: number): Promise<DeviceLeg | undefined> {
     const d = this.#sessions.get(session);
     if (!d || d.closed || this.#coming(d) <= d.waiters.length) return Promise.resolve(undefined);
-    return new Promise((resolve) => {
-      const waiter = {
-        resolve,
-        timer: setTimeout(() => {
-          const at = d.waiters.indexOf(waiter);
-          if (at >= 0) d.waiters.splice(at, 1);
-          this.#stats.count('data_device_wait_timeout');
-          resolve(undefined);
-        }, ms),
-      };
-      d.waiters.push(waiter);
-    });
+    return d.waiters.wait(ms, () => this.#stats.count('data_device_wait_timeout'));
   }
 
   /** Legs waiting beyond the connections still on their way get none (their streams go on the link); all of them once the session ends. */
   #settleWaiters(d: SessionData): void {
-    const coming = d.closed ? 0 : this.#coming(d);
-    while (d.waiters.length > coming) {
-      const waiter = d.waiters.pop()!;
-      clearTimeout(waiter.timer);
-      waiter.resolve(undefined);
-    }
+    d.waiters.settle(d.closed ? 0 : this.#coming(d));
   }
 
   /** A device answered that it no longer holds the data connection paired for it (its leg goes to the next). */
@@ -291,7 +276,7 @@ export class DataConns {
   #of(session: AgentSession): SessionData {
     let d = this.#sessions.get(session);
     if (!d) {
-      d = { tokens: new Set(), waiting: new Map(), idle: [], all: new Set(), owed: [], grows: false, waiters: [], closed: session.mux.closed };
+      d = { tokens: new Set(), waiting: new Map(), idle: [], all: new Set(), owed: [], grows: false, waiters: new Waiters<DeviceLeg>(), closed: session.mux.closed };
       this.#sessions.set(session, d);
       if (!d.closed) this.#live.add(d);
     }
@@ -370,12 +355,9 @@ export class DataConns {
     raw.on('readable', member.onReadable);
     raw.once('end', member.onEnd);
     // A device leg waits for it (its token was counted as on its way): taken at once.
-    const waiter = d.waiters.shift();
-    if (waiter) {
-      clearTimeout(waiter.timer);
+    if (d.waiters.hand({ socket: raw, token: member.token })) {
       this.#take(member);
       this.#stats.count('data_device_waited');
-      waiter.resolve({ socket: raw, token: member.token });
     }
   }
 
