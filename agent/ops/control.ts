@@ -1,4 +1,4 @@
-import { createServer, connect, type Server } from 'node:net';
+import { createServer, connect, type Server, type Socket } from 'node:net';
 import { chmodSync, closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../util/log.ts';
@@ -26,10 +26,7 @@ export function controlSocketPath(home: string, role: AgentRole, pid = process.p
   return join(controlDir(home), `${role}-${pid}.sock`);
 }
 
-export interface ControlSocket {
-  path: string;
-  close(): Promise<void>;
-}
+export type ControlSocket = LocalSocket;
 
 /**
  * Serves `report()` on this agent's control socket. Failing to create it
@@ -37,18 +34,6 @@ export interface ControlSocket {
  * logged and never stops the agent.
  */
 export async function startControlSocket(home: string, role: AgentRole, report: () => AgentStatus, log: Logger): Promise<ControlSocket | undefined> {
-  const dir = controlDir(home);
-  const path = controlSocketPath(home, role);
-  try {
-    openRunDir(dir);
-    removeStaleSockets(home);
-    try {
-      unlinkSync(path); // a previous process with our pid (after a reboot) left it
-    } catch {}
-  } catch (err) {
-    log.warn(`no control socket (diode status will not see this ${role}): ${errorMessage(err)}`);
-    return undefined;
-  }
   const server: Server = createServer((socket) => {
     socket.on('error', () => {});
     let body: string;
@@ -59,10 +44,34 @@ export async function startControlSocket(home: string, role: AgentRole, report: 
     }
     socket.end(body + '\n');
   });
+  return serveOwnerOnly(home, controlSocketPath(home, role), server, log, { name: 'control socket', without: `diode status will not see this ${role}`, prepare: () => removeStaleSockets(home) });
+}
+
+/** A Unix socket an agent serves in its run directory. */
+export interface LocalSocket {
+  path: string;
+  /** Removes the socket file, destroys the connections in `live` and closes the server. */
+  close(): Promise<void>;
+}
+
+/**
+ * Serves `server` on the Unix socket `path` in `home`'s run directory
+ * (openRunDir; the socket 0600), once a file an earlier process with our
+ * pid left there is removed (`prepare` runs first, in the directory). The
+ * server keeps no process alive. Any failure is one warning naming the
+ * socket and what the agent goes without, and undefined: a socket never
+ * stops an agent (a read-only home, a path over the 107-byte limit).
+ */
+export async function serveOwnerOnly(home: string, path: string, server: Server, log: Logger, what: { name: string; without: string; prepare?: () => void; live?: Set<Socket> }): Promise<LocalSocket | undefined> {
   try {
+    openRunDir(controlDir(home));
+    what.prepare?.();
+    try {
+      unlinkSync(path); // a previous process with our pid (after a reboot) left it
+    } catch {}
     await listenOwnerOnly(server, path);
   } catch (err) {
-    log.warn(`no control socket at ${path} (diode status will not see this ${role}): ${errorMessage(err)}`);
+    log.warn(`no ${what.name} at ${path} (${what.without}): ${errorMessage(err)}`);
     return undefined;
   }
   server.unref();
@@ -71,10 +80,11 @@ export async function startControlSocket(home: string, role: AgentRole, report: 
     path,
     close: () =>
       (closed ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
         try {
           unlinkSync(path);
         } catch {}
+        for (const s of what.live ?? []) s.destroy();
+        server.close(() => resolve());
       })),
   };
 }

@@ -1,11 +1,10 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../util/log.ts';
 import { DiodeError, errorMessage } from '../util/errors.ts';
 import { splice } from '../util/pump.ts';
-import { controlDir, listenOwnerOnly, openRunDir } from './control.ts';
+import { controlDir, serveOwnerOnly, type LocalSocket } from './control.ts';
 import { MAX_STREAM_REQUEST_BYTES, STREAM_REQUEST_TIMEOUT_MS, STREAM_WATCH_WAIT_MS, streamSocketPath, type StreamRequest, type StreamRole, type StreamVerdict } from './stream-protocol.ts';
 
 // The agent's side of the stream socket (protocol: stream-protocol.ts).
@@ -24,10 +23,7 @@ export interface StreamService {
   opened?(socket: Socket): void;
 }
 
-export interface StreamSocket {
-  path: string;
-  close(): Promise<void>;
-}
+export type StreamSocket = LocalSocket;
 
 const line = (value: unknown): string => JSON.stringify(value) + '\n';
 
@@ -60,42 +56,15 @@ export function parseStreamRequest(text: string): StreamRequest | { watch: strin
  * its own relay sessions, as before).
  */
 export async function startStreamSocket(home: string, role: StreamRole, service: StreamService, log: Logger): Promise<StreamSocket | undefined> {
-  const path = streamSocketPath(controlDir(home), role, process.pid);
   const live = new Set<Socket>();
   const watches = new Map<string, Watch>();
-  try {
-    openRunDir(controlDir(home));
-    try {
-      unlinkSync(path); // a previous process with our pid (after a reboot) left it
-    } catch {}
-  } catch (err) {
-    log.warn(`no stream socket (diode proxy will open relay sessions of its own): ${errorMessage(err)}`);
-    return undefined;
-  }
   const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
     live.add(socket);
     socket.once('close', () => live.delete(socket));
     serve(socket, service, watches, log);
   });
-  try {
-    await listenOwnerOnly(server, path);
-  } catch (err) {
-    log.warn(`no stream socket at ${path} (diode proxy will open relay sessions of its own): ${errorMessage(err)}`);
-    return undefined;
-  }
-  server.unref();
-  let closed: Promise<void> | undefined;
-  return {
-    path,
-    close: () =>
-      (closed ??= new Promise<void>((resolve) => {
-        try {
-          unlinkSync(path);
-        } catch {}
-        for (const s of live) s.destroy();
-        server.close(() => resolve());
-      })),
-  };
+  const path = streamSocketPath(controlDir(home), role, process.pid);
+  return serveOwnerOnly(home, path, server, log, { name: 'stream socket', without: 'diode proxy will open relay sessions of its own', live });
 }
 
 /** One caller: its request line, then refused, or taken and the dial's outcome, then the stream's bytes. */
