@@ -239,12 +239,17 @@ function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: Spl
   let reads: ReusedReads | undefined;
   let reuse = cork === undefined && reusableInto(dst);
   let gather = src instanceof TLSSocket && reusableInto(dst) && !meter;
-  const onGathered = (n: number) => {
-    cork!();
-    const now = performance.now();
+  /** Records `n` bytes read now on this side; returns when this side read before. */
+  const counted = (n: number, now: number): number => {
+    const last = clock.last[side];
     clock.last[side] = now;
     clock.oneWay[side] += n;
     clock.oneWay[1 - side] = 0;
+    return last;
+  };
+  const onGathered = (n: number) => {
+    cork!();
+    counted(n, performance.now());
     if (dst.writableLength + slabs!.unflushed >= FORWARD_BUFFER) src.pause();
   };
   const writeRegion = (region: Buffer, done: () => void) => void dst.write(region, done);
@@ -279,10 +284,7 @@ function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: Spl
       );
     }
     const now = performance.now();
-    const last = clock.last[side];
-    clock.last[side] = now;
-    clock.oneWay[side] += chunk.length;
-    clock.oneWay[1 - side] = 0;
+    const last = counted(chunk.length, now);
     if (dst.writableLength >= (meter?.pressed() ? PRESSED_FORWARD_BUFFER : FORWARD_BUFFER)) {
       src.pause();
       // A paused socket still reads up to its high-water mark plus a read (≈ 80 KiB) that no meter sees.
