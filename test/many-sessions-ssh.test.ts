@@ -5,7 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startRelay, startPublish, startSocksd, tempDir, DIODE_BUNDLE } from './helpers/diode.ts';
-import { startSshd, sshOptions } from './helpers/sshd.ts';
+import { startSshd, sshOptions, writeProxySshConfig } from './helpers/sshd.ts';
 
 const exec = promisify(execFile);
 /** execFile that puts the command's stderr into the error (ssh says why it failed there). */
@@ -31,23 +31,8 @@ test('socksd, two concurrent ssh through diode proxy and a 16 MiB scp with one k
   const host = `${sshd.user}@${device.address.toLowerCase()}.diode`;
 
   // ssh through diode proxy with the laptop's key (the ProxyCommand ssh-config --install writes).
-  const proxyConfig = join(laptop, 'ssh_config');
-  writeFileSync(
-    proxyConfig,
-    [
-      'Host *.diode',
-      `  ProxyCommand ${process.execPath} ${DIODE_BUNDLE} proxy %h %p --relay 127.0.0.1:${relay.port} --home ${laptop}`,
-      'Host *',
-      `  IdentityFile ${sshd.clientKey}`,
-      '  IdentitiesOnly yes',
-      '  StrictHostKeyChecking no',
-      '  UserKnownHostsFile /dev/null',
-      '  BatchMode yes',
-      '  LogLevel ERROR',
-      '  ConnectTimeout 30',
-      '',
-    ].join('\n'),
-  );
+  const proxyConfig = writeProxySshConfig(sshd, laptop, `127.0.0.1:${relay.port}`, 30);
+
   const viaProxy = ['-F', proxyConfig];
 
   // An interactive session through socksd that stays open throughout.

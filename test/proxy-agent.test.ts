@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { start, startRelay, startPublish, runDiode, tempDir, DIODE_BUNDLE, type Running } from './helpers/diode.ts';
-import { startSshd, type Sshd } from './helpers/sshd.ts';
+import { startSshd, writeProxySshConfig } from './helpers/sshd.ts';
 
 // Issue 28 item 5: `diode proxy` hands the stream to a running socksd of the
 // same user and state directory (its stream socket, ops/stream-protocol.ts)
@@ -41,26 +41,6 @@ function socksd(t: ExecutionContext, relay: string, home: string): Running {
   return start(t, ['socksd', '--listen', '127.0.0.1:0', '--relay', relay, '--home', home]);
 }
 
-function sshConfig(sshd: Sshd, home: string, relay: string): string {
-  const file = join(home, 'ssh_config');
-  writeFileSync(
-    file,
-    [
-      'Host *.diode',
-      `  ProxyCommand ${process.execPath} ${DIODE_BUNDLE} proxy %h %p --relay ${relay} --home ${home}`,
-      'Host *',
-      `  IdentityFile ${sshd.clientKey}`,
-      '  IdentitiesOnly yes',
-      '  StrictHostKeyChecking no',
-      '  UserKnownHostsFile /dev/null',
-      '  BatchMode yes',
-      '  LogLevel ERROR',
-      '  ConnectTimeout 10',
-      '',
-    ].join('\n'),
-  );
-  return file;
-}
 
 /** An echo service for the device: what comes in goes back, and its end is passed back (a half-close). */
 async function echoServer(t: ExecutionContext): Promise<number> {
@@ -106,7 +86,7 @@ test('plain ssh with `diode proxy` as ProxyCommand rides the running socksd of i
   await agent.waitFor(/connected to relay/);
   const before = await sessionsOpened(relay.home);
   const host = `${sshd.user}@${device.address.toLowerCase()}.diode`;
-  const { stdout } = await run('ssh', ['-F', sshConfig(sshd, alice.home, at), host, 'echo via-socksd; uname -s'], { timeout: 30_000 });
+  const { stdout } = await run('ssh', ['-F', writeProxySshConfig(sshd, alice.home, at), host, 'echo via-socksd; uname -s'], { timeout: 30_000 });
   t.is(stdout, 'via-socksd\nLinux\n');
   t.is(await sessionsOpened(relay.home), before, 'no relay session of its own');
   t.is(await socksdOpened(alice.home), 1);

@@ -5,7 +5,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { ExecutionContext } from 'ava';
-import { start, tempDir, type Running } from './diode.ts';
+import { DIODE_BUNDLE, start, tempDir, type Running } from './diode.ts';
 import { socks5Connect } from './http.ts';
 import { SSHD_BINARY, makeSshdKeys, writeSshdConfig } from './sshd-files.ts';
 
@@ -64,6 +64,32 @@ export function sshOptions(sshd: Sshd, socksPort: number): string[] {
     '-o', 'ConnectTimeout=10',
     '-o', `ProxyCommand=nc -X 5 -x 127.0.0.1:${socksPort} %h %p`,
   ];
+}
+
+/**
+ * Writes `<home>/ssh_config` with the ProxyCommand `diode ssh-config --install` writes (`diode
+ * proxy` with this home and relay) for *.diode, and the test's key, trusting nothing on disk and
+ * never prompting; returns its path, for `ssh -F`.
+ */
+export function writeProxySshConfig(sshd: Sshd, home: string, relay: string, connectTimeoutS = 10): string {
+  const file = join(home, 'ssh_config');
+  writeFileSync(
+    file,
+    [
+      'Host *.diode',
+      `  ProxyCommand ${process.execPath} ${DIODE_BUNDLE} proxy %h %p --relay ${relay} --home ${home}`,
+      'Host *',
+      `  IdentityFile ${sshd.clientKey}`,
+      '  IdentitiesOnly yes',
+      '  StrictHostKeyChecking no',
+      '  UserKnownHostsFile /dev/null',
+      '  BatchMode yes',
+      '  LogLevel ERROR',
+      `  ConnectTimeout ${connectTimeoutS}`,
+      '',
+    ].join('\n'),
+  );
+  return file;
 }
 
 /** The device's sshd answers through this socksd: its SSH banner arrives (no ssh handshake timed in). */
