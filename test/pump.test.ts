@@ -2,6 +2,8 @@ import test from 'ava';
 import { once } from 'node:events';
 import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
 import { abort, FORWARD_BUFFER, splice, SpliceBudgetError, type SpliceMeter } from '../agent/util/pump.ts';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { tcpPair, writeUntilPushedBack } from './helpers/tcp-pair.ts';
 
 // Serial: the backpressure test reads timing (the writer staying stopped), which a concurrent test would disturb.
@@ -184,9 +186,8 @@ function testMeter(cap: number) {
   return { m, meter };
 }
 
-/** Writes into `left` until it stays pushed back for half a second (or 256 MiB). */
-async function writeUntilStalled(left: Socket): Promise<number> {
-  const chunk = Buffer.alloc(256 * 1024);
+/** Writes `chunk` into `left` again and again until it stays pushed back for half a second (or 256 MiB). */
+async function writeUntilStalled(left: Socket, chunk = Buffer.alloc(256 * 1024)): Promise<number> {
   let written = 0;
   while (written < 256 * 1024 * 1024) {
     written += chunk.length;
@@ -246,4 +247,47 @@ test('a socket aborted many times holds one error listener (no MaxListenersExcee
   for (let i = 0; i < 20; i++) abort(a);
   t.is(a.listenerCount('error'), 1);
   await closed;
+});
+
+/**
+ * Full collections in this worker (as gc-tuning.ts makes them), then the bytes of ArrayBuffers alive.
+ * V8 frees dead ArrayBuffers' memory on a background sweeper after a collection: the count settles
+ * only a little later, so it is read after a second collection, a pause after the first.
+ */
+async function arrayBuffersAfterGc(): Promise<number> {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return process.memoryUsage().arrayBuffers;
+}
+
+test.serial('stalled metered splices under a pressed budget keep no more than a small read buffer each beyond what their meter was charged', async (t) => {
+  // The relay's shape under a stalled data-connection probe: many pairs whose bulk flow stalled while
+  // the budget was pressed. What they hold in user space must be what the budget sees: a read buffer
+  // kept by a closure (a 64 KiB read, for the splice's whole life) held 20 MiB of relay RSS unseen.
+  const PAIRS = 32;
+  const { m, meter } = testMeter(256 * 1024 * 1024);
+  meter.pressed = () => true;
+  const chunk = Buffer.alloc(256 * 1024);
+  const before = await arrayBuffersAfterGc();
+  const pairs = await Promise.all(Array.from({ length: PAIRS }, () => splicedPair(undefined, meter)));
+  await Promise.all(
+    pairs.map(({ left, right }) => {
+      right.pause();
+      return writeUntilStalled(left, chunk);
+    }),
+  );
+  const alive = (await arrayBuffersAfterGc()) - before;
+  // The test's own: the writers' one chunk, and what the paused readers took in before they stopped.
+  const unread = pairs.reduce((n, p) => n + p.right.readableLength, 0);
+  const unseen = alive - chunk.length - unread - m.held;
+  t.log(`${PAIRS} stalled pairs: ${(alive / 1024).toFixed(0)} KiB of ArrayBuffers alive, ${(m.held / 1024).toFixed(0)} KiB charged to the meter, ${(unread / 1024).toFixed(0)} KiB unread at the far ends; ${(unseen / PAIRS / 1024).toFixed(1)} KiB a pair unseen`);
+  t.true(unseen / PAIRS <= 16 * 1024, `each stalled pair keeps ${(unseen / PAIRS / 1024).toFixed(1)} KiB the meter was not charged`);
+  for (const { left, right } of pairs) {
+    left.destroy();
+    right.destroy();
+  }
 });
