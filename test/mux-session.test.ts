@@ -626,3 +626,39 @@ test('ping flood (mux): a peer that sends pings and never reads is no longer rea
   // Without the bound the session read everything and queued an answer for each.
   t.true(sent < 256 * 2 ** 20);
 });
+
+test('1-byte frames behind bytes a paused reader has not taken are gathered, not queued one by one, and read intact and in order up to the FIN', async (t) => {
+  // Each queued piece costs far more than its byte (a Buffer, a queue entry, its TLS record kept
+  // alive), while windows and a relay's budgets count bytes: a peer's 1-byte frames to a stalled
+  // reader made a relay hold hundreds of MiB. Behind queued bytes, small payloads are gathered.
+  const { send, raw, rawId, session } = await rawPeer(t, 'tcp', false);
+  const accepted = once(session, 'stream') as Promise<[MuxStream]>;
+  send(FrameType.WindowUpdate, Flag.SYN, rawId, 0);
+  const [s] = await accepted;
+  s.pause();
+  const frames = 20_000;
+  const sent = Buffer.alloc(frames);
+  const wire = Buffer.alloc(frames * (HEADER_LENGTH + 1) + 2 * HEADER_LENGTH + 3000);
+  let off = 0;
+  // A larger payload first (queued as it is), then the small ones behind it, then the FIN.
+  const big = randomBytes(3000);
+  encodeHeader(wire, off, FrameType.Data, 0, rawId, big.length);
+  big.copy(wire, off + HEADER_LENGTH);
+  off += HEADER_LENGTH + big.length;
+  for (let i = 0; i < frames; i++) {
+    sent[i] = (i * 7 + 3) & 0xff;
+    encodeHeader(wire, off, FrameType.Data, 0, rawId, 1);
+    wire[off + HEADER_LENGTH] = sent[i];
+    off += HEADER_LENGTH + 1;
+  }
+  encodeHeader(wire, off, FrameType.WindowUpdate, Flag.FIN, rawId, 0);
+  off += HEADER_LENGTH;
+  raw.write(wire.subarray(0, off));
+  await until(() => s.readableLength === big.length + frames, 'all bytes received');
+  const pieces: Buffer[] = [];
+  s.on('data', (c: Buffer) => pieces.push(c));
+  s.resume();
+  await once(s, 'end');
+  t.true(Buffer.concat(pieces).equals(Buffer.concat([big, sent])), 'every byte, in order');
+  t.true(pieces.length <= 1 + Math.ceil(frames / 1024) + 2, `${frames} one-byte frames were read as ${pieces.length - 1} pieces`);
+});

@@ -13,6 +13,9 @@ import { socks5Connect } from './helpers/http.ts';
 import { startSshd, sshOptions } from './helpers/sshd.ts';
 import { attackerSession, dataTokens as tokens, presentData, rssOf } from './helpers/attacker.ts';
 import { encodeOpening } from '../agent/data/wire.ts';
+import { encodeHeader, FrameType, HEADER_LENGTH } from '../agent/mux/frame.ts';
+import { once } from 'node:events';
+import type { Duplex } from 'node:stream';
 
 const run = promisify(execFile);
 const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -105,6 +108,24 @@ async function measureRss(pid: number, during: Promise<unknown>, afterMs: number
   return { peak: Math.max(peak, held), held, trace: trace.filter((_, i) => i % 5 === 0).join(' ') };
 }
 
+/** An attacker's device: publishes port 22 on a link of its own, answers every stream ok, writes `back` on it (if given) and never reads. */
+async function stallingDevice(t: ExecutionContext, relayPort: number, back?: Buffer): Promise<Identity> {
+  const deviceId = Identity.random();
+  const device = await attackerSession(t, relayPort, deviceId);
+  device.on('stream', (s: MuxStream) => {
+    s.on('error', () => {});
+    readFrame(s, 4096, 10_000).then(() => {
+      writeFrame(s, { t: 'ok' });
+      if (back) s.write(back);
+      s.pause();
+    }, () => s.destroy());
+  });
+  const control = device.open();
+  writeFrame(control, { t: 'publish', ports: [{ port: 22, mode: 'public' }] });
+  if ((await readFrame(control, 4096, 10_000)).t !== 'ok') throw new Error('the attacker device could not publish');
+  return deviceId;
+}
+
 /** Opens a stream and writes `bytes` on it without waiting for anything; the stream is left as it is. */
 function openAndWrite(session: MuxSession, bytes: Buffer): MuxStream {
   const s = session.open();
@@ -139,20 +160,7 @@ test.serial('publish frames left unfinished on 2 × 1,000 streams keep the relay
 test.serial('256 stalled streams from one caller keep the relay within 64 MiB of its resting RSS; honest ssh works', async (t) => {
   const { relay, ssh, pid, rest } = await honestPath(t);
   // The attacker's device: publishes port 22, answers ok, writes 256 KiB back and never reads.
-  const deviceId = Identity.random();
-  const device = await attackerSession(t, relay.port, deviceId);
-  const back = Buffer.alloc(256 * 1024, 1);
-  device.on('stream', (s: MuxStream) => {
-    s.on('error', () => {});
-    readFrame(s, 4096, 10_000).then(() => {
-      writeFrame(s, { t: 'ok' });
-      s.write(back);
-      s.pause();
-    }, () => s.destroy());
-  });
-  const control = device.open();
-  writeFrame(control, { t: 'publish', ports: [{ port: 22, mode: 'public' }] });
-  t.is((await readFrame(control, 4096, 10_000)).t, 'ok');
+  const deviceId = await stallingDevice(t, relay.port, Buffer.alloc(256 * 1024, 1));
   // The attacker's client: 256 streams to it, 1 MiB written into each, nothing read.
   const client = await attackerSession(t, relay.port, Identity.random());
   const out = Buffer.alloc(1024 * 1024, 2);
@@ -328,4 +336,44 @@ test.serial('a flood of unpaired data connections from one source, each sending 
   t.is(await ssh(), 'honest\n', 'honest ssh works under the probe');
   t.true(peak - rest <= RSS_ALLOWANCE, `the relay held ${((peak - rest) / MIB).toFixed(1)} MiB more at its peak`);
   t.regex(relay.proc.output(), /data connection .*(early|before a connect)/);
+});
+
+test.serial('1-byte data frames to stalled streams keep the relay within 64 MiB of its resting RSS, at their peak too; honest ssh works', async (t) => {
+  const { relay, ssh, pid, rest } = await honestPath(t);
+  // The attacker's device: publishes port 22, answers ok and never reads.
+  const deviceId = await stallingDevice(t, relay.port);
+  // The attacker's client: 16 streams to it, then data frames of one byte each, interleaved across
+  // the streams and written straight onto its connection (a TLS record carries about 1,260 of them),
+  // each piece counted as one byte by the windows and the budgets. On the old code the relay's RSS
+  // went from 56 to 591-706 MiB within 6 s.
+  const client = await attackerSession(t, relay.port, Identity.random());
+  const streams: MuxStream[] = [];
+  for (let i = 0; i < 16; i++) {
+    const s = client.open();
+    s.on('error', () => {});
+    writeFrame(s, { t: 'connect', to: deviceId.address, port: 22 });
+    const answer = await readFrame(s, 4096, 10_000);
+    s.pause();
+    if (answer.t === 'ok') streams.push(s);
+  }
+  t.is(streams.length, 16);
+  const conn = (client as unknown as { conn: Duplex }).conn;
+  const frame = HEADER_LENGTH + 1;
+  const round = Buffer.alloc(streams.length * frame, 9);
+  streams.forEach((s, i) => encodeHeader(round, i * frame, FrameType.Data, 0, s.id, 1));
+  const batch = Buffer.concat(Array.from({ length: 64 }, () => round));
+  let frames = 0;
+  const attack = (async () => {
+    // Up to 600,000 frames a stream (past the device's window and the relay's, 256 KiB each), until
+    // the relay stops reading for 2 s.
+    while (frames < 600_000 * streams.length) {
+      frames += 64 * streams.length;
+      if (!conn.write(batch) && !(await Promise.race([once(conn, 'drain').then(() => true), tick(2_000).then(() => false)]))) break;
+    }
+  })();
+  const { peak, held, trace } = await measureRss(pid, attack, 3_000);
+  t.log(`${frames} frames of 1 byte written; relay RSS: rest ${(rest / MIB).toFixed(1)} MiB, peak ${(peak / MIB).toFixed(1)} (+${((peak - rest) / MIB).toFixed(1)}), at the end ${(held / MIB).toFixed(1)} (+${((held - rest) / MIB).toFixed(1)}); every 0.5 s: ${trace}`);
+  t.true(frames >= 4 * 1024 * 1024, `only ${frames} frames went in: the probe did not reach its shape`);
+  t.is(await ssh(), 'honest\n', 'honest ssh works under the probe');
+  t.true(peak - rest <= RSS_ALLOWANCE, `the relay held ${((peak - rest) / MIB).toFixed(1)} MiB more at its peak`);
 });

@@ -7,6 +7,7 @@ import { FrameDecoder } from './decoder.ts';
 import { MuxError } from './errors.ts';
 import { MuxStream, type StreamLink } from './stream.ts';
 import { turnCorker, type TurnCork } from '../util/cork.ts';
+import { queuedWrites } from '../util/queued-writes.ts';
 import type { WindowBudget } from './budget.ts';
 
 /**
@@ -24,6 +25,13 @@ const CLOSE_LINGER_MS = 2_000;
  * per connection, not per stream, so a relay's memory stays bounded.
  */
 const CONN_WRITE_BUFFER = 256 * 1024;
+/**
+ * Writes queued on the connection before streams wait, however few bytes
+ * they are: each costs a queue entry and a Buffer (≈ 200 bytes), and
+ * CONN_WRITE_BUFFER in frames of a 1-byte payload (a header and a body
+ * each) was 40 K of them. A bulk turn queues two or three per 16 KiB frame.
+ */
+const CONN_WRITE_PIECES = 4096;
 
 /**
  * Control frames past maxControlQueue that one read may still add (a 64 KiB
@@ -383,10 +391,17 @@ export class MuxSession extends EventEmitter {
   private writeBody(buf: Buffer): void {
     if (!this.conn.writable) return;
     this.cork();
-    this.conn.write(buf);
+    // The write that fills the queue in pieces ends the wait once done: no 'drain' comes for few bytes.
+    const crowded = queuedWrites(this.conn) >= CONN_WRITE_PIECES - 1;
+    if (crowded) this.conn.write(buf, this.onPiecesOut);
+    else this.conn.write(buf);
     this.txQueued += buf.length;
-    if (this.conn.writableLength >= CONN_WRITE_BUFFER) this.connBlocked = true;
+    if (crowded || this.conn.writableLength >= CONN_WRITE_BUFFER) this.connBlocked = true;
   }
+
+  private readonly onPiecesOut = (): void => {
+    if (this.connBlocked && this.conn.writableLength < CONN_WRITE_BUFFER && !this.isClosed) this.onDrain();
+  };
 
   private readonly onDrain = (): void => {
     this.connBlocked = false;

@@ -1,4 +1,4 @@
-import { Duplex } from 'node:stream';
+import { Duplex, Readable } from 'node:stream';
 import { Flag, FrameType } from './frame.ts';
 import { MuxError } from './errors.ts';
 import type { MuxConfig } from './config.ts';
@@ -60,6 +60,30 @@ const GROWTH_RTTS = 4;
 type WriteCallback = (err?: Error | null) => void;
 
 /**
+ * Bytes below which a payload that arrives behind bytes still queued for
+ * the reader is copied into the stream's gathering buffer, not queued as a
+ * piece of its own. Each queued piece costs a Buffer view, a queue entry
+ * (≈ 200 bytes) and keeps its whole TLS record alive, while the window and
+ * the relay's budgets count only its bytes: a peer sending 1-byte frames to
+ * streams whose reader stalled made a relay hold hundreds of MiB for a few
+ * MiB charged. Gathered, queued bytes cost about what they count (as
+ * hashicorp's yamux, whose receive buffer is one buffer per stream).
+ */
+const GATHER_BELOW = 4 * 1024;
+/** Bytes of a new gathering buffer; it doubles as it fills, and is queued as one piece at GATHER_MAX. */
+const GATHER_START = 1024;
+const GATHER_MAX = 16 * 1024;
+
+/** Node's own count of bytes queued in a Readable (MuxStream's readableLength adds what it gathered). */
+const queuedLength = ((): ((s: Readable) => number) => {
+  for (let p: object | null = Readable.prototype; p !== null; p = Object.getPrototypeOf(p)) {
+    const get = Object.getOwnPropertyDescriptor(p, 'readableLength')?.get;
+    if (get) return (s) => get.call(s) as number;
+  }
+  return (s) => (s as Readable & { _readableState: { length: number } })._readableState.length;
+})();
+
+/**
  * One yamux stream as a Node Duplex. Flow control both ways:
  * - sending: never more than the peer's window (`sendWindow`); the write
  *   callback is held until everything went out, so the writer back-pressures;
@@ -113,6 +137,20 @@ export class MuxStream extends Duplex {
   /** Where the bytes this stream holds are charged (a relay's), and whether the session has let go of it. */
   private hold: StreamHoldHook | undefined;
   private holdReleased = false;
+  /** Small payloads that came behind queued bytes (GATHER_BELOW), in order, not yet queued themselves. */
+  private gathered: Buffer | undefined;
+  private gatheredLength = 0;
+
+  static {
+    // Bytes received and not yet read include the gathered ones: the window's grants, the relay's
+    // hold counts and anyone asking see them.
+    Object.defineProperty(MuxStream.prototype, 'readableLength', {
+      configurable: true,
+      get(this: MuxStream) {
+        return queuedLength(this) + this.gatheredLength;
+      },
+    });
+  }
 
   /** @internal Created by MuxSession only. */
   constructor(id: number, session: MuxSession, link: StreamLink, sendWindow: number, recvWindow: number, visible: boolean) {
@@ -193,8 +231,41 @@ export class MuxStream extends Duplex {
       if (rest.length === 0) return true;
       payload = rest;
     }
-    this.push(payload);
+    this.deliver(payload);
     return true;
+  }
+
+  /** Queues `payload` for the reader, or gathers it behind bytes already queued (GATHER_BELOW). */
+  private deliver(payload: Buffer): void {
+    if (this.gatheredLength > 0) {
+      if (this.gatheredLength + payload.length <= GATHER_MAX) return this.gather(payload);
+      this.pushGathered();
+    }
+    if (payload.length < GATHER_BELOW && queuedLength(this) > 0) return this.gather(payload);
+    this.push(payload);
+  }
+
+  private gather(payload: Buffer): void {
+    const need = this.gatheredLength + payload.length;
+    let into = this.gathered;
+    if (into === undefined || into.length < need) {
+      let size = into?.length ?? GATHER_START;
+      while (size < need) size *= 2;
+      const grown = Buffer.allocUnsafeSlow(Math.min(size, GATHER_MAX));
+      into?.copy(grown, 0, 0, this.gatheredLength);
+      into = this.gathered = grown;
+    }
+    payload.copy(into, this.gatheredLength);
+    this.gatheredLength = need;
+  }
+
+  /** Queues what was gathered, as one piece. */
+  private pushGathered(): void {
+    if (this.gatheredLength === 0) return;
+    const bytes = this.gathered!.subarray(0, this.gatheredLength);
+    this.gathered = undefined;
+    this.gatheredLength = 0;
+    this.push(bytes);
   }
 
   /** @internal The peer granted `delta` more bytes. */
@@ -208,7 +279,10 @@ export class MuxStream extends Duplex {
     if (this.remoteFin) return;
     this.remoteFin = true;
     if (this.lingerTimer !== undefined) return this._endLinger(false);
-    if (!this.destroyed) this.push(null);
+    if (!this.destroyed) {
+      this.pushGathered();
+      this.push(null);
+    }
     if (this.localFin) this.link.release(this);
   }
 
@@ -243,6 +317,7 @@ export class MuxStream extends Duplex {
    * minus bytes still buffered are consumed; re-grant once half the window is.
    */
   override _read(): void {
+    this.pushGathered();
     this.grantConsumed();
   }
 
@@ -255,6 +330,8 @@ export class MuxStream extends Duplex {
    */
   override read(size?: number): ReturnType<Duplex['read']> {
     const chunk = super.read(size);
+    // Node calls _read again only after a push: once its queue is empty, what was gathered goes now.
+    if (this.gatheredLength > 0 && queuedLength(this) === 0 && !this.destroyed) this.pushGathered();
     if (chunk !== null) this.grantConsumed();
     return chunk;
   }
@@ -385,6 +462,8 @@ export class MuxStream extends Duplex {
     const pending = this.pendCb;
     this.pendList = null;
     this.pendCb = null;
+    this.gathered = undefined;
+    this.gatheredLength = 0;
     this.hold?.destroyed(this);
     if (!err && !this.aborting && this.localFin && !this.remoteFin && this.link.isOpen()) {
       this.lingerTimer = setTimeout(() => this._endLinger(true), this.link.config.lingerTimeout);

@@ -3,6 +3,7 @@ import { TLSSocket } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { finished, type Duplex } from 'node:stream';
 import { turnCorker } from './cork.ts';
+import { queuedWrites } from './queued-writes.ts';
 import { gatherReads, reusableInto, reuseReads, straight, taken, type GatheredReads, type ReusedReads } from './read-buffer.ts';
 
 const noop = (): void => {};
@@ -103,6 +104,13 @@ const GATHER_SLAB_BYTES = 256 * 1024;
 
 /** Bytes a destination may hold queued before the source is paused (a socket's own mark is 16 KiB). */
 export const FORWARD_BUFFER = 128 * 1024;
+/**
+ * Pieces a destination may hold queued before the source is paused, however
+ * few bytes they are: each costs a queue entry and a Buffer (≈ 200 bytes),
+ * and FORWARD_BUFFER in 1-byte pieces (a peer's tiny mux frames) was 128 K
+ * of them per stream. A bulk flow queues a few pieces per 64 KiB.
+ */
+export const FORWARD_PIECES = 64;
 
 /**
  * Reads of a one-way trickle are gathered, as a NIC's interrupt moderation
@@ -258,6 +266,13 @@ function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: Spl
   // whole life (320 stalled data connections kept 20 MiB of the relay's RSS so, charged to no budget).
   const readLimit = () => Math.max(MIN_READ_BYTES, (meter?.pressed() ? PRESSED_FORWARD_BUFFER : FORWARD_BUFFER) - dst.writableLength);
   const shedReads = meter ? () => src.isPaused() && meter.pressed() : undefined;
+  /** The destination took what it held: the source reads again (its 'drain', or the write that filled FORWARD_PIECES done). */
+  const resumeSource = () => {
+    src.resume();
+    const handle = stopped;
+    stopped = undefined;
+    if (handle && !held) restart(src, handle);
+  };
   const onChunk = (read: Buffer) => {
     cork?.();
     const wasStraight = reads !== undefined && straight(dst as Socket);
@@ -265,13 +280,17 @@ function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: Spl
     // Node's reads are): lent, the view would keep the whole buffer for a few bytes in a queue
     // (stalled data connections by the hundred: +18 MiB of relay RSS at 512).
     const chunk = reads !== undefined && read.length < read.buffer.byteLength / 2 ? Buffer.from(read) : read;
+    // A write that fills the destination's queue in pieces pauses the source below and resumes it once
+    // done: no 'drain' comes for a queue of few bytes.
+    const crowded = dst.writableLength > 0 && queuedWrites(dst) >= FORWARD_PIECES - 1;
     if (meter) {
       // The callback keeps the length, never the chunk: a closure made here that named `chunk` kept it
       // (and every closure made in this call with it) alive after the write.
       const n = chunk.length;
       if (!meter.take(n)) return fail(new SpliceBudgetError());
-      dst.write(chunk, () => meter.give(n));
-    } else dst.write(chunk);
+      dst.write(chunk, crowded ? () => (meter.give(n), resumeSource()) : () => meter.give(n));
+    } else if (crowded) dst.write(chunk, resumeSource);
+    else dst.write(chunk);
     // The chunk is a view of the read buffer: kept queued, the next read must not overwrite it.
     if (reads) {
       if (chunk === read && !taken(dst as Socket, wasStraight)) reads.lend();
@@ -287,7 +306,7 @@ function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: Spl
     }
     const now = performance.now();
     const last = counted(chunk.length, now);
-    if (dst.writableLength >= (meter?.pressed() ? PRESSED_FORWARD_BUFFER : FORWARD_BUFFER)) {
+    if (crowded || dst.writableLength >= (meter?.pressed() ? PRESSED_FORWARD_BUFFER : FORWARD_BUFFER)) {
       src.pause();
       // A paused socket still reads up to its high-water mark plus a read (≈ 80 KiB) that no meter sees.
       if (meter && !stopped) {
@@ -312,12 +331,7 @@ function forward(src: Duplex, dst: Duplex, clock: Clock, side: 0 | 1, meter: Spl
     if (ms >= COALESCE_MIN_MS) held = holdReading(src, ms, release, () => stopped === undefined);
   };
   src.on('data', onChunk);
-  dst.on('drain', () => {
-    src.resume();
-    const handle = stopped;
-    stopped = undefined;
-    if (handle && !held) restart(src, handle);
-  });
+  dst.on('drain', resumeSource);
   src.once('end', () => {
     // What the last records gathered goes out ahead of the end.
     slabs?.flush();
