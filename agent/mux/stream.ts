@@ -75,13 +75,8 @@ const GATHER_START = 1024;
 const GATHER_MAX = 16 * 1024;
 
 /** Node's own count of bytes queued in a Readable (MuxStream's readableLength adds what it gathered). */
-const queuedLength = ((): ((s: Readable) => number) => {
-  for (let p: object | null = Readable.prototype; p !== null; p = Object.getPrototypeOf(p)) {
-    const get = Object.getOwnPropertyDescriptor(p, 'readableLength')?.get;
-    if (get) return (s) => get.call(s) as number;
-  }
-  return (s) => (s as Readable & { _readableState: { length: number } })._readableState.length;
-})();
+const nodeReadableLength = Object.getOwnPropertyDescriptor(Readable.prototype, 'readableLength')!.get!;
+const queuedLength = (s: Readable): number => nodeReadableLength.call(s) as number;
 
 /**
  * One yamux stream as a Node Duplex. Flow control both ways:
