@@ -215,24 +215,37 @@ test('a device whose tokens requests say grows: a stream the relay sent on its l
   for (const grows of [true, false]) {
     const device = await handDevice(t, relay.port, grows);
     const dial = () => dialThroughRelay(client.link, client.identity, device.identity.address, 22).then((s) => s.destroy(), () => {});
-    const timedOut = stats.get('data_device_wait_timeout') ?? 0;
-    // None of the device's connections ready: the first stream's device leg goes on its link.
-    const dials = [dial()];
-    t.true(await until(() => device.incomings.length >= 1, 10_000));
-    t.is(device.incomings[0].data, undefined);
-    // The next stream right behind it; a device that grows answers the first by opening one more
-    // connection (10 ms later: the second stream is routed first), the other opens none.
-    dials.push(dial());
-    let opened: Promise<Socket | undefined> = Promise.resolve(undefined);
-    if (grows) opened = tick(10).then(() => device.connection().catch(() => undefined));
-    t.true(await until(() => device.incomings.length >= 2));
-    const leg = device.incomings[1];
-    if (grows) t.is(typeof leg.data, 'string', 'the second stream waited for the connection the device opened');
-    else {
-      t.is(leg.data, undefined);
-      t.is(stats.get('data_device_wait_timeout') ?? 0, timedOut, 'the relay did not wait for a device that does not say grows');
+    // The relay waits at least 50 ms (DATA_WAIT_MIN_MS) for a connection on its way; on a loaded 2-core
+    // machine the device's (a token's round trip, then a TCP connect) took longer twice in four full
+    // runs. A device that grows gets three tries; without the mechanism none would pass.
+    for (let attempt = 1; ; attempt++) {
+      const timedOut = stats.get('data_device_wait_timeout') ?? 0;
+      const seen = device.incomings.length;
+      // None of the device's connections ready: the first stream's device leg goes on its link.
+      const dials = [dial()];
+      t.true(await until(() => device.incomings.length >= seen + 1, 10_000));
+      t.is(device.incomings[seen].data, undefined);
+      // The next stream right behind it; a device that grows answers the first by opening one more
+      // connection (10 ms later: the second stream is routed first), the other opens none.
+      dials.push(dial());
+      let opened: Promise<Socket | undefined> = Promise.resolve(undefined);
+      if (grows) opened = tick(10).then(() => device.connection().catch(() => undefined));
+      t.true(await until(() => device.incomings.length >= seen + 2));
+      const leg = device.incomings[seen + 1];
+      await Promise.all(dials);
+      (await opened)?.destroy();
+      if (!grows) {
+        t.is(leg.data, undefined);
+        t.is(stats.get('data_device_wait_timeout') ?? 0, timedOut, 'the relay did not wait for a device that does not say grows');
+        break;
+      }
+      if (typeof leg.data === 'string' || attempt === 3) {
+        t.is(typeof leg.data, 'string', 'the second stream waited for the connection the device opened');
+        break;
+      }
+      t.log(`try ${attempt}: the device's connection came after the relay stopped waiting; again once what the relay expects has lapsed`);
+      // The late connection closed and the connections the relay expected lapsed (2 s), as before the first try.
+      await tick(2_500);
     }
-    await Promise.all(dials);
-    (await opened)?.destroy();
   }
 });
